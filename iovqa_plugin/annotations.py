@@ -1,0 +1,246 @@
+"""Annotation files: one row per video (video path, text prompt, decimal MOS).
+
+Reads CSV, JSON (array) and JSONL with pandas, checks every row, and turns
+each good row into a training sample (prompt, label, sampled frames). Every
+row is accounted for: it is either used or listed as an :class:`Issue` that
+names the file, the row and the field. Rows are numbered from 1 in file
+order, not counting a CSV header (CSV row N is on line N + 1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .config import IOVQAArguments
+from .frames import FrameCache, FrameSpec, extract_many
+from .labels import LabelError, mos_to_label
+from .prompt import build_prompt
+
+EXTENSIONS = (".csv", ".json", ".jsonl")
+_SHOWN_ISSUES = 20
+
+
+@dataclass(frozen=True)
+class Columns:
+    video: str
+    prompt: str
+    mos: str
+
+
+@dataclass
+class Sample:
+    """A usable row."""
+
+    file: str
+    row: int
+    video: str  # as written in the file
+    video_path: str  # resolved path
+    mos: float
+    label: str
+    prompt: str  # the full evaluation prompt (with the video placeholder)
+    frames: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A row that cannot be used, and why."""
+
+    file: str
+    row: int
+    field: str
+    value: str
+    reason: str
+    video: str = ""  # the row's video id, as written (empty when missing)
+
+    def __str__(self) -> str:
+        return f"{self.file}: row {self.row}{_line_hint(self)}: field {self.field!r} = {self.value!r}: {self.reason}"
+
+
+def _line_hint(issue: Issue) -> str:
+    if issue.row > 0 and issue.file.lower().endswith(".csv"):
+        return f" (line {issue.row + 1})"
+    if issue.row > 0 and issue.file.lower().endswith(".jsonl"):
+        return f" (line {issue.row})"
+    return ""
+
+
+class AnnotationError(ValueError):
+    """Bad annotation rows; ``issues`` lists all of them."""
+
+    def __init__(self, issues: list[Issue]):
+        self.issues = issues
+        shown = "\n  ".join(str(i) for i in issues[:_SHOWN_ISSUES])
+        more = f"\n  ... and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
+        super().__init__(
+            f"{len(issues)} bad annotation row(s):\n  {shown}{more}\n"
+            "Fix the rows, or set `iovqa_on_bad_row: skip` to leave them out with a report."
+        )
+
+
+def annotation_files(path: str) -> list[str]:
+    """The annotation file, or the annotation files in a folder (sorted)."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"{path}: folder holds no {'/'.join(EXTENSIONS)} annotation file")
+        return files
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    return [path]
+
+
+def read_table(path: str):
+    """The file as a DataFrame of raw cells (CSV cells as text; a UTF-8 BOM is ignored)."""
+    import pandas as pd
+
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        elif ext == ".jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding="utf-8-sig")
+        elif ext == ".json":
+            frame = pd.read_json(path, dtype=False, convert_dates=False, encoding="utf-8-sig")
+        else:
+            raise ValueError(f"{path}: unsupported annotation format {ext!r}; use one of {EXTENSIONS}")
+    except (ValueError, UnicodeDecodeError) as err:
+        if isinstance(err, ValueError) and "unsupported annotation format" in str(err):
+            raise
+        raise ValueError(f"{path}: cannot be read as {ext[1:].upper()} ({err})") from None
+    frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
+    return frame
+
+
+def check_columns(path: str, present: list[str], columns: Columns) -> None:
+    missing = [c for c in (columns.video, columns.prompt, columns.mos) if c not in present]
+    if not missing:
+        return
+    hint = ""
+    if len(present) == 1 and any(sep in present[0] for sep in (";", "\t", "|")):
+        hint = " The header looks like one column: the file must be comma-separated."
+    raise ValueError(
+        f"{path}: missing column(s) {missing}; the file has {present}.{hint} "
+        "Map your names in dataset_info.json `columns` (videos, prompt, response) "
+        "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column."
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
+    """(label, prompt text, issues) for one record."""
+    issues = []
+    video = record.get(columns.video)
+    if _is_missing(video) or not isinstance(video, str):
+        issues.append(Issue(file, row, columns.video, str(video), "video path is empty or not text"))
+    prompt = record.get(columns.prompt)
+    if _is_missing(prompt):
+        issues.append(Issue(file, row, columns.prompt, str(prompt), "text prompt is empty"))
+    elif not isinstance(prompt, str):
+        prompt = str(prompt)
+    label = None
+    try:
+        label = mos_to_label(record.get(columns.mos), config.label_format)
+    except LabelError as err:
+        issues.append(Issue(file, row, columns.mos, str(record.get(columns.mos)), str(err)))
+    return label, prompt, issues
+
+
+def load_annotations(
+    path: str, columns: Columns, config: IOVQAArguments, media_dir: str, progress: bool = True
+) -> tuple[list[Sample], list[Issue], dict[str, int]]:
+    """Check every row of the annotation file(s) at ``path`` and sample frames.
+
+    Returns (samples, issues, stats). Raises :class:`AnnotationError` listing
+    all bad rows unless ``config.on_bad_row == "skip"``.
+    """
+    records = []
+    for file in annotation_files(path):
+        table = read_table(file)
+        check_columns(file, list(table.columns), columns)
+        records.extend((file, row, rec) for row, rec in enumerate(table.to_dict(orient="records"), start=1))
+
+    # A video named by several rows is ambiguous: every one of those rows is bad.
+    rows_of = defaultdict(list)
+    for file, row, record in records:
+        video = record.get(columns.video)
+        if isinstance(video, str) and video.strip():
+            rows_of[video.strip()].append((file, row))
+
+    samples: list[Sample] = []
+    issues: list[Issue] = []
+    stats = {"rows": len(records), "prompts_cut": 0}
+    for file, row, record in records:
+        label, prompt, row_issues = _row_issues(file, row, record, columns, config)
+        video = record.get(columns.video)
+        video = video.strip() if isinstance(video, str) else video
+        if video in rows_of and len(rows_of[video]) > 1:
+            others = ", ".join(f"{os.path.basename(f)} row {r}" for f, r in rows_of[video] if (f, r) != (file, row))
+            row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id (also {others})"))
+        if row_issues:
+            key = video if isinstance(video, str) else ""
+            issues.extend(Issue(i.file, i.row, i.field, i.value, i.reason, key) for i in row_issues)
+            continue
+        if len(prompt) > config.max_prompt_chars:
+            prompt = prompt[: config.max_prompt_chars]
+            stats["prompts_cut"] += 1
+        samples.append(
+            Sample(
+                file=file,
+                row=row,
+                video=video,
+                video_path=os.path.join(media_dir, video),
+                mos=float(record[columns.mos]),
+                label=label,
+                prompt=build_prompt(prompt, config.label_format, config.prompt_template),
+            )
+        )
+
+    samples, video_issues = _attach_frames(samples, columns, config, progress)
+    issues.extend(video_issues)
+    issues.sort(key=lambda i: (i.file, i.row))
+    if issues and config.on_bad_row == "error":
+        raise AnnotationError(issues)
+    stats["used"] = len(samples)
+    stats["skipped_rows"] = len({(i.file, i.row) for i in issues})
+    return samples, issues, stats
+
+
+def _attach_frames(samples: list[Sample], columns: Columns, config: IOVQAArguments, progress: bool):
+    cache = FrameCache(config.cache_dir, FrameSpec(config.num_frames, config.frame_strategy, config.frame_format))
+    results = extract_many(
+        [s.video_path for s in samples], cache, workers=config.frame_workers, progress=progress, desc="iovqa frames"
+    )
+    kept, issues = [], []
+    for sample in samples:
+        frames, error = results[sample.video_path]
+        if error is not None:
+            issues.append(
+                Issue(sample.file, sample.row, columns.video, sample.video, f"{sample.video_path}: {error}", sample.video)
+            )
+        else:
+            sample.frames = frames
+            kept.append(sample)
+    return kept, issues
+
+
+def write_issue_report(issues: list[Issue], path: str, files: list[str]) -> None:
+    """Write (or update) the CSV of skipped rows of ``files``; rows of other files are kept."""
+    import pandas as pd
+
+    fresh = pd.DataFrame([vars(i) for i in issues], columns=["file", "row", "field", "value", "reason", "video"])
+    if os.path.isfile(path):
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        old = old[~old["file"].isin(files)]
+        fresh = pd.concat([old, fresh], ignore_index=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fresh.to_csv(path, index=False)

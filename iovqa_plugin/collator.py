@@ -1,0 +1,105 @@
+"""The digit-only label mask: loss on the score's tokens and nothing else.
+
+LLaMA-Factory's SFT labels for a ``qwen2_vl`` answer hold the score's tokens,
+``<|im_end|>`` and ``\\n``. The mask keeps only the tokens of the score: the
+first run of consecutive "number" tokens in the label span. A token is a
+number token when its text contains a digit (for decimal labels, a lone "."
+also continues the run). That is a definition on the text of the score, so it
+holds for tokenizers that split digits (Qwen: "3", "7") and for ones that
+group them (Llama-3: "37") alike.
+
+The mask is a handful of tensor operations over the whole padded batch (no
+Python loop over tokens). A sample whose labels hold no score, or a score
+with the wrong number of digits (cut by ``cutoff_len``), is an error: it
+would otherwise train on nothing, silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from llamafactory.data import SFTDataCollatorWith4DAttentionMask
+
+from .logs import get_logger
+
+IGNORE_INDEX = -100
+SCORE_DIGITS = 2  # "10".."50" and "1.0".."5.0" both have two digits
+
+_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+logger = get_logger()
+
+
+class LabelMaskError(ValueError):
+    """A training sample whose labels do not hold a complete score."""
+
+
+def token_tables(tokenizer: Any, label_format: str = "integer") -> tuple[torch.Tensor, torch.Tensor]:
+    """(is_number[vocab], digit_count[vocab]) for ``tokenizer``, cached per tokenizer."""
+    size = len(tokenizer)
+    key = (getattr(tokenizer, "name_or_path", ""), type(tokenizer).__name__, size, label_format)
+    if key not in _TABLES:
+        texts = tokenizer.batch_decode([[i] for i in range(size)], clean_up_tokenization_spaces=False)
+        digits = torch.tensor([sum(c in "0123456789" for c in t) for t in texts], dtype=torch.long)
+        is_number = digits > 0
+        if label_format == "decimal":
+            is_number |= torch.tensor([t.strip() == "." for t in texts], dtype=torch.bool)
+        _TABLES[key] = (is_number, digits)
+    return _TABLES[key]
+
+
+def score_mask(labels: torch.Tensor, is_number: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the first run of number tokens among the labelled positions of each row."""
+    labelled = labels != IGNORE_INDEX
+    ids = labels.clamp(0, is_number.numel() - 1)
+    number = labelled & is_number.to(labels.device)[ids]
+    started = number.long().cumsum(dim=1) > 0
+    # a labelled non-number token after the start ends the run
+    ended = (started & labelled & ~number).long().cumsum(dim=1) > 0
+    return number & ~ended
+
+
+def mask_labels(
+    labels: torch.Tensor, is_number: torch.Tensor, digit_count: torch.Tensor, expected_digits: int = SCORE_DIGITS
+) -> torch.Tensor:
+    """Labels with everything but the score's tokens set to IGNORE_INDEX.
+
+    Raises :class:`LabelMaskError` naming the batch rows without a complete score.
+    """
+    keep = score_mask(labels, is_number)
+    ids = labels.clamp(0, digit_count.numel() - 1)
+    digits = (digit_count.to(labels.device)[ids] * keep).sum(dim=1)
+    bad = (digits != expected_digits).nonzero().flatten().tolist()
+    if bad:
+        found = digits[bad].tolist()
+        raise LabelMaskError(
+            f"batch row(s) {bad}: the response labels hold {found} score digit(s), expected {expected_digits}. "
+            "The response has no score, or cutoff_len cut it off (raise cutoff_len or lower video_max_pixels)."
+        )
+    return torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
+
+
+@dataclass
+class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
+    """LLaMA-Factory's SFT collator followed by the digit-only label mask."""
+
+    label_format: str = "integer"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._is_number, self._digit_count = token_tables(self.tokenizer, self.label_format)
+        self._logged_first_batch = False
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        try:
+            batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count)
+        except LabelMaskError as err:
+            rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
+            raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
+        if not self._logged_first_batch:
+            self._logged_first_batch = True
+            kept = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
+            logger.info("label mask active (digits): first batch trains on %s", kept)
+        return batch

@@ -1,0 +1,333 @@
+"""The plugin's recipe keys: one dataclass, its validation, and the active run.
+
+Every plugin key in a LLaMA-Factory recipe is spelled ``iovqa_<field>``. The
+keys are taken out of the recipe before LLaMA-Factory's own argument parser
+sees it (that parser rejects unknown keys); an ``iovqa_*`` key that is not a
+field below is an error. A recipe with no ``iovqa_*`` key leaves the plugin
+inactive: LLaMA-Factory then behaves exactly as without the plugin.
+
+Standard library only: this module is imported while recipes are read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Optional
+
+PREFIX = "iovqa_"
+
+TAOBAO_VIDEO_COLUMN = "video_name"
+TAOBAO_PROMPT_COLUMN = "Prompt"
+TAOBAO_MOS_COLUMN = "Overall_MOS"
+
+# LLaMA-Factory options that contradict the score-only label mask.
+_MASK_CONFLICTS = {
+    "train_on_prompt": "the prompt's tokens (and any digits in it) would be trained on",
+    "packing": "several samples would share one row, and the mask keeps one score per row",
+    "neat_packing": "several samples would share one row, and the mask keeps one score per row",
+}
+
+
+class PluginConfigError(ValueError):
+    """An ``iovqa_*`` recipe key is unknown or has an invalid value."""
+
+
+@dataclass
+class IOVQAArguments:
+    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``)."""
+
+    label_format: Literal["integer", "decimal"] = field(
+        default="integer",
+        metadata={
+            "help": "Response label. `integer`: MOS rounded to one decimal and x10, e.g. 3.666 -> '37' (the paper). "
+            "`decimal`: the rounded MOS as written, e.g. '3.7' (the paper's ablation)."
+        },
+    )
+    label_mask: Literal["digits", "none"] = field(
+        default="digits",
+        metadata={
+            "help": "`digits`: loss on the tokens of the score only; `<|im_end|>`, newline and any other response "
+            "token are masked (the paper's integer-only mask). `none`: standard SFT labels (ablation)."
+        },
+    )
+    num_frames: int = field(
+        default=2,
+        metadata={"help": "Frames sampled per video (the paper uses 1-2; 2 frames are one Qwen2.5-VL temporal patch)."},
+    )
+    frame_strategy: Literal["segment", "linspace"] = field(
+        default="segment",
+        metadata={
+            "help": "`segment`: the middle frame of each of num_frames equal segments (1 frame = the middle frame, "
+            "2 frames = at 1/4 and 3/4 of the clip). `linspace`: evenly spaced from the first to the last frame "
+            "(LLaMA-Factory's own rule; 1 frame = the first frame)."
+        },
+    )
+    frame_format: Literal["png", "jpg"] = field(
+        default="png",
+        metadata={"help": "Format of cached frames. `png` is lossless (no extra artefacts in a quality task)."},
+    )
+    frame_cache_dir: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Folder of the frame cache. Default: $IOVQA_CACHE_DIR, else ~/.cache/iovqa_plugin/frames. "
+            "Entries are keyed by video path, size, mtime and frame settings."
+        },
+    )
+    frame_workers: int = field(
+        default=1,
+        metadata={"help": "Worker processes extracting frames that are not cached yet (see also `iovqa prepare`)."},
+    )
+    prompt_template: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Evaluation prompt. Fields: {prompt} (the row's text prompt, required), {answer_format} "
+            "(what to answer, follows label_format), {video} (where the video goes; default: at the start). "
+            "Default: the paper-style prompt naming aesthetic quality, image quality, temporal quality and "
+            "text-video alignment."
+        },
+    )
+    prompt_template_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "Read prompt_template from this text file instead."},
+    )
+    max_prompt_chars: int = field(
+        default=2000,
+        metadata={"help": "Longer text prompts are cut to this many characters (counted in the dataset summary)."},
+    )
+    video_column: str = field(
+        default=TAOBAO_VIDEO_COLUMN,
+        metadata={"help": "Video path column, used when dataset_info.json maps no `videos` column."},
+    )
+    prompt_column: str = field(
+        default=TAOBAO_PROMPT_COLUMN,
+        metadata={"help": "Text prompt column, used when dataset_info.json maps no `prompt` column."},
+    )
+    mos_column: str = field(
+        default=TAOBAO_MOS_COLUMN,
+        metadata={"help": "Decimal MOS column (1..5), used when dataset_info.json maps no `response` column."},
+    )
+    on_bad_row: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "`error`: any bad row (bad MOS, missing or corrupt video, ...) stops with a message naming "
+            "file, row and field. `skip`: bad rows are left out and listed with their reason in skip_report."
+        },
+    )
+    skip_report: Optional[str] = field(
+        default=None,
+        metadata={"help": "CSV listing skipped rows. Default: <output_dir>/iovqa_skipped_rows.csv."},
+    )
+    output_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Not a recipe key: copied from the recipe's output_dir."},
+    )
+
+    def __post_init__(self):
+        _check_choice(self, "label_format")
+        _check_choice(self, "label_mask")
+        _check_choice(self, "frame_strategy")
+        _check_choice(self, "frame_format")
+        _check_choice(self, "on_bad_row")
+        if not 1 <= self.num_frames <= 64:
+            raise PluginConfigError(f"iovqa_num_frames must be between 1 and 64, got {self.num_frames}")
+        if self.frame_workers < 1:
+            raise PluginConfigError(f"iovqa_frame_workers must be >= 1, got {self.frame_workers}")
+        if self.max_prompt_chars < 1:
+            raise PluginConfigError(f"iovqa_max_prompt_chars must be >= 1, got {self.max_prompt_chars}")
+        if self.prompt_template is not None and self.prompt_template_file is not None:
+            raise PluginConfigError("set iovqa_prompt_template or iovqa_prompt_template_file, not both")
+        if self.prompt_template_file is not None:
+            if not os.path.isfile(self.prompt_template_file):
+                raise PluginConfigError(f"iovqa_prompt_template_file: no such file {self.prompt_template_file!r}")
+            with open(self.prompt_template_file, encoding="utf-8") as handle:
+                self.prompt_template = handle.read()
+            self.prompt_template_file = None
+        if self.prompt_template is not None:
+            from .prompt import check_template
+
+            check_template(self.prompt_template)
+
+    @property
+    def cache_dir(self) -> str:
+        if self.frame_cache_dir:
+            return os.path.abspath(os.path.expanduser(self.frame_cache_dir))
+        env = os.environ.get("IOVQA_CACHE_DIR")
+        if env:
+            return os.path.abspath(os.path.expanduser(env))
+        return os.path.join(os.path.expanduser("~"), ".cache", "iovqa_plugin", "frames")
+
+    @property
+    def skip_report_path(self) -> str:
+        if self.skip_report:
+            return self.skip_report
+        return os.path.join(self.output_dir or ".", "iovqa_skipped_rows.csv")
+
+    def to_recipe(self) -> dict[str, Any]:
+        """The recipe keys that reproduce this configuration."""
+        return {PREFIX + k: v for k, v in asdict(self).items() if k != "output_dir"}
+
+
+RECIPE_FIELDS = tuple(f.name for f in fields(IOVQAArguments) if f.name != "output_dir")
+
+
+def _check_choice(args: IOVQAArguments, name: str) -> None:
+    hint = typing.get_type_hints(IOVQAArguments)[name]
+    choices = typing.get_args(hint)
+    value = getattr(args, name)
+    if value not in choices:
+        raise PluginConfigError(f"iovqa_{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a command-line string to the field's type (recipes give typed values)."""
+    hint = typing.get_type_hints(IOVQAArguments)[name]
+    base = hint
+    if typing.get_origin(hint) is typing.Union:  # Optional[X]
+        base = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+    if base is int:
+        if isinstance(value, bool):
+            raise PluginConfigError(f"iovqa_{name} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise PluginConfigError(f"iovqa_{name} must be an integer, got {value!r}") from None
+    if value is not None and not isinstance(value, str):
+        raise PluginConfigError(f"iovqa_{name} must be a string, got {value!r}")
+    return value
+
+
+def build_config(keys: dict[str, Any], output_dir: Optional[str] = None) -> IOVQAArguments:
+    """Validate ``{"iovqa_x": value}`` recipe keys into an :class:`IOVQAArguments`."""
+    values = {}
+    for key, value in keys.items():
+        name = key[len(PREFIX) :]
+        if name not in RECIPE_FIELDS:
+            close = difflib.get_close_matches(name, RECIPE_FIELDS, n=1)
+            hint = f"; did you mean iovqa_{close[0]}?" if close else ""
+            raise PluginConfigError(
+                f"unknown plugin key {key!r}{hint} Known keys: {', '.join(PREFIX + f for f in RECIPE_FIELDS)}"
+            )
+        values[name] = _coerce(name, value)
+    return IOVQAArguments(output_dir=output_dir, **values)
+
+
+def check_compatible(config: IOVQAArguments, recipe: dict[str, Any]) -> None:
+    """Reject LLaMA-Factory options that would silently defeat the plugin."""
+    if config.label_mask == "none":
+        return
+    for key, why in _MASK_CONFLICTS.items():
+        if _truthy(recipe.get(key)):
+            raise PluginConfigError(f"{key}: true cannot be combined with iovqa_label_mask: digits ({why})")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class PluginArgs(dict):
+    """A recipe dict without its plugin keys, carrying the plugin configuration.
+
+    LLaMA-Factory reads a recipe once and hands the dict on to its parsers;
+    carrying the configuration on the dict keeps nested reads consistent.
+    """
+
+    iovqa: Optional[IOVQAArguments] = None
+
+
+class PluginArgList(list):
+    """The ``--key value`` form of :class:`PluginArgs`."""
+
+    iovqa: Optional[IOVQAArguments] = None
+
+
+def split_recipe(args: Any) -> tuple[Any, Optional[IOVQAArguments]]:
+    """Take the plugin keys out of a recipe (a dict, or a ``--key value`` list).
+
+    Returns the recipe for LLaMA-Factory and the plugin configuration, or
+    ``None`` when the recipe has no plugin key. A recipe without plugin keys
+    is returned as the very same object.
+    """
+    if isinstance(args, (PluginArgs, PluginArgList)):
+        return args, args.iovqa
+    if isinstance(args, dict):
+        keys = {k: v for k, v in args.items() if isinstance(k, str) and k.startswith(PREFIX)}
+        if not keys:
+            return args, None
+        rest = PluginArgs((k, v) for k, v in args.items() if k not in keys)
+        rest.iovqa = build_config(keys, output_dir=rest.get("output_dir"))
+        check_compatible(rest.iovqa, rest)
+        return rest, rest.iovqa
+    if isinstance(args, list):
+        return _split_cli(args)
+    return args, None
+
+
+def _split_cli(argv: list[str]) -> tuple[list[str], Optional[IOVQAArguments]]:
+    rest, keys, i = PluginArgList(), {}, 0
+    while i < len(argv):
+        token = argv[i]
+        if isinstance(token, str) and token.startswith("--" + PREFIX):
+            name, eq, value = token[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise PluginConfigError(f"{token} needs a value")
+                value = argv[i + 1]
+                i += 1
+            keys[name] = value
+        else:
+            rest.append(token)
+        i += 1
+    if not keys:
+        return argv, None
+    flags = _cli_flags(rest)
+    rest.iovqa = build_config(keys, output_dir=flags.get("output_dir"))
+    check_compatible(rest.iovqa, flags)
+    return rest, rest.iovqa
+
+
+def _cli_flags(argv: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` / bare ``--flag`` as a dict."""
+    flags, i = {}, 0
+    while i < len(argv):
+        token = argv[i]
+        if isinstance(token, str) and token.startswith("--"):
+            name, eq, value = token[2:].partition("=")
+            if eq:
+                flags[name] = value
+            elif i + 1 < len(argv) and not str(argv[i + 1]).startswith("--"):
+                flags[name] = argv[i + 1]
+                i += 1
+            else:
+                flags[name] = True
+        i += 1
+    return flags
+
+
+# The configuration of the run in progress in this process (None: plugin inactive).
+_ACTIVE: Optional[IOVQAArguments] = None
+
+
+def activate(config: Optional[IOVQAArguments]) -> None:
+    global _ACTIVE
+    _ACTIVE = config
+
+
+def active() -> Optional[IOVQAArguments]:
+    return _ACTIVE
+
+
+def help_text() -> str:
+    """All recipe keys with their defaults and help, for ``iovqa keys``."""
+    lines = []
+    for f in fields(IOVQAArguments):
+        if f.name == "output_dir":
+            continue
+        lines.append(f"{PREFIX}{f.name} (default: {f.default!r})\n    {f.metadata['help']}")
+    return "\n".join(lines)

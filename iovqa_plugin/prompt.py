@@ -1,0 +1,74 @@
+"""The evaluation prompt the model is trained and scored with.
+
+The user's text prompt is embedded in an instruction that names the four
+dimensions judged in the challenge (aesthetic quality, image quality,
+temporal quality, text-video alignment) and asks for one number only.
+"""
+
+from __future__ import annotations
+
+import string
+
+VIDEO_PLACEHOLDER = "<video>"
+# Media placeholders LLaMA-Factory counts in prompts; user text must not add any.
+_MEDIA_PLACEHOLDERS = ("<video>", "<image>", "<audio>")
+
+ANSWER_FORMATS = {
+    "integer": "a single integer from 10 (worst) to 50 (best)",
+    "decimal": "a single number with one decimal from 1.0 (worst) to 5.0 (best)",
+}
+
+DEFAULT_TEMPLATE = (
+    "{video}You are an expert in assessing the quality of AI-generated videos. "
+    'The video was generated from the text prompt: "{prompt}"\n'
+    "Rate the overall quality of the video, considering these four dimensions:\n"
+    "1. Aesthetic quality: composition, colour harmony, lighting and visual appeal.\n"
+    "2. Image quality: clarity, sharpness, noise, blur and compression artefacts in the frames.\n"
+    "3. Temporal quality: smoothness and consistency of motion, no flicker, jitter or deformation.\n"
+    "4. Text-video alignment: how faithfully the video shows what the text prompt asks for.\n"
+    "Answer with {answer_format}. Output the number only, with no explanation."
+)
+
+_FIELDS = {"prompt", "answer_format", "video"}
+
+
+class PromptTemplateError(ValueError):
+    pass
+
+
+def check_template(template: str) -> None:
+    """A template must use {prompt} once and only the known fields."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise PromptTemplateError(f"prompt template is not a valid format string: {err}") from None
+    unknown = sorted(set(names) - _FIELDS)
+    if unknown:
+        raise PromptTemplateError(f"prompt template has unknown fields {unknown}; allowed: {sorted(_FIELDS)}")
+    if names.count("prompt") != 1:
+        raise PromptTemplateError("prompt template must contain {prompt} exactly once")
+    if names.count("video") > 1:
+        raise PromptTemplateError("prompt template may contain {video} at most once")
+    if any(p in template for p in _MEDIA_PLACEHOLDERS):
+        raise PromptTemplateError("write {video} instead of a literal media placeholder in the prompt template")
+
+
+def neutralize_placeholders(text: str) -> str:
+    """Rewrite literal ``<video>``-style text so LLaMA-Factory does not count it as media."""
+    for placeholder in _MEDIA_PLACEHOLDERS:
+        text = text.replace(placeholder, "[" + placeholder[1:-1] + "]")
+    return text
+
+
+def build_prompt(user_prompt: str, label_format: str = "integer", template: str | None = None) -> str:
+    """The full user turn, with exactly one video placeholder."""
+    template = template or DEFAULT_TEMPLATE
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    text = template.format(
+        prompt=neutralize_placeholders(user_prompt),
+        answer_format=ANSWER_FORMATS[label_format],
+        video=VIDEO_PLACEHOLDER,
+    )
+    if "video" not in names:
+        text = VIDEO_PLACEHOLDER + text
+    return text

@@ -1,0 +1,160 @@
+"""A tiny Qwen2.5-VL with the real Qwen vocabulary, built offline.
+
+For the demo and the tests: no model hub is needed. The tokenizer is Qwen's
+byte-level BPE (the 151,643 ranks shipped as ``qwen.tiktoken`` in the
+``dashscope`` package) with Qwen2.5-VL's special tokens, so it splits digits
+exactly like the released models. The model is a randomly initialised
+Qwen2.5-VL a few hundred thousand weights wide, saved with ``save_pretrained``
+and loaded back by LLaMA-Factory through the ordinary ``from_pretrained``
+path.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+
+# Qwen2/2.5 pre-tokenizer: every digit is its own piece (\p{N}, not \p{N}{1,3}).
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN_BPE_RANKS = 151643
+# Qwen2.5-VL special tokens, from id 151643 on, in the released tokenizer's order.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+NOT_SPECIAL = {"<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"}
+NOT_SPECIAL |= {"<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"}
+
+
+def qwen_tiktoken_path() -> str:
+    spec = find_spec("dashscope")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the tiny model's vocabulary comes from the `dashscope` package: pip install dashscope")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "resources", "qwen.tiktoken")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"qwen.tiktoken not found at {path}")
+    return path
+
+
+def build_tokenizer():
+    """Qwen2.5-VL's tokenizer (byte-level BPE + special tokens), offline."""
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    backend = TikTokenConverter(vocab_file=qwen_tiktoken_path(), pattern=QWEN_PATTERN).converted()
+    if backend.get_vocab_size() != QWEN_BPE_RANKS:
+        raise ValueError(f"unexpected vocabulary size {backend.get_vocab_size()} (want {QWEN_BPE_RANKS})")
+    backend.add_special_tokens([AddedToken(t, special=t not in NOT_SPECIAL, normalized=False) for t in SPECIAL_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+    )
+    if tokenizer.convert_tokens_to_ids("<|im_end|>") != 151645:
+        raise ValueError("special tokens did not land at Qwen's ids")
+    return tokenizer
+
+
+def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64) -> str:
+    """Save a tiny random Qwen2.5-VL (model, tokenizer, processor) to ``output_dir``."""
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = build_tokenizer()
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
+    vocab_size = 151936  # the released checkpoints' padded embedding rows
+    text_config = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+    vision_config = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=hidden_size,
+        fullatt_block_indexes=[1],
+        window_size=112,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(),
+        video_processor=Qwen2VLVideoProcessor(),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+    os.makedirs(output_dir, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+# Qwen2-VL's chat template (ChatML with vision markers), for tools that apply it.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)

@@ -1,0 +1,69 @@
+"""Every touch of LLaMA-Factory internals, one named function per target.
+
+Installed as ``iovqa_plugin.patches``. Each ``apply_*`` function checks that
+the installed LLaMA-Factory is a supported version and that its target still
+exists, and is idempotent (applying twice changes nothing). The start-up hook
+(``iovqa_plugin._autoload``) calls them as LLaMA-Factory's modules are
+imported; ``apply_all()`` calls them all at once.
+
+The patches only add: with no ``iovqa_*`` key in a recipe, every patched
+target behaves exactly like the original.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .converter import apply_dataset_converter
+from .parser import apply_parser_read_args
+from .sft_workflow import apply_sft_collator
+from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
+from .tuner import apply_tuner_read_args
+
+# module imported -> the patch that targets it
+PATCHES = {
+    "llamafactory.hparams.parser": apply_parser_read_args,
+    "llamafactory.data.converter": apply_dataset_converter,
+    "llamafactory.train.sft.workflow": apply_sft_collator,
+    "llamafactory.train.tuner": apply_tuner_read_args,
+}
+
+_WARNED = []
+
+
+def apply_all() -> None:
+    """Apply every patch now (imports the LLaMA-Factory modules concerned)."""
+    for patch in PATCHES.values():
+        patch()
+
+
+def on_module_imported(name: str, module) -> None:
+    """Called by the start-up hook right after ``name`` was imported.
+
+    A failing patch must not break stock LLaMA-Factory for recipes that do not
+    use the plugin, so it is reported on stderr instead of raised.
+    """
+    patch = PATCHES.get(name)
+    if patch is None:
+        return
+    try:
+        patch()
+    except (UnsupportedVersionError, PatchTargetError) as err:
+        if str(err) not in _WARNED:
+            _WARNED.append(str(err))
+            print(f"[iovqa] WARNING plugin not applied: {err}", file=sys.stderr)
+
+
+__all__ = [
+    "PATCHES",
+    "SUPPORTED_LLAMAFACTORY",
+    "PatchTargetError",
+    "UnsupportedVersionError",
+    "apply_all",
+    "apply_dataset_converter",
+    "apply_parser_read_args",
+    "apply_sft_collator",
+    "apply_tuner_read_args",
+    "check_version",
+    "on_module_imported",
+]

@@ -1,0 +1,51 @@
+"""Checks shared by the patches: supported version, target presence, idempotence."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from types import ModuleType
+from typing import Any
+
+SUPPORTED_LLAMAFACTORY = ("0.9.5",)
+MARK = "__iovqa_original__"  # attribute of a patched callable, holding the original
+
+
+class UnsupportedVersionError(RuntimeError):
+    pass
+
+
+class PatchTargetError(RuntimeError):
+    pass
+
+
+def check_version() -> str:
+    """The installed LLaMA-Factory version; raises unless it is supported."""
+    try:
+        installed = version("llamafactory")
+    except PackageNotFoundError:
+        raise UnsupportedVersionError("LLaMA-Factory (package llamafactory) is not installed") from None
+    release = installed.split("+")[0]
+    if not any(release == v or release.startswith(v + ".") for v in SUPPORTED_LLAMAFACTORY):
+        raise UnsupportedVersionError(
+            f"llamafactory {installed} is not supported by iovqa-plugin (supported: {', '.join(SUPPORTED_LLAMAFACTORY)})"
+        )
+    return installed
+
+
+def target(module_name: str, attribute: str) -> tuple[ModuleType, Any]:
+    """The module and its attribute to patch; raises if LLaMA-Factory moved it."""
+    check_version()
+    module = importlib.import_module(module_name)
+    if not hasattr(module, attribute):
+        raise PatchTargetError(f"{module_name}.{attribute} not found: LLaMA-Factory's layout changed")
+    return module, getattr(module, attribute)
+
+
+def is_patched(obj: Any) -> bool:
+    return hasattr(obj, MARK)
+
+
+def mark_patched(wrapper: Any, original: Any) -> Any:
+    setattr(wrapper, MARK, original)
+    return wrapper
