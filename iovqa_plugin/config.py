@@ -146,9 +146,12 @@ class IOVQAArguments:
                 self.prompt_template = handle.read()
             self.prompt_template_file = None
         if self.prompt_template is not None:
-            from .prompt import check_template
+            from .prompt import PromptTemplateError, check_template
 
-            check_template(self.prompt_template)
+            try:
+                check_template(self.prompt_template)
+            except PromptTemplateError as err:
+                raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
 
     @property
     def cache_dir(self) -> str:

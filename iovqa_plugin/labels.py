@@ -48,6 +48,8 @@ def parse_mos(value: Any) -> Decimal:
         mos = Decimal(text)
     except InvalidOperation:
         raise LabelError(f"MOS is not a number: {value!r}") from None
+    if mos.is_nan():
+        raise LabelError("MOS is empty or NaN")
     if not mos.is_finite():
         raise LabelError(f"MOS must be finite, got {value!r}")
     if not MOS_MIN <= mos <= MOS_MAX:

@@ -1,0 +1,32 @@
+# Quick start:  make demo   (tiny offline model + demo ladder + `llamafactory-cli train` on CPU)
+#               make test   (the test suite, offline, CPU)
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(abspath $(VENV))/bin
+# torchrun (used by LLaMA-Factory's multi-process launch) must be on PATH
+RUN    := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+STAMP  := $(VENV)/.iovqa-installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# The torch trio is pinned exactly (LLaMA-Factory 0.9.5 refuses torch 2.9 with Qwen2.5-VL's Conv3d, and the
+# registry's torchvision only loads next to the matching registry torch); constraints.txt pins the rest.
+$(STAMP): setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.10.0 torchvision==0.25.0 torchaudio==2.10.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(RUN) $(BIN)/iovqa demo
+
+test: install
+	$(RUN) $(BIN)/python -m pytest tests
+
+clean:
+	rm -rf work data_info/demo build *.egg-info .pytest_cache

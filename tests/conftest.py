@@ -1,0 +1,102 @@
+"""Shared fixtures: the offline tiny model, the demo ladder, and recipe runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+DEMO_COLUMNS = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    from iovqa_plugin.tiny_model import build_tiny_model
+
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny") / "tiny-qwen2.5-vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    from iovqa_plugin.tiny_model import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> str:
+    """A dataset_dir with the demo ladder and a dataset_info.json for it."""
+    from iovqa_plugin.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(str(root / "demo"), media_root=str(root))
+    info = {
+        f"demo_{split}": {"file_name": f"demo/{split}.csv", "formatting": "iovqa", "columns": DEMO_COLUMNS}
+        for split in ("train", "val", "test")
+    }
+    (root / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    return str(root)
+
+
+def base_recipe(model: str, dataset_dir: str, output_dir: str, **overrides) -> dict:
+    """The demo recipe with test paths and a few steps."""
+    with open(os.path.join(REPO, "examples", "iovqa_demo_cpu.yaml"), encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle)
+    recipe.update(
+        model_name_or_path=model,
+        dataset_dir=dataset_dir,
+        dataset="demo_train",
+        output_dir=output_dir,
+        iovqa_frame_cache_dir=os.path.join(dataset_dir, "frame_cache"),
+        max_steps=3,
+        save_strategy="steps",
+        save_steps=3,
+        eval_strategy="no",
+        eval_dataset=None,
+        logging_steps=1,
+    )
+    recipe.update(overrides)
+    return {k: v for k, v in recipe.items() if v is not None}
+
+
+def write_recipe(path, recipe: dict) -> str:
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(recipe, handle, sort_keys=False)
+    return str(path)
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a console script of this environment in a fresh interpreter, from the repo root."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = BIN + os.pathsep + full_env.get("PATH", "")
+    full_env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    full_env.update({"TOKENIZERS_PARALLELISM": "false", "DISABLE_VERSION_CHECK": "0"})
+    for key in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        full_env.pop(key, None)
+    full_env.update(env or {})
+    exe = args[0] if os.path.isabs(args[0]) else os.path.join(BIN, args[0])
+    return subprocess.run(
+        [exe, *args[1:]], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def clean_plugin_state():
+    """Leave the process-wide active configuration as it was."""
+    from iovqa_plugin import config
+
+    before = config.active()
+    yield
+    config.activate(before)
+
+
+def copy_tree(src: str, dst: str) -> str:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,168 @@
+"""Annotation files: every row is used or reported with file, row and field."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iovqa_plugin.annotations import AnnotationError, Columns, load_annotations, read_table, write_issue_report
+from iovqa_plugin.config import IOVQAArguments
+from iovqa_plugin.demo import write_video
+
+COLUMNS = Columns("video_name", "Prompt", "Overall_MOS")
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A media folder with good clips and a set of broken files."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("media")
+    frames = [Image.fromarray(np.full((48, 64, 3), 12 * i, dtype=np.uint8)) for i in range(12)]
+    write_video(frames, str(root / "a.mp4"), fps=8)
+    for name in ("b.mp4", "c d.mp4", "vidéo_ü.mp4"):
+        shutil.copy(root / "a.mp4", root / name)
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("not a video")
+    (root / "dir.mp4").mkdir()
+    data = (root / "a.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(data[:200])
+    return str(root)
+
+
+def config(tmp_path, **kw):
+    return IOVQAArguments(frame_cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out"), **kw)
+
+
+def write_csv(path, rows, sep=",", bom=False):
+    frame = pd.DataFrame(rows)
+    frame.to_csv(path, index=False, sep=sep, encoding="utf-8-sig" if bom else "utf-8")
+    return str(path)
+
+
+GOOD = [
+    {"video_name": "a.mp4", "Prompt": "a dog", "Overall_MOS": "3.666"},
+    {"video_name": "b.mp4", "Prompt": "a cat", "Overall_MOS": "1.0"},
+    {"video_name": "c d.mp4", "Prompt": "a car", "Overall_MOS": "5"},
+    {"video_name": "vidéo_ü.mp4", "Prompt": "un été", "Overall_MOS": "2.65"},
+]
+
+
+def test_good_rows_become_samples(tmp_path, media):
+    path = write_csv(tmp_path / "train.csv", GOOD)
+    samples, issues, stats = load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    assert issues == [] and stats["rows"] == 4 and stats["used"] == 4
+    assert [s.label for s in samples] == ["37", "10", "50", "27"]
+    assert [s.row for s in samples] == [1, 2, 3, 4]
+    assert all(len(s.frames) == 2 and all(os.path.isfile(f) for f in s.frames) for s in samples)
+    assert samples[0].prompt.startswith("<video>") and '"a dog"' in samples[0].prompt
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_formats(tmp_path, media, fmt):
+    rows = [dict(r, Overall_MOS=float(r["Overall_MOS"])) for r in GOOD]
+    path = tmp_path / f"train.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps(rows, ensure_ascii=False))
+    else:
+        path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    samples, issues, _ = load_annotations(str(path), COLUMNS, config(tmp_path), media, progress=False)
+    assert not issues and [s.label for s in samples] == ["37", "10", "50", "27"]
+
+
+def test_utf8_bom_header(tmp_path, media):
+    path = write_csv(tmp_path / "bom.csv", GOOD, bom=True)
+    assert list(read_table(path).columns)[0] == "video_name"
+    samples, issues, _ = load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    assert len(samples) == 4 and not issues
+
+
+def test_semicolon_csv_is_a_clear_error(tmp_path, media):
+    path = write_csv(tmp_path / "semi.csv", GOOD, sep=";")
+    with pytest.raises(ValueError, match="semi.csv: missing column.*comma-separated"):
+        load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+
+
+def test_missing_columns_name_the_file(tmp_path, media):
+    path = write_csv(tmp_path / "cols.csv", [{"video": "a.mp4", "Prompt": "x", "Overall_MOS": 3}])
+    with pytest.raises(ValueError, match=r"cols.csv: missing column\(s\) \['video_name'\]"):
+        load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+
+
+BAD = [
+    ({"video_name": "a.mp4", "Prompt": "p", "Overall_MOS": "nan"}, "Overall_MOS", "NaN"),
+    ({"video_name": "a.mp4", "Prompt": "p", "Overall_MOS": ""}, "Overall_MOS", "empty"),
+    ({"video_name": "a.mp4", "Prompt": "p", "Overall_MOS": "abc"}, "Overall_MOS", "not a number"),
+    ({"video_name": "a.mp4", "Prompt": "p", "Overall_MOS": "0.5"}, "Overall_MOS", "outside"),
+    ({"video_name": "a.mp4", "Prompt": "p", "Overall_MOS": "5.4"}, "Overall_MOS", "outside"),
+    ({"video_name": "a.mp4", "Prompt": "p", "Overall_MOS": "-2"}, "Overall_MOS", "outside"),
+    ({"video_name": "", "Prompt": "p", "Overall_MOS": "3"}, "video_name", "empty"),
+    ({"video_name": "a.mp4", "Prompt": "", "Overall_MOS": "3"}, "Prompt", "empty"),
+    ({"video_name": "zero.mp4", "Prompt": "p", "Overall_MOS": "3"}, "video_name", "empty"),
+    ({"video_name": "text.mp4", "Prompt": "p", "Overall_MOS": "3"}, "video_name", "not a readable video"),
+    ({"video_name": "dir.mp4", "Prompt": "p", "Overall_MOS": "3"}, "video_name", "directory"),
+    ({"video_name": "missing.mp4", "Prompt": "p", "Overall_MOS": "3"}, "video_name", "not found"),
+]
+
+
+@pytest.mark.parametrize("row, field, reason", BAD)
+def test_each_bad_row_names_file_row_and_field(tmp_path, media, row, field, reason):
+    rows = [GOOD[1], GOOD[2], row]  # the bad row is row 3, line 4
+    path = write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(AnnotationError) as info:
+        load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    [issue] = info.value.issues
+    assert (issue.row, issue.field) == (3, field) and reason in issue.reason
+    message = str(info.value)
+    assert "bad.csv: row 3 (line 4)" in message and repr(field) in message and reason in message
+
+
+def test_duplicate_video_ids_are_reported_on_every_row(tmp_path, media):
+    rows = GOOD + [{"video_name": "a.mp4", "Prompt": "again", "Overall_MOS": "abc"}]
+    path = write_csv(tmp_path / "dup.csv", rows)
+    with pytest.raises(AnnotationError) as info:
+        load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    duplicate = [i for i in info.value.issues if "duplicate" in i.reason]
+    assert {i.row for i in duplicate} == {1, 5} and "row 5" in duplicate[0].reason
+
+
+def test_skip_mode_accounts_for_every_row(tmp_path, media):
+    rows = GOOD + [row for row, _, _ in BAD]
+    path = write_csv(tmp_path / "mixed.csv", rows)
+    cfg = config(tmp_path, on_bad_row="skip")
+    samples, issues, stats = load_annotations(path, COLUMNS, cfg, media, progress=False)
+    bad_rows = {i.row for i in issues}
+    used_rows = {s.row for s in samples}
+    assert stats["rows"] == len(rows) == len(bad_rows | used_rows) and not bad_rows & used_rows
+    # GOOD's a.mp4 is duplicated by the bad rows that name a.mp4: all of those rows are out
+    assert used_rows == {2, 3, 4}
+    report = cfg.skip_report_path
+    write_issue_report(issues, report, [path])
+    table = pd.read_csv(report)
+    assert set(table["row"]) == bad_rows and set(table.columns) >= {"file", "row", "field", "value", "reason"}
+    write_issue_report([], report, [path])  # a clean re-run clears that file's rows
+    assert pd.read_csv(report).empty
+
+
+def test_truncated_video_is_used_or_reported(tmp_path, media):
+    rows = [{"video_name": "cut.mp4", "Prompt": "p", "Overall_MOS": "3"}]
+    path = write_csv(tmp_path / "cut.csv", rows)
+    samples, issues, stats = load_annotations(path, COLUMNS, config(tmp_path, on_bad_row="skip"), media, progress=False)
+    assert len(samples) + len({i.row for i in issues}) == 1
+
+
+def test_long_prompt_is_cut_and_counted(tmp_path, media):
+    rows = [{"video_name": "a.mp4", "Prompt": "x" * 10000, "Overall_MOS": "3"}]
+    path = write_csv(tmp_path / "long.csv", rows)
+    samples, _, stats = load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    assert stats["prompts_cut"] == 1 and "x" * 2000 in samples[0].prompt and "x" * 2001 not in samples[0].prompt
+
+
+def test_prompt_with_digits_and_placeholder(tmp_path, media):
+    rows = [{"video_name": "a.mp4", "Prompt": "10 cats <video> score 50", "Overall_MOS": "3"}]
+    path = write_csv(tmp_path / "ph.csv", rows)
+    [sample], _, _ = load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    assert sample.prompt.count("<video>") == 1 and "10 cats [video] score 50" in sample.prompt
