@@ -16,6 +16,7 @@ would otherwise train on nothing, silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +36,33 @@ class LabelMaskError(ValueError):
     """A training sample whose labels do not hold a complete score."""
 
 
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")  # sentencepiece byte fallback
+
+
+def _token_text(token: str) -> str:
+    """Readable text of a vocabulary entry: byte-fallback pieces decoded, space markers dropped."""
+    match = _BYTE_TOKEN.match(token)
+    if match:
+        return chr(int(match.group(1), 16))
+    return token.replace("\u0120", " ").replace("\u2581", " ")  # byte-level "Ġ", sentencepiece "▁"
+
+
 def token_tables(tokenizer: Any, label_format: str = "integer") -> tuple[torch.Tensor, torch.Tensor]:
-    """(is_number[vocab], digit_count[vocab]) for ``tokenizer``, cached per tokenizer."""
+    """(is_number[vocab], digit_count[vocab]) for ``tokenizer``, cached per tokenizer.
+
+    Built from the vocabulary strings (digits are literal characters in
+    byte-level BPE and sentencepiece vocabularies alike), so it takes a
+    fraction of a second even for 150k tokens. Special and added tokens (such
+    as ``<LABEL_1>``) are never numbers.
+    """
     size = len(tokenizer)
     key = (getattr(tokenizer, "name_or_path", ""), type(tokenizer).__name__, size, label_format)
     if key not in _TABLES:
-        texts = tokenizer.batch_decode([[i] for i in range(size)], clean_up_tokenization_spaces=False)
+        pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
+        texts = [_token_text(p) if p is not None else "" for p in pieces]
+        for token_id in set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values()):
+            if 0 <= token_id < size:
+                texts[token_id] = ""
         digits = torch.tensor([sum(c in "0123456789" for c in t) for t in texts], dtype=torch.long)
         is_number = digits > 0
         if label_format == "decimal":
