@@ -80,6 +80,24 @@ class AnnotationError(ValueError):
         )
 
 
+# LLaMA-Factory's DatasetAttr defaults: a dataset_info entry without `columns` has these.
+_STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
+
+
+def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
+    """dataset_info.json `columns` (videos, prompt, response) where given, else the plugin's column keys."""
+
+    def pick(attr: str, fallback: str) -> str:
+        value = getattr(dataset_attr, attr, None)
+        return fallback if value is None or value == _STOCK_COLUMN_DEFAULTS[attr] else value
+
+    return Columns(
+        video=pick("videos", config.video_column),
+        prompt=pick("prompt", config.prompt_column),
+        mos=pick("response", config.mos_column),
+    )
+
+
 def annotation_files(path: str) -> list[str]:
     """The annotation file, or the annotation files in a folder (sorted)."""
     if os.path.isdir(path):

@@ -56,9 +56,8 @@ def _datasets(recipe: dict) -> list[str]:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Run the formatter's checks and frame extraction ahead of training."""
-    from .annotations import AnnotationError, load_annotations, write_issue_report
+    from .annotations import AnnotationError, load_annotations, resolve_columns, write_issue_report
     from .config import split_recipe
-    from .formatter import resolve_columns
 
     recipe, config = split_recipe(_load_recipe(args.recipe))
     if config is None:

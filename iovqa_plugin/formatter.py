@@ -24,29 +24,12 @@ from typing import Any
 from llamafactory.data.converter import DatasetConverter
 
 from . import config as plugin_config
-from .annotations import Columns, Sample, load_annotations, write_issue_report
+from .annotations import Sample, load_annotations, resolve_columns, write_issue_report
 from .logs import get_logger
 
 FORMATTING_NAME = "iovqa"
 
-# DatasetAttr's own defaults: a dataset_info entry without `columns` has these.
-_STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
-
 logger = get_logger()
-
-
-def resolve_columns(dataset_attr: Any, config: plugin_config.IOVQAArguments) -> Columns:
-    """dataset_info.json `columns` where given, else the plugin's column keys."""
-
-    def pick(attr: str, fallback: str) -> str:
-        value = getattr(dataset_attr, attr, None)
-        return fallback if value is None or value == _STOCK_COLUMN_DEFAULTS[attr] else value
-
-    return Columns(
-        video=pick("videos", config.video_column),
-        prompt=pick("prompt", config.prompt_column),
-        mos=pick("response", config.mos_column),
-    )
 
 
 def _row_key(value: Any) -> str:
@@ -120,3 +103,14 @@ def _example(prompt: str, response: str | None, frames: list[str] | None) -> dic
 
 def _to_example(sample: Sample) -> dict[str, Any]:
     return _example(sample.prompt, sample.label, sample.frames)
+
+
+def _register_when_imported_first() -> None:
+    # Importing this module imports LLaMA-Factory's converter module, whose import hook registers
+    # this converter; when this module was imported first, that hook had to wait until now.
+    from .patches import apply_dataset_converter
+
+    apply_dataset_converter()
+
+
+_register_when_imported_first()
