@@ -6,6 +6,9 @@
     iovqa build-tiny-model DIR                save the offline tiny Qwen2.5-VL
     iovqa demo-data DIR [--media-root DIR]    write the demo ladder (videos + CSV annotations)
     iovqa keys                                list the plugin's recipe keys
+    iovqa score --recipe R.yaml --data D --out preds.csv [--mode expected|greedy|both]
+    iovqa eval --pred preds.csv --labels annotations.csv [--report r.json] [--plot p.png]
+    iovqa ensemble --config examples/ensemble_paper.yaml --out ens.csv [--fit-labels val.csv]
 """
 
 from __future__ import annotations
@@ -156,6 +159,57 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve_data(data: str, recipe: dict) -> tuple[str, str, tuple[str, str] | None]:
+    """(annotation file, media dir, (video column, prompt column) or None) for a path or a dataset_info name."""
+    dataset_dir = recipe.get("dataset_dir", "data")
+    media_dir = recipe.get("media_dir") or dataset_dir
+    if os.path.isfile(data):
+        return data, media_dir, None
+    info_path = os.path.join(dataset_dir, "dataset_info.json")
+    if os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as handle:
+            entry = json.load(handle).get(data)
+        if entry is not None:
+            columns = entry.get("columns", {})
+            pair = (columns["videos"], columns["prompt"]) if "videos" in columns and "prompt" in columns else None
+            return os.path.join(dataset_dir, entry["file_name"]), media_dir, pair
+    raise SystemExit(f"--data {data!r}: neither a file nor a dataset in {info_path}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .scoring import Scorer, ScorerSettings, score_file
+
+    settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
+    annotations, media_dir, columns = _resolve_data(args.data, _load_recipe(args.recipe))
+    scorer = Scorer(settings)
+    start = time.time()
+    stats = score_file(scorer, annotations, args.out, args.media_dir or media_dir, mode=args.mode,
+                       batch_size=args.batch_size, save_probabilities=args.save_probs, columns=columns)
+    print(
+        f"{args.out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
+        f"({time.time() - start:.1f}s)"
+    )
+    return 0 if stats["errors"] == 0 else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    report = evaluate(args.pred, args.labels, args.video_column, args.mos_column, report=args.report,
+                      plot=args.plot, label_format=args.label_format)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .ensemble import run_ensemble
+
+    summary = run_ensemble(args.config, args.out, fit_labels=args.fit_labels, video_column=args.video_column,
+                           mos_column=args.mos_column)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iovqa", description="IOVQA video quality fine-tuning for LLaMA-Factory")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +243,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("keys", help="list the plugin's recipe keys")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("score", help="score videos with a trained model")
+    p.add_argument("--recipe", required=True, help="the training recipe (model, template, frames, prompt)")
+    p.add_argument("--model", default=None, help="base model or merged export (default: the recipe's)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (default: the recipe's output_dir); '' for none")
+    p.add_argument("--data", required=True, help="annotation file, or a dataset name in the recipe's dataset_info.json")
+    p.add_argument("--media-dir", default=None, help="folder video paths are relative to (default: the recipe's)")
+    p.add_argument("--out", required=True, help="prediction CSV (re-running resumes it)")
+    p.add_argument("--mode", choices=["expected", "greedy", "both"], default="expected")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--save-probs", action="store_true", help="also write p_10..p_50")
+    p.set_defaults(func=cmd_score)
+
+    for name, helptext in (("eval", "SRCC/PLCC/final and more of predictions against labels"),
+                           ("ensemble", "weighted average of prediction files")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--video-column", default="video_name")
+        p.add_argument("--mos-column", default="Overall_MOS")
+        if name == "eval":
+            p.add_argument("--pred", required=True, help="prediction CSV, or LLaMA-Factory's generated_predictions.jsonl")
+            p.add_argument("--labels", required=True, help="annotation file with the MOS")
+            p.add_argument("--report", default=None, help="JSON report path (default: next to --pred)")
+            p.add_argument("--plot", default=None, help="scatter plot PNG path (default: next to --pred)")
+            p.add_argument("--label-format", default="integer", choices=["integer", "decimal"],
+                           help="how to read text answers of generated_predictions.jsonl")
+            p.set_defaults(func=cmd_eval)
+        else:
+            p.add_argument("--config", required=True, help="YAML with members: [{name, predictions, weight}]")
+            p.add_argument("--out", required=True, help="ensemble prediction CSV")
+            p.add_argument("--fit-labels", default=None, help="labelled split to fit the weights on")
+            p.set_defaults(func=cmd_ensemble)
     return parser
 
 

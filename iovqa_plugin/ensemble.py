@@ -1,0 +1,151 @@
+"""Weighted ensembles of prediction files, and fitting their weights.
+
+The paper averages five models with weights 0.25, 0.15, 0.25, 0.10, 0.25
+(``examples/ensemble_paper.yaml``). ``fit_weights`` finds non-negative
+weights summing to 1 that maximise the final score (SRCC + PLCC) / 2 on a
+labelled validation split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import compute_metrics
+from .predictions import PRED, VIDEO, MatchError, read_predictions
+
+
+@dataclass
+class Member:
+    name: str
+    predictions: str
+    weight: float
+
+
+def load_config(path: str) -> list[Member]:
+    """Members from a YAML file: ``members: [{name, predictions, weight}, ...]``."""
+    import os
+
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    base = os.path.dirname(os.path.abspath(path))
+    members = []
+    for i, entry in enumerate(config.get("members", []), start=1):
+        for key in ("predictions", "weight"):
+            if key not in entry:
+                raise ValueError(f"{path}: member {i} has no {key!r}")
+        predictions = entry["predictions"]
+        if not os.path.isabs(predictions) and not os.path.exists(predictions):
+            predictions = os.path.join(base, predictions)
+        members.append(Member(str(entry.get("name", f"member{i}")), predictions, float(entry["weight"])))
+    if not members:
+        raise ValueError(f"{path}: no members")
+    return members
+
+
+def check_weights(weights: np.ndarray) -> None:
+    if (weights < 0).any():
+        raise ValueError(f"ensemble weights must be non-negative, got {weights.tolist()}")
+    if not np.isclose(weights.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"ensemble weights must sum to 1, got {weights.sum():.6f} ({weights.tolist()})")
+
+
+def aligned_scores(paths: list[str]):
+    """(ids, matrix[video, member]) of several prediction files matched by video id."""
+    frames = [read_predictions(p) for p in paths]
+    ids = None
+    for path, frame in zip(paths, frames):
+        if VIDEO not in frame.columns:
+            raise MatchError(f"{path}: ensembles need prediction files with a {VIDEO!r} column")
+        if frame[VIDEO].duplicated().any():
+            raise MatchError(f"{path}: duplicate video ids {frame.loc[frame[VIDEO].duplicated(), VIDEO].tolist()[:10]}")
+        failed = frame.loc[frame[PRED].isna(), VIDEO].tolist()
+        if failed:
+            raise MatchError(f"{path}: {len(failed)} video(s) without score: {failed[:10]}")
+        these = set(frame[VIDEO])
+        if ids is None:
+            ids, first = these, path
+        elif these != ids:
+            raise MatchError(
+                f"{path} and {first} score different videos: {sorted(these - ids)[:10]} vs {sorted(ids - these)[:10]}"
+            )
+    order = sorted(ids)
+    matrix = np.stack([f.set_index(VIDEO).loc[order, PRED].to_numpy(float) for f in frames], axis=1)
+    return order, matrix
+
+
+def combine(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    check_weights(weights)
+    return matrix @ weights
+
+
+def fit_weights(matrix: np.ndarray, mos: np.ndarray, restarts: int = 8, seed: int = 0) -> np.ndarray:
+    """Non-negative weights summing to 1 that maximise (SRCC + PLCC) / 2 of ``matrix @ w`` against ``mos``.
+
+    Weights are a softmax of free parameters (so the constraints always hold),
+    optimised with Nelder-Mead from equal weights and random restarts (SRCC is
+    piecewise constant, so a gradient method would stall).
+    """
+    from scipy.optimize import minimize
+
+    members = matrix.shape[1]
+
+    def weights_of(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def loss(z):
+        final = compute_metrics(matrix @ weights_of(z), mos)["final"]
+        return 1.0 if np.isnan(final) else -final
+
+    rng = np.random.default_rng(seed)
+    starts = [np.zeros(members)] + [rng.normal(0, 1.0, members) for _ in range(restarts)]
+    best = min((minimize(loss, z0, method="Nelder-Mead", options={"maxiter": 400, "xatol": 1e-4}) for z0 in starts),
+               key=lambda r: r.fun)
+    weights = weights_of(best.x)
+    equal = np.full(members, 1.0 / members)
+    if loss(np.log(equal)) <= best.fun:  # never return worse than equal weights
+        weights = equal
+    return weights
+
+
+def run_ensemble(
+    config_path: str,
+    out_path: str,
+    fit_labels: str | None = None,
+    video_column: str = "video_name",
+    mos_column: str = "Overall_MOS",
+) -> dict:
+    """Write the weighted ensemble of the configured members; optionally fit the weights on labels first."""
+    import pandas as pd
+
+    from .predictions import read_labels
+
+    members = load_config(config_path)
+    ids, matrix = aligned_scores([m.predictions for m in members])
+    weights = np.array([m.weight for m in members])
+    summary = {"members": [m.name for m in members], "weights": weights.tolist()}
+    if fit_labels:
+        labels = read_labels(fit_labels, video_column, mos_column)
+        labels[video_column] = labels[video_column].astype(str).str.strip()
+        by_id = labels.set_index(video_column)[mos_column].astype(float)
+        missing = [i for i in ids if i not in by_id.index]
+        if missing:
+            raise MatchError(f"{fit_labels}: no MOS for {len(missing)} scored video(s): {missing[:10]}")
+        mos = by_id.loc[ids].to_numpy(float)
+        equal = np.full(len(members), 1.0 / len(members))
+        fitted = fit_weights(matrix, mos)
+        summary.update(
+            configured=compute_metrics(combine(matrix, weights), mos),
+            equal=compute_metrics(combine(matrix, equal), mos),
+            fitted=compute_metrics(combine(matrix, fitted), mos),
+            fitted_weights=fitted.tolist(),
+        )
+        summary["gain_over_equal"] = summary["fitted"]["final"] - summary["equal"]["final"]
+        weights = fitted
+    pd.DataFrame({VIDEO: ids, PRED: combine(matrix, weights)}).to_csv(out_path, index=False)
+    summary.update(out=out_path, used_weights=weights.tolist())
+    return summary

@@ -1,0 +1,63 @@
+"""Evaluating a prediction file against labels: metrics, JSON report, scatter plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from .metrics import compute_metrics, fit_logistic, logistic4
+from .predictions import match, read_labels, read_predictions
+
+
+def evaluate(
+    pred_path: str,
+    labels_path: str,
+    video_column: str = "video_name",
+    mos_column: str = "Overall_MOS",
+    report: Optional[str] = None,
+    plot: Optional[str] = None,
+    label_format: str = "integer",
+) -> dict:
+    """Metrics of ``pred_path`` against ``labels_path`` (rows matched by video id); writes report and plot."""
+    pred = read_predictions(pred_path, label_format)
+    labels = read_labels(labels_path, video_column, mos_column)
+    scores, mos, _ = match(pred, pred_path, labels, labels_path, video_column, mos_column)
+    result = {"predictions": pred_path, "labels": labels_path, **compute_metrics(scores, mos)}
+    stem = os.path.splitext(pred_path)[0]
+    report = report or f"{stem}_metrics.json"
+    plot = plot or f"{stem}_scatter.png"
+    with open(report, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    scatter_plot(scores, mos, result, plot, title=os.path.basename(pred_path))
+    result.update(report=report, plot=plot)
+    return result
+
+
+def scatter_plot(pred: np.ndarray, mos: np.ndarray, metrics: dict, path: str, title: str = "") -> None:
+    """Predicted vs MOS, the fitted 4-parameter logistic, the metrics in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(pred, mos, s=18, alpha=0.7, label="videos")
+    if np.ptp(pred) > 0:
+        xs = np.linspace(pred.min(), pred.max(), 200)
+        ax.plot(xs, logistic4(xs, *fit_logistic(pred, mos)), color="tab:red", label="4-parameter logistic fit")
+    ax.set_xlabel("predicted MOS")
+    ax.set_ylabel("MOS")
+    ax.set_title(
+        f"{title}\nSRCC {metrics['srcc']:.3f}  PLCC {metrics['plcc']:.3f}  final {metrics['final']:.3f}  "
+        f"(n={metrics['n']})",
+        fontsize=9,
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,113 @@
+"""Prediction files: one row per video, matched to labels or to other models by video id.
+
+Columns written by the scorer: ``video`` (the id as in the annotations),
+``pred_mos`` (empty when scoring failed), ``mode``, and per mode details
+(``text`` for greedy, ``std`` and ``p_10``..``p_50`` for expected), ``error``.
+LLaMA-Factory's ``generated_predictions.jsonl`` (``predict``/``label`` per
+line, in dataset order) is read too, by position.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from .annotations import read_table
+from .labels import parse_score
+
+VIDEO, PRED = "video", "pred_mos"
+
+
+class MatchError(ValueError):
+    """Prediction and label rows that cannot be paired one to one."""
+
+
+def read_predictions(path: str, label_format: str = "integer"):
+    """A prediction file as a DataFrame with ``video`` and ``pred_mos`` columns."""
+    import pandas as pd
+
+    if path.endswith(".jsonl") and _is_llamafactory_output(path):
+        with open(path, encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        frame = pd.DataFrame(
+            {
+                "position": range(len(rows)),
+                "text": [r.get("predict", "") for r in rows],
+                "label_text": [r.get("label", "") for r in rows],
+            }
+        )
+        frame[PRED] = [parse_score(t, label_format) for t in frame["text"]]
+        return frame
+    frame = read_table(path)
+    for column in (VIDEO, PRED):
+        if column not in frame.columns:
+            raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
+    frame[VIDEO] = frame[VIDEO].astype(str).str.strip()
+    frame[PRED] = pd.to_numeric(frame[PRED].replace("", np.nan), errors="coerce")
+    return frame
+
+
+def _is_llamafactory_output(path: str) -> bool:
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    try:
+        return "predict" in json.loads(first)
+    except json.JSONDecodeError:
+        return False
+
+
+def _duplicates(values, what: str, path: str) -> None:
+    counts = values.value_counts()
+    repeated = counts[counts > 1]
+    if len(repeated):
+        shown = ", ".join(f"{v!r} x{n}" for v, n in repeated.head(10).items())
+        raise MatchError(f"{path}: duplicate {what} ids: {shown}")
+
+
+def match(pred, pred_path: str, labels, labels_path: str, video_column: str, mos_column: str):
+    """(pred array, MOS array, ids) paired by video id; any missing or duplicate id is an error."""
+    import pandas as pd
+
+    labels = labels.copy()
+    labels[video_column] = labels[video_column].astype(str).str.strip()
+    _duplicates(labels[video_column], "video", labels_path)
+    if "position" in pred.columns:  # LLaMA-Factory output: same order as the dataset
+        if len(pred) != len(labels):
+            raise MatchError(f"{pred_path}: {len(pred)} predictions for {len(labels)} labelled rows in {labels_path}")
+        pred = pred.assign(**{VIDEO: labels[video_column].values})
+    _duplicates(pred[VIDEO], "video", pred_path)
+    merged = labels.merge(pred, left_on=video_column, right_on=VIDEO, how="outer", indicator=True)
+    missing = merged.loc[merged["_merge"] == "left_only", video_column].tolist()
+    extra = merged.loc[merged["_merge"] == "right_only", VIDEO].tolist()
+    if missing or extra:
+        raise MatchError(
+            f"{pred_path} vs {labels_path}: {len(missing)} labelled video(s) without prediction {missing[:10]}, "
+            f"{len(extra)} prediction(s) without label {extra[:10]}"
+        )
+    failed = merged.loc[merged[PRED].isna(), video_column].tolist()
+    if failed:
+        reasons = merged.loc[merged[PRED].isna(), "error"].tolist() if "error" in merged else []
+        raise MatchError(f"{pred_path}: {len(failed)} video(s) have no score: {failed[:10]} {reasons[:3]}")
+    mos = pd.to_numeric(merged[mos_column], errors="coerce")
+    if mos.isna().any():
+        bad = merged.loc[mos.isna(), video_column].tolist()
+        raise MatchError(f"{labels_path}: non-numeric {mos_column} for {bad[:10]}")
+    return merged[PRED].to_numpy(float), mos.to_numpy(float), merged[video_column].tolist()
+
+
+def read_labels(path: str, video_column: str, mos_column: str):
+    frame = read_table(path)
+    for column in (video_column, mos_column):
+        if column not in frame.columns:
+            raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
+    return frame
+
+
+def write_predictions(rows: list[dict], path: str, columns: Optional[list[str]] = None) -> None:
+    import pandas as pd
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
