@@ -145,11 +145,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
             output_dir = override.split("=", 1)[1]
     adapter = os.path.join(output_dir, "adapter_model.safetensors")
     results = os.path.join(output_dir, "all_results.json")
-    print(f"\ndemo finished in {time.time() - start:.0f}s; adapter: {adapter} ({'ok' if os.path.isfile(adapter) else 'MISSING'})")
+    print(f"\ntraining finished in {time.time() - start:.0f}s; adapter: {adapter} ({'ok' if os.path.isfile(adapter) else 'MISSING'})")
+    if not os.path.isfile(adapter):
+        return 1
     if os.path.isfile(results):
         with open(results, encoding="utf-8") as handle:
-            print("metrics:", json.dumps(json.load(handle), indent=None))
-    return 0 if os.path.isfile(adapter) else 1
+            print("training metrics:", json.dumps(json.load(handle), indent=None))
+    score_start = time.time()
+    summary = score_demo_test_split(args.recipe, output_dir, os.path.join(demo_dir, "test.csv"))
+    print(f"\nheld-out test split scored in {time.time() - score_start:.0f}s (predictions: {summary['predictions']})")
+    for mode, line in summary["modes"].items():
+        print(f"  {mode:8s} {line}")
+    print(f"  scatter plot: {summary['plot']}")
+    print(f"demo finished in {time.time() - start:.0f}s")
+    return 0
+
+
+def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
+    """Score the demo's held-out split with both decoding modes; SRCC/PLCC of each."""
+    import pandas as pd
+
+    from .evaluation import evaluate
+    from .scoring import Scorer, ScorerSettings, score_file
+
+    predictions = os.path.join(output_dir, "test_predictions.csv")
+    if os.path.exists(predictions):
+        os.remove(predictions)  # a fresh adapter: do not resume an old run's rows
+    scorer = Scorer(ScorerSettings.from_recipe(recipe))
+    score_file(scorer, test_csv, predictions, "data_info", mode="both", progress=False)
+    table = pd.read_csv(predictions)
+    modes, plot = {}, None
+    for mode, column in (("expected", "expected_mos"), ("greedy", "greedy_mos")):
+        scored = table[column].notna().sum()
+        if scored < len(table):
+            modes[mode] = f"{len(table) - scored} of {len(table)} answers hold no number: not evaluated"
+            continue
+        path = os.path.join(output_dir, f"test_predictions_{mode}.csv")
+        table.assign(pred_mos=table[column]).to_csv(path, index=False)
+        report = evaluate(path, test_csv)
+        modes[mode] = f"SRCC {report['srcc']:.3f}  PLCC {report['plcc']:.3f}  final {report['final']:.3f}  (n={report['n']})"
+        plot = plot or report["plot"]
+    return {"predictions": predictions, "modes": modes, "plot": plot}
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

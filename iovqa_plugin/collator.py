@@ -111,6 +111,10 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
     def __post_init__(self):
         super().__post_init__()
         self._is_number, self._digit_count = token_tables(self.tokenizer, self.label_format)
+        if self.label_format == "integer":
+            from .trainer_metrics import use_tokenizer
+
+            use_tokenizer(self.tokenizer)
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

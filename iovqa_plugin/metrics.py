@@ -35,11 +35,15 @@ def logistic4(x: np.ndarray, beta1: float, beta2: float, beta3: float, beta4: fl
 
 def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:
     """Parameters of :func:`logistic4` mapping ``pred`` to ``mos`` (least squares)."""
-    from scipy.optimize import curve_fit
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     start = [mos.max(), mos.min(), float(np.mean(pred)), float(np.std(pred)) or 1.0]
     try:
-        params, _ = curve_fit(logistic4, pred, mos, p0=start, maxfev=20000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # parameter covariance is not used
+            params, _ = curve_fit(logistic4, pred, mos, p0=start, maxfev=20000)
     except (RuntimeError, ValueError):
         params = np.asarray(start)  # no convergence: fall back to the starting curve
     return params

@@ -181,7 +181,7 @@ class Scorer:
     def batch(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        batch = self.collator(features)
+        batch = self.collator([dict(f) for f in features])  # the collator pops media from what it is given
         batch.pop("labels", None)
         device = self.model.device
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -16,16 +16,16 @@ import sys
 
 from .converter import apply_dataset_converter
 from .parser import apply_parser_read_args
-from .sft_workflow import apply_sft_collator
+from .sft_workflow import apply_sft_accuracy_metric, apply_sft_collator, apply_sft_logit_processor
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
 from .tuner import apply_tuner_read_args
 
 # module imported -> the patch that targets it
 PATCHES = {
-    "llamafactory.hparams.parser": apply_parser_read_args,
-    "llamafactory.data.converter": apply_dataset_converter,
-    "llamafactory.train.sft.workflow": apply_sft_collator,
-    "llamafactory.train.tuner": apply_tuner_read_args,
+    "llamafactory.hparams.parser": (apply_parser_read_args,),
+    "llamafactory.data.converter": (apply_dataset_converter,),
+    "llamafactory.train.sft.workflow": (apply_sft_collator, apply_sft_accuracy_metric, apply_sft_logit_processor),
+    "llamafactory.train.tuner": (apply_tuner_read_args,),
 }
 
 _WARNED = []
@@ -33,8 +33,9 @@ _WARNED = []
 
 def apply_all() -> None:
     """Apply every patch now (imports the LLaMA-Factory modules concerned)."""
-    for patch in PATCHES.values():
-        patch()
+    for patches in PATCHES.values():
+        for patch in patches:
+            patch()
 
 
 def on_module_imported(name: str, module) -> None:
@@ -43,15 +44,13 @@ def on_module_imported(name: str, module) -> None:
     A failing patch must not break stock LLaMA-Factory for recipes that do not
     use the plugin, so it is reported on stderr instead of raised.
     """
-    patch = PATCHES.get(name)
-    if patch is None:
-        return
-    try:
-        patch()
-    except (UnsupportedVersionError, PatchTargetError) as err:
-        if str(err) not in _WARNED:
-            _WARNED.append(str(err))
-            print(f"[iovqa] WARNING plugin not applied: {err}", file=sys.stderr)
+    for patch in PATCHES.get(name, ()):
+        try:
+            patch()
+        except (UnsupportedVersionError, PatchTargetError) as err:
+            if str(err) not in _WARNED:
+                _WARNED.append(str(err))
+                print(f"[iovqa] WARNING plugin not applied: {err}", file=sys.stderr)
 
 
 __all__ = [
@@ -62,7 +61,9 @@ __all__ = [
     "apply_all",
     "apply_dataset_converter",
     "apply_parser_read_args",
+    "apply_sft_accuracy_metric",
     "apply_sft_collator",
+    "apply_sft_logit_processor",
     "apply_tuner_read_args",
     "check_version",
     "on_module_imported",

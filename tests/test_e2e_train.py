@@ -32,7 +32,8 @@ def assert_adapter_saved(output_dir):
 
 def test_stock_cli_trains_with_the_digit_mask(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "run")
-    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, out))
+    recipe = base_recipe(tiny_model, demo_dir, out, eval_dataset="demo_val", do_eval=True, eval_strategy="steps", eval_steps=3)
+    recipe = write_recipe(tmp_path / "r.yaml", recipe)
     result = run_cli(["llamafactory-cli", "train", recipe])
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -45,6 +46,15 @@ def test_stock_cli_trains_with_the_digit_mask(tiny_model, demo_dir, tmp_path):
     assert "demo/train.csv" in log and "30 rows, 30 used, 0 skipped" in log
     assert_adapter_saved(out)
     assert os.path.isdir(os.path.join(out, "checkpoint-3"))
+    # in-training evaluation reports the paper's metrics
+    with open(os.path.join(out, "eval_results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    for key in ("eval_srcc", "eval_plcc", "eval_final"):
+        assert -1 <= results[key] <= 1
+    assert results["eval_final"] == pytest.approx((results["eval_srcc"] + results["eval_plcc"]) / 2)
+    # the run's plugin keys are kept next to the adapter for the scorer
+    with open(os.path.join(out, "iovqa_config.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["iovqa_label_mask"] == "digits"
 
 
 def test_torchrun_two_processes(tiny_model, demo_dir, tmp_path):

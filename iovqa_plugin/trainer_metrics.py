@@ -1,0 +1,69 @@
+"""SRCC / PLCC / final during LLaMA-Factory's evaluation, from digit-token distributions.
+
+With the digit mask on, every evaluation sample's labels are exactly the
+score's tokens. The predicted score is the expectation of the model's
+distribution at the answer's first position, which depends on the prompt
+and video only: for Qwen-style tokenizers the first digit (the expected
+grade, sum of P(d) * d over d = 1..5); for tokenizers with one token per
+integer, all of 10..50. No generation, no extra forward pass.
+
+The second digit is left out on purpose: under teacher forcing its
+distribution is conditioned on the *true* first digit, which would leak the
+label into the prediction. The scorer's ``expected`` mode computes the full
+two-digit expectation properly (one prefill plus one batched step). Logged as
+``eval_srcc``, ``eval_plcc``, ``eval_final`` (in ``eval_results.json``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .grid import VALUES, ScoreGrid
+from .metrics import compute_metrics
+
+IGNORE_INDEX = -100
+_GRID: Optional[ScoreGrid] = None
+
+
+def use_tokenizer(tokenizer: Any) -> None:
+    """Called when the masking collator is built: evaluation needs the run's digit token ids."""
+    global _GRID
+    _GRID = ScoreGrid.from_tokenizer(tokenizer)
+
+
+def score_logits(logits: Any, labels: torch.Tensor) -> torch.Tensor:
+    """``preprocess_logits_for_metrics``: (B, 2) = (expected score, true MOS) instead of (B, L, V) logits."""
+    if isinstance(logits, (list, tuple)):
+        logits = logits[0] if logits[0].dim() == 3 else logits[1]
+    grid = _GRID
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    first_pos = (labels != IGNORE_INDEX).long().argmax(dim=1)  # the score's first token
+    first_logits = logits[rows, first_pos - 1].float()  # logits at t-1 predict token t
+    first_ids = grid.first_ids.to(labels.device)
+    true_first = (first_ids == labels[rows, first_pos].unsqueeze(1)).long().argmax(1)
+    if grid.steps == 1:
+        values = torch.tensor(VALUES, device=labels.device, dtype=torch.float32) / 10
+        expected = (grid.probabilities(first_logits) * values).sum(-1)
+        true_mos = values[true_first]
+    else:
+        grades = torch.arange(1, first_ids.numel() + 1, device=labels.device, dtype=torch.float32)
+        expected = (torch.softmax(first_logits[:, first_ids], dim=-1) * grades).sum(-1)
+        second_ids = grid.second_ids.to(labels.device)
+        true_second = (second_ids == labels[rows, first_pos + 1].unsqueeze(1)).long().argmax(1)
+        true_mos = grades[true_first] + true_second.float() / 10
+    return torch.stack([expected, true_mos], dim=1)
+
+
+class ComputeScoreMetrics:
+    """``compute_metrics``: correlations of the expected score with the true MOS (across the whole split)."""
+
+    def __call__(self, eval_preds: Any, compute_result: bool = True) -> dict[str, float]:
+        predictions = eval_preds.predictions
+        if isinstance(predictions, (list, tuple)):
+            predictions = predictions[0]
+        predictions = np.asarray(predictions, dtype=np.float64)
+        metrics = compute_metrics(predictions[:, 0], predictions[:, 1])
+        return {key: metrics[key] for key in ("srcc", "plcc", "final")}

@@ -1,0 +1,116 @@
+"""The scorer on the offline tiny model: expected score vs brute force, greedy vs a manual argmax loop."""
+
+import math
+import os
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import base_recipe, write_recipe
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model, demo_dir, tmp_path_factory):
+    from iovqa_plugin.scoring import Scorer, ScorerSettings
+
+    tmp = tmp_path_factory.mktemp("score")
+    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
+    settings = ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter="")
+    return Scorer(settings)
+
+
+def demo_rows(demo_dir, n=3):
+    """Rows of the demo test split from both of its sources (their prompts differ in length)."""
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
+    rows = [(v, os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
+    return [rows[i] for i in (0, 5, 6, 1, 7)[:n]]
+
+
+def brute_force(scorer, video_path, prompt):
+    """p(n) for n = 10..50 by scoring each integer's tokens after the prompt, one sequence at a time."""
+    feature = scorer.encode(prompt, scorer.cache.get(video_path))
+    logps = []
+    for n in range(10, 51):
+        answer = scorer.tokenizer.encode(str(n), add_special_tokens=False)
+        ids = feature["input_ids"] + answer
+        batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+        with torch.no_grad():
+            logits = scorer.model(**batch).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        start = len(feature["input_ids"])
+        logps.append(sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer)))
+    logps = torch.tensor(logps, dtype=torch.float64)
+    return torch.softmax(logps, dim=0)
+
+
+def test_expected_score_equals_brute_force_enumeration(scorer, demo_dir):
+    rows = demo_rows(demo_dir, n=3)
+    features = [scorer.encode(p, scorer.cache.get(path)) for _, path, p in rows]
+    assert len({len(f["input_ids"]) for f in features}) > 1  # different lengths: left padding is exercised
+    probabilities, _ = scorer.distribution(scorer.batch(features))
+    results = scorer.score_features([v for v, _, _ in rows], features, "expected")
+    for i, (_, path, prompt) in enumerate(rows):
+        reference = brute_force(scorer, path, prompt)
+        assert torch.allclose(probabilities[i].double(), reference, atol=1e-5)
+        expected = float((reference * torch.arange(10, 51, dtype=torch.float64)).sum() / 10)
+        assert abs(results[i].expected_mos - expected) < 1e-5
+        variance = float((reference * (torch.arange(10, 51) / 10 - expected) ** 2).sum())
+        assert abs(results[i].expected_std - math.sqrt(variance)) < 1e-5
+
+
+def manual_greedy(scorer, feature, steps=6):
+    """Argmax decoding with a full forward per step (no cache, no generate)."""
+    ids = list(feature["input_ids"])
+    for _ in range(steps):
+        batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+        with torch.no_grad():
+            token = int(scorer.model(**batch).logits[0, -1].argmax())
+        ids.append(token)
+        if token in scorer.stop_ids:
+            break
+    return scorer.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True).strip()
+
+
+def test_greedy_equals_argmax_decoding_batched_or_not(scorer, demo_dir):
+    rows = demo_rows(demo_dir, n=3)
+    features = [scorer.encode(p, scorer.cache.get(path)) for _, path, p in rows]
+    batched = scorer.greedy(scorer.batch(features))
+    single = [scorer.greedy(scorer.batch([f]))[0] for f in features]
+    manual = [manual_greedy(scorer, f) for f in features]
+    assert batched == single == manual
+
+
+def test_score_file_resumes_and_reports_bad_videos(scorer, demo_dir, tmp_path):
+    from iovqa_plugin.scoring import score_file
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    table = pd.concat([table.head(4), pd.DataFrame([{"video_name": str(tmp_path / "corrupt.mp4"), "Prompt": "x", "Overall_MOS": 3}])])
+    annotations = tmp_path / "a.csv"
+    table.to_csv(annotations, index=False)
+    out = tmp_path / "preds.csv"
+    stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="both", batch_size=2, progress=False)
+    assert stats == {"rows": 5, "skipped_done": 0, "scored": 4, "errors": 1}
+    preds = pd.read_csv(out)
+    assert len(preds) == 5 and preds["pred_mos"].notna().sum() == 4
+    bad = preds[preds["video"].str.endswith("corrupt.mp4")].iloc[0]
+    assert math.isnan(bad["pred_mos"]) and "corrupt.mp4" in bad["error"]
+    good = preds[preds["pred_mos"].notna()]
+    assert ((good["pred_mos"] >= 1) & (good["pred_mos"] <= 5)).all()
+    assert (good["pred_mos"] == good["expected_mos"]).all()
+
+    before = preds[preds["pred_mos"].notna()].reset_index(drop=True)
+    stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="both", batch_size=2, progress=False)
+    assert stats == {"rows": 5, "skipped_done": 4, "scored": 0, "errors": 1}  # done rows skipped, the bad one retried
+    after = pd.read_csv(out)
+    assert len(after) == 5
+    pd.testing.assert_frame_equal(after[after["pred_mos"].notna()].reset_index(drop=True), before)
+
+
+def test_decimal_recipe_has_no_expected_mode(scorer):
+    from iovqa_plugin.grid import ScoreGrid
+
+    grid = ScoreGrid.from_tokenizer(scorer.tokenizer)
+    assert grid.steps == 2 and grid.first_ids.numel() == 5 and grid.second_ids.numel() == 10
