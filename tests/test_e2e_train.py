@@ -9,7 +9,7 @@ import pytest
 
 from conftest import base_recipe, run_cli, write_recipe
 
-MASK_LINE = re.compile(r"\[iovqa(?: rank (\d))?\] INFO label mask active \(digits\): first batch trains on (\[.*?\])")
+MASK_LINE = re.compile(r"\[iovqa(?: rank (\d))?\] INFO label mask active \(digits\): first batch targets (\[.*?\])")
 
 
 def train_labels(demo_dir, fmt="integer"):
@@ -150,3 +150,30 @@ def test_recipe_without_plugin_keys_is_stock_llamafactory(tiny_model, demo_dir, 
         with open(out / "trainer_log.jsonl", encoding="utf-8") as handle:
             losses[mode] = [json.loads(line)["loss"] for line in handle if '"loss"' in line]
     assert losses["plugin installed"] == losses["plugin disabled"] and len(losses["plugin installed"]) == 2
+
+
+def test_llamafactory_predict_path_with_the_plugin(tiny_model, demo_dir, tmp_path):
+    """do_predict + predict_with_generate through the stock CLI; its output is read by `iovqa eval`."""
+    from iovqa_plugin.evaluation import evaluate
+    from iovqa_plugin.predictions import MatchError
+
+    out = tmp_path / "predict"
+    recipe = base_recipe(tiny_model, demo_dir, str(out), do_train=False, do_predict=True, predict_with_generate=True,
+                         eval_dataset="demo_test", max_new_tokens=4, do_sample=False, max_steps=None,
+                         save_strategy=None, save_steps=None)
+    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "p.yaml", recipe)])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    with open(out / "generated_predictions.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    test = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
+    from iovqa_plugin.labels import mos_to_label
+
+    assert [r["label"] for r in rows] == [mos_to_label(m) for m in test["Overall_MOS"]]  # masked labels, in order
+    labels = os.path.join(demo_dir, "demo", "test.csv")
+    try:
+        report = evaluate(str(out / "generated_predictions.jsonl"), labels)
+    except MatchError as err:  # an untrained tiny model may answer without a number: said, not guessed
+        assert "have no score" in str(err)
+    else:
+        assert report["n"] == len(test)
