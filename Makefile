@@ -9,7 +9,7 @@ BIN    := $(abspath $(VENV))/bin
 RUN    := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 STAMP  := $(VENV)/.iovqa-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,13 @@ demo: install
 
 test: install
 	$(RUN) $(BIN)/python -m pytest tests
+
+# Benchmarks print their numbers (they are not tests): start-up cost of the plugin, and
+# expected vs greedy scoring speed and SRCC on the demo's held-out split (needs `make demo` first).
+bench: install
+	$(RUN) $(BIN)/python bench/startup.py
+	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
+	$(RUN) $(BIN)/python bench/scoring.py
 
 clean:
 	rm -rf work data_info/demo build *.egg-info .pytest_cache
