@@ -10,7 +10,13 @@ import yaml
 from conftest import REPO
 from iovqa_plugin.config import split_recipe
 
-RECIPES = sorted(glob.glob(os.path.join(REPO, "examples", "*.yaml")))
+def _is_training_recipe(path):
+    with open(path, encoding="utf-8") as handle:
+        return "stage" in yaml.safe_load(handle)
+
+
+# examples/ also holds non-training files (the ensemble configuration)
+RECIPES = sorted(p for p in glob.glob(os.path.join(REPO, "examples", "*.yaml")) if _is_training_recipe(p))
 GPU_RECIPES = {
     # name: (model, lora rank, epoch the paper keeps) -- paper Table 1
     "iovqa_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, 3),
