@@ -16,6 +16,7 @@ import sys
 WATCHED_MODULES = (
     "llamafactory.hparams.parser",
     "llamafactory.data.converter",
+    "llamafactory.model.loader",
     "llamafactory.train.sft.workflow",
     "llamafactory.train.tuner",
 )

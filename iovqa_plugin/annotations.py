@@ -219,7 +219,7 @@ def load_annotations(
                 video_path=os.path.join(media_dir, video),
                 mos=float(record[columns.mos]),
                 label=label,
-                prompt=build_prompt(prompt, config.label_format, config.prompt_template),
+                prompt=build_prompt(prompt, config.label_format, config.prompt_template, config.head != "none"),
             )
         )
 

@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="annotation file, or a dataset name in the recipe's dataset_info.json")
     p.add_argument("--media-dir", default=None, help="folder video paths are relative to (default: the recipe's)")
     p.add_argument("--out", required=True, help="prediction CSV (re-running resumes it)")
-    p.add_argument("--mode", choices=["expected", "greedy", "both"], default="expected")
+    p.add_argument("--mode", choices=["expected", "greedy", "both", "head"], default="expected",
+                   help="head: for models trained with iovqa_head: softmax_regression")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--save-probs", action="store_true", help="also write p_10..p_50")
     p.set_defaults(func=cmd_score)

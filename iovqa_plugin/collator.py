@@ -107,6 +107,7 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
     """LLaMA-Factory's SFT collator followed by the digit-only label mask."""
 
     label_format: str = "integer"
+    with_mos: bool = False  # the softmax-regression head trains on the MOS carried by the label
 
     def __post_init__(self):
         super().__post_init__()
@@ -124,8 +125,15 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
+        if self.with_mos:
+            batch["iovqa_mos"] = self._mos_of(batch["labels"])
         if not self._logged_first_batch:
             self._logged_first_batch = True
             kept = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
             logger.info("label mask active (digits): first batch targets %s", kept)
         return batch
+
+    def _mos_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """The MOS of each row, read back from its masked integer label ("37" -> 3.7)."""
+        texts = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in labels]
+        return torch.tensor([int(text) / 10 for text in texts], dtype=torch.float32)

@@ -109,6 +109,29 @@ class IOVQAArguments:
         default=TAOBAO_MOS_COLUMN,
         metadata={"help": "Decimal MOS column (1..5), used when dataset_info.json maps no `response` column."},
     )
+    head: Literal["none", "softmax_regression"] = field(
+        default="none",
+        metadata={
+            "help": "`softmax_regression`: the paper's second method: <LABEL_1> ends the prompt, its last hidden "
+            "state -> MLP -> 5 grades (bad..excellent = 1..5) -> softmax -> expected score. Trains LoRA, the head "
+            "and the <LABEL_1> embedding row. Needs integer labels with the digit mask (they carry the MOS)."
+        },
+    )
+    head_loss: Literal["soft_ce", "mse"] = field(
+        default="soft_ce",
+        metadata={
+            "help": "Head loss. `soft_ce`: cross-entropy against a Gaussian around the MOS discretised on the 5 "
+            "grades (DeQA-Score style). `mse`: squared error of the expected score."
+        },
+    )
+    head_sigma: float = field(
+        default=0.5,
+        metadata={"help": "Standard deviation (in MOS units) of the soft_ce target around the MOS."},
+    )
+    head_inner_size: int = field(
+        default=0,
+        metadata={"help": "Width of the head's hidden layer (0: the model's hidden size)."},
+    )
     on_bad_row: Literal["error", "skip"] = field(
         default="error",
         metadata={
@@ -131,6 +154,17 @@ class IOVQAArguments:
         _check_choice(self, "frame_strategy")
         _check_choice(self, "frame_format")
         _check_choice(self, "on_bad_row")
+        _check_choice(self, "head")
+        _check_choice(self, "head_loss")
+        if self.head != "none" and (self.label_format != "integer" or self.label_mask != "digits"):
+            raise PluginConfigError(
+                "iovqa_head needs iovqa_label_format: integer and iovqa_label_mask: digits (the MOS is read from "
+                "the integer label)"
+            )
+        if not self.head_sigma > 0:
+            raise PluginConfigError(f"iovqa_head_sigma must be > 0, got {self.head_sigma}")
+        if self.head_inner_size < 0:
+            raise PluginConfigError(f"iovqa_head_inner_size must be >= 0, got {self.head_inner_size}")
         if not 1 <= self.num_frames <= 64:
             raise PluginConfigError(f"iovqa_num_frames must be between 1 and 64, got {self.num_frames}")
         if self.frame_workers < 1:
@@ -149,7 +183,7 @@ class IOVQAArguments:
             from .prompt import PromptTemplateError, check_template
 
             try:
-                check_template(self.prompt_template)
+                check_template(self.prompt_template, label_token=self.head != "none")
             except PromptTemplateError as err:
                 raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
 
@@ -192,13 +226,14 @@ def _coerce(name: str, value: Any) -> Any:
         base = next(arg for arg in typing.get_args(hint) if arg is not type(None))
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-    if base is int:
-        if isinstance(value, bool):
-            raise PluginConfigError(f"iovqa_{name} must be an integer, got {value!r}")
+    if base in (int, float):
+        kind = "an integer" if base is int else "a number"
+        if isinstance(value, bool) or (base is int and isinstance(value, float) and not value.is_integer()):
+            raise PluginConfigError(f"iovqa_{name} must be {kind}, got {value!r}")
         try:
-            return int(value)
+            return base(value)
         except (TypeError, ValueError):
-            raise PluginConfigError(f"iovqa_{name} must be an integer, got {value!r}") from None
+            raise PluginConfigError(f"iovqa_{name} must be {kind}, got {value!r}") from None
     if value is not None and not isinstance(value, str):
         raise PluginConfigError(f"iovqa_{name} must be a string, got {value!r}")
     return value

@@ -29,15 +29,16 @@ DEFAULT_TEMPLATE = (
     "Answer with {answer_format}. Output the number only, with no explanation."
 )
 
-_FIELDS = {"prompt", "answer_format", "video"}
+_FIELDS = {"prompt", "answer_format", "video", "label_token"}
+LABEL_TOKEN = "<LABEL_1>"
 
 
 class PromptTemplateError(ValueError):
     pass
 
 
-def check_template(template: str) -> None:
-    """A template must use {prompt} once and only the known fields."""
+def check_template(template: str, label_token: bool = False) -> None:
+    """A template must use {prompt} once and only the known fields; {label_token} exactly when the head is on."""
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
@@ -51,6 +52,13 @@ def check_template(template: str) -> None:
         raise PromptTemplateError("prompt template may contain {video} at most once")
     if any(p in template for p in _MEDIA_PLACEHOLDERS):
         raise PromptTemplateError("write {video} instead of a literal media placeholder in the prompt template")
+    if label_token and names.count("label_token") != 1:
+        raise PromptTemplateError(
+            "the softmax-regression head needs {label_token} exactly once in the template (where <LABEL_1> goes, "
+            "usually at the very end)"
+        )
+    if not label_token and "label_token" in names:
+        raise PromptTemplateError("{label_token} is only for iovqa_head: softmax_regression")
 
 
 def neutralize_placeholders(text: str) -> str:
@@ -60,14 +68,17 @@ def neutralize_placeholders(text: str) -> str:
     return text
 
 
-def build_prompt(user_prompt: str, label_format: str = "integer", template: str | None = None) -> str:
-    """The full user turn, with exactly one video placeholder."""
-    template = template or DEFAULT_TEMPLATE
+def build_prompt(
+    user_prompt: str, label_format: str = "integer", template: str | None = None, label_token: bool = False
+) -> str:
+    """The full user turn, with exactly one video placeholder (and ``<LABEL_1>`` at its end for the head)."""
+    template = template or (DEFAULT_TEMPLATE + "{label_token}" if label_token else DEFAULT_TEMPLATE)
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     text = template.format(
-        prompt=neutralize_placeholders(user_prompt),
+        prompt=neutralize_placeholders(user_prompt).replace(LABEL_TOKEN, "[LABEL_1]"),
         answer_format=ANSWER_FORMATS[label_format],
         video=VIDEO_PLACEHOLDER,
+        label_token=LABEL_TOKEN,
     )
     if "video" not in names:
         text = VIDEO_PLACEHOLDER + text

@@ -15,7 +15,9 @@ Decoding modes:
   digit after each possible first digit), in one prefill plus one batched
   step; also its standard deviation (an uncertainty) and the probability mass
   on valid integers.
-* ``head``: reserved for the softmax-regression head variant.
+* ``head``: for models trained with the softmax-regression head
+  (``iovqa_head: softmax_regression``): the head's expected grade and the
+  five grade probabilities (bad, poor, fair, good, excellent).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .config import IOVQAArguments, split_recipe
 from .labels import parse_score
 from .prompt import build_prompt
 
-MODES = ("greedy", "expected", "both")
+MODES = ("greedy", "expected", "both", "head")
 COLUMNS = [
     "video",
     "pred_mos",
@@ -39,6 +41,12 @@ COLUMNS = [
     "expected_mos",
     "expected_std",
     "integer_mass",
+    "head_mos",
+    "p_bad",
+    "p_poor",
+    "p_fair",
+    "p_good",
+    "p_excellent",
     "error",
 ]
 CONFIG_FILE = "iovqa_config.json"
@@ -55,14 +63,18 @@ class VideoResult:
     expected_std: Optional[float] = None
     integer_mass: Optional[float] = None
     probabilities: Optional[list[float]] = None
+    head_mos: Optional[float] = None
+    grades: Optional[list[float]] = None  # head: P(bad), P(poor), P(fair), P(good), P(excellent)
     error: Optional[str] = None
 
     @property
     def pred_mos(self) -> Optional[float]:
-        return self.greedy_mos if self.mode == "greedy" else self.expected_mos
+        return {"greedy": self.greedy_mos, "head": self.head_mos}.get(self.mode, self.expected_mos)
 
     def row(self) -> dict[str, Any]:
-        row = {c: getattr(self, c) for c in COLUMNS}
+        row = {c: getattr(self, c, None) for c in COLUMNS}
+        if self.grades is not None:
+            row.update({f"p_{name}": p for name, p in zip(("bad", "poor", "fair", "good", "excellent"), self.grades)})
         if self.probabilities is not None:
             row.update({f"p_{v}": p for v, p in zip(range(10, 51), self.probabilities)})
         return row
@@ -136,9 +148,15 @@ class Scorer:
         args = dict(settings.model_keys, model_name_or_path=settings.model, template=settings.template)
         if settings.adapter:
             args.update(adapter_name_or_path=settings.adapter, finetuning_type="lora")
+        # the plugin keys go through LLaMA-Factory's reader too: the run's configuration is active while loading
+        args.update({k: v for k, v in settings.plugin.to_recipe().items() if v is not None})
         model_args, data_args, finetuning_args, _ = get_infer_args(args)
         modules = load_tokenizer(model_args)
         self.tokenizer, self.processor = modules["tokenizer"], modules["processor"]
+        if settings.plugin.head != "none":
+            from .head import add_label_token
+
+            add_label_token(self.tokenizer)
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         self.model = load_model(self.tokenizer, model_args, finetuning_args, is_trainable=False)
         self.model.eval()
@@ -158,12 +176,17 @@ class Scorer:
         self._grid = None
         if plugin.label_format == "integer":
             self._grid = ScoreGrid.from_tokenizer(self.tokenizer)
+        self._head = None
+        if plugin.head != "none":
+            from .head_trainer import HeadForward
+
+            self._head = HeadForward(self.model, self.tokenizer)
 
     # ---- inputs -------------------------------------------------------------------------------
     def encode(self, prompt_text: str, frames: list[str]) -> dict[str, Any]:
         """One sample's features, built like a training sample without its answer."""
         prompt = build_prompt(prompt_text[: self.plugin.max_prompt_chars], self.plugin.label_format,
-                              self.plugin.prompt_template)
+                              self.plugin.prompt_template, self.plugin.head != "none")
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
         plugin = self.template.mm_plugin
         messages = plugin.process_messages(messages, [], [frames], [], self.processor)
@@ -247,10 +270,26 @@ class Scorer:
             second = step.logits[:, -1].view(size, k, -1)
         return grid.probabilities(first, second), grid.mass(first, second)
 
+    def head_scores(self, batch: dict[str, Any]):
+        """(expected grade, grade probabilities (B, 5)) from the softmax-regression head."""
+        import torch
+
+        from .head import expected_score, grade_probabilities
+
+        if self._head is None:
+            raise ValueError("mode 'head' needs a model trained with iovqa_head: softmax_regression")
+        with torch.inference_mode():
+            probabilities = grade_probabilities(self._head(self.model, batch))
+        return expected_score(probabilities), probabilities
+
     def score_features(self, videos: list[str], features: list[dict[str, Any]], mode: str) -> list[VideoResult]:
         from .grid import expected_mos
 
         batch = self.batch(features)
+        if mode == "head":
+            mean, grades = self.head_scores(batch)
+            return [VideoResult(video=v, mode="head", head_mos=float(mean[i]), grades=grades[i].tolist())
+                    for i, v in enumerate(videos)]
         results = [VideoResult(video=v, mode="greedy" if mode == "greedy" else "expected") for v in videos]
         if mode in ("greedy", "both"):
             for result, text in zip(results, self.greedy(batch)):

@@ -16,7 +16,14 @@ import sys
 
 from .converter import apply_dataset_converter
 from .parser import apply_parser_read_args
-from .sft_workflow import apply_sft_accuracy_metric, apply_sft_collator, apply_sft_logit_processor
+from .model_loader import apply_init_adapter
+from .sft_workflow import (
+    apply_sft_accuracy_metric,
+    apply_sft_collator,
+    apply_sft_load_tokenizer,
+    apply_sft_logit_processor,
+    apply_sft_trainer,
+)
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
 from .tuner import apply_tuner_read_args
 
@@ -24,7 +31,14 @@ from .tuner import apply_tuner_read_args
 PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
     "llamafactory.data.converter": (apply_dataset_converter,),
-    "llamafactory.train.sft.workflow": (apply_sft_collator, apply_sft_accuracy_metric, apply_sft_logit_processor),
+    "llamafactory.model.loader": (apply_init_adapter,),
+    "llamafactory.train.sft.workflow": (
+        apply_sft_collator,
+        apply_sft_accuracy_metric,
+        apply_sft_logit_processor,
+        apply_sft_load_tokenizer,
+        apply_sft_trainer,
+    ),
     "llamafactory.train.tuner": (apply_tuner_read_args,),
 }
 
@@ -60,10 +74,13 @@ __all__ = [
     "UnsupportedVersionError",
     "apply_all",
     "apply_dataset_converter",
+    "apply_init_adapter",
     "apply_parser_read_args",
     "apply_sft_accuracy_metric",
     "apply_sft_collator",
+    "apply_sft_load_tokenizer",
     "apply_sft_logit_processor",
+    "apply_sft_trainer",
     "apply_tuner_read_args",
     "check_version",
     "on_module_imported",

@@ -32,9 +32,14 @@ def apply_sft_collator() -> None:
             return original(*args, **kwargs)
         from iovqa_plugin.collator import DigitMaskCollator
 
-        return DigitMaskCollator(*args, label_format=plugin.label_format, **kwargs)
+        return DigitMaskCollator(*args, label_format=plugin.label_format, with_mos=_head_on(), **kwargs)
 
     module.SFTDataCollatorWith4DAttentionMask = mark_patched(SFTDataCollatorWith4DAttentionMask, original)
+
+
+def _head_on() -> bool:
+    plugin = config.active()
+    return plugin is not None and plugin.head != "none"
 
 
 def _scores_evaluated() -> bool:
@@ -67,8 +72,43 @@ def apply_sft_logit_processor() -> None:
     def eval_logit_processor(logits: Any, labels: Any):
         if not _scores_evaluated():
             return original(logits, labels)
+        if _head_on():  # the head trainer's evaluation step already returns (expected score, MOS)
+            return logits
         from iovqa_plugin.trainer_metrics import score_logits
 
         return score_logits(logits, labels)
 
     module.eval_logit_processor = mark_patched(eval_logit_processor, original)
+
+
+def apply_sft_load_tokenizer() -> None:
+    """Add ``<LABEL_1>`` to the tokenizer run_sft loads when the softmax-regression head is on."""
+    module, original = target("llamafactory.train.sft.workflow", "load_tokenizer")
+    if is_patched(original):
+        return
+
+    def load_tokenizer(*args: Any, **kwargs: Any):
+        modules = original(*args, **kwargs)
+        if _head_on():
+            from iovqa_plugin.head import add_label_token
+
+            add_label_token(modules["tokenizer"])
+        return modules
+
+    module.load_tokenizer = mark_patched(load_tokenizer, original)
+
+
+def apply_sft_trainer() -> None:
+    """Make run_sft train and evaluate the softmax-regression head when the recipe turns it on."""
+    module, original = target("llamafactory.train.sft.workflow", "CustomSeq2SeqTrainer")
+    if is_patched(original):
+        return
+
+    def CustomSeq2SeqTrainer(*args: Any, **kwargs: Any):
+        if not _head_on():
+            return original(*args, **kwargs)
+        from iovqa_plugin.head_trainer import HeadTrainer
+
+        return HeadTrainer(*args, **kwargs)
+
+    module.CustomSeq2SeqTrainer = mark_patched(CustomSeq2SeqTrainer, original)

@@ -1,0 +1,59 @@
+"""Target: ``llamafactory.model.loader.init_adapter`` (looked up by load_model at call time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iovqa_plugin import config
+
+from .support import is_patched, mark_patched, target
+
+
+def apply_init_adapter() -> None:
+    """Attach the softmax-regression head before PEFT wraps the model; refuse to drop a trained head."""
+    module, original = target("llamafactory.model.loader", "init_adapter")
+    if is_patched(original):
+        return
+
+    def init_adapter(model_config: Any, model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool):
+        from iovqa_plugin.head import (
+            EMBEDDING_MODULE,
+            HEAD_MODULE,
+            adapter_has_head,
+            attach_head,
+            checkpoint_head_keys,
+            load_head_weights,
+        )
+
+        plugin = config.active()
+        head_on = plugin is not None and plugin.head != "none"
+        adapters = list(model_args.adapter_name_or_path or [])
+        with_head = [a for a in adapters if adapter_has_head(a)]
+        merged_head = bool(checkpoint_head_keys(model_args.model_name_or_path)) if _is_local(model_args) else False
+        if (with_head or merged_head) and not head_on:
+            source = with_head[0] if with_head else model_args.model_name_or_path
+            raise ValueError(
+                f"{source} was trained with the softmax-regression head ({HEAD_MODULE}); loading it as a plain model "
+                "would drop the head. Add `iovqa_head: softmax_regression` to the recipe (or score with a recipe "
+                "that has it)."
+            )
+        if head_on:
+            attach_head(model, plugin.head_inner_size)
+            if merged_head:
+                load_head_weights(model, model_args.model_name_or_path)
+            elif is_trainable and not adapters:
+                targets = list(finetuning_args.additional_target or [])
+                finetuning_args.additional_target = targets + [m for m in (HEAD_MODULE, EMBEDDING_MODULE) if m not in targets]
+            elif not with_head and not is_trainable:
+                raise ValueError(
+                    f"iovqa_head is on but no trained head was found in {adapters or model_args.model_name_or_path}"
+                )
+        return original(model_config, model, model_args, finetuning_args, is_trainable)
+
+    module.init_adapter = mark_patched(init_adapter, original)
+
+
+def _is_local(model_args: Any) -> bool:
+    import os
+
+    return os.path.isdir(str(model_args.model_name_or_path))
