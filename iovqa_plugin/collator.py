@@ -119,6 +119,8 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.with_mos:
+            self._check_label_token(features)
         batch = super().__call__(features)
         try:
             batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count)
@@ -132,6 +134,13 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
             kept = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
             logger.info("label mask active (digits): first batch targets %s", kept)
         return batch
+
+    def _check_label_token(self, features: list[dict[str, Any]]) -> None:
+        """Before collating: every sample must still hold its <LABEL_1> (cutoff_len cuts prompts from the end)."""
+        from .head import LABEL_TOKEN, check_label_counts
+
+        label_id = self.tokenizer.convert_tokens_to_ids(LABEL_TOKEN)
+        check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
 
     def _mos_of(self, labels: torch.Tensor) -> torch.Tensor:
         """The MOS of each row, read back from its masked integer label ("37" -> 3.7)."""

@@ -94,16 +94,20 @@ def head_loss(logits: torch.Tensor, mos: torch.Tensor, kind: str = "soft_ce", si
     raise ValueError(f"head loss must be 'soft_ce' or 'mse', got {kind!r}")
 
 
+def check_label_counts(counts: list[int]) -> None:
+    """Every row must hold exactly one ``<LABEL_1>``."""
+    bad = [row for row, count in enumerate(counts) if count != 1]
+    if bad:
+        raise ValueError(
+            f"batch row(s) {bad} hold {[counts[r] for r in bad]} {LABEL_TOKEN} token(s), expected 1: "
+            "was it cut off by cutoff_len (raise cutoff_len or lower video_max_pixels)?"
+        )
+
+
 def label_positions(input_ids: torch.Tensor, label_id: int) -> torch.Tensor:
     """Index of the ``<LABEL_1>`` token in each row; an error unless there is exactly one per row."""
     hits = input_ids == label_id
-    counts = hits.sum(dim=1)
-    if (counts != 1).any():
-        bad = (counts != 1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"batch row(s) {bad} hold {counts[bad].tolist()} {LABEL_TOKEN} token(s), expected 1: "
-            "was it cut off by cutoff_len (raise cutoff_len or lower video_max_pixels)?"
-        )
+    check_label_counts(hits.sum(dim=1).tolist())
     return hits.long().argmax(dim=1)
 
 
