@@ -32,6 +32,7 @@ test: install
 # expected vs greedy scoring speed and SRCC on the demo's held-out split (needs `make demo` first).
 bench: install
 	$(RUN) $(BIN)/python bench/startup.py
+	$(RUN) $(BIN)/python bench/head_params.py
 	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
 	$(RUN) $(BIN)/python bench/scoring.py
 

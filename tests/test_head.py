@@ -174,3 +174,29 @@ def test_head_under_torchrun(tiny_model, demo_dir, tmp_path):
     assert result.returncode == 0, log[-4000:]
     assert "[iovqa rank 0]" in log and "[iovqa rank 1]" in log
     assert set(head_tensors(tmp_path / "ddp")) >= {"iovqa_head.w_in", "iovqa_label_embedding.weight"}
+
+
+def test_merged_export_keeps_the_head(head_run, tiny_model, demo_dir, clean_plugin_state):
+    from iovqa_plugin.head import checkpoint_head_keys
+    from iovqa_plugin.scoring import Scorer, ScorerSettings
+
+    tmp = head_run["tmp"]
+    export = tmp / "merged"
+    recipe = {"model_name_or_path": tiny_model, "adapter_name_or_path": str(head_run["out"]), "template": "qwen2_vl",
+              "finetuning_type": "lora", "export_dir": str(export), **HEAD_KEYS}
+    result = run_cli(["llamafactory-cli", "export", write_recipe(tmp / "export.yaml", recipe)])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert len(checkpoint_head_keys(str(export))) == 5
+
+    val = pd.read_csv(os.path.join(demo_dir, "demo", "val.csv")).head(4)
+    rows = [(v, os.path.join(demo_dir, v), p) for v, p in zip(val["video_name"], val["Prompt"])]
+    train_recipe = write_recipe(tmp / "s2.yaml", head_run["recipe"])
+    with_adapter = Scorer(ScorerSettings.from_recipe(train_recipe))
+    expected = [r.head_mos for r in with_adapter.score_rows(rows, mode="head")]
+    merged = Scorer(ScorerSettings.from_recipe(train_recipe, model=str(export), adapter=""))
+    assert [r.head_mos for r in merged.score_rows(rows, mode="head")] == pytest.approx(expected, abs=1e-4)
+
+    plain = ScorerSettings.from_recipe(train_recipe, model=str(export), adapter="")
+    plain.plugin = config.IOVQAArguments(frame_cache_dir=head_run["recipe"]["iovqa_frame_cache_dir"])
+    with pytest.raises(ValueError, match="would drop the head"):
+        Scorer(plain)

@@ -25,6 +25,9 @@ GPU_RECIPES = {
     "iovqa_72b.yaml": ("Qwen/Qwen2.5-VL-72B-Instruct", 128, 5),
     "ablation_decimal_labels_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, 3),
     "ablation_integer_nomask_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, 3),
+    # softmax regression: the paper gives no rank or epoch of its own; the 7B IOVQA settings are used
+    "softmax_regression_qwen2vl_7b.yaml": ("Qwen/Qwen2-VL-7B-Instruct", 128, None),
+    "softmax_regression_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
 }
 PLUGIN = {
     "iovqa_7b.yaml": ("integer", "digits"),
@@ -34,7 +37,11 @@ PLUGIN = {
     "ablation_decimal_labels_7b.yaml": ("decimal", "none"),
     "ablation_integer_nomask_7b.yaml": ("integer", "none"),
     "iovqa_demo_cpu.yaml": ("integer", "digits"),
+    "softmax_regression_qwen2vl_7b.yaml": ("integer", "digits"),
+    "softmax_regression_7b.yaml": ("integer", "digits"),
+    "softmax_regression_demo_cpu.yaml": ("integer", "digits"),
 }
+HEAD_RECIPES = {"softmax_regression_qwen2vl_7b.yaml", "softmax_regression_7b.yaml", "softmax_regression_demo_cpu.yaml"}
 
 
 def load(path):
@@ -54,6 +61,7 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
     recipe, plugin = split_recipe(load(path))
     name = os.path.basename(path)
     assert (plugin.label_format, plugin.label_mask) == PLUGIN[name]
+    assert plugin.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
     recipe = dict(recipe)
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
@@ -77,7 +85,8 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
         assert finetuning_args.lora_rank == rank
         assert training_args.num_train_epochs == 6
         assert training_args.save_strategy.value == "epoch"  # the paper's "used epoch" checkpoints
-        assert f"epoch {best_epoch} of 6" in open(path, encoding="utf-8").read()
+        if best_epoch is not None:
+            assert f"epoch {best_epoch} of 6" in open(path, encoding="utf-8").read()
         assert training_args.bf16
         assert model_args.video_max_pixels <= 1024 * 28 * 28 and data_args.cutoff_len >= 1024
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
