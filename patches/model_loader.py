@@ -6,15 +6,15 @@ from typing import Any
 
 from iovqa_plugin import config
 
-from .support import is_patched, mark_patched, target
+from .support import patch_attribute
 
 
 def apply_init_adapter() -> None:
     """Attach the softmax-regression head before PEFT wraps the model; refuse to drop a trained head."""
-    module, original = target("llamafactory.model.loader", "init_adapter")
-    if is_patched(original):
-        return
+    patch_attribute("llamafactory.model.loader", "init_adapter", _with_head)
 
+
+def _with_head(original):
     def init_adapter(model_config: Any, model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool):
         from iovqa_plugin.head import (
             EMBEDDING_MODULE,
@@ -50,7 +50,7 @@ def apply_init_adapter() -> None:
                 )
         return original(model_config, model, model_args, finetuning_args, is_trainable)
 
-    module.init_adapter = mark_patched(init_adapter, original)
+    return init_adapter
 
 
 def _is_local(model_args: Any) -> bool:

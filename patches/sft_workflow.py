@@ -1,4 +1,8 @@
-"""Target: ``llamafactory.train.sft.workflow.SFTDataCollatorWith4DAttentionMask`` (looked up by run_sft)."""
+"""Targets in ``llamafactory.train.sft.workflow``: module globals that run_sft looks up at call time.
+
+Every replacement does exactly what the original does unless the active recipe turns the
+plugin on (and, for the head targets, the softmax-regression head).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,9 @@ from typing import Any
 
 from iovqa_plugin import config
 
-from .support import is_patched, mark_patched, target
+from .support import patch_attribute
 
-
-def save_run_config(plugin: config.IOVQAArguments) -> None:
-    """Keep the run's plugin keys next to its adapter (written once per node), for the scorer."""
-    if plugin.output_dir and os.environ.get("LOCAL_RANK", "0") == "0":
-        from iovqa_plugin.scoring import save_plugin_config
-
-        save_plugin_config(plugin, plugin.output_dir)
-
-
-def apply_sft_collator() -> None:
-    """Make run_sft build the digit-only label-mask collator when a recipe asks for it."""
-    module, original = target("llamafactory.train.sft.workflow", "SFTDataCollatorWith4DAttentionMask")
-    if is_patched(original):
-        return
-
-    def SFTDataCollatorWith4DAttentionMask(*args: Any, **kwargs: Any):
-        plugin = config.active()
-        if plugin is not None:
-            save_run_config(plugin)
-        if plugin is None or plugin.label_mask == "none":
-            return original(*args, **kwargs)
-        from iovqa_plugin.collator import DigitMaskCollator
-
-        return DigitMaskCollator(*args, label_format=plugin.label_format, with_mos=_head_on(), **kwargs)
-
-    module.SFTDataCollatorWith4DAttentionMask = mark_patched(SFTDataCollatorWith4DAttentionMask, original)
+WORKFLOW = "llamafactory.train.sft.workflow"
 
 
 def _head_on() -> bool:
@@ -47,68 +26,95 @@ def _scores_evaluated() -> bool:
     return plugin is not None and plugin.label_mask == "digits" and plugin.label_format == "integer"
 
 
+def save_run_config(plugin: config.IOVQAArguments) -> None:
+    """Keep the run's plugin keys next to its adapter (written once per node), for the scorer."""
+    if plugin.output_dir and os.environ.get("LOCAL_RANK", "0") == "0":
+        from iovqa_plugin.scoring import save_plugin_config
+
+        save_plugin_config(plugin, plugin.output_dir)
+
+
+def apply_sft_collator() -> None:
+    """Make run_sft build the digit-only label-mask collator when a recipe asks for it."""
+
+    def replacement(original):
+        def SFTDataCollatorWith4DAttentionMask(*args: Any, **kwargs: Any):
+            plugin = config.active()
+            if plugin is not None:
+                save_run_config(plugin)
+            if plugin is None or plugin.label_mask == "none":
+                return original(*args, **kwargs)
+            from iovqa_plugin.collator import DigitMaskCollator
+
+            return DigitMaskCollator(*args, label_format=plugin.label_format, with_mos=_head_on(), **kwargs)
+
+        return SFTDataCollatorWith4DAttentionMask
+
+    patch_attribute(WORKFLOW, "SFTDataCollatorWith4DAttentionMask", replacement)
+
+
 def apply_sft_accuracy_metric() -> None:
     """Make run_sft's ``compute_accuracy`` metric report SRCC / PLCC / final for IOVQA runs."""
-    module, original = target("llamafactory.train.sft.workflow", "ComputeAccuracy")
-    if is_patched(original):
-        return
 
-    def ComputeAccuracy(*args: Any, **kwargs: Any):
-        if not _scores_evaluated():
-            return original(*args, **kwargs)
-        from iovqa_plugin.trainer_metrics import ComputeScoreMetrics
+    def replacement(original):
+        def ComputeAccuracy(*args: Any, **kwargs: Any):
+            if not _scores_evaluated():
+                return original(*args, **kwargs)
+            from iovqa_plugin.trainer_metrics import ComputeScoreMetrics
 
-        return ComputeScoreMetrics()
+            return ComputeScoreMetrics()
 
-    module.ComputeAccuracy = mark_patched(ComputeAccuracy, original)
+        return ComputeAccuracy
+
+    patch_attribute(WORKFLOW, "ComputeAccuracy", replacement)
 
 
 def apply_sft_logit_processor() -> None:
     """Reduce evaluation logits to score distributions (instead of argmax tokens) for IOVQA runs."""
-    module, original = target("llamafactory.train.sft.workflow", "eval_logit_processor")
-    if is_patched(original):
-        return
 
-    def eval_logit_processor(logits: Any, labels: Any):
-        if not _scores_evaluated():
-            return original(logits, labels)
-        if _head_on():  # the head trainer's evaluation step already returns (expected score, MOS)
-            return logits
-        from iovqa_plugin.trainer_metrics import score_logits
+    def replacement(original):
+        def eval_logit_processor(logits: Any, labels: Any):
+            if not _scores_evaluated():
+                return original(logits, labels)
+            if _head_on():  # the head trainer's evaluation step already returns (expected score, MOS)
+                return logits
+            from iovqa_plugin.trainer_metrics import score_logits
 
-        return score_logits(logits, labels)
+            return score_logits(logits, labels)
 
-    module.eval_logit_processor = mark_patched(eval_logit_processor, original)
+        return eval_logit_processor
+
+    patch_attribute(WORKFLOW, "eval_logit_processor", replacement)
 
 
 def apply_sft_load_tokenizer() -> None:
     """Add ``<LABEL_1>`` to the tokenizer run_sft loads when the softmax-regression head is on."""
-    module, original = target("llamafactory.train.sft.workflow", "load_tokenizer")
-    if is_patched(original):
-        return
 
-    def load_tokenizer(*args: Any, **kwargs: Any):
-        modules = original(*args, **kwargs)
-        if _head_on():
-            from iovqa_plugin.head import add_label_token
+    def replacement(original):
+        def load_tokenizer(*args: Any, **kwargs: Any):
+            modules = original(*args, **kwargs)
+            if _head_on():
+                from iovqa_plugin.head import add_label_token
 
-            add_label_token(modules["tokenizer"])
-        return modules
+                add_label_token(modules["tokenizer"])
+            return modules
 
-    module.load_tokenizer = mark_patched(load_tokenizer, original)
+        return load_tokenizer
+
+    patch_attribute(WORKFLOW, "load_tokenizer", replacement)
 
 
 def apply_sft_trainer() -> None:
     """Make run_sft train and evaluate the softmax-regression head when the recipe turns it on."""
-    module, original = target("llamafactory.train.sft.workflow", "CustomSeq2SeqTrainer")
-    if is_patched(original):
-        return
 
-    def CustomSeq2SeqTrainer(*args: Any, **kwargs: Any):
-        if not _head_on():
-            return original(*args, **kwargs)
-        from iovqa_plugin.head_trainer import HeadTrainer
+    def replacement(original):
+        def CustomSeq2SeqTrainer(*args: Any, **kwargs: Any):
+            if not _head_on():
+                return original(*args, **kwargs)
+            from iovqa_plugin.head_trainer import HeadTrainer
 
-        return HeadTrainer(*args, **kwargs)
+            return HeadTrainer(*args, **kwargs)
 
-    module.CustomSeq2SeqTrainer = mark_patched(CustomSeq2SeqTrainer, original)
+        return CustomSeq2SeqTrainer
+
+    patch_attribute(WORKFLOW, "CustomSeq2SeqTrainer", replacement)

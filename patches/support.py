@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 SUPPORTED_LLAMAFACTORY = ("0.9.5",)
 MARK = "__iovqa_original__"  # attribute of a patched callable, holding the original
@@ -49,3 +49,10 @@ def is_patched(obj: Any) -> bool:
 def mark_patched(wrapper: Any, original: Any) -> Any:
     setattr(wrapper, MARK, original)
     return wrapper
+
+
+def patch_attribute(module_name: str, attribute: str, make_replacement: Callable[[Any], Any]) -> None:
+    """Replace ``module.attribute`` by ``make_replacement(original)``, once (idempotent)."""
+    module, original = target(module_name, attribute)
+    if not is_patched(original):
+        setattr(module, attribute, mark_patched(make_replacement(original), original))

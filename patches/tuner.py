@@ -1,11 +1,9 @@
 """Target: ``llamafactory.train.tuner.read_args`` (bound at import, used by run_exp / train)."""
 
 from .recipe import wrap_read_args
-from .support import is_patched, target
+from .support import patch_attribute
 
 
 def apply_tuner_read_args() -> None:
     """Let ``llamafactory-cli train`` accept ``iovqa_*`` recipe keys."""
-    module, original = target("llamafactory.train.tuner", "read_args")
-    if not is_patched(original):
-        module.read_args = wrap_read_args(original)
+    patch_attribute("llamafactory.train.tuner", "read_args", wrap_read_args)
