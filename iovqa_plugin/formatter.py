@@ -71,8 +71,8 @@ class IOVQADatasetConverter(DatasetConverter):
             message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
         if issues:
             report = self.config.skip_report_path
-            files = sorted({issue.file for issue in issues})
-            write_issue_report(issues, report, files)
+            if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank finds the same rows: one writer per node
+                write_issue_report(issues, report, sorted({issue.file for issue in issues}))
             message += f"; skipped rows and reasons: {report}"
         logger.info(message)
 
