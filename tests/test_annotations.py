@@ -166,3 +166,39 @@ def test_prompt_with_digits_and_placeholder(tmp_path, media):
     path = write_csv(tmp_path / "ph.csv", rows)
     [sample], _, _ = load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
     assert sample.prompt.count("<video>") == 1 and "10 cats [video] score 50" in sample.prompt
+
+
+def test_bad_input_corpus_summary(tmp_path, media):
+    """Every case of the corpus in one run: its outcome is an error naming file, row and field, or a used row."""
+    cases = [(f"{field} = {row[field]!r}", [row], "error", field) for row, field, _ in BAD]
+    cases += [
+        ("duplicate video id", [GOOD[0], dict(GOOD[0], Prompt="again")], "error", "video_name"),
+        ("truncated mp4", [{"video_name": "cut.mp4", "Prompt": "p", "Overall_MOS": "3"}], "used or error", "video_name"),
+        ("10,000-character prompt", [dict(GOOD[0], Prompt="x" * 10000)], "used", None),
+        ("prompt with digits and <video>", [dict(GOOD[0], Prompt="3 cats <video> 50")], "used", None),
+        ("path with a space", [GOOD[2]], "used", None),
+        ("non-ASCII path and prompt", [GOOD[3]], "used", None),
+    ]
+    outcomes = []
+    for i, (name, rows, expected, field) in enumerate(cases):
+        path = write_csv(tmp_path / f"case{i}.csv", rows)
+        try:
+            samples, _, _ = load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+            outcome = "used"
+            assert len(samples) == len(rows)
+        except AnnotationError as err:
+            outcome = "error"
+            assert all(f"case{i}.csv: row" in str(issue) and issue.field == (field or issue.field) for issue in err.issues)
+        assert outcome == expected or expected == "used or error", name
+        outcomes.append((name, outcome))
+    for name, sep, bom in (("semicolon-separated CSV", ";", False), ("UTF-8 BOM", ",", True)):
+        path = write_csv(tmp_path / f"{sep == ';'}{bom}.csv", GOOD, sep=sep, bom=bom)
+        try:
+            load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+            outcomes.append((name, "used"))
+        except ValueError as err:
+            assert "comma-separated" in str(err)
+            outcomes.append((name, "error"))
+    table = pd.DataFrame(outcomes, columns=["case", "outcome"])
+    print(f"\nbad-input corpus: {len(table)} cases, {table['outcome'].value_counts().to_dict()}\n{table.to_string(index=False)}")
+    assert len(table) == len(cases) + 2
