@@ -28,13 +28,15 @@ demo: install
 test: install
 	$(RUN) $(BIN)/python -m pytest tests
 
-# Benchmarks print their numbers (they are not tests): start-up cost of the plugin, and
-# expected vs greedy scoring speed and SRCC on the demo's held-out split (needs `make demo` first).
+# Benchmarks print their numbers (they are not tests): start-up cost of the plugin, trainable
+# parameters of the head variant, expected vs greedy scoring, and training throughput of the plugin
+# vs stock LLaMA-Factory and of cached frames vs mp4 decoding (the last two need `make demo` first).
 bench: install
 	$(RUN) $(BIN)/python bench/startup.py
 	$(RUN) $(BIN)/python bench/head_params.py
 	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
 	$(RUN) $(BIN)/python bench/scoring.py
+	$(RUN) $(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf work data_info/demo build *.egg-info .pytest_cache
