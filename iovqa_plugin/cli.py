@@ -57,9 +57,37 @@ def _datasets(recipe: dict) -> list[str]:
     return names
 
 
+def _data_dirs(recipe: dict) -> tuple[str, str]:
+    """The recipe's dataset_dir and media_dir (LLaMA-Factory's defaults)."""
+    dataset_dir = recipe.get("dataset_dir", "data")
+    return dataset_dir, recipe.get("media_dir") or dataset_dir
+
+
+def _dataset_info(dataset_dir: str) -> dict:
+    path = os.path.join(dataset_dir, "dataset_info.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _entry_columns(entry: dict, config):
+    """The annotation columns of a dataset_info entry, as the formatter resolves them."""
+    from .annotations import resolve_columns
+
+    columns = entry.get("columns", {})
+    given = "columns" in entry  # without `columns`, LLaMA-Factory's own defaults apply
+    attr = SimpleNamespace(
+        videos=columns.get("videos"),
+        prompt=columns.get("prompt", None if given else "instruction"),
+        response=columns.get("response", None if given else "output"),
+    )
+    return resolve_columns(attr, config)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Run the formatter's checks and frame extraction ahead of training."""
-    from .annotations import AnnotationError, load_annotations, resolve_columns, write_issue_report
+    from .annotations import AnnotationError, load_annotations, write_issue_report
     from .config import split_recipe
 
     recipe, config = split_recipe(_load_recipe(args.recipe))
@@ -67,10 +95,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.recipe}: the recipe has no iovqa_* key")
     if args.workers:
         config.frame_workers = args.workers
-    dataset_dir = recipe.get("dataset_dir", "data")
-    media_dir = recipe.get("media_dir") or dataset_dir
-    with open(os.path.join(dataset_dir, "dataset_info.json"), encoding="utf-8") as handle:
-        info = json.load(handle)
+    dataset_dir, media_dir = _data_dirs(recipe)
+    info = _dataset_info(dataset_dir)
     status = 0
     for name in _datasets(recipe):
         entry = info.get(name)
@@ -79,16 +105,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if entry.get("formatting") != "iovqa":
             print(f"{name}: formatting is {entry.get('formatting', 'alpaca')!r}, not iovqa: skipped")
             continue
-        columns = entry.get("columns", {})
-        attr = SimpleNamespace(
-            videos=columns.get("videos"),
-            prompt=columns.get("prompt", "instruction" if "columns" not in entry else None),
-            response=columns.get("response", "output" if "columns" not in entry else None),
-        )
         path = os.path.join(dataset_dir, entry["file_name"])
         start = time.time()
         try:
-            samples, issues, stats = load_annotations(path, resolve_columns(attr, config), config, media_dir)
+            samples, issues, stats = load_annotations(path, _entry_columns(entry, config), config, media_dir)
         except AnnotationError as err:
             print(f"{name}: {err}", file=sys.stderr)
             status = 1
@@ -195,28 +215,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_data(data: str, recipe: dict) -> tuple[str, str, tuple[str, str] | None]:
-    """(annotation file, media dir, (video column, prompt column) or None) for a path or a dataset_info name."""
-    dataset_dir = recipe.get("dataset_dir", "data")
-    media_dir = recipe.get("media_dir") or dataset_dir
-    if os.path.isfile(data):
-        return data, media_dir, None
-    info_path = os.path.join(dataset_dir, "dataset_info.json")
-    if os.path.isfile(info_path):
-        with open(info_path, encoding="utf-8") as handle:
-            entry = json.load(handle).get(data)
-        if entry is not None:
-            columns = entry.get("columns", {})
-            pair = (columns["videos"], columns["prompt"]) if "videos" in columns and "prompt" in columns else None
-            return os.path.join(dataset_dir, entry["file_name"]), media_dir, pair
-    raise SystemExit(f"--data {data!r}: neither a file nor a dataset in {info_path}")
+def _resolve_data(data: str, recipe: dict, config) -> tuple[str, str, tuple[str, str]]:
+    """(annotation file, media dir, (video column, prompt column)) for a path or a dataset_info name."""
+    dataset_dir, media_dir = _data_dirs(recipe)
+    entry = {} if os.path.isfile(data) else _dataset_info(dataset_dir).get(data)
+    if entry is None:
+        raise SystemExit(f"--data {data!r}: neither a file nor a dataset in {dataset_dir}/dataset_info.json")
+    columns = _entry_columns(entry, config)
+    path = os.path.join(dataset_dir, entry["file_name"]) if entry else data
+    return path, media_dir, (columns.video, columns.prompt)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .scoring import Scorer, ScorerSettings, score_file
 
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
-    annotations, media_dir, columns = _resolve_data(args.data, _load_recipe(args.recipe))
+    annotations, media_dir, columns = _resolve_data(args.data, _load_recipe(args.recipe), settings.plugin)
     scorer = Scorer(settings)
     start = time.time()
     stats = score_file(scorer, annotations, args.out, args.media_dir or media_dir, mode=args.mode,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from .config import IOVQAArguments, split_recipe
+from .head import GRADE_NAMES
 from .labels import parse_score
 from .prompt import build_prompt
 
@@ -42,11 +43,7 @@ COLUMNS = [
     "expected_std",
     "integer_mass",
     "head_mos",
-    "p_bad",
-    "p_poor",
-    "p_fair",
-    "p_good",
-    "p_excellent",
+    *(f"p_{name}" for name in GRADE_NAMES),
     "error",
 ]
 CONFIG_FILE = "iovqa_config.json"
@@ -74,7 +71,7 @@ class VideoResult:
     def row(self) -> dict[str, Any]:
         row = {c: getattr(self, c, None) for c in COLUMNS}
         if self.grades is not None:
-            row.update({f"p_{name}": p for name, p in zip(("bad", "poor", "fair", "good", "excellent"), self.grades)})
+            row.update({f"p_{name}": p for name, p in zip(GRADE_NAMES, self.grades)})
         if self.probabilities is not None:
             row.update({f"p_{v}": p for v, p in zip(range(10, 51), self.probabilities)})
         return row
@@ -374,17 +371,14 @@ def score_file(
     header = list(COLUMNS) + ([f"p_{v}" for v in range(10, 51)] if save_probabilities else [])
     if previous is not None:
         previous.reindex(columns=header).to_csv(out_path, index=False)
-    elif os.path.dirname(os.path.abspath(out_path)):
+    else:
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
         pd.DataFrame(columns=header).to_csv(out_path, index=False)
     stats = {"rows": len(table), "skipped_done": len(done), "scored": 0, "errors": 0}
     with tqdm(total=len(rows), desc=f"iovqa score ({mode})", unit="video", disable=not progress) as bar:
         for result in scorer.score_rows(rows, mode=mode, batch_size=batch_size):
-            row = result.row()
-            row["pred_mos"] = result.pred_mos
-            if not save_probabilities:
-                row = {k: v for k, v in row.items() if not k.startswith("p_")}
-            pd.DataFrame([row]).reindex(columns=header).to_csv(out_path, mode="a", header=False, index=False)
+            # the header decides the columns: p_10..p_50 only with save_probabilities, head grades always
+            pd.DataFrame([result.row()]).reindex(columns=header).to_csv(out_path, mode="a", header=False, index=False)
             stats["errors" if result.error or result.pred_mos is None or math.isnan(result.pred_mos) else "scored"] += 1
             bar.update()
     return stats

@@ -147,6 +147,16 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     assert metrics["srcc"] == pytest.approx(trained["eval_srcc"], abs=1e-4)
     assert metrics["plcc"] == pytest.approx(trained["eval_plcc"], abs=1e-4)
 
+    from iovqa_plugin.scoring import score_file
+
+    out = head_run["tmp"] / "head_preds.csv"
+    stats = score_file(scorer, os.path.join(demo_dir, "demo", "val.csv"), str(out), demo_dir, mode="head", progress=False)
+    assert stats["scored"] == len(val)
+    table = pd.read_csv(out)  # the prediction file carries the head's score and its five grade probabilities
+    grades = table[["p_bad", "p_poor", "p_fair", "p_good", "p_excellent"]]
+    assert (grades.sum(axis=1) - 1).abs().max() < 1e-5
+    assert table["pred_mos"].tolist() == pytest.approx([r.head_mos for r in results], abs=1e-5)
+
 
 def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
     from iovqa_plugin.scoring import Scorer, ScorerSettings
