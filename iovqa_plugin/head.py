@@ -118,11 +118,8 @@ class HeadHooks:
         self.label_id = label_id
         self.hidden: Optional[torch.Tensor] = None
         self._row = module_of(model, EMBEDDING_MODULE)
-        embeddings = model.get_input_embeddings()
-        self._handles = [
-            embeddings.register_forward_hook(self._inject),
-            final_norm(model).register_forward_hook(self._keep),
-        ]
+        model.get_input_embeddings().register_forward_hook(self._inject)
+        final_norm(model).register_forward_hook(self._keep)
 
     def _inject(self, module, args, output):
         input_ids = args[0] if args else None
@@ -135,10 +132,6 @@ class HeadHooks:
 
     def _keep(self, module, args, output):
         self.hidden = output
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 def module_of(model: nn.Module, name: str) -> nn.Module:
@@ -190,18 +183,25 @@ def attach_head(model: nn.Module, inner_size: int = 0) -> None:
     setattr(model, EMBEDDING_MODULE, LabelEmbedding(row).to(device))
 
 
-def checkpoint_head_keys(path: str) -> list[str]:
-    """Names of head tensors stored in a model or adapter folder (safetensors)."""
+def _stored_head(path: str):
+    """(file, stored key, module, parameter) for every head tensor in a folder's safetensors files."""
     import glob
     import os
 
     from safetensors import safe_open
 
-    keys = []
-    for file in glob.glob(os.path.join(path, "*.safetensors")):
+    for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
         with safe_open(file, framework="pt") as handle:
-            keys += [k for k in handle.keys() if HEAD_MODULE in k or EMBEDDING_MODULE in k]
-    return keys
+            keys = list(handle.keys())
+        for key in keys:
+            for module in (HEAD_MODULE, EMBEDDING_MODULE):
+                if f"{module}." in key:
+                    yield file, key, module, key.split(module + ".", 1)[1]
+
+
+def checkpoint_head_keys(path: str) -> list[str]:
+    """Names of head tensors stored in a model or adapter folder (safetensors)."""
+    return [key for _, key, _, _ in _stored_head(path)]
 
 
 def adapter_has_head(path: str) -> bool:
@@ -218,21 +218,13 @@ def adapter_has_head(path: str) -> bool:
 
 def load_head_weights(model: nn.Module, path: str) -> None:
     """Load a merged export's head (saved as ``iovqa_head.*`` / ``iovqa_label_embedding.*``) into ``model``."""
-    import glob
-    import os
-
     from safetensors import safe_open
 
-    state = {}
-    for file in glob.glob(os.path.join(path, "*.safetensors")):
+    state = {HEAD_MODULE: {}, EMBEDDING_MODULE: {}}
+    for file, key, module, parameter in _stored_head(path):
         with safe_open(file, framework="pt") as handle:
-            for key in handle.keys():
-                for name in (HEAD_MODULE, EMBEDDING_MODULE):
-                    if f"{name}." in key:
-                        state[f"{name}.{key.split(name + '.', 1)[1]}"] = handle.get_tensor(key)
-    if not state:
+            state[module][parameter] = handle.get_tensor(key)
+    if not state[HEAD_MODULE]:
         raise ValueError(f"{path} holds no trained {HEAD_MODULE}: pass the adapter trained with the head")
-    head_state = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(HEAD_MODULE + ".")}
-    row_state = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(EMBEDDING_MODULE + ".")}
-    getattr(model, HEAD_MODULE).load_state_dict(head_state)
-    getattr(model, EMBEDDING_MODULE).load_state_dict(row_state)
+    for module, tensors in state.items():
+        getattr(model, module).load_state_dict(tensors)
