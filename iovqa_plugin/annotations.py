@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .config import IOVQAArguments
 from .frames import FrameCache, FrameSpec, extract_many

@@ -27,8 +27,6 @@ from . import config as plugin_config
 from .annotations import Sample, load_annotations, resolve_columns, write_issue_report
 from .logs import get_logger
 
-FORMATTING_NAME = "iovqa"
-
 logger = get_logger()
 
 

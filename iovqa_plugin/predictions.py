@@ -10,8 +10,6 @@ line, in dataset order) is read too, by position.
 from __future__ import annotations
 
 import json
-import os
-from typing import Optional
 
 import numpy as np
 
@@ -104,10 +102,3 @@ def read_labels(path: str, video_column: str, mos_column: str):
         if column not in frame.columns:
             raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
     return frame
-
-
-def write_predictions(rows: list[dict], path: str, columns: Optional[list[str]] = None) -> None:
-    import pandas as pd
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -95,8 +94,3 @@ def clean_plugin_state():
     before = config.active()
     yield
     config.activate(before)
-
-
-def copy_tree(src: str, dst: str) -> str:
-    shutil.copytree(src, dst)
-    return dst

@@ -22,7 +22,6 @@ def test_soft_target_and_losses():
     grades = torch.arange(1.0, 6.0)
     assert (target @ grades)[1] == pytest.approx(3.0)  # symmetric around an interior grade
     assert target[2].argmax() == 3  # 3.7 is closest to grade 4
-    perfect = torch.log(target) * 10  # logits whose softmax is sharper than the target
     assert head_loss(torch.log(target), mos, "soft_ce", 0.5) < head_loss(torch.zeros(4, 5), mos, "soft_ce", 0.5)
     exact = torch.full((1, 5), -30.0)
     exact[0, 2] = 30.0  # all mass on grade 3
@@ -30,7 +29,6 @@ def test_soft_target_and_losses():
     assert head_loss(exact, torch.tensor([4.0]), "mse") == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError):
         head_loss(exact, torch.tensor([3.0]), "hinge")
-    del perfect
 
 
 def test_label_token_must_be_there_once():

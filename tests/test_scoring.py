@@ -6,7 +6,6 @@ import os
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from conftest import base_recipe, write_recipe
 
