@@ -9,7 +9,7 @@ BIN    := $(abspath $(VENV))/bin
 RUN    := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 STAMP  := $(VENV)/.iovqa-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-quick clean
 
 install: $(STAMP)
 
@@ -28,15 +28,22 @@ demo: install
 test: install
 	$(RUN) $(BIN)/python -m pytest tests
 
-# Benchmarks print their numbers (they are not tests): start-up cost of the plugin, trainable
-# parameters of the head variant, expected vs greedy scoring, and training throughput of the plugin
-# vs stock LLaMA-Factory and of cached frames vs mp4 decoding (the last two need `make demo` first).
-bench: install
-	$(RUN) $(BIN)/python bench/startup.py
-	$(RUN) $(BIN)/python bench/head_params.py
+# Benchmarks print their numbers (they are not tests) and write them, with the commands and machine facts,
+# to bench/RESULTS.md (`make bench`, about an hour on 2 cores) or bench/RESULTS_quick.md (`make bench-quick`,
+# reduced versions of each, under 10 minutes). The speed benchmarks use the demo's adapter (`make demo`).
+BENCH_STAMP := $(VENV)/.iovqa-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
-	$(RUN) $(BIN)/python bench/scoring.py
-	$(RUN) $(BIN)/python bench/overhead.py
+	$(RUN) $(BIN)/python bench/run_all.py
+
+bench-quick: $(BENCH_STAMP)
+	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
+	$(RUN) $(BIN)/python bench/run_all.py --quick
 
 clean:
 	rm -rf work data_info/demo build *.egg-info .pytest_cache

@@ -82,8 +82,12 @@ setup(
         "demo": ["dashscope", "scikit-video"],
         # LLaMA-Factory's predict_with_generate path checks for these
         "predict": ["jieba", "nltk", "rouge-chinese"],
-        # the packaging test builds a wheel without build isolation (offline)
-        "test": ["pytest>=8", "dashscope", "scikit-video", "setuptools>=64", "wheel", "jieba", "nltk", "rouge-chinese"],
+        # the benchmarks' held-out ladder also films the photos shipped with scikit-image
+        "bench": ["dashscope", "scikit-video", "scikit-image", "jieba", "nltk", "rouge-chinese"],
+        # the packaging test builds a wheel without build isolation (offline); deepspeed: the ZeRO-3 tests
+        # (its sdist builds without torch and compiles no ops at install time: DeepSpeed JIT-builds what it uses)
+        "test": ["pytest>=8", "dashscope", "scikit-video", "setuptools>=64", "wheel", "jieba", "nltk", "rouge-chinese",
+                 "deepspeed"],
     },
     entry_points={"console_scripts": ["iovqa=iovqa_plugin.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},

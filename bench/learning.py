@@ -1,0 +1,203 @@
+"""Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
+
+    python bench/learning.py [--steps 100] [--seeds 0 1 ...] [--arms decimal integer_nomask iovqa head]
+
+Every arm trains the same benchmark model (`bench_model`) with the stock `llamafactory-cli train`
+on the same 120 ladder videos (bench/ladder.py: scenes split train/val/test, no scene in two
+splits), with the same steps, optimiser and seed; only the plugin keys differ. Each adapter then
+scores the 50 held-out test videos with the plugin's scorer; a no-training row scores the
+untouched model. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
+answer's number) and expected decoding (probability-weighted mean of 10..50; integer labels
+only), as mean +- standard deviation over seeds, with each run in a second table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# The arms differ only in these keys (the paper's Table 4/5 rows, and the head variant).
+ARMS = {
+    "decimal": {"iovqa_label_format": "decimal", "iovqa_label_mask": "none"},
+    "integer_nomask": {"iovqa_label_format": "integer", "iovqa_label_mask": "none"},
+    "iovqa": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
+    "head": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_head": "softmax_regression"},
+}
+ARM_TITLES = {
+    "baseline": "no training",
+    "decimal": "decimal labels (x.xx), full-answer loss",
+    "integer_nomask": "integer labels, full-answer loss",
+    "iovqa": "integer labels, digit-only loss (IOVQA)",
+    "head": "softmax-regression head",
+}
+# Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
+SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head"}
+# The benchmark model: the tiny Qwen2.5-VL, 256 wide with an untied output layer, so that a
+# LoRA fine-tune can make its answers confident (see `build_tiny_model`'s `head_std`).
+MODEL_OPTIONS = {"hidden_size": 256, "head_std": 0.1}
+
+
+def bench_model(work: str) -> str:
+    from iovqa_plugin.tiny_model import build_tiny_model
+
+    path = os.path.join(work, "tiny-qwen2.5-vl-256")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        build_tiny_model(path, **MODEL_OPTIONS)
+    return path
+
+
+def ladder(work: str) -> str:
+    from ladder import build
+
+    path = os.path.join(work, "ladder")
+    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+        build(path)
+    return path
+
+
+def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, learning_rate: float) -> str:
+    """The CPU demo recipe with the benchmark's model, data, steps and the arm's plugin keys."""
+    with open(os.path.join(REPO, "examples", "iovqa_demo_cpu.yaml"), encoding="utf-8") as handle:
+        base = yaml.safe_load(handle)
+    base = {k: v for k, v in base.items() if not k.startswith("iovqa_") and k not in ("eval_dataset", "eval_strategy")}
+    base.update(
+        model_name_or_path=model,
+        dataset_dir=data,
+        media_dir=data,
+        dataset="ladder_train",
+        iovqa_num_frames=2,
+        iovqa_frame_strategy="segment",
+        iovqa_frame_cache_dir=os.path.join(data, "frame_cache"),
+        # the random vision tower knows nothing yet: let LoRA reach it (a pretrained one is frozen)
+        freeze_vision_tower=False,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        lora_dropout=0.0,
+        save_strategy="no",
+        logging_steps=max(1, steps // 10),
+        seed=seed,
+        output_dir=os.path.join(work, "runs", f"{arm}_seed{seed}"),
+        **ARMS[arm],
+    )
+    path = os.path.join(work, "runs", f"{arm}_seed{seed}.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(base, handle, sort_keys=False)
+    return path
+
+
+def train(path: str) -> float:
+    """Run the stock CLI on a recipe; seconds taken."""
+    cli = os.path.join(os.path.dirname(sys.executable), "llamafactory-cli")
+    start = time.time()
+    result = subprocess.run([cli, "train", path], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{path} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+    return time.time() - start
+
+
+def score(recipe_path: str, adapter: str, data: str, mode: str) -> dict:
+    """{decoding: metrics or the count of answers without a number} on the test split."""
+    import pandas as pd
+
+    from iovqa_plugin.metrics import compute_metrics
+    from iovqa_plugin.scoring import Scorer, ScorerSettings
+
+    table = pd.read_csv(os.path.join(data, "test.csv"))
+    scorer = Scorer(ScorerSettings.from_recipe(recipe_path, adapter=adapter))
+    rows = [(v, os.path.join(data, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
+    results = {r.video: r.row() for r in scorer.score_rows(rows, mode=mode, batch_size=10)}
+    columns = {"greedy": "greedy_mos", "expected": "expected_mos"} if mode != "head" else {"head": "pred_mos"}
+    if mode == "greedy":
+        columns = {"greedy": "greedy_mos"}
+    out = {}
+    for decoding, column in columns.items():
+        values = [results[v].get(column) for v in table["video_name"]]
+        answered = [(v, m) for v, m in zip(values, table["Overall_MOS"]) if v is not None and v == v]
+        if len(answered) < 3:  # too few numbers to correlate
+            out[decoding] = {"no_number": len(values) - len(answered)}
+            continue
+        out[decoding] = compute_metrics(*zip(*answered))
+        out[decoding]["no_number"] = len(values) - len(answered)  # metrics are over the answered rows
+    return out
+
+
+def cell(runs: list[dict], decoding: str, metric: str) -> str:
+    scored = [r[decoding] for r in runs if decoding in r]
+    if not scored:
+        return "-"
+    missing = max(s["no_number"] for s in scored)
+    values = [s[metric] for s in scored if metric in s]
+    if len(values) < len(scored):
+        return f"n/a ({missing}/50 no number)"
+    note = f" ({missing}/50 no number)" if missing else ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}{note}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}{note}"
+
+
+def report(results: dict, args) -> str:
+    decodings = ("greedy", "expected")
+    lines = [
+        f"Test split: 50 videos of 5 unseen scenes (10 sources x 5 levels); train 120 videos; "
+        f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
+        "",
+        "| arm | greedy SRCC | greedy PLCC | greedy final | expected SRCC | expected PLCC | expected final | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, runs in results.items():
+        row = [ARM_TITLES[arm]]
+        for decoding in decodings:
+            source = "head" if arm == "head" else decoding
+            if arm == "head" and decoding == "greedy":
+                row += ["-", "-", "-"]
+                continue
+            row += [cell(runs, source, metric) for metric in ("srcc", "plcc", "final")]
+        seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
+        row.append(f"{statistics.mean(seconds):.0f}" if seconds else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("The head row's expected columns are the head's own expected score (softmax over 5 grades). "
+                 "Where some answers hold no number, the metrics are over the answered rows.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--work", default=os.path.join(REPO, "work", "bench_learning"))
+    args = parser.parse_args()
+
+    model, data = bench_model(args.work), ladder(args.work)
+    results = {"baseline": []}
+    base_recipe = recipe(args.work, model, data, "iovqa", args.seeds[0], args.steps, args.lr)
+    results["baseline"].append(score(base_recipe, "", data, SCORE_MODE["baseline"]))
+    for seed in args.seeds:
+        for arm in args.arms:
+            path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
+            seconds = train(path)
+            run = score(path, yaml.safe_load(open(path, encoding="utf-8"))["output_dir"], data, SCORE_MODE[arm])
+            run["train_seconds"] = seconds
+            results.setdefault(arm, []).append(run)
+            print(f"[learning] seed {seed} {arm}: {json.dumps(run)}", file=sys.stderr, flush=True)
+    with open(os.path.join(args.work, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+    print(report(results, args))
+
+
+if __name__ == "__main__":
+    main()
