@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +46,7 @@ SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both",
 # The benchmark model: the tiny Qwen2.5-VL, 256 wide with an untied output layer, so that a
 # LoRA fine-tune can make its answers confident (see `build_tiny_model`'s `head_std`).
 MODEL_OPTIONS = {"hidden_size": 256, "head_std": 0.1}
+REUSED: list[str] = []  # runs whose stored result was reused (see `finished`)
 
 
 def bench_model(work: str) -> str:
@@ -133,7 +134,34 @@ def score(recipe_path: str, adapter: str, data: str, mode: str) -> dict:
     return out
 
 
+def train_and_score(path: str, data: str, arm: str) -> dict:
+    seconds = train(path)
+    with open(path, encoding="utf-8") as handle:
+        output_dir = yaml.safe_load(handle)["output_dir"]
+    return dict(score(path, output_dir, data, SCORE_MODE[arm]), train_seconds=seconds)
+
+
+def finished(recipe_path: str, arm: str, run) -> dict:
+    """The stored result of ``arm`` under this exact recipe, or ``run()``'s, stored: an interrupted
+    benchmark resumes where it stopped, and a changed recipe runs again."""
+    with open(recipe_path, encoding="utf-8") as handle:
+        key = handle.read()
+    store = os.path.splitext(recipe_path)[0] + f".{arm}.result.json"
+    if os.path.isfile(store):
+        with open(store, encoding="utf-8") as handle:
+            stored = json.load(handle)
+        if stored["recipe"] == key:
+            REUSED.append(os.path.basename(store))
+            return stored["result"]
+    result = run()
+    with open(store, "w", encoding="utf-8") as handle:
+        json.dump({"recipe": key, "result": result}, handle)
+    return result
+
+
 def cell(runs: list[dict], decoding: str, metric: str) -> str:
+    import numpy as np
+
     scored = [r[decoding] for r in runs if decoding in r]
     if not scored:
         return "-"
@@ -142,9 +170,15 @@ def cell(runs: list[dict], decoding: str, metric: str) -> str:
     if len(values) < len(scored):
         return f"n/a ({missing}/50 no number)"
     note = f" ({missing}/50 no number)" if missing else ""
+    constant = sum(math.isnan(v) for v in values)
+    if constant:  # every answer the same number: a correlation is undefined
+        note += f" ({constant} of {len(values)} runs answered one constant score)"
+        values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a" + note
     if len(values) == 1:
         return f"{values[0]:.3f}{note}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}{note}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}{note}"
 
 
 def report(results: dict, args) -> str:
@@ -165,7 +199,7 @@ def report(results: dict, args) -> str:
                 continue
             row += [cell(runs, source, metric) for metric in ("srcc", "plcc", "final")]
         seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
-        row.append(f"{statistics.mean(seconds):.0f}" if seconds else "-")
+        row.append(f"{sum(seconds) / len(seconds):.0f}" if seconds else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("The head row's expected columns are the head's own expected score (softmax over 5 grades). "
@@ -183,20 +217,20 @@ def main() -> None:
     args = parser.parse_args()
 
     model, data = bench_model(args.work), ladder(args.work)
-    results = {"baseline": []}
     base_recipe = recipe(args.work, model, data, "iovqa", args.seeds[0], args.steps, args.lr)
-    results["baseline"].append(score(base_recipe, "", data, SCORE_MODE["baseline"]))
+    results = {"baseline": [finished(base_recipe, "baseline", lambda: score(base_recipe, "", data, "both"))]}
     for seed in args.seeds:
         for arm in args.arms:
             path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
-            seconds = train(path)
-            run = score(path, yaml.safe_load(open(path, encoding="utf-8"))["output_dir"], data, SCORE_MODE[arm])
-            run["train_seconds"] = seconds
+            run = finished(path, arm, lambda: train_and_score(path, data, arm))
             results.setdefault(arm, []).append(run)
             print(f"[learning] seed {seed} {arm}: {json.dumps(run)}", file=sys.stderr, flush=True)
     with open(os.path.join(args.work, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
     print(report(results, args))
+    if REUSED:
+        print(f"\n{len(REUSED)} of {1 + len(args.seeds) * len(args.arms)} results were reused from an earlier, "
+              f"interrupted run of this command with the same recipes ({args.work}/runs/*.result.json).")
 
 
 if __name__ == "__main__":

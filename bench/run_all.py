@@ -61,7 +61,8 @@ def run_section(name: str, quick: bool) -> str:
     command = ["python", *arguments]
     print(f"[bench] {' '.join(command)}", flush=True)
     start = time.time()
-    result = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ, LLAMAFACTORY_VERBOSITY="WARN")  # keep LLaMA-Factory's info lines out of the tables
+    result = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True, env=env)
     seconds = time.time() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-4000:]}")
