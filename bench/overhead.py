@@ -1,6 +1,6 @@
 """Training throughput, side by side in one run: plugin vs stock LLaMA-Factory, cached frames vs mp4 decoding.
 
-    python bench/overhead.py [--steps 20] [--repeats 2]
+    python bench/overhead.py [--steps 30] [--repeats 3]
 
 Needs the demo (`make demo`: work/tiny-qwen2.5-vl and data_info/demo). Three arms train the tiny
 model on the same 30 demo videos with the same seed and steps, each with the stock
@@ -87,8 +87,8 @@ def run(path: str, env: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="iovqa_overhead_")
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),

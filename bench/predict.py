@@ -90,11 +90,12 @@ def main() -> None:
     videos, unanswered = len(greedy), int(greedy["greedy_mos"].isna().sum())
     print(f"{os.cpu_count()} cores; {videos} videos of {args.split}, batch {args.batch_size}, "
           f"{args.repeats} interleaved repeats (median wall seconds, process start to finished file)")
-    print("| command | wall s | videos/s (end to end) |")
+    print("\n| command | wall s | videos/s (end to end) |")
     print("|---|---|---|")
     median = {name: statistics.median(values) for name, values in seconds.items()}
     for name, value in median.items():
         print(f"| {name} | {value:.1f} | {videos / value:.2f} |")
+    print()
     stock = median["LLaMA-Factory do_predict"]
     for mode in ("greedy", "expected"):
         print(f"iovqa score --mode {mode} vs do_predict: {stock / median[f'iovqa score --mode {mode}']:.2f}x faster end to end")

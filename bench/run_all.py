@@ -68,8 +68,10 @@ def run_section(name: str, quick: bool) -> str:
         raise SystemExit(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-4000:]}")
     print(result.stdout, flush=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f"{MARK.format(name)}\n## {title}\n\n`{' '.join(command)}` ({stamp}, {seconds:.0f} s)\n\n"
-            f"{result.stdout.strip()}\n")
+    output = result.stdout.strip()
+    if "|---" not in output:  # plain columns of text: keep their layout
+        output = f"```\n{output}\n```"
+    return f"{MARK.format(name)}\n## {title}\n\n`{' '.join(command)}` ({stamp}, {seconds:.0f} s)\n\n{output}\n"
 
 
 def read_sections(path: str) -> dict[str, str]:
