@@ -8,7 +8,8 @@ splits), with the same steps, optimiser and seed; only the plugin keys differ. E
 scores the 50 held-out test videos with the plugin's scorer; a no-training row scores the
 untouched model. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
 answer's number) and expected decoding (probability-weighted mean of 10..50; integer labels
-only), as mean +- standard deviation over seeds, with each run in a second table.
+only), as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
+(work/bench_learning/runs/*.result.json).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ ARM_TITLES = {
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head"}
+# The scorer's prediction columns each mode fills, by the decoding they report.
+DECODINGS = {
+    "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
+    "greedy": {"greedy": "greedy_mos"},
+    "head": {"head": "pred_mos"},
+}
 # The benchmark model: the tiny Qwen2.5-VL, 256 wide with an untied output layer, so that a
 # LoRA fine-tune can make its answers confident (see `build_tiny_model`'s `head_std`).
 MODEL_OPTIONS = {"hidden_size": 256, "head_std": 0.1}
@@ -119,11 +126,8 @@ def score(recipe_path: str, adapter: str, data: str, mode: str) -> dict:
     scorer = Scorer(ScorerSettings.from_recipe(recipe_path, adapter=adapter))
     rows = [(v, os.path.join(data, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
     results = {r.video: r.row() for r in scorer.score_rows(rows, mode=mode, batch_size=10)}
-    columns = {"greedy": "greedy_mos", "expected": "expected_mos"} if mode != "head" else {"head": "pred_mos"}
-    if mode == "greedy":
-        columns = {"greedy": "greedy_mos"}
     out = {}
-    for decoding, column in columns.items():
+    for decoding, column in DECODINGS[mode].items():
         values = [results[v].get(column) for v in table["video_name"]]
         answered = [(v, m) for v, m in zip(values, table["Overall_MOS"]) if v is not None and v == v]
         if len(answered) < 3:  # too few numbers to correlate
@@ -159,7 +163,7 @@ def finished(recipe_path: str, arm: str, run) -> dict:
     return result
 
 
-def cell(runs: list[dict], decoding: str, metric: str) -> str:
+def cell(runs: list[dict], decoding: str, metric: str, videos: int) -> str:
     import numpy as np
 
     scored = [r[decoding] for r in runs if decoding in r]
@@ -168,8 +172,8 @@ def cell(runs: list[dict], decoding: str, metric: str) -> str:
     missing = max(s["no_number"] for s in scored)
     values = [s[metric] for s in scored if metric in s]
     if len(values) < len(scored):
-        return f"n/a ({missing}/50 no number)"
-    note = f" ({missing}/50 no number)" if missing else ""
+        return f"n/a ({missing}/{videos} no number)"
+    note = f" ({missing}/{videos} no number)" if missing else ""
     constant = sum(math.isnan(v) for v in values)
     if constant:  # every answer the same number: a correlation is undefined
         note += f" ({constant} of {len(values)} runs answered one constant score)"
@@ -181,10 +185,21 @@ def cell(runs: list[dict], decoding: str, metric: str) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}{note}"
 
 
-def report(results: dict, args) -> str:
+def split_sizes(data: str) -> dict[str, int]:
+    """{split: videos} of the ladder's annotation files."""
+    import pandas as pd
+
+    return {split: len(pd.read_csv(os.path.join(data, f"{split}.csv"))) for split in ("train", "test")}
+
+
+def report(results: dict, args, sizes: dict[str, int]) -> str:
+    from ladder import SPLITS, TEST_SCENES
+
     decodings = ("greedy", "expected")
+    scenes = len({getattr(s, "photo", None) or s.clip for s in TEST_SCENES})
     lines = [
-        f"Test split: 50 videos of 5 unseen scenes (10 sources x 5 levels); train 120 videos; "
+        f"Test split: {sizes['test']} videos of {scenes} unseen scenes ({len(SPLITS['test'])} sources x 5 levels); "
+        f"train {sizes['train']} videos; "
         f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
         "",
         "| arm | greedy SRCC | greedy PLCC | greedy final | expected SRCC | expected PLCC | expected final | train s |",
@@ -197,7 +212,7 @@ def report(results: dict, args) -> str:
             if arm == "head" and decoding == "greedy":
                 row += ["-", "-", "-"]
                 continue
-            row += [cell(runs, source, metric) for metric in ("srcc", "plcc", "final")]
+            row += [cell(runs, source, metric, sizes["test"]) for metric in ("srcc", "plcc", "final")]
         seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
         row.append(f"{sum(seconds) / len(seconds):.0f}" if seconds else "-")
         lines.append("| " + " | ".join(row) + " |")
@@ -218,16 +233,16 @@ def main() -> None:
 
     model, data = bench_model(args.work), ladder(args.work)
     base_recipe = recipe(args.work, model, data, "iovqa", args.seeds[0], args.steps, args.lr)
-    results = {"baseline": [finished(base_recipe, "baseline", lambda: score(base_recipe, "", data, "both"))]}
+    results = {
+        "baseline": [finished(base_recipe, "baseline", lambda: score(base_recipe, "", data, SCORE_MODE["baseline"]))]
+    }
     for seed in args.seeds:
         for arm in args.arms:
             path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
             run = finished(path, arm, lambda: train_and_score(path, data, arm))
             results.setdefault(arm, []).append(run)
             print(f"[learning] seed {seed} {arm}: {json.dumps(run)}", file=sys.stderr, flush=True)
-    with open(os.path.join(args.work, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    print(report(results, args))
+    print(report(results, args, split_sizes(data)))
     if REUSED:
         print(f"\n{len(REUSED)} of {1 + len(args.seeds) * len(args.arms)} results were reused from an earlier, "
               f"interrupted run of this command with the same recipes ({args.work}/runs/*.result.json).")

@@ -69,18 +69,19 @@ def main() -> None:
     bin_dir = os.path.dirname(sys.executable)
     work = tempfile.mkdtemp(prefix="iovqa_predict_")
     recipe = predict_recipe(args.recipe, args.split, args.batch_size, work)
-    commands = {"LLaMA-Factory do_predict": [os.path.join(bin_dir, "llamafactory-cli"), "train", recipe]}
+    # name: (command, the prediction file it writes, or None)
+    commands = {"LLaMA-Factory do_predict": ([os.path.join(bin_dir, "llamafactory-cli"), "train", recipe], None)}
     for mode in ("greedy", "expected"):
         out = os.path.join(work, f"{mode}.csv")
-        commands[f"iovqa score --mode {mode}"] = [
+        commands[f"iovqa score --mode {mode}"] = ([
             os.path.join(bin_dir, "iovqa"), "score", "--recipe", args.recipe, "--data", args.split, "--out", out,
             "--mode", mode, "--batch-size", str(args.batch_size),
-        ]
+        ], out)
     seconds = {name: [] for name in commands}
     for _ in range(args.repeats):
-        for name, command in commands.items():
-            if "--out" in command and os.path.exists(command[command.index("--out") + 1]):
-                os.remove(command[command.index("--out") + 1])  # a finished CSV would be resumed, not re-scored
+        for name, (command, out) in commands.items():
+            if out and os.path.exists(out):
+                os.remove(out)  # a finished CSV would be resumed, not re-scored
             seconds[name].append(timed(command))
     with open(os.path.join(work, "predict", "predict_results.json"), encoding="utf-8") as handle:
         loop_rate = json.load(handle)["predict_samples_per_second"]

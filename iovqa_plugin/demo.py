@@ -130,6 +130,12 @@ def package_data_dir(package: str, *parts: str) -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], *parts)
 
 
+def pixel_box(fractions, width: int, height: int) -> tuple[int, int, int, int]:
+    """A crop box given as fractions of the frame (x0, y0, x1, y1), in pixels."""
+    x0, y0, x1, y1 = fractions
+    return int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height)
+
+
 def source_frames(source, count: int, size: int) -> list:
     """``count`` square RGB frames of a source: a crop of a real clip, or a slow pan over a photo."""
     from PIL import Image
@@ -141,12 +147,10 @@ def source_frames(source, count: int, size: int) -> list:
             tuple(a + (b - a) * i / max(1, count - 1) for a, b in zip(source.crop, source.end))
             for i in range(count)
         ]
-        return [photo.crop((int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height)))
-                .resize((size, size), Image.BICUBIC) for x0, y0, x1, y1 in boxes]
+        return [photo.crop(pixel_box(box, width, height)).resize((size, size), Image.BICUBIC) for box in boxes]
     raw = read_clip(os.path.join(clip_dir(), source.clip), source.start, count)
     height, width = raw[0].shape[:2]
-    x0, y0, x1, y1 = source.crop
-    box = (int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height))
+    box = pixel_box(source.crop, width, height)
     return [Image.fromarray(f).crop(box).resize((size, size), Image.BICUBIC) for f in raw]
 
 
