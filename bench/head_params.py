@@ -47,7 +47,7 @@ def qwen2_vl_7b():
 def tiny():
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from iovqa_plugin.tiny_model import build_tiny_model
+    from iovqa_plugin.demo.tiny_model import build_tiny_model
 
     path = "work/tiny-qwen2.5-vl"
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -63,7 +63,7 @@ def count(model_class, config, rank: int) -> dict[str, int]:
     from llamafactory.model.model_utils.visual import patch_target_modules
     from peft import LoraConfig, get_peft_model
 
-    from iovqa_plugin.head import EMBEDDING_MODULE, HEAD_MODULE, attach_head
+    from iovqa_plugin.train.head import EMBEDDING_MODULE, HEAD_MODULE, attach_head
 
     with torch.device("meta"):
         model = model_class._from_config(config) if hasattr(model_class, "_from_config") else model_class.from_config(config)

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from iovqa_plugin.demo import Source, Still, make_ladder  # noqa: E402
+from iovqa_plugin.demo.ladder import Source, Still, make_ladder  # noqa: E402
 
 PAN_A = ((0.0, 0.0, 0.6, 0.6), (0.4, 0.4, 1.0, 1.0))  # top-left to bottom-right
 PAN_B = ((0.4, 0.0, 1.0, 0.6), (0.0, 0.4, 0.6, 1.0))  # top-right to bottom-left

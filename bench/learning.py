@@ -57,7 +57,7 @@ REUSED: list[str] = []  # runs whose stored result was reused (see `finished`)
 
 
 def bench_model(work: str) -> str:
-    from iovqa_plugin.tiny_model import build_tiny_model
+    from iovqa_plugin.demo.tiny_model import build_tiny_model
 
     path = os.path.join(work, "tiny-qwen2.5-vl-256")
     if not os.path.isfile(os.path.join(path, "config.json")):
@@ -119,8 +119,9 @@ def score(recipe_path: str, adapter: str, data: str, mode: str) -> dict:
     """{decoding: metrics or the count of answers without a number} on the test split."""
     import pandas as pd
 
-    from iovqa_plugin.metrics import compute_metrics
-    from iovqa_plugin.scoring import Scorer, ScorerSettings
+    from iovqa_plugin.eval.metrics import compute_metrics
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
 
     table = pd.read_csv(os.path.join(data, "test.csv"))
     scorer = Scorer(ScorerSettings.from_recipe(recipe_path, adapter=adapter))

@@ -33,7 +33,7 @@ sys.path.insert(0, REPO)
 
 def stock_datasets(work: str) -> None:
     """The demo train split as alpaca rows: frame lists (cached by the plugin) and mp4 paths."""
-    from iovqa_plugin.annotations import Columns, load_annotations
+    from iovqa_plugin.data.annotations import Columns, load_annotations
     from iovqa_plugin.config import IOVQAArguments
 
     config = IOVQAArguments(frame_cache_dir=os.path.join(REPO, "work", "frame_cache"))

@@ -32,10 +32,11 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from iovqa_plugin.grid import expected_mos
-    from iovqa_plugin.labels import parse_score
-    from iovqa_plugin.metrics import compute_metrics
-    from iovqa_plugin.scoring import Scorer, ScorerSettings
+    from iovqa_plugin.data.grid import expected_mos
+    from iovqa_plugin.data.labels import parse_score
+    from iovqa_plugin.eval.metrics import compute_metrics
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
 
     torch.manual_seed(0)
     scorer = Scorer(ScorerSettings.from_recipe(args.recipe))

@@ -1,9 +1,9 @@
-"""The plugin's recipe keys: one dataclass, its validation, and the active run.
+"""The plugin's recipe keys: one dataclass with help strings and validation.
 
 Every plugin key in a LLaMA-Factory recipe is spelled ``iovqa_<field>``. The
 keys are taken out of the recipe before LLaMA-Factory's own argument parser
-sees it (that parser rejects unknown keys); an ``iovqa_*`` key that is not a
-field below is an error. A recipe with no ``iovqa_*`` key leaves the plugin
+sees it (``recipe.split_recipe``); an ``iovqa_*`` key that is not a field
+below is an error. A recipe with no ``iovqa_*`` key leaves the plugin
 inactive: LLaMA-Factory then behaves exactly as without the plugin.
 
 Standard library only: this module is imported while recipes are read.
@@ -22,14 +22,6 @@ PREFIX = "iovqa_"
 TAOBAO_VIDEO_COLUMN = "video_name"
 TAOBAO_PROMPT_COLUMN = "Prompt"
 TAOBAO_MOS_COLUMN = "Overall_MOS"
-
-# LLaMA-Factory options that contradict the score-only label mask.
-_MASK_CONFLICTS = {
-    "train_on_prompt": "the prompt's tokens (and any digits in it) would be trained on",
-    "packing": "several samples would share one row, and the mask keeps one score per row",
-    "neat_packing": "several samples would share one row, and the mask keeps one score per row",
-}
-
 
 class PluginConfigError(ValueError):
     """An ``iovqa_*`` recipe key is unknown or has an invalid value."""
@@ -156,7 +148,7 @@ class IOVQAArguments:
         _check_choice(self, "on_bad_row")
         _check_choice(self, "head")
         _check_choice(self, "head_loss")
-        if self.head != "none" and (self.label_format != "integer" or self.label_mask != "digits"):
+        if self.head_on and not self.integer_scores:
             raise PluginConfigError(
                 "iovqa_head needs iovqa_label_format: integer and iovqa_label_mask: digits (the MOS is read from "
                 "the integer label)"
@@ -180,12 +172,28 @@ class IOVQAArguments:
                 self.prompt_template = handle.read()
             self.prompt_template_file = None
         if self.prompt_template is not None:
-            from .prompt import PromptTemplateError, check_template
+            from .data.prompt import PromptTemplateError, check_template
 
             try:
-                check_template(self.prompt_template, label_token=self.head != "none")
+                check_template(self.prompt_template, label_token=self.head_on)
             except PromptTemplateError as err:
                 raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
+
+    @property
+    def head_on(self) -> bool:
+        """The softmax-regression head variant is trained / scored."""
+        return self.head != "none"
+
+    @property
+    def mask_on(self) -> bool:
+        """The loss is on the score's tokens only."""
+        return self.label_mask == "digits"
+
+    @property
+    def integer_scores(self) -> bool:
+        """Integer labels under the digit mask: every labelled token is a score digit, so the score's
+        distribution can be read off the logits (in-training SRCC/PLCC, the head's MOS target)."""
+        return self.label_format == "integer" and self.mask_on
 
     @property
     def cache_dir(self) -> str:
@@ -252,113 +260,6 @@ def build_config(keys: dict[str, Any], output_dir: Optional[str] = None) -> IOVQ
             )
         values[name] = _coerce(name, value)
     return IOVQAArguments(output_dir=output_dir, **values)
-
-
-def check_compatible(config: IOVQAArguments, recipe: dict[str, Any]) -> None:
-    """Reject LLaMA-Factory options that would silently defeat the plugin."""
-    if config.label_mask == "none":
-        return
-    for key, why in _MASK_CONFLICTS.items():
-        if _truthy(recipe.get(key)):
-            raise PluginConfigError(f"{key}: true cannot be combined with iovqa_label_mask: digits ({why})")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-class PluginArgs(dict):
-    """A recipe dict without its plugin keys, carrying the plugin configuration.
-
-    LLaMA-Factory reads a recipe once and hands the dict on to its parsers;
-    carrying the configuration on the dict keeps nested reads consistent.
-    """
-
-    iovqa: Optional[IOVQAArguments] = None
-
-
-class PluginArgList(list):
-    """The ``--key value`` form of :class:`PluginArgs`."""
-
-    iovqa: Optional[IOVQAArguments] = None
-
-
-def split_recipe(args: Any) -> tuple[Any, Optional[IOVQAArguments]]:
-    """Take the plugin keys out of a recipe (a dict, or a ``--key value`` list).
-
-    Returns the recipe for LLaMA-Factory and the plugin configuration, or
-    ``None`` when the recipe has no plugin key. A recipe without plugin keys
-    is returned as the very same object.
-    """
-    if isinstance(args, (PluginArgs, PluginArgList)):
-        return args, args.iovqa
-    if isinstance(args, dict):
-        keys = {k: v for k, v in args.items() if isinstance(k, str) and k.startswith(PREFIX)}
-        if not keys:
-            return args, None
-        rest = PluginArgs((k, v) for k, v in args.items() if k not in keys)
-        rest.iovqa = build_config(keys, output_dir=rest.get("output_dir"))
-        check_compatible(rest.iovqa, rest)
-        return rest, rest.iovqa
-    if isinstance(args, list):
-        return _split_cli(args)
-    return args, None
-
-
-def _split_cli(argv: list[str]) -> tuple[list[str], Optional[IOVQAArguments]]:
-    rest, keys, i = PluginArgList(), {}, 0
-    while i < len(argv):
-        token = argv[i]
-        if isinstance(token, str) and token.startswith("--" + PREFIX):
-            name, eq, value = token[2:].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise PluginConfigError(f"{token} needs a value")
-                value = argv[i + 1]
-                i += 1
-            keys[name] = value
-        else:
-            rest.append(token)
-        i += 1
-    if not keys:
-        return argv, None
-    flags = _cli_flags(rest)
-    rest.iovqa = build_config(keys, output_dir=flags.get("output_dir"))
-    check_compatible(rest.iovqa, flags)
-    return rest, rest.iovqa
-
-
-def _cli_flags(argv: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` / bare ``--flag`` as a dict."""
-    flags, i = {}, 0
-    while i < len(argv):
-        token = argv[i]
-        if isinstance(token, str) and token.startswith("--"):
-            name, eq, value = token[2:].partition("=")
-            if eq:
-                flags[name] = value
-            elif i + 1 < len(argv) and not str(argv[i + 1]).startswith("--"):
-                flags[name] = argv[i + 1]
-                i += 1
-            else:
-                flags[name] = True
-        i += 1
-    return flags
-
-
-# The configuration of the run in progress in this process (None: plugin inactive).
-_ACTIVE: Optional[IOVQAArguments] = None
-
-
-def activate(config: Optional[IOVQAArguments]) -> None:
-    global _ACTIVE
-    _ACTIVE = config
-
-
-def active() -> Optional[IOVQAArguments]:
-    return _ACTIVE
 
 
 def help_text() -> str:

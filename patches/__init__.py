@@ -8,6 +8,13 @@ imported; ``apply_all()`` calls them all at once.
 
 The patches only add: with no ``iovqa_*`` key in a recipe, every patched
 target behaves exactly like the original.
+
+This package is the one LLaMA-Factory adapter: besides the patches it holds
+the subclasses of LLaMA-Factory classes (``formatter``, ``collator``,
+``trainer``), the run in progress (``run``: the only reader of the active
+recipe's plugin keys, which it passes to what it builds) and the inference
+loader the scorer uses (``inference``). It imports the domain modules of
+``iovqa_plugin`` (data, train), never its applications (scoring, cli, demo).
 """
 
 from __future__ import annotations
@@ -17,13 +24,7 @@ import sys
 from .converter import apply_dataset_converter
 from .parser import apply_parser_read_args
 from .model_loader import apply_init_adapter
-from .sft_workflow import (
-    apply_sft_accuracy_metric,
-    apply_sft_collator,
-    apply_sft_load_tokenizer,
-    apply_sft_logit_processor,
-    apply_sft_trainer,
-)
+from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_trainer
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
 from .tuner import apply_tuner_read_args
 
@@ -32,13 +33,7 @@ PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
     "llamafactory.data.converter": (apply_dataset_converter,),
     "llamafactory.model.loader": (apply_init_adapter,),
-    "llamafactory.train.sft.workflow": (
-        apply_sft_collator,
-        apply_sft_accuracy_metric,
-        apply_sft_logit_processor,
-        apply_sft_load_tokenizer,
-        apply_sft_trainer,
-    ),
+    "llamafactory.train.sft.workflow": (apply_sft_collator, apply_sft_load_tokenizer, apply_sft_trainer),
     "llamafactory.train.tuner": (apply_tuner_read_args,),
 }
 
@@ -76,10 +71,8 @@ __all__ = [
     "apply_dataset_converter",
     "apply_init_adapter",
     "apply_parser_read_args",
-    "apply_sft_accuracy_metric",
     "apply_sft_collator",
     "apply_sft_load_tokenizer",
-    "apply_sft_logit_processor",
     "apply_sft_trainer",
     "apply_tuner_read_args",
     "check_version",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from iovqa_plugin import config
-
+from .run import active_run
 from .support import patch_attribute
 
 
@@ -16,7 +16,7 @@ def apply_init_adapter() -> None:
 
 def _with_head(original):
     def init_adapter(model_config: Any, model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool):
-        from iovqa_plugin.head import (
+        from iovqa_plugin.train.head import (
             EMBEDDING_MODULE,
             HEAD_MODULE,
             adapter_has_head,
@@ -25,8 +25,8 @@ def _with_head(original):
             load_head_weights,
         )
 
-        plugin = config.active()
-        head_on = plugin is not None and plugin.head != "none"
+        plugin = active_run()
+        head_on = plugin is not None and plugin.head_on
         adapters = list(model_args.adapter_name_or_path or [])
         with_head = [a for a in adapters if adapter_has_head(a)]
         merged_head = bool(checkpoint_head_keys(model_args.model_name_or_path)) if _is_local(model_args) else False
@@ -54,6 +54,4 @@ def _with_head(original):
 
 
 def _is_local(model_args: Any) -> bool:
-    import os
-
     return os.path.isdir(str(model_args.model_name_or_path))

@@ -1,33 +1,58 @@
-"""The recipe wrapper shared by the two ``read_args`` patches."""
+"""The recipe wrapper shared by the two ``read_args`` patches, and the checks a recipe gets when it is read."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from iovqa_plugin import config
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.recipe import split_recipe
 
+from .run import set_active_run
 
 
 def wrap_read_args(original: Callable) -> Callable:
-    """``read_args`` that takes the ``iovqa_*`` keys out and activates the plugin for the run."""
+    """``read_args`` that takes the ``iovqa_*`` keys out, checks the recipe and records the run's plugin keys."""
 
     @functools.wraps(original)
     def read_args(args: Any = None) -> Any:
-        recipe, plugin = config.split_recipe(original(args))
-        config.activate(plugin)
-        if plugin is not None:
-            enable_score_metrics(recipe, plugin)
+        recipe, plugin = split_recipe(original(args))
+        if isinstance(recipe, dict):
+            check_recipe(recipe, plugin)
+        set_active_run(plugin)
         return recipe
 
     return read_args
 
 
-def enable_score_metrics(recipe: Any, plugin: config.IOVQAArguments) -> None:
-    """Evaluation of an IOVQA run reports SRCC / PLCC: LLaMA-Factory computes metrics only with compute_accuracy."""
-    if not isinstance(recipe, dict) or plugin.label_mask != "digits" or plugin.label_format != "integer":
+def check_recipe(recipe: dict, plugin: Optional[IOVQAArguments]) -> None:
+    """Problems that would otherwise surface late, or not at all: stop before anything is loaded."""
+    if plugin is None:
+        iovqa = _iovqa_datasets(recipe)
+        if iovqa:
+            raise PluginConfigError(
+                f"dataset(s) {iovqa} use formatting 'iovqa' but the recipe has no iovqa_* key, so the plugin is off "
+                "(no digit-only label mask, no score metrics). Add `iovqa_label_mask: digits` (the paper's "
+                "training), or `iovqa_label_mask: none` to train on the whole answer on purpose."
+            )
         return
-    evaluates = recipe.get("eval_dataset") or float(recipe.get("val_size") or 0) > 0
-    if evaluates and not recipe.get("predict_with_generate") and "compute_accuracy" not in recipe:
-        recipe["compute_accuracy"] = True
+    template = recipe.get("template")
+    if not template:
+        raise PluginConfigError("an IOVQA recipe needs a `template` with a video token (e.g. template: qwen2_vl)")
+    from llamafactory.data.template import TEMPLATES
 
+    if template in TEMPLATES and not getattr(TEMPLATES[template].mm_plugin, "video_token", None):
+        raise PluginConfigError(
+            f"template {template!r} has no video token: it cannot take the videos of an IOVQA dataset; use a "
+            "video template of your model family (e.g. qwen2_vl, qwen3_vl_nothink)"
+        )
+
+
+def _iovqa_datasets(recipe: dict) -> list[str]:
+    from iovqa_plugin.data.datasets import data_dirs, dataset_names, read_dataset_info
+
+    names = dataset_names(recipe)
+    if not names:
+        return []
+    info = read_dataset_info(data_dirs(recipe)[0])
+    return [name for name in names if isinstance(info.get(name), dict) and info[name].get("formatting") == "iovqa"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
@@ -56,3 +57,24 @@ def patch_attribute(module_name: str, attribute: str, make_replacement: Callable
     module, original = target(module_name, attribute)
     if not is_patched(original):
         setattr(module, attribute, mark_patched(make_replacement(original), original))
+
+
+def stock_unless(applies: Callable[[Any], bool], build: Callable[..., Any]) -> Callable[[Any], Any]:
+    """A replacement maker for :func:`patch_attribute`: the original, unless the active run turns the plugin on.
+
+    ``applies(run)`` decides from the run's plugin configuration; then
+    ``build(original, run, *args, **kwargs)`` makes the plugin's object, the run passed explicitly.
+    """
+    from .run import active_run
+
+    def make(original: Any) -> Any:
+        @functools.wraps(original, updated=())  # originals may be classes: copy names, not their __dict__
+        def replacement(*args: Any, **kwargs: Any) -> Any:
+            run = active_run()
+            if run is None or not applies(run):
+                return original(*args, **kwargs)
+            return build(original, run, *args, **kwargs)
+
+        return replacement
+
+    return make

@@ -17,14 +17,14 @@ DEMO_COLUMNS = {"videos": "video_name", "prompt": "Prompt", "response": "Overall
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    from iovqa_plugin.tiny_model import build_tiny_model
+    from iovqa_plugin.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny") / "tiny-qwen2.5-vl"))
 
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
-    from iovqa_plugin.tiny_model import build_tokenizer
+    from iovqa_plugin.demo.tiny_model import build_tokenizer
 
     return build_tokenizer()
 
@@ -32,7 +32,7 @@ def qwen_tokenizer():
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> str:
     """A dataset_dir with the demo ladder and a dataset_info.json for it."""
-    from iovqa_plugin.demo import make_demo_dataset
+    from iovqa_plugin.demo.ladder import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     make_demo_dataset(str(root / "demo"), media_root=str(root))
@@ -89,8 +89,8 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 900) -> sub
 @pytest.fixture
 def clean_plugin_state():
     """Leave the process-wide active configuration as it was."""
-    from iovqa_plugin import config
+    from iovqa_plugin.patches.run import active_run, set_active_run
 
-    before = config.active()
+    before = active_run()
     yield
-    config.activate(before)
+    set_active_run(before)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iovqa_plugin.annotations import AnnotationError, Columns, load_annotations, read_table, write_issue_report
+from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations, read_table, write_issue_report
 from iovqa_plugin.config import IOVQAArguments
-from iovqa_plugin.demo import write_video
+from iovqa_plugin.demo.ladder import write_video
 
 COLUMNS = Columns("video_name", "Prompt", "Overall_MOS")
 

@@ -51,15 +51,49 @@ def test_score_eval_ensemble_commands(tiny_model, demo_dir, tmp_path, capsys):
                  "--mode", "both", "--batch-size", "3"]) == 0
     assert "10 scored, 0 failed, 0 already done" in capsys.readouterr().out
     table = pd.read_csv(preds)
-    assert len(table) == 10 and table["pred_mos"].between(1, 5).all() and (table["mode"] == "expected").all()
+    assert len(table) == 10 and table["pred_mos"].between(1, 5).all() and (table["mode"] == "both").all()
 
     labels = os.path.join(demo_dir, "demo", "test.csv")
     report = str(tmp_path / "m.json")
     assert main(["eval", "--pred", preds, "--labels", labels, "--report", report, "--plot", str(tmp_path / "p.png")]) == 0
     assert json.load(open(report))["n"] == 10 and os.path.isfile(tmp_path / "p.png")
+    capsys.readouterr()
 
     config = tmp_path / "ens.yaml"
     config.write_text(yaml.safe_dump({"members": [{"predictions": preds, "weight": 0.4}, {"predictions": preds, "weight": 0.6}]}))
     assert main(["ensemble", "--config", str(config), "--out", str(tmp_path / "e.csv")]) == 0
     ensemble = pd.read_csv(tmp_path / "e.csv").set_index("video")["pred_mos"]
     assert (ensemble - table.set_index("video")["pred_mos"]).abs().max() < 1e-9
+    capsys.readouterr()
+
+    # labels by dataset name (the recipe's dataset_info.json), prediction files without a YAML
+    assert main(["eval", "--pred", preds, "--labels", "demo_test", "--recipe", recipe]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 10
+    out = str(tmp_path / "e2.csv")
+    assert main(["ensemble", "--pred", preds, preds, "--out", out, "--fit-labels", "demo_test", "--recipe", recipe]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weights"] == [0.5, 0.5] and os.path.isfile(summary["report"]) and "fitted" in summary
+
+
+def test_user_errors_are_one_line_without_traceback(tiny_model, demo_dir, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "o")))
+    assert main(["score", "--recipe", recipe, "--adapter", "", "--data", "demo_test", "--out", "x.csv",
+                 "--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1" in capsys.readouterr().err
+    assert main(["score", "--recipe", recipe, "--adapter", "", "--data", "nope", "--out", "x.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is neither a file nor a dataset" in err and "demo_test" in err and "Traceback" not in err
+    bad = write_recipe(tmp_path / "bad.yaml", dict(base_recipe(tiny_model, demo_dir, "o"), iovqa_num_frame=2))
+    assert main(["prepare", bad]) == 2
+    assert "did you mean iovqa_num_frames" in capsys.readouterr().err
+
+
+def test_version_and_help_show_defaults(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "iovqa-plugin" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    assert "(default: 4)" in capsys.readouterr().out

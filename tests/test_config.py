@@ -2,14 +2,12 @@ import pytest
 
 from iovqa_plugin.config import (
     IOVQAArguments,
-    PluginArgList,
-    PluginArgs,
     PluginConfigError,
     RECIPE_FIELDS,
     build_config,
     help_text,
-    split_recipe,
 )
+from iovqa_plugin.recipe import PluginArgList, PluginArgs, split_recipe
 
 
 def test_recipe_without_plugin_keys_is_returned_untouched():

@@ -21,7 +21,6 @@ import yaml
 from safetensors import safe_open
 
 from conftest import REPO, base_recipe, run_cli, write_recipe
-from iovqa_plugin.config import split_recipe
 from test_e2e_train import assert_adapter_saved, first_batches, train_labels
 
 Z3_CONFIG = "examples/deepspeed/ds_z3_config.json"
@@ -80,8 +79,7 @@ def recipe_training_args(path, tiny_model, tmp_path):
     `deepspeed` left out: LLaMA-Factory refuses it outside a torchrun launch)."""
     from llamafactory.hparams import get_train_args
 
-    recipe, _ = split_recipe(_load(path))
-    recipe = dict(recipe, model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
+    recipe = dict(_load(path), model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
     recipe.pop("deepspeed")
     return get_train_args(recipe)[2]
 

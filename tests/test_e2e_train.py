@@ -13,7 +13,7 @@ MASK_LINE = re.compile(r"\[iovqa(?: rank (\d))?\] INFO label mask active \(digit
 
 
 def train_labels(demo_dir, fmt="integer"):
-    from iovqa_plugin.labels import mos_to_label
+    from iovqa_plugin.data.labels import mos_to_label
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
     return {mos_to_label(m, fmt) for m in table["Overall_MOS"]}
@@ -118,7 +118,7 @@ def test_cut_off_score_is_an_error(tiny_model, demo_dir, tmp_path):
 
 def _stock_dataset(demo_dir, tmp_path):
     """The demo rows as an ordinary alpaca dataset of frame lists (no iovqa formatting)."""
-    from iovqa_plugin.annotations import Columns, load_annotations
+    from iovqa_plugin.data.annotations import Columns, load_annotations
     from iovqa_plugin.config import IOVQAArguments
 
     config = IOVQAArguments(frame_cache_dir=os.path.join(demo_dir, "frame_cache"))
@@ -154,8 +154,8 @@ def test_recipe_without_plugin_keys_is_stock_llamafactory(tiny_model, demo_dir, 
 
 def test_llamafactory_predict_path_with_the_plugin(tiny_model, demo_dir, tmp_path):
     """do_predict + predict_with_generate through the stock CLI; its output is read by `iovqa eval`."""
-    from iovqa_plugin.evaluation import evaluate
-    from iovqa_plugin.predictions import MatchError
+    from iovqa_plugin.eval.evaluation import evaluate
+    from iovqa_plugin.eval.predictions import MatchError
 
     out = tmp_path / "predict"
     recipe = base_recipe(tiny_model, demo_dir, str(out), do_train=False, do_predict=True, predict_with_generate=True,
@@ -167,7 +167,7 @@ def test_llamafactory_predict_path_with_the_plugin(tiny_model, demo_dir, tmp_pat
     with open(out / "generated_predictions.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     test = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
-    from iovqa_plugin.labels import mos_to_label
+    from iovqa_plugin.data.labels import mos_to_label
 
     assert [r["label"] for r in rows] == [mos_to_label(m) for m in test["Overall_MOS"]]  # masked labels, in order
     labels = os.path.join(demo_dir, "demo", "test.csv")

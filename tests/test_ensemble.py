@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from iovqa_plugin.ensemble import combine, fit_weights, load_config, run_ensemble
-from iovqa_plugin.metrics import compute_metrics
-from iovqa_plugin.predictions import MatchError
+from iovqa_plugin.eval.ensemble import combine, fit_weights, load_config, run_ensemble
+from iovqa_plugin.eval.metrics import compute_metrics
+from iovqa_plugin.eval.predictions import MatchError
 
 
 def write_member(tmp_path, name, ids, scores):

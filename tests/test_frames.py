@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from iovqa_plugin.demo import write_video
-from iovqa_plugin.frames import FrameCache, FrameSpec, VideoError, count_frames, extract_frames, extract_many, frame_indices
+from iovqa_plugin.demo.ladder import write_video
+from iovqa_plugin.data.frames import FrameCache, FrameSpec, VideoError, count_frames, extract_frames, extract_many, frame_indices
 
 
 def test_frame_indices():

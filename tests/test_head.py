@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from conftest import base_recipe, run_cli, write_recipe
 from iovqa_plugin import config
-from iovqa_plugin.head import head_loss, label_positions, soft_target
+from iovqa_plugin.train.head import head_loss, label_positions, soft_target
 
 HEAD_KEYS = {"iovqa_head": "softmax_regression"}
 
@@ -128,8 +128,9 @@ def test_resumed_run_ends_with_the_same_head(head_run, tiny_model):
 
 
 def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
-    from iovqa_plugin.metrics import compute_metrics
-    from iovqa_plugin.scoring import Scorer, ScorerSettings
+    from iovqa_plugin.eval.metrics import compute_metrics
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
 
     settings = ScorerSettings.from_recipe(write_recipe(head_run["tmp"] / "s.yaml", head_run["recipe"]))
     assert settings.plugin.head == "softmax_regression" and settings.adapter == str(head_run["out"])
@@ -145,7 +146,7 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     assert metrics["srcc"] == pytest.approx(trained["eval_srcc"], abs=1e-4)
     assert metrics["plcc"] == pytest.approx(trained["eval_plcc"], abs=1e-4)
 
-    from iovqa_plugin.scoring import score_file
+    from iovqa_plugin.score.prediction_file import score_file
 
     out = head_run["tmp"] / "head_preds.csv"
     stats = score_file(scorer, os.path.join(demo_dir, "demo", "val.csv"), str(out), demo_dir, mode="head", progress=False)
@@ -157,7 +158,8 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
 
 
 def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
-    from iovqa_plugin.scoring import Scorer, ScorerSettings
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
 
     recipe = {k: v for k, v in head_run["recipe"].items() if k != "iovqa_head"}
     settings = ScorerSettings.from_recipe(write_recipe(head_run["tmp"] / "plain.yaml", recipe))
@@ -185,8 +187,9 @@ def test_head_under_torchrun(tiny_model, demo_dir, tmp_path):
 
 
 def test_merged_export_keeps_the_head(head_run, tiny_model, demo_dir, clean_plugin_state):
-    from iovqa_plugin.head import checkpoint_head_keys
-    from iovqa_plugin.scoring import Scorer, ScorerSettings
+    from iovqa_plugin.train.head import checkpoint_head_keys
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
 
     tmp = head_run["tmp"]
     export = tmp / "merged"

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from iovqa_plugin.labels import (
+from iovqa_plugin.data.labels import (
     LabelError,
     label_to_mos,
     mos_to_integer,

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from iovqa_plugin.evaluation import evaluate
-from iovqa_plugin.metrics import compute_metrics
-from iovqa_plugin.predictions import MatchError
+from iovqa_plugin.eval.evaluation import evaluate
+from iovqa_plugin.eval.metrics import compute_metrics
+from iovqa_plugin.eval.predictions import MatchError
 
 
 def test_metrics_equal_scipy_on_known_vectors():

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from iovqa_plugin import config
+from iovqa_plugin.patches.run import active_run, set_active_run
 
 
 def run_python(code: str, **env) -> str:
@@ -91,11 +92,11 @@ def test_read_args_strips_plugin_keys_and_activates(clean_plugin_state):
 
     iovqa_plugin.apply()
     stock = {"stage": "sft", "output_dir": "o"}
-    assert tuner.read_args(stock) is stock and config.active() is None
-    recipe = tuner.read_args({"stage": "sft", "iovqa_num_frames": 1})
-    assert "iovqa_num_frames" not in recipe and config.active().num_frames == 1
-    assert parser.read_args(recipe) is recipe and config.active().num_frames == 1  # nested read keeps it
-    assert tuner.read_args(stock) is stock and config.active() is None  # the next run without keys: inactive
+    assert tuner.read_args(stock) is stock and active_run() is None
+    recipe = tuner.read_args({"stage": "sft", "template": "qwen2_vl", "iovqa_num_frames": 1})
+    assert "iovqa_num_frames" not in recipe and active_run().num_frames == 1
+    assert parser.read_args(recipe) is recipe and active_run().num_frames == 1  # nested read keeps it
+    assert tuner.read_args(stock) is stock and active_run() is None  # the next run without keys: inactive
     with pytest.raises(config.PluginConfigError):
         tuner.read_args({"iovqa_nope": 1})
 
@@ -107,7 +108,7 @@ def test_collator_is_stock_unless_the_mask_is_on(tiny_model, clean_plugin_state)
     from transformers import AutoProcessor, AutoTokenizer
 
     import iovqa_plugin
-    from iovqa_plugin.collator import DigitMaskCollator
+    from iovqa_plugin.patches.collator import DigitMaskCollator
 
     iovqa_plugin.apply()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -120,10 +121,28 @@ def test_collator_is_stock_unless_the_mask_is_on(tiny_model, clean_plugin_state)
             template=template, tokenizer=tokenizer, processor=processor, label_pad_token_id=-100
         )
 
-    config.activate(None)
+    set_active_run(None)
     assert type(build()) is stock_class
-    config.activate(config.IOVQAArguments(label_mask="none"))
+    set_active_run(config.IOVQAArguments(label_mask="none"))
     assert type(build()) is stock_class
-    config.activate(config.IOVQAArguments())
+    set_active_run(config.IOVQAArguments())
     collator = build()
-    assert type(collator) is DigitMaskCollator and collator.label_format == "integer"
+    assert type(collator) is DigitMaskCollator and collator.run.label_format == "integer"
+
+
+def test_recipe_problems_are_caught_when_it_is_read(tmp_path, clean_plugin_state):
+    import llamafactory.train.tuner as tuner
+
+    import iovqa_plugin
+
+    iovqa_plugin.apply()
+    with pytest.raises(config.PluginConfigError, match="needs a `template`"):
+        tuner.read_args({"stage": "sft", "iovqa_num_frames": 1})
+    with pytest.raises(config.PluginConfigError, match="template 'qwen' has no video token"):
+        tuner.read_args({"stage": "sft", "template": "qwen", "iovqa_num_frames": 1})
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "a.csv", "formatting": "iovqa"},
+                                                            "plain": {"file_name": "b.json"}}))
+    with pytest.raises(config.PluginConfigError, match=r"\['mine'\] use formatting 'iovqa' but the recipe has no"):
+        tuner.read_args({"stage": "sft", "dataset_dir": str(tmp_path), "dataset": "plain,mine"})
+    plain = {"stage": "sft", "dataset_dir": str(tmp_path), "dataset": "plain"}
+    assert tuner.read_args(plain) is plain  # a stock recipe stays untouched

@@ -1,6 +1,6 @@
 import pytest
 
-from iovqa_plugin.prompt import DEFAULT_TEMPLATE, PromptTemplateError, build_prompt, check_template
+from iovqa_plugin.data.prompt import DEFAULT_TEMPLATE, PromptTemplateError, build_prompt, check_template
 
 
 def test_default_prompt_names_the_four_dimensions_and_the_range():

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from iovqa_plugin.config import split_recipe
+from iovqa_plugin.recipe import split_recipe
 
 def _is_training_recipe(path):
     with open(path, encoding="utf-8") as handle:
@@ -62,7 +62,7 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
     name = os.path.basename(path)
     assert (plugin.label_format, plugin.label_mask) == PLUGIN[name]
     assert plugin.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
-    recipe = dict(recipe)
+    recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
     deepspeed = recipe.pop("deepspeed", None)  # LLaMA-Factory takes it only under torchrun: test_deepspeed.py

@@ -12,7 +12,8 @@ from conftest import base_recipe, write_recipe
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model, demo_dir, tmp_path_factory):
-    from iovqa_plugin.scoring import Scorer, ScorerSettings
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
 
     tmp = tmp_path_factory.mktemp("score")
     recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
@@ -32,11 +33,11 @@ def brute_force(scorer, video_path, prompt):
     feature = scorer.encode(prompt, scorer.cache.get(video_path))
     logps = []
     for n in range(10, 51):
-        answer = scorer.tokenizer.encode(str(n), add_special_tokens=False)
+        answer = scorer.loaded.tokenizer.encode(str(n), add_special_tokens=False)
         ids = feature["input_ids"] + answer
         batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
         with torch.no_grad():
-            logits = scorer.model(**batch).logits[0].float()
+            logits = scorer.loaded.model(**batch).logits[0].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         start = len(feature["input_ids"])
         logps.append(sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer)))
@@ -65,11 +66,11 @@ def manual_greedy(scorer, feature, steps=6):
     for _ in range(steps):
         batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
         with torch.no_grad():
-            token = int(scorer.model(**batch).logits[0, -1].argmax())
+            token = int(scorer.loaded.model(**batch).logits[0, -1].argmax())
         ids.append(token)
-        if token in scorer.stop_ids:
+        if token in scorer.loaded.stop_ids:
             break
-    return scorer.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True).strip()
+    return scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True).strip()
 
 
 def test_greedy_equals_argmax_decoding_batched_or_not(scorer, demo_dir):
@@ -82,7 +83,7 @@ def test_greedy_equals_argmax_decoding_batched_or_not(scorer, demo_dir):
 
 
 def test_score_file_resumes_and_reports_bad_videos(scorer, demo_dir, tmp_path):
-    from iovqa_plugin.scoring import score_file
+    from iovqa_plugin.score.prediction_file import score_file
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
@@ -109,7 +110,73 @@ def test_score_file_resumes_and_reports_bad_videos(scorer, demo_dir, tmp_path):
 
 
 def test_decimal_recipe_has_no_expected_mode(scorer):
-    from iovqa_plugin.grid import ScoreGrid
+    from iovqa_plugin.data.grid import ScoreGrid
 
-    grid = ScoreGrid.from_tokenizer(scorer.tokenizer)
+    grid = ScoreGrid.from_tokenizer(scorer.loaded.tokenizer)
     assert grid.steps == 2 and grid.first_ids.numel() == 5 and grid.second_ids.numel() == 10
+
+
+def test_resuming_with_a_different_run_is_refused(scorer, demo_dir, tmp_path):
+    import copy
+
+    from iovqa_plugin.score.prediction_file import ResumeError, score_file
+
+    annotations = os.path.join(demo_dir, "demo", "test.csv")
+    out = str(tmp_path / "preds.csv")
+    first = score_file(scorer, annotations, out, demo_dir, mode="expected", save_probabilities=True, progress=False)
+    assert first["scored"] == 10
+    before = pd.read_csv(out)
+    with pytest.raises(ResumeError, match="mode: file has 'expected', this run has 'both'"):
+        score_file(scorer, annotations, out, demo_dir, mode="both", progress=False)
+    with pytest.raises(ResumeError, match="columns"):  # the probability columns would be dropped
+        score_file(scorer, annotations, out, demo_dir, mode="expected", progress=False)
+    other = copy.copy(scorer)
+    other.settings = copy.deepcopy(scorer.settings)
+    other.settings.model_keys["video_max_pixels"] = 4096  # another input size: other scores
+    with pytest.raises(ResumeError, match="model_keys.video_max_pixels"):
+        score_file(other, annotations, out, demo_dir, mode="expected", save_probabilities=True, progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out), before)  # refused runs leave the file as it was
+    again = score_file(scorer, annotations, out, demo_dir, mode="expected", save_probabilities=True, progress=False)
+    assert again == {"rows": 10, "skipped_done": 10, "scored": 0, "errors": 0}
+    restarted = score_file(scorer, annotations, out, demo_dir, mode="both", progress=False, restart=True)
+    assert restarted["scored"] == 10 and (pd.read_csv(out)["mode"] == "both").all()
+
+
+def test_a_foreign_prediction_file_is_not_resumed(scorer, demo_dir, tmp_path):
+    from iovqa_plugin.score.prediction_file import ResumeError, score_file
+
+    out = tmp_path / "preds.csv"
+    out.write_text("video,pred_mos\ndemo/videos/bikes_mid_L0.mp4,4.2\n")
+    with pytest.raises(ResumeError, match="--restart"):
+        score_file(scorer, os.path.join(demo_dir, "demo", "test.csv"), str(out), demo_dir, progress=False)
+
+
+def test_predictions_come_out_in_input_order(scorer, demo_dir, tmp_path):
+    from iovqa_plugin.score.prediction_file import score_file
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(5)
+    (tmp_path / "missing.mp4").write_bytes(b"")
+    table.loc[1, "video_name"] = str(tmp_path / "missing.mp4")  # fails: retried (and appended) on resume
+    annotations = tmp_path / "a.csv"
+    table.to_csv(annotations, index=False)
+    out = str(tmp_path / "preds.csv")
+    score_file(scorer, str(annotations), out, demo_dir, progress=False)
+    score_file(scorer, str(annotations), out, demo_dir, progress=False)
+    assert pd.read_csv(out)["video"].tolist() == [str(v).strip() for v in table["video_name"]]
+
+
+def test_an_explicit_model_gets_no_recipe_adapter(tiny_model, demo_dir, tmp_path):
+    from iovqa_plugin.score.settings import ScorerSettings, SettingsError
+
+    adapter = tmp_path / "run"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(adapter)))
+    assert ScorerSettings.from_recipe(recipe).adapter == str(adapter)  # the recipe's output_dir by default
+    merged = ScorerSettings.from_recipe(recipe, model=str(tmp_path / "merged"))  # e.g. a merged export
+    assert merged.adapter is None and "no adapter added" in merged.note
+    both = ScorerSettings.from_recipe(recipe, model=tiny_model, adapter=str(adapter))
+    assert both.adapter == str(adapter)
+    untrained = write_recipe(tmp_path / "u.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "nothing")))
+    with pytest.raises(SettingsError, match="no trained adapter"):
+        ScorerSettings.from_recipe(untrained)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from iovqa_plugin.tiny_model import build_tiny_model, mrope_section
+from iovqa_plugin.demo.tiny_model import build_tiny_model, mrope_section
 
 
 def test_mrope_section_matches_qwen():

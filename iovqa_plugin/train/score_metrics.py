@@ -16,29 +16,21 @@ two-digit expectation properly (one prefill plus one batched step). Logged as
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
-from .grid import VALUES, ScoreGrid
-from .metrics import compute_metrics
+from ..data.grid import VALUES, ScoreGrid
+from ..eval.metrics import compute_metrics
 
-IGNORE_INDEX = -100
-_GRID: Optional[ScoreGrid] = None
-
-
-def use_tokenizer(tokenizer: Any) -> None:
-    """Called when the masking collator is built: evaluation needs the run's digit token ids."""
-    global _GRID
-    _GRID = ScoreGrid.from_tokenizer(tokenizer)
+from .mask import IGNORE_INDEX
 
 
-def score_logits(logits: Any, labels: torch.Tensor) -> torch.Tensor:
-    """``preprocess_logits_for_metrics``: (B, 2) = (expected score, true MOS) instead of (B, L, V) logits."""
+def score_logits(logits: Any, labels: torch.Tensor, grid: ScoreGrid) -> torch.Tensor:
+    """(B, 2) = (expected score, true MOS) from (B, L, V) logits whose labels are exactly the score's tokens."""
     if isinstance(logits, (list, tuple)):
         logits = logits[0] if logits[0].dim() == 3 else logits[1]
-    grid = _GRID
     rows = torch.arange(labels.shape[0], device=labels.device)
     first_pos = (labels != IGNORE_INDEX).long().argmax(dim=1)  # the score's first token
     first_logits = logits[rows, first_pos - 1].float()  # logits at t-1 predict token t
@@ -55,6 +47,16 @@ def score_logits(logits: Any, labels: torch.Tensor) -> torch.Tensor:
         true_second = (second_ids == labels[rows, first_pos + 1].unsqueeze(1)).long().argmax(1)
         true_mos = grades[true_first] + true_second.float() / 10
     return torch.stack([expected, true_mos], dim=1)
+
+
+class ScoreLogits:
+    """``preprocess_logits_for_metrics`` of an IOVQA run: logits reduced to (expected score, true MOS) per sample."""
+
+    def __init__(self, grid: ScoreGrid):
+        self.grid = grid
+
+    def __call__(self, logits: Any, labels: torch.Tensor) -> torch.Tensor:
+        return score_logits(logits, labels, self.grid)
 
 
 class ComputeScoreMetrics:

@@ -18,14 +18,14 @@ cached frame list), and the label ("37") as the assistant's response.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from llamafactory.data.converter import DatasetConverter
 
-from . import config as plugin_config
-from .annotations import Sample, load_annotations, resolve_columns, write_issue_report
-from .logs import get_logger
+from iovqa_plugin.config import IOVQAArguments
+from iovqa_plugin.data.annotations import Sample, load_annotations, resolve_columns, write_issue_report
+from iovqa_plugin.logs import get_logger
 
 logger = get_logger()
 
@@ -36,17 +36,19 @@ def _row_key(value: Any) -> str:
 
 @dataclass
 class IOVQADatasetConverter(DatasetConverter):
-    """Rows of (video, text prompt, MOS) -> IOVQA samples."""
+    """Rows of (video, text prompt, MOS) -> IOVQA samples, with the run's plugin configuration."""
+
+    run: Optional[IOVQAArguments] = field(default=None)
 
     def __post_init__(self):
-        config = plugin_config.active()
+        config = self.run
         if config is None:
             logger.warning(
                 "dataset %s uses formatting 'iovqa' but the recipe has no iovqa_* key: plugin defaults are used "
                 "for labels and frames, and the label mask is off. Add iovqa_* keys to turn the plugin on.",
                 self.dataset_attr,
             )
-            config = plugin_config.IOVQAArguments()
+            config = IOVQAArguments()
         self.config = config
         self.columns = resolve_columns(self.dataset_attr, config)
         if self.dataset_attr.load_from != "file":
@@ -101,14 +103,3 @@ def _example(prompt: str, response: str | None, frames: list[str] | None) -> dic
 
 def _to_example(sample: Sample) -> dict[str, Any]:
     return _example(sample.prompt, sample.label, sample.frames)
-
-
-def _register_when_imported_first() -> None:
-    # Importing this module imports LLaMA-Factory's converter module, whose import hook registers
-    # this converter; when this module was imported first, that hook had to wait until now.
-    from .patches import apply_dataset_converter
-
-    apply_dataset_converter()
-
-
-_register_when_imported_first()

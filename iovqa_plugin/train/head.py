@@ -26,17 +26,19 @@ Loss (``iovqa_head_loss``), the paper does not say which:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .prompt import LABEL_TOKEN
+from ..data.prompt import LABEL_TOKEN
+
 GRADES = (1.0, 2.0, 3.0, 4.0, 5.0)
 GRADE_NAMES = ("bad", "poor", "fair", "good", "excellent")
 HEAD_MODULE = "iovqa_head"
 EMBEDDING_MODULE = "iovqa_label_embedding"
+MOS_KEY = "iovqa_mos"  # the batch key of each row's MOS, the head's training target
 
 
 class ScoreHead(nn.Module):
@@ -228,3 +230,21 @@ def load_head_weights(model: nn.Module, path: str) -> None:
         raise ValueError(f"{path} holds no trained {HEAD_MODULE}: pass the adapter trained with the head")
     for module, tensors in state.items():
         getattr(model, module).load_state_dict(tensors)
+
+
+class HeadForward:
+    """Runs the model and the head: grade logits of each row's ``<LABEL_1>``."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any):
+        self.label_id = add_label_token(tokenizer)
+        self.hooks = HeadHooks(model, self.label_id)
+        self.head = module_of(model, HEAD_MODULE)
+        module_of(model, EMBEDDING_MODULE)  # present, or a clear error
+
+    def __call__(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        positions = label_positions(inputs["input_ids"], self.label_id)
+        inputs = {k: v for k, v in inputs.items() if k not in ("labels", MOS_KEY)}
+        model(**inputs, use_cache=False, logits_to_keep=1)  # the LM head runs on the last position only
+        hidden = self.hooks.hidden
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.head(hidden[rows, positions.to(hidden.device)])

@@ -17,19 +17,14 @@ would otherwise train on nothing, silently.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from llamafactory.data import SFTDataCollatorWith4DAttentionMask
-
-from .logs import get_logger
 
 IGNORE_INDEX = -100
 SCORE_DIGITS = 2  # "10".."50" and "1.0".."5.0" both have two digits
 
 _TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-logger = get_logger()
 
 
 class LabelMaskError(ValueError):
@@ -102,47 +97,11 @@ def mask_labels(
     return torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
 
 
-@dataclass
-class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
-    """LLaMA-Factory's SFT collator followed by the digit-only label mask."""
+def masked_texts(labels: torch.Tensor, tokenizer: Any) -> list[str]:
+    """The text each row of ``labels`` trains on (its tokens that are not IGNORE_INDEX)."""
+    return [tokenizer.decode(row[row != IGNORE_INDEX]) for row in labels]
 
-    label_format: str = "integer"
-    with_mos: bool = False  # the softmax-regression head trains on the MOS carried by the label
 
-    def __post_init__(self):
-        super().__post_init__()
-        self._is_number, self._digit_count = token_tables(self.tokenizer, self.label_format)
-        if self.label_format == "integer":
-            from .trainer_metrics import use_tokenizer
-
-            use_tokenizer(self.tokenizer)
-        self._logged_first_batch = False
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.with_mos:
-            self._check_label_token(features)
-        batch = super().__call__(features)
-        try:
-            batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count)
-        except LabelMaskError as err:
-            rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
-            raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
-        if self.with_mos:
-            batch["iovqa_mos"] = self._mos_of(batch["labels"])
-        if not self._logged_first_batch:
-            self._logged_first_batch = True
-            kept = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
-            logger.info("label mask active (digits): first batch targets %s", kept)
-        return batch
-
-    def _check_label_token(self, features: list[dict[str, Any]]) -> None:
-        """Before collating: every sample must still hold its <LABEL_1> (cutoff_len cuts prompts from the end)."""
-        from .head import LABEL_TOKEN, check_label_counts
-
-        label_id = self.tokenizer.convert_tokens_to_ids(LABEL_TOKEN)
-        check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
-
-    def _mos_of(self, labels: torch.Tensor) -> torch.Tensor:
-        """The MOS of each row, read back from its masked integer label ("37" -> 3.7)."""
-        texts = [self.tokenizer.decode(row[row != IGNORE_INDEX]) for row in labels]
-        return torch.tensor([int(text) / 10 for text in texts], dtype=torch.float32)
+def mos_from_labels(labels: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """The MOS of each row, read back from its masked integer label ("37" -> 3.7)."""
+    return torch.tensor([int(text) / 10 for text in masked_texts(labels, tokenizer)], dtype=torch.float32)

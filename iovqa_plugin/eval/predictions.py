@@ -13,8 +13,8 @@ import json
 
 import numpy as np
 
-from .annotations import read_table
-from .labels import parse_score
+from ..data.annotations import read_table
+from ..data.labels import parse_score
 
 VIDEO, PRED = "video", "pred_mos"
 

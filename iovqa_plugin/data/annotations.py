@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import IOVQAArguments
+from ..config import IOVQAArguments
 from .frames import FrameCache, FrameSpec, extract_many
 from .labels import LabelError, mos_to_label
 from .prompt import build_prompt
@@ -81,7 +81,7 @@ class AnnotationError(ValueError):
 
 
 # LLaMA-Factory's DatasetAttr defaults: a dataset_info entry without `columns` has these.
-_STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
+STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
 
 
 def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
@@ -89,7 +89,7 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
 
     def pick(attr: str, fallback: str) -> str:
         value = getattr(dataset_attr, attr, None)
-        return fallback if value is None or value == _STOCK_COLUMN_DEFAULTS[attr] else value
+        return fallback if value is None or value == STOCK_COLUMN_DEFAULTS[attr] else value
 
     return Columns(
         video=pick("videos", config.video_column),

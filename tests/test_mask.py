@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from iovqa_plugin.collator import IGNORE_INDEX, LabelMaskError, mask_labels, score_mask, token_tables
+from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, score_mask, token_tables
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_only_the_first_number_of_a_response_is_kept(qwen_tokenizer):
 def test_tables_are_fast_and_match_decoding(qwen_tokenizer):
     import time
 
-    from iovqa_plugin.collator import _TABLES
+    from iovqa_plugin.train.mask import _TABLES
 
     _TABLES.clear()
     start = time.perf_counter()

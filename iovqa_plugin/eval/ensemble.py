@@ -112,19 +112,31 @@ def fit_weights(matrix: np.ndarray, mos: np.ndarray, restarts: int = 8, seed: in
     return weights
 
 
+def members_from_files(paths: list[str], weights: list[float] | None = None) -> list[Member]:
+    """Members from prediction files (named by file), equal weights unless given."""
+    import os
+
+    if weights is not None and len(weights) != len(paths):
+        raise ValueError(f"{len(paths)} prediction files but {len(weights)} weights")
+    weights = weights if weights is not None else [1.0 / len(paths)] * len(paths)
+    return [Member(os.path.basename(p), p, float(w)) for p, w in zip(paths, weights)]
+
+
 def run_ensemble(
-    config_path: str,
+    config: str | list[Member],
     out_path: str,
     fit_labels: str | None = None,
     video_column: str = "video_name",
     mos_column: str = "Overall_MOS",
 ) -> dict:
-    """Write the weighted ensemble of the configured members; optionally fit the weights on labels first."""
+    """Write the weighted ensemble of the members (a YAML config path, or a list); optionally fit the weights on
+    labels first."""
     import pandas as pd
 
     from .predictions import read_labels
 
-    members = load_config(config_path)
+    members = load_config(config) if isinstance(config, str) else list(config)
+    check_weights(np.array([m.weight for m in members]))
     ids, matrix = aligned_scores([m.predictions for m in members])
     weights = np.array([m.weight for m in members])
     summary = {"members": [m.name for m in members], "weights": weights.tolist()}

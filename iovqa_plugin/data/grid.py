@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-VALUES = tuple(range(10, 51))
+from .labels import INTEGER_MAX, INTEGER_MIN
+
+VALUES = tuple(range(INTEGER_MIN, INTEGER_MAX + 1))  # the integer labels
 
 
 @dataclass

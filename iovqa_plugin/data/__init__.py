@@ -1,0 +1,1 @@
+"""Data preparation: labels, prompt, frames, annotation files, dataset names, the score grid."""

@@ -1,0 +1,120 @@
+"""Naming data the way LLaMA-Factory does: a dataset name in ``dataset_info.json``, or an annotation file.
+
+Every command that reads annotations (``prepare``, ``score``, ``eval``,
+``ensemble``) resolves its data here: a dataset name is looked up in the
+recipe's ``dataset_dir/dataset_info.json`` and read with that entry's
+``columns`` mapping, exactly as training reads it; a file path is read with
+the column options (default: the plugin's ``iovqa_*_column`` keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Optional
+
+from ..config import IOVQAArguments
+from .annotations import STOCK_COLUMN_DEFAULTS, Columns, resolve_columns
+
+DEFAULT_DATASET_DIR = "data"  # LLaMA-Factory's default dataset_dir
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a command's annotations are and how to read them."""
+
+    name: str  # the dataset name, or the file path as given
+    path: str  # annotation file (or folder of files)
+    media_dir: str  # folder video paths are relative to
+    columns: Columns
+    formatting: str = "iovqa"
+
+
+def data_dirs(recipe: dict) -> tuple[str, str]:
+    """The recipe's dataset_dir and media_dir, with LLaMA-Factory's defaults."""
+    dataset_dir = recipe.get("dataset_dir", DEFAULT_DATASET_DIR)
+    return dataset_dir, recipe.get("media_dir") or dataset_dir
+
+
+def dataset_names(recipe: dict) -> list[str]:
+    """The recipe's ``dataset`` and ``eval_dataset`` names, in order."""
+    names = []
+    for key in ("dataset", "eval_dataset"):
+        value = recipe.get(key)
+        if isinstance(value, str):
+            names += [n.strip() for n in value.split(",") if n.strip()]
+        elif isinstance(value, list):
+            names += [str(n).strip() for n in value]
+    return names
+
+
+def read_dataset_info(dataset_dir: str) -> dict:
+    path = os.path.join(dataset_dir, "dataset_info.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def entry_columns(entry: dict, config: IOVQAArguments) -> Columns:
+    """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
+    columns = entry.get("columns")
+    if columns is None:  # without `columns`, LLaMA-Factory's own defaults apply
+        attr = SimpleNamespace(**STOCK_COLUMN_DEFAULTS)
+    else:
+        attr = SimpleNamespace(**{key: columns.get(key) for key in STOCK_COLUMN_DEFAULTS})
+    return resolve_columns(attr, config)
+
+
+def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, media_dir: Optional[str] = None,
+                 columns: Optional[dict[str, Optional[str]]] = None) -> DataSource:
+    """A dataset name (through the recipe's dataset_info.json) or an annotation file.
+
+    ``columns`` (video / prompt / mos, from command options) override the entry's or the plugin's columns.
+    """
+    recipe = recipe or {}
+    dataset_dir, recipe_media_dir = data_dirs(recipe)
+    overrides = {k: v for k, v in (columns or {}).items() if v}
+    if os.path.exists(data):
+        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), config)
+        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides))
+    info = read_dataset_info(dataset_dir)
+    entry = info.get(data)
+    if entry is None:
+        where = f"{dataset_dir}/dataset_info.json" + ("" if recipe else " (give --recipe to use its dataset_dir)")
+        known = ", ".join(sorted(info)) or "none"
+        raise FileNotFoundError(f"{data!r} is neither a file nor a dataset in {where}; datasets there: {known}")
+    if "file_name" not in entry:
+        raise ValueError(f"dataset {data!r} in {dataset_dir}/dataset_info.json has no file_name")
+    return DataSource(
+        data,
+        os.path.join(dataset_dir, entry["file_name"]),
+        media_dir or recipe_media_dir,
+        _override(entry_columns(entry, config), overrides),
+        entry.get("formatting", "alpaca"),
+    )
+
+
+def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
+    return Columns(**{**vars(columns), **overrides}) if overrides else columns
+
+
+def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
+    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed)."""
+    from .annotations import annotation_files, read_table
+
+    rows = []
+    for file in annotation_files(source.path):
+        table = read_table(file)
+        for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
+            if column not in table.columns:
+                raise ValueError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
+                                 f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
+        for row, record in enumerate(table.to_dict(orient="records"), start=1):
+            video = str(record[source.columns.video] or "").strip()
+            if not video:
+                raise ValueError(f"{file}: row {row}: field {source.columns.video!r} is empty")
+            rows.append((video, os.path.join(source.media_dir, video), str(record[source.columns.prompt])))
+    return rows

@@ -1,0 +1,1 @@
+"""The offline demo: the tiny test model, the demo quality ladder, and the quick-start run."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reading and matching prediction files, reports and plots, ensembles."""

@@ -1,0 +1,1 @@
+"""Scoring: settings, decoders, the scorer (through the inference loader in ``patches``), prediction files."""

@@ -1,0 +1,71 @@
+"""The decoders: from a loaded model and a batch of prompts to scores (torch only).
+
+* ``greedy``: temperature-0 generation (the paper's decoding).
+* ``distribution``: p(n) over the integer grid 10..50 from the model's
+  next-token distributions (first digit, then the second digit after each
+  possible first digit), in one prefill plus one batched step; also the
+  probability mass the model put on valid integers.
+* ``head_scores``: the softmax-regression head's grade probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data.grid import ScoreGrid
+from ..train.head import HeadForward, expected_score, grade_probabilities
+
+
+def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
+           max_new_tokens: int = 6) -> list[str]:
+    """Temperature-0 answers, one string per row (special tokens dropped)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas")}
+    inputs["mm_token_type_ids"] = mm_token_type_ids
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stop_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = out[:, batch["input_ids"].shape[1] :]
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+
+
+def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p(n) over 10..50, probability mass on valid integers): one prefill plus one batched step."""
+    with torch.inference_mode():
+        # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
+        out = model(**batch, use_cache=grid.steps == 2, logits_to_keep=1)
+        first = out.logits[:, -1]
+        if grid.steps == 1:
+            return grid.probabilities(first), grid.mass(first)
+        size = first.shape[0]
+        k = grid.first_ids.numel()
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(k)
+        step_ids = grid.first_ids.to(first.device).repeat(size).unsqueeze(1)  # (B*5, 1)
+        mask = batch["attention_mask"].repeat_interleave(k, dim=0)
+        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+        # the next text position after each row's last token, on all three mrope axes
+        position_ids = batch["position_ids"][..., -1:].repeat_interleave(k, dim=1) + 1
+        step = model(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        second = step.logits[:, -1].view(size, k, -1)
+    return grid.probabilities(first, second), grid.mass(first, second)
+
+
+def head_scores(model: Any, batch: dict[str, Any], head: HeadForward) -> tuple[torch.Tensor, torch.Tensor]:
+    """(expected grade, grade probabilities (B, 5)) from the softmax-regression head."""
+    with torch.inference_mode():
+        probabilities = grade_probabilities(head(model, batch))
+    return expected_score(probabilities), probabilities

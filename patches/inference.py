@@ -1,0 +1,85 @@
+"""The inference loader: a trained model and its inputs, built by LLaMA-Factory as for training.
+
+The scorer's only contact with LLaMA-Factory. The base model is loaded with
+``from_pretrained`` and the LoRA adapter through peft, by LLaMA-Factory's own
+``load_tokenizer`` / ``load_model`` (so the patched ``init_adapter`` restores
+a softmax-regression head); prompts go through LLaMA-Factory's template and
+multimodal plugin, batches through its collator: the inputs are those of
+training, without the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from iovqa_plugin.config import IOVQAArguments
+from iovqa_plugin.train.head import add_label_token
+from iovqa_plugin.train.mask import IGNORE_INDEX
+
+from .run import run_scope
+
+
+class InferenceModel:
+    """Tokenizer, template, model and collator of a trained run, ready to encode and batch samples."""
+
+    def __init__(self, model: str, adapter: Optional[str], template: str, model_keys: dict, run: IOVQAArguments):
+        from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_template_and_fix_tokenizer
+        from llamafactory.hparams import get_infer_args
+        from llamafactory.model import load_model, load_tokenizer
+
+        args = dict(model_keys, model_name_or_path=model, template=template)
+        if adapter:
+            args.update(adapter_name_or_path=adapter, finetuning_type="lora")
+        model_args, data_args, finetuning_args, _ = get_infer_args(args)  # (a recipe without plugin keys)
+        modules = load_tokenizer(model_args)
+        self.tokenizer, self.processor = modules["tokenizer"], modules["processor"]
+        if run.head_on:
+            add_label_token(self.tokenizer)
+        self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
+        with run_scope(run):  # the patched init_adapter reads the run: the head is attached before PEFT loads it
+            self.model = load_model(self.tokenizer, model_args, finetuning_args, is_trainable=False)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"  # generation continues every row from its last column
+        self.collator = SFTDataCollatorWith4DAttentionMask(
+            template=self.template,
+            model=self.model,
+            label_pad_token_id=IGNORE_INDEX,
+            compute_dtype=model_args.compute_dtype,
+            attn_implementation=getattr(self.model.config, "_attn_implementation", None),
+            **modules,
+        )
+        self.stop_ids = self.template.get_stop_token_ids(self.tokenizer)
+
+    def encode(self, prompt: str, frames: list[str]) -> dict[str, Any]:
+        """One sample's features: the evaluation prompt and its frames, built like a training sample without answer."""
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
+        plugin = self.template.mm_plugin
+        messages = plugin.process_messages(messages, [], [frames], [], self.processor)
+        prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
+        prompt_ids, _ = plugin.process_token_ids(prompt_ids, None, [], [frames], [], self.tokenizer, self.processor)
+        return {
+            "input_ids": prompt_ids,
+            "attention_mask": [1] * len(prompt_ids),
+            "labels": [IGNORE_INDEX] * len(prompt_ids),
+            "images": [],
+            "videos": [frames],
+            "audios": [],
+        }
+
+    def batch(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Collated model inputs on the model's device (without labels)."""
+        batch = self.collator([dict(f) for f in features])  # the collator pops media from what it is given
+        batch.pop("labels", None)
+        device = self.model.device
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Which positions are image (1) or video (2) tokens, as ``generate`` needs for the rope index."""
+        types = torch.zeros_like(input_ids)
+        for token, kind in (("<|image_pad|>", 1), ("<|video_pad|>", 2)):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != self.tokenizer.unk_token_id:
+                types[input_ids == token_id] = kind
+        return types

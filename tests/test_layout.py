@@ -1,0 +1,70 @@
+"""The layer picture holds: iovqa_plugin/ never imports LLaMA-Factory (the console script's entry point aside),
+patches/ is the one adapter, and every module imports on its own (no import cycle)."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def modules():
+    found = []
+    for folder, package in (("iovqa_plugin", "iovqa_plugin"), ("patches", "iovqa_plugin.patches")):
+        for root, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(root, name), os.path.join(REPO, folder))
+                    parts = [package] + rel[: -len(".py")].split(os.sep)
+                    if parts[-1] == "__init__":
+                        parts.pop()
+                    found.append((os.path.join(root, name), ".".join(parts)))
+    return found
+
+
+def imported_names(path):
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_the_domain_and_applications_do_not_import_llamafactory():
+    offenders = []
+    for path, module in modules():
+        if module.startswith("iovqa_plugin.patches"):
+            continue
+        for name in imported_names(path):
+            if name.split(".")[0] == "llamafactory" and (module, name) != ("iovqa_plugin.cli", "llamafactory.cli"):
+                offenders.append(f"{module} imports {name}")
+    assert offenders == []
+
+
+def test_the_adapter_does_not_import_the_applications():
+    applications = ("iovqa_plugin.cli", "iovqa_plugin.score", "iovqa_plugin.demo", "iovqa_plugin.eval")
+    offenders = [
+        f"{module} imports {name}"
+        for path, module in modules()
+        if module.startswith("iovqa_plugin.patches")
+        for name in imported_names(path)
+        if name.startswith(applications)
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("module", [m for _, m in modules()])
+def test_every_module_imports_alone_in_a_fresh_interpreter(module):
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_data_preparation_imports_neither_torch_nor_llamafactory():
+    code = "import sys, iovqa_plugin.data.labels, iovqa_plugin.data.prompt, iovqa_plugin.config; " \
+           "print([m for m in ('torch', 'llamafactory') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip() == "[]"
