@@ -246,7 +246,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     report = evaluate(args.pred, args.labels, args.video_column, args.mos_column, report=args.report,
-                      plot=args.plot, label_format=args.label_format)
+                      plot=args.plot, label_format=args.label_format, labelled_only=args.labelled_only)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--plot", default=None, help="scatter plot PNG path (default: next to --pred)")
             p.add_argument("--label-format", default="integer", choices=["integer", "decimal"],
                            help="how to read text answers of generated_predictions.jsonl")
+            p.add_argument("--labelled-only", action="store_true", help="leave out predictions without a label (reported)")
             p.set_defaults(func=cmd_eval)
         else:
             p.add_argument("--config", required=True, help="YAML with members: [{name, predictions, weight}]")

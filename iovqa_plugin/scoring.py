@@ -29,7 +29,7 @@ from typing import Any, Iterable, Optional
 
 from .config import IOVQAArguments, split_recipe
 from .head import GRADE_NAMES
-from .labels import parse_score
+from .labels import read_answer
 from .prompt import build_prompt
 
 MODES = ("greedy", "expected", "both", "head")
@@ -291,9 +291,9 @@ class Scorer:
         if mode in ("greedy", "both"):
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
-                result.greedy_mos = parse_score(text, self.plugin.label_format)
-                if result.greedy_mos is None and mode == "greedy":
-                    result.error = f"greedy answer holds no number: {text!r}"
+                result.greedy_mos, reason = read_answer(text, self.plugin.label_format)
+                if reason is not None and mode == "greedy":
+                    result.error = f"greedy {reason}"
         if mode in ("expected", "both"):
             probabilities, mass = self.distribution(batch)
             mean, std = expected_mos(probabilities)
