@@ -232,8 +232,8 @@ def load_annotations(
                 others = ", ".join(f"{os.path.basename(f)} row {r}" for f, r in rows_of[video] if (f, r) != (file, row))
                 row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id (also {others})"))
             elif (first_file, first_row) != (file, row):
-                first = f"{os.path.basename(first_file)} row {first_row}"
-                row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id: only its first row ({first}) is used"))
+                reason = f"duplicate video id: only its first row ({os.path.basename(first_file)} row {first_row}) is used"
+                row_issues.append(Issue(file, row, columns.video, video, reason))
         if row_issues:
             key = video if isinstance(video, str) else ""
             issues.extend(Issue(i.file, i.row, i.field, i.value, i.reason, key) for i in row_issues)

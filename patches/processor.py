@@ -44,7 +44,8 @@ def _checked(original):
         input_ids, labels = original(uncut, prompt, response, system, tools, images, videos, audios)
         limit = self.data_args.cutoff_len
         if len(input_ids) > limit:
-            check_fits(sample_name(videos), len(input_ids), _prompt_length(labels), _visual_tokens(self, input_ids), limit)
+            prompt_length, visual = _prompt_length(labels), _visual_tokens(self, input_ids)
+            check_fits(sample_name(videos), len(input_ids), prompt_length, visual, limit)
         return input_ids, labels
 
     return _encode_data_example

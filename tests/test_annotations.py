@@ -149,7 +149,10 @@ def test_skip_mode_keeps_the_first_row_of_a_duplicated_video(tmp_path, media):
 
 
 def test_annotation_rows_read_every_cell_as_text(tmp_path):
-    rows = [{"video_name": "007.mp4", "Prompt": "p", "Overall_MOS": 3.5}, {"video_name": "8", "Prompt": None, "Overall_MOS": "3.25"}]
+    rows = [
+        {"video_name": "007.mp4", "Prompt": "p", "Overall_MOS": 3.5},
+        {"video_name": "8", "Prompt": None, "Overall_MOS": "3.25"},
+    ]
     path = tmp_path / "t.json"
     path.write_text(json.dumps(rows))
     table = annotation_rows(str(path))

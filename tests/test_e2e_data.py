@@ -8,7 +8,9 @@ import pandas as pd
 
 from conftest import base_recipe, run_cli, write_recipe
 
-LENGTH = re.compile(r"IOVQA sample (.+?) is (\d+) tokens long \(prompt (\d+) tokens, (\d+) of them visual.*?cutoff_len is (\d+)")
+LENGTH = re.compile(
+    r"IOVQA sample (.+?) is (\d+) tokens long \(prompt (\d+) tokens, (\d+) of them visual.*?cutoff_len is (\d+)"
+)
 
 
 def own_dataset(demo_dir, tmp_path, entries):
