@@ -16,6 +16,8 @@ import sys
 WATCHED_MODULES = (
     "llamafactory.hparams.parser",
     "llamafactory.data.converter",
+    "llamafactory.data.loader",
+    "llamafactory.data.processor.supervised",
     "llamafactory.model.loader",
     "llamafactory.train.sft.workflow",
     "llamafactory.train.tuner",

@@ -147,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     labels, video_column, mos_column = _labels(args, args.labels)
     report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot,
-                      label_format=args.label_format)
+                      label_format=args.label_format, labelled_only=args.labelled_only)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="scatter plot PNG path (default: next to --pred)")
     p.add_argument("--label-format", default="integer", choices=["integer", "decimal"],
                    help="how to read text answers of generated_predictions.jsonl")
+    p.add_argument("--labelled-only", action="store_true",
+                   help="evaluate the labelled videos only; predictions without a label are left out and counted")
     _column_options(p, "video", "mos")
 
     p = _subparser(sub, "ensemble", "weighted average of prediction files", cmd_ensemble)

@@ -22,7 +22,9 @@ from __future__ import annotations
 import sys
 
 from .converter import apply_dataset_converter
+from .loader import apply_annotation_loader
 from .parser import apply_parser_read_args
+from .processor import apply_supervised_cutoff_check
 from .model_loader import apply_init_adapter
 from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_trainer
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
@@ -32,6 +34,8 @@ from .tuner import apply_tuner_read_args
 PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
     "llamafactory.data.converter": (apply_dataset_converter,),
+    "llamafactory.data.loader": (apply_annotation_loader,),
+    "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check,),
     "llamafactory.model.loader": (apply_init_adapter,),
     "llamafactory.train.sft.workflow": (apply_sft_collator, apply_sft_load_tokenizer, apply_sft_trainer),
     "llamafactory.train.tuner": (apply_tuner_read_args,),
@@ -68,12 +72,14 @@ __all__ = [
     "PatchTargetError",
     "UnsupportedVersionError",
     "apply_all",
+    "apply_annotation_loader",
     "apply_dataset_converter",
     "apply_init_adapter",
     "apply_parser_read_args",
     "apply_sft_collator",
     "apply_sft_load_tokenizer",
     "apply_sft_trainer",
+    "apply_supervised_cutoff_check",
     "apply_tuner_read_args",
     "check_version",
     "on_module_imported",

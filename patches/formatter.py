@@ -24,8 +24,11 @@ from typing import Any, Optional
 from llamafactory.data.converter import DatasetConverter
 
 from iovqa_plugin.config import IOVQAArguments
-from iovqa_plugin.data.annotations import Sample, load_annotations, resolve_columns, write_issue_report
+from iovqa_plugin.data.annotations import ROW_COLUMN, Sample, load_annotations, resolve_columns, row_id
+from iovqa_plugin.data.annotations import write_issue_report
 from iovqa_plugin.logs import get_logger
+
+from .run import remember_sample_origins
 
 logger = get_logger()
 
@@ -58,8 +61,10 @@ class IOVQADatasetConverter(DatasetConverter):
             )
         path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
         samples, issues, stats = load_annotations(path, self.columns, config, media_dir=self.data_args.media_dir)
-        self.samples = {sample.video: _to_example(sample) for sample in samples}
-        self.skipped = {_row_key(issue.video) for issue in issues}
+        # Rows are found by the row id the plugin's loader adds (duplicated video ids stay apart), else by video id.
+        self.samples = {key: _to_example(s) for s in samples for key in (s.video, row_id(s.file, s.row))}
+        self.skipped = {key for i in issues for key in (_row_key(i.video), row_id(i.file, i.row))}
+        remember_sample_origins(samples)
         self._report(path, issues, stats)
 
     def _report(self, path: str, issues: list, stats: dict) -> None:
@@ -78,7 +83,7 @@ class IOVQADatasetConverter(DatasetConverter):
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         example = {str(k).lstrip("\ufeff").strip(): v for k, v in example.items()}
-        key = _row_key(example.get(self.columns.video))
+        key = example.get(ROW_COLUMN) or _row_key(example.get(self.columns.video))
         if key in self.samples:
             return self.samples[key]
         if key in self.skipped:  # reported in the skip report; an empty response makes LLaMA-Factory drop it

@@ -8,9 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations, read_table, write_issue_report
+from iovqa_plugin.data.annotations import (
+    ROW_COLUMN,
+    AnnotationError,
+    Columns,
+    annotation_rows,
+    load_annotations,
+    read_table,
+    write_issue_report,
+)
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.demo.ladder import write_video
+from iovqa_plugin.data.labels import OUT_OF_RANGE, read_answer
 
 COLUMNS = Columns("video_name", "Prompt", "Overall_MOS")
 
@@ -129,6 +138,39 @@ def test_duplicate_video_ids_are_reported_on_every_row(tmp_path, media):
     assert {i.row for i in duplicate} == {1, 5} and "row 5" in duplicate[0].reason
 
 
+def test_skip_mode_keeps_the_first_row_of_a_duplicated_video(tmp_path, media):
+    rows = GOOD + [dict(GOOD[0], Prompt="again", Overall_MOS="2"), dict(GOOD[0], Prompt="third", Overall_MOS="4")]
+    path = write_csv(tmp_path / "dup.csv", rows)
+    samples, issues, stats = load_annotations(path, COLUMNS, config(tmp_path, on_bad_row="skip"), media, progress=False)
+    assert [s.row for s in samples] == [1, 2, 3, 4] and samples[0].label == "37"
+    assert [(i.row, i.field) for i in issues] == [(5, "video_name"), (6, "video_name")]
+    assert all("duplicate video id" in i.reason and "dup.csv row 1" in i.reason for i in issues)
+    assert stats["skipped_rows"] == 2
+
+
+def test_annotation_rows_read_every_cell_as_text(tmp_path):
+    rows = [
+        {"video_name": "007.mp4", "Prompt": "p", "Overall_MOS": 3.5},
+        {"video_name": "8", "Prompt": None, "Overall_MOS": "3.25"},
+    ]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(rows))
+    table = annotation_rows(str(path))
+    assert [r["Overall_MOS"] for r in table] == ["3.5", "3.25"] and table[1]["Prompt"] is None
+    assert [r["video_name"] for r in table] == ["007.mp4", "8"]
+    assert table[0][ROW_COLUMN] != table[1][ROW_COLUMN]
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_numeric_text_mos_among_numbers_in_json(tmp_path, media, fmt):
+    rows = [dict(r, Overall_MOS=float(r["Overall_MOS"])) for r in GOOD]
+    rows[1]["Overall_MOS"] = "3.25"
+    path = tmp_path / f"mixed.{fmt}"
+    path.write_text(json.dumps(rows) if fmt == "json" else "\n".join(json.dumps(r) for r in rows))
+    samples, issues, _ = load_annotations(str(path), COLUMNS, config(tmp_path), media, progress=False)
+    assert not issues and [s.label for s in samples] == ["37", "33", "50", "27"]
+
+
 def test_skip_mode_accounts_for_every_row(tmp_path, media):
     rows = GOOD + [row for row, _, _ in BAD]
     path = write_csv(tmp_path / "mixed.csv", rows)
@@ -137,8 +179,8 @@ def test_skip_mode_accounts_for_every_row(tmp_path, media):
     bad_rows = {i.row for i in issues}
     used_rows = {s.row for s in samples}
     assert stats["rows"] == len(rows) == len(bad_rows | used_rows) and not bad_rows & used_rows
-    # GOOD's a.mp4 is duplicated by the bad rows that name a.mp4: all of those rows are out
-    assert used_rows == {2, 3, 4}
+    # GOOD's a.mp4 (row 1) is named again by bad rows: the first row is kept, the later ones are reported
+    assert used_rows == {1, 2, 3, 4}
     report = cfg.skip_report_path
     write_issue_report(issues, report, [path])
     table = pd.read_csv(report)
@@ -203,6 +245,26 @@ def test_bad_input_corpus_summary(tmp_path, media):
     with pytest.raises(ValueError, match=r"nocol.csv: missing column\(s\) \['video_name'\]"):
         load_annotations(path, COLUMNS, config(tmp_path), media, progress=False)
     outcomes.append(("missing column", "error"))
+    extra = 0
+    for fmt in ("json", "jsonl"):  # the rows LLaMA-Factory's dataset holds come from annotation_rows
+        rows = [dict(GOOD[0], Overall_MOS=3.5), dict(GOOD[1], Overall_MOS="3.25"), dict(GOOD[2], Overall_MOS=5)]
+        path = tmp_path / f"mixed.{fmt}"
+        path.write_text(json.dumps(rows) if fmt == "json" else "\n".join(json.dumps(r) for r in rows))
+        assert [r["Overall_MOS"] for r in annotation_rows(str(path))] == ["3.5", "3.25", "5"]
+        samples, _, _ = load_annotations(str(path), COLUMNS, config(tmp_path), media, progress=False)
+        assert [s.label for s in samples] == ["35", "33", "50"]
+        outcomes.append((f"{fmt.upper()}: MOS '3.25' as text among numbers", "used"))
+        extra += 1
+    path = write_csv(tmp_path / "dupskip.csv", [GOOD[0], GOOD[1], dict(GOOD[0], Prompt="again")])
+    samples, issues, _ = load_annotations(path, COLUMNS, config(tmp_path, on_bad_row="skip"), media, progress=False)
+    assert [s.row for s in samples] == [1, 2] and [(i.row, i.field) for i in issues] == [(3, "video_name")]
+    outcomes.append(("duplicate video id, on_bad_row: skip", "first used, later reported"))
+    extra += 1
+    for answer in ("100", "9", "55", "-12"):  # greedy answers off the label grid
+        mos, reason = read_answer(answer)
+        assert mos is None and reason.startswith(OUT_OF_RANGE)
+        outcomes.append((f"greedy answer {answer!r}", OUT_OF_RANGE))
+        extra += 1
     table = pd.DataFrame(outcomes, columns=["case", "outcome"])
     print(f"\nbad-input corpus: {len(table)} cases, {table['outcome'].value_counts().to_dict()}\n{table.to_string(index=False)}")
-    assert len(table) == len(cases) + 3
+    assert len(table) == len(cases) + 3 + extra

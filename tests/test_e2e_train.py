@@ -108,14 +108,6 @@ def test_bad_row_stops_the_stock_cli_with_file_row_and_field(tiny_model, demo_di
     assert report[["row", "field"]].values.tolist() == [[7, "Overall_MOS"]]
 
 
-def test_cut_off_score_is_an_error(tiny_model, demo_dir, tmp_path):
-    recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), cutoff_len=6, max_steps=1)
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "LabelMaskError" in log and "cutoff_len" in log
-
-
 def _stock_dataset(demo_dir, tmp_path):
     """The demo rows as an ordinary alpaca dataset of frame lists (no iovqa formatting)."""
     from iovqa_plugin.data.annotations import Columns, load_annotations

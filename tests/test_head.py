@@ -169,11 +169,11 @@ def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
 
 
 def test_cutoff_len_cutting_the_label_token_is_an_error(tiny_model, demo_dir, tmp_path):
-    # 200 tokens keep the system prompt and the video (~40 tokens) but cut the end of the ~300-token prompt
+    # 200 tokens would keep the start of the prompt but cut its end, where <LABEL_1> is: refused before training
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), cutoff_len=200, max_steps=1, **HEAD_KEYS)
     result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
     log = result.stdout + result.stderr
-    assert result.returncode != 0 and "<LABEL_1>" in log and "cutoff_len" in log
+    assert result.returncode != 0 and "PromptCutError" in log and "cutoff_len is 200" in log
 
 
 def test_head_under_torchrun(tiny_model, demo_dir, tmp_path):

@@ -3,11 +3,13 @@ from decimal import Decimal
 import pytest
 
 from iovqa_plugin.data.labels import (
+    OUT_OF_RANGE,
     LabelError,
     label_to_mos,
     mos_to_integer,
     mos_to_label,
     parse_score,
+    read_answer,
     round_mos,
 )
 
@@ -84,3 +86,28 @@ def test_round_trip_and_parse():
     assert parse_score("3.7", "decimal") == 3.7
     assert parse_score("no idea") is None
     assert parse_score("") is None
+
+
+@pytest.mark.parametrize(
+    "text, fmt, mos",
+    [("37", "integer", 3.7), ("Score: 42.", "integer", 4.2), ("10", "integer", 1.0), ("50", "integer", 5.0),
+     ("3.7", "decimal", 3.7), ("1.0", "decimal", 1.0), ("5", "decimal", 5.0)],
+)
+def test_answers_on_the_label_grid_become_a_mos(text, fmt, mos):
+    assert read_answer(text, fmt) == (mos, None)
+
+
+@pytest.mark.parametrize(
+    "text, fmt",
+    [("100", "integer"), ("9", "integer"), ("55", "integer"), ("-12", "integer"), ("37.5", "integer"),
+     ("0", "integer"), ("5.5", "decimal"), ("0.9", "decimal"), ("-1.2", "decimal"), ("37", "decimal")],
+)
+def test_answers_off_the_label_grid_are_out_of_range_never_a_mos(text, fmt):
+    mos, reason = read_answer(text, fmt)
+    assert mos is None and reason.startswith(OUT_OF_RANGE) and repr(text) in reason
+    assert parse_score(text, fmt) is None
+
+
+def test_answer_without_a_number():
+    assert read_answer("no idea") == (None, "no number in answer 'no idea'")
+    assert read_answer("")[0] is None

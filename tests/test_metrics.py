@@ -95,3 +95,38 @@ def test_eval_reads_llamafactory_generated_predictions(tmp_path):
     path.write_text("\n".join(json.dumps(line) for line in lines))
     result = evaluate(str(path), write(tmp_path, "l.csv", labels))
     assert result["srcc"] == pytest.approx(1.0) and result["n"] == 4
+
+
+def test_logistic_plcc_has_the_sign_of_the_relation():
+    rng = np.random.default_rng(1)
+    mos = rng.uniform(1, 5, 40)
+    pred = 6 - mos + rng.normal(0, 0.8, 40)  # a model that ranks videos backwards
+    m = compute_metrics(pred, mos)
+    assert m["srcc"] < 0 and m["plcc"] < 0
+    assert m["plcc_logistic"] < 0
+    assert abs(m["plcc_logistic"]) == pytest.approx(abs(compute_metrics(-pred, mos)["plcc_logistic"]), abs=1e-6)
+
+
+def test_eval_of_a_labelled_subset_reports_the_predictions_left_out(tmp_path):
+    labels = pd.DataFrame({"video_name": ["a", "b", "c", "d"], "Overall_MOS": [1.0, 2.0, 3.0, 4.0]})
+    pred = pd.DataFrame({"video": list("xabcdyz"), "pred_mos": [4.9, 1.1, 2.2, 2.9, 4.2, 1.0, 3.0]})
+    pred_path, labels_path = write(tmp_path, "p.csv", pred), write(tmp_path, "l.csv", labels)
+    with pytest.raises(MatchError, match="3 prediction\\(s\\) without label.*--labelled-only"):
+        evaluate(pred_path, labels_path)
+    result = evaluate(pred_path, labels_path, labelled_only=True)
+    assert result["n"] == 4 and result["left_out"] == 3 and result["srcc"] == pytest.approx(1.0)
+    assert json.load(open(result["report"]))["left_out"] == 3
+    # a labelled video without a prediction is still an error
+    with pytest.raises(MatchError, match="1 labelled video"):
+        evaluate(write(tmp_path, "p2.csv", pred[pred["video"] != "b"]), labels_path, labelled_only=True)
+
+
+def test_eval_cli_labelled_only(tmp_path, capsys):
+    from iovqa_plugin.cli import main
+
+    labels = pd.DataFrame({"video_name": ["a", "b", "c"], "Overall_MOS": [1.0, 2.0, 3.0]})
+    pred = pd.DataFrame({"video": ["a", "b", "c", "z"], "pred_mos": [1.5, 2.5, 3.5, 2.0]})
+    assert main(["eval", "--pred", write(tmp_path, "p.csv", pred), "--labels", write(tmp_path, "l.csv", labels),
+                 "--labelled-only"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["left_out"] == 1 and report["n"] == 3 and "sign of PLCC" in report["notes"]["plcc_logistic"]

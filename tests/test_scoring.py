@@ -180,3 +180,22 @@ def test_an_explicit_model_gets_no_recipe_adapter(tiny_model, demo_dir, tmp_path
     untrained = write_recipe(tmp_path / "u.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "nothing")))
     with pytest.raises(SettingsError, match="no trained adapter"):
         ScorerSettings.from_recipe(untrained)
+
+
+def test_greedy_answers_off_the_label_grid_are_out_of_range(scorer, demo_dir, tmp_path, monkeypatch):
+    """An answer such as "100" or "-12" is recorded with its text and counted as failed, never read as a MOS."""
+    from iovqa_plugin.score.prediction_file import score_file
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(4)
+    annotations = tmp_path / "a.csv"
+    table.to_csv(annotations, index=False)
+    answers = iter(["100", "37", "-12", "9"])
+    monkeypatch.setattr(scorer, "greedy", lambda batch: [next(answers) for _ in range(len(batch["input_ids"]))])
+    out = tmp_path / "preds.csv"
+    stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="greedy", batch_size=2, progress=False)
+    assert stats == {"rows": 4, "skipped_done": 0, "scored": 1, "errors": 3}
+    preds = pd.read_csv(out, dtype=str, keep_default_na=False).set_index("greedy_text")
+    assert float(preds.loc["37", "pred_mos"]) == 3.7 and preds.loc["37", "error"] == ""
+    for answer in ("100", "-12", "9"):
+        assert preds.loc[answer, "pred_mos"] == "" and preds.loc[answer, "greedy_mos"] == ""
+        assert "out of range" in preds.loc[answer, "error"] and repr(answer) in preds.loc[answer, "error"]

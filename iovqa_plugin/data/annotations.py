@@ -132,6 +132,30 @@ def read_table(path: str):
     return frame
 
 
+ROW_COLUMN = "_iovqa_row"  # the row's identity, carried through LLaMA-Factory's dataset to the converter
+
+
+def row_id(file: str, row: int) -> str:
+    return f"{row}:{os.path.abspath(file)}"
+
+
+def annotation_rows(path: str) -> list[dict[str, Any]]:
+    """Every row of the annotation file(s) at ``path``, in order, each cell as text (None when missing).
+
+    This is what LLaMA-Factory's dataset holds for an ``iovqa`` dataset: the
+    ``datasets`` JSON loader infers one type per column and fails, without a
+    row number, on a number written as text among numbers ("3.25" next to
+    3.5). Reading cells as text leaves every check to :func:`load_annotations`,
+    which accepts numeric text in any format. ``ROW_COLUMN`` names the row.
+    """
+    rows = []
+    for file in annotation_files(path):
+        for row, record in enumerate(read_table(file).to_dict(orient="records"), start=1):
+            cells = {str(k): None if _is_missing(v) and not isinstance(v, str) else str(v) for k, v in record.items()}
+            rows.append({**cells, ROW_COLUMN: row_id(file, row)})
+    return rows
+
+
 def check_columns(path: str, present: list[str], columns: Columns) -> None:
     missing = [c for c in (columns.video, columns.prompt, columns.mos) if c not in present]
     if not missing:
@@ -187,7 +211,8 @@ def load_annotations(
         check_columns(file, list(table.columns), columns)
         records.extend((file, row, rec) for row, rec in enumerate(table.to_dict(orient="records"), start=1))
 
-    # A video named by several rows is ambiguous: every one of those rows is bad.
+    # A video named by several rows is ambiguous. In error mode every one of those rows is reported; when bad
+    # rows are skipped, the first row (in file order) is kept and the later ones are reported as its duplicates.
     rows_of = defaultdict(list)
     for file, row, record in records:
         video = record.get(columns.video)
@@ -202,8 +227,13 @@ def load_annotations(
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
         if video in rows_of and len(rows_of[video]) > 1:
-            others = ", ".join(f"{os.path.basename(f)} row {r}" for f, r in rows_of[video] if (f, r) != (file, row))
-            row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id (also {others})"))
+            (first_file, first_row), keep_first = rows_of[video][0], config.on_bad_row == "skip"
+            if not keep_first:
+                others = ", ".join(f"{os.path.basename(f)} row {r}" for f, r in rows_of[video] if (f, r) != (file, row))
+                row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id (also {others})"))
+            elif (first_file, first_row) != (file, row):
+                reason = f"duplicate video id: only its first row ({os.path.basename(first_file)} row {first_row}) is used"
+                row_issues.append(Issue(file, row, columns.video, video, reason))
         if row_issues:
             key = video if isinstance(video, str) else ""
             issues.extend(Issue(i.file, i.row, i.field, i.value, i.reason, key) for i in row_issues)

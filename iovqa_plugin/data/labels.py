@@ -21,7 +21,9 @@ INTEGER_MIN, INTEGER_MAX = 10, 50
 LABEL_FORMATS = ("integer", "decimal")
 
 _TENTH = Decimal("0.1")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the sign is kept: "-12" is out of range, not 1.2
+OUT_OF_RANGE = "out of range"
+NO_NUMBER = "no number"
 
 
 class LabelError(ValueError):
@@ -82,15 +84,32 @@ def label_to_mos(label: str, label_format: str = "integer") -> float:
     return float(number / 10) if label_format == "integer" else float(number)
 
 
-def parse_score(text: str, label_format: str = "integer") -> Optional[float]:
-    """MOS from a model's answer: the first number in ``text``, or None.
+def read_answer(text: str, label_format: str = "integer") -> tuple[Optional[float], Optional[str]]:
+    """(MOS, None) from a model's answer, or (None, reason) when it gives no MOS.
 
-    Integer answers are divided by 10. A number outside the label range is
-    returned as is (after scaling) so callers can see it; text with no
-    number gives None, never a made-up value.
+    The first number in ``text`` must be on the label grid of the format: an
+    integer 10..50 (divided by 10) or a decimal 1.0..5.0. Anything else
+    ("100", "9", "55", "-12", "37.5" for integer labels) is out of range and
+    never becomes a MOS; text with no number gives no MOS either. The reason
+    starts with :data:`OUT_OF_RANGE` or :data:`NO_NUMBER` and quotes the text.
     """
     match = _NUMBER.search(text or "")
     if match is None:
-        return None
+        return None, f"{NO_NUMBER} in answer {text!r}"
     number = Decimal(match.group(0))
-    return float(number / 10) if label_format == "integer" else float(number)
+    if label_format == "integer":
+        if number == number.to_integral_value() and INTEGER_MIN <= number <= INTEGER_MAX:
+            return float(number / 10), None
+        grid = f"integers {INTEGER_MIN}..{INTEGER_MAX}"
+    elif label_format == "decimal":
+        if MOS_MIN <= number <= MOS_MAX:
+            return float(number), None
+        grid = f"{MOS_MIN}.0..{MOS_MAX}.0"
+    else:
+        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+    return None, f"{OUT_OF_RANGE}: answer {text!r} reads {match.group(0)}, the labels are {grid}"
+
+
+def parse_score(text: str, label_format: str = "integer") -> Optional[float]:
+    """MOS from a model's answer, or None (no number, or a number off the label grid): see :func:`read_answer`."""
+    return read_answer(text, label_format)[0]

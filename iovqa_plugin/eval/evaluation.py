@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from .metrics import compute_metrics, fit_logistic, logistic4
+from .metrics import PLCC_LOGISTIC_NOTE, compute_metrics, fit_logistic, logistic4
 from .predictions import match, read_labels, read_predictions
 
 
@@ -20,12 +20,21 @@ def evaluate(
     report: Optional[str] = None,
     plot: Optional[str] = None,
     label_format: str = "integer",
+    labelled_only: bool = False,
 ) -> dict:
-    """Metrics of ``pred_path`` against ``labels_path`` (rows matched by video id); writes report and plot."""
+    """Metrics of ``pred_path`` against ``labels_path`` (rows matched by video id); writes report and plot.
+
+    ``labelled_only`` evaluates the predictions of labelled videos only (one
+    split of a file that scored more videos); the report's ``left_out`` says
+    how many predictions had no label. Without it, such predictions are an error.
+    """
     pred = read_predictions(pred_path, label_format)
     labels = read_labels(labels_path, video_column, mos_column)
-    scores, mos, _ = match(pred, pred_path, labels, labels_path, video_column, mos_column)
+    scores, mos, _ = match(pred, pred_path, labels, labels_path, video_column, mos_column, labelled_only)
     result = {"predictions": pred_path, "labels": labels_path, **compute_metrics(scores, mos)}
+    if labelled_only:
+        result["left_out"] = len(pred) - len(scores)  # predictions without a label
+    result["notes"] = {"plcc_logistic": PLCC_LOGISTIC_NOTE}
     stem = os.path.splitext(pred_path)[0]
     report = report or f"{stem}_metrics.json"
     plot = plot or f"{stem}_scatter.png"

@@ -3,7 +3,11 @@
 Conventions follow pyiqa: higher is better for the correlations, lower for
 RMSE. ``final = (SRCC + PLCC) / 2`` as in the challenge. ``plcc_logistic`` is
 PLCC after the standard 4-parameter logistic mapping of predictions to MOS
-(the VQEG practice for comparing metrics with different scales).
+(the VQEG practice for comparing metrics with different scales). The fitted
+curve may decrease, so the correlation of the mapped predictions is always
+positive; ``plcc_logistic`` carries the sign of the relation (PLCC's sign), so
+a model that ranks videos backwards shows negative SRCC, PLCC and
+``plcc_logistic`` alike.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 
 METRICS = ("srcc", "plcc", "final", "krcc", "rmse", "plcc_logistic")
 LOWER_BETTER = {"rmse"}
+PLCC_LOGISTIC_NOTE = "PLCC after a 4-parameter logistic fit of predictions to MOS, with the sign of PLCC"
 
 
 def _arrays(pred: Sequence[float], mos: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +51,7 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)  # parameter covariance is not used
             params, _ = curve_fit(logistic4, pred, mos, p0=start, maxfev=20000)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):  # TypeError: fewer points than the curve's 4 parameters
         params = np.asarray(start)  # no convergence: fall back to the starting curve
     return params
 
@@ -64,7 +69,8 @@ def compute_metrics(pred: Sequence[float], mos: Sequence[float]) -> dict[str, fl
         plcc_logistic = float("nan")
     else:
         fitted = logistic4(pred, *fit_logistic(pred, mos))
-        plcc_logistic = float(stats.pearsonr(fitted, mos).statistic) if np.ptp(fitted) > 0 else float("nan")
+        fit = float(stats.pearsonr(fitted, mos).statistic) if np.ptp(fitted) > 0 else float("nan")
+        plcc_logistic = float(np.copysign(abs(fit), plcc))  # the sign of the relation, as PLCC's
     return {
         "srcc": srcc,
         "plcc": plcc,

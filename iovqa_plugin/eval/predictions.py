@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from ..data.annotations import read_table
-from ..data.labels import parse_score
+from ..data.labels import read_answer
 
 VIDEO, PRED = "video", "pred_mos"
 
@@ -37,7 +37,9 @@ def read_predictions(path: str, label_format: str = "integer"):
                 "label_text": [r.get("label", "") for r in rows],
             }
         )
-        frame[PRED] = [parse_score(t, label_format) for t in frame["text"]]
+        answers = [read_answer(t, label_format) for t in frame["text"]]
+        frame[PRED] = [mos for mos, _ in answers]
+        frame["error"] = [reason for _, reason in answers]  # out of range or no number: left out, with the reason
         return frame
     frame = read_table(path)
     for column in (VIDEO, PRED):
@@ -65,8 +67,16 @@ def _duplicates(values, what: str, path: str) -> None:
         raise MatchError(f"{path}: duplicate {what} ids: {shown}")
 
 
-def match(pred, pred_path: str, labels, labels_path: str, video_column: str, mos_column: str):
-    """(pred array, MOS array, ids) paired by video id; any missing or duplicate id is an error."""
+def match(
+    pred, pred_path: str, labels, labels_path: str, video_column: str, mos_column: str, labelled_only: bool = False
+):
+    """(pred array, MOS array, ids) paired by video id; any missing or duplicate id is an error.
+
+    With ``labelled_only`` the predictions of videos that have no label are left
+    out instead of being an error: to evaluate one
+    split of a file that scored more videos. A labelled video without a
+    prediction is an error either way.
+    """
     import pandas as pd
 
     labels = labels.copy()
@@ -80,10 +90,13 @@ def match(pred, pred_path: str, labels, labels_path: str, video_column: str, mos
     merged = labels.merge(pred, left_on=video_column, right_on=VIDEO, how="outer", indicator=True)
     missing = merged.loc[merged["_merge"] == "left_only", video_column].tolist()
     extra = merged.loc[merged["_merge"] == "right_only", VIDEO].tolist()
-    if missing or extra:
+    if labelled_only and not missing:
+        merged = merged[merged["_merge"] == "both"]
+    elif missing or extra:
+        hint = "" if missing else " (use --labelled-only to evaluate the labelled videos only)"
         raise MatchError(
             f"{pred_path} vs {labels_path}: {len(missing)} labelled video(s) without prediction {missing[:10]}, "
-            f"{len(extra)} prediction(s) without label {extra[:10]}"
+            f"{len(extra)} prediction(s) without label {extra[:10]}{hint}"
         )
     failed = merged.loc[merged[PRED].isna(), video_column].tolist()
     if failed:

@@ -15,6 +15,7 @@ COLUMNS = [
     "mode",
     "greedy_text",
     "greedy_mos",
+    "greedy_error",
     "expected_mos",
     "expected_std",
     "integer_mass",
@@ -31,6 +32,7 @@ class VideoResult:
     mode: str
     greedy_text: Optional[str] = None
     greedy_mos: Optional[float] = None
+    greedy_error: Optional[str] = None  # why the greedy answer gave no MOS (no number, out of range)
     expected_mos: Optional[float] = None
     expected_std: Optional[float] = None
     integer_mass: Optional[float] = None

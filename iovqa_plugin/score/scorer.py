@@ -10,7 +10,8 @@ Decoding modes (see ``decoding``):
 
 * ``greedy``: temperature-0 generation (the paper); the first number in the
   answer, /10. An answer without a number, or with a number outside the
-  label grid, is recorded as such (error column), never turned into a MOS.
+  label grid, is recorded as such (``greedy_error``; in greedy mode also
+  ``error``), never turned into a MOS.
 * ``expected``: the expectation of the score over the integer grid 10..50,
   its standard deviation (an uncertainty) and the probability mass on valid
   integers.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from ..data.frames import FrameCache, FrameSpec
-from ..data.labels import parse_score
+from ..data.labels import read_answer
 from ..data.prompt import build_prompt
 from . import decoding
 from .results import MODES, VideoResult
@@ -81,9 +82,11 @@ class Scorer:
         if mode in ("greedy", "both"):
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
-                result.greedy_mos = parse_score(text, self.plugin.label_format)
-                if result.greedy_mos is None and mode == "greedy":
-                    result.error = f"greedy answer holds no number: {text!r}"
+                result.greedy_mos, reason = read_answer(text, self.plugin.label_format)
+                if reason is not None:  # never a MOS: no number, or one off the label grid
+                    result.greedy_error = reason
+                    if mode == "greedy":
+                        result.error = f"greedy {reason}"
         if mode in ("expected", "both"):
             probabilities, mass = self.distribution(batch)
             mean, std = expected_mos(probabilities)
