@@ -105,15 +105,20 @@ def apply_sft_load_tokenizer() -> None:
 
 
 def apply_sft_trainer() -> None:
-    """Make run_sft train and evaluate the softmax-regression head when the recipe turns it on."""
+    """Make run_sft train with the softmax-regression head, or with labelled-position logits, per the recipe."""
 
     def replacement(original):
         def CustomSeq2SeqTrainer(*args: Any, **kwargs: Any):
-            if not _head_on():
-                return original(*args, **kwargs)
-            from iovqa_plugin.head_trainer import HeadTrainer
+            plugin = config.active()
+            if _head_on():
+                from iovqa_plugin.head_trainer import HeadTrainer
 
-            return HeadTrainer(*args, **kwargs)
+                return HeadTrainer(*args, **kwargs)
+            if plugin is not None and plugin.labelled_logits:
+                from .labelled_logits import LabelledLogitsTrainer
+
+                return LabelledLogitsTrainer(*args, **kwargs)
+            return original(*args, **kwargs)
 
         return CustomSeq2SeqTrainer
 
