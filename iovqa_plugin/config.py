@@ -124,6 +124,14 @@ class IOVQAArguments:
         default=0,
         metadata={"help": "Width of the head's hidden layer (0: the model's hidden size)."},
     )
+    labelled_logits: bool = field(
+        default=True,
+        metadata={
+            "help": "Apply the output layer only at the positions whose next label is trained (the score's "
+            "tokens) instead of at every position: the same loss and gradients, far less compute and memory. "
+            "`false`: LLaMA-Factory's all-position logits (for comparison). No effect with iovqa_head."
+        },
+    )
     on_bad_row: Literal["error", "skip"] = field(
         default="error",
         metadata={
@@ -226,6 +234,9 @@ def _check_choice(args: IOVQAArguments, name: str) -> None:
         raise PluginConfigError(f"iovqa_{name} must be one of {list(choices)}, got {value!r}")
 
 
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a command-line string to the field's type (recipes give typed values)."""
     hint = typing.get_type_hints(IOVQAArguments)[name]
@@ -234,6 +245,12 @@ def _coerce(name: str, value: Any) -> Any:
         base = next(arg for arg in typing.get_args(hint) if arg is not type(None))
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
+    if base is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise PluginConfigError(f"iovqa_{name} must be true or false, got {value!r}")
+        return value
     if base in (int, float):
         kind = "an integer" if base is int else "a number"
         if isinstance(value, bool) or (base is int and isinstance(value, float) and not value.is_integer()):

@@ -57,9 +57,14 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
         from .trainer import HeadTrainer
 
         return HeadTrainer(*args, run=run, **kwargs)
+    if run.labelled_logits:
+        from .trainer import LabelledLogitsTrainer
+
+        return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
 
 
 def apply_sft_trainer() -> None:
-    """Make run_sft's trainer evaluate scores and, with the head, train it, when the recipe turns the plugin on."""
+    """Make run_sft's trainer, for a recipe that turns the plugin on, evaluate scores and train the head or,
+    without it, apply the output layer at labelled positions only."""
     patch_attribute(WORKFLOW, "CustomSeq2SeqTrainer", stock_unless(lambda run: True, _plugin_trainer))

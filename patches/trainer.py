@@ -5,6 +5,14 @@
 cross-entropy; evaluation returns, per sample, the expected score and the
 MOS, which ``train.score_metrics.ComputeScoreMetrics`` turns into
 ``eval_srcc`` / ``eval_plcc`` / ``eval_final``.
+
+``LabelledLogitsTrainer``: the integer and decimal label runs (``iovqa_labelled_logits``, on by
+default). ``compute_loss`` and the evaluation step come from ``train.labelled_logits``: the output
+layer runs only at positions whose next label is trained, with the same loss value and gradients as
+the stock step (see that module for what is reproduced and what is refused); evaluation returns each
+row's labelled-position logits packed to the front instead of full-sequence logits, which the score
+metrics (or LLaMA-Factory's argmax accuracy) read with the same results. ``predict_with_generate``
+keeps the stock evaluation step.
 """
 
 from __future__ import annotations
@@ -13,9 +21,12 @@ from typing import Any
 
 import torch
 from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
+from transformers.loss.loss_utils import LOSS_MAPPING
 
 from iovqa_plugin.config import IOVQAArguments
+from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
+from iovqa_plugin.train.labelled_logits import LabelledLogitsError, compact_for_metrics, labelled_loss
 
 
 class HeadTrainer(CustomSeq2SeqTrainer):
@@ -43,3 +54,78 @@ class HeadTrainer(CustomSeq2SeqTrainer):
         expected = expected_score(grade_probabilities(logits))
         mos = mos.to(expected.device).float()
         return loss.detach(), torch.stack([expected, mos], dim=1), mos
+
+
+OFF = "set iovqa_labelled_logits: false to use it"
+
+
+def unsupported_loss_settings(trainer: Any) -> list[str]:
+    """What in the run would make the stock loss differ from the labelled-position loss."""
+    finetuning = trainer.finetuning_args
+    found = [
+        f"{key}: true (an alternative SFT loss over all positions)"
+        for key in ("use_dft_loss", "use_eaft_loss", "use_asft_loss")
+        if getattr(finetuning, key, False)
+    ]
+    if trainer.compute_loss_func is not None and not found:
+        found.append("a custom compute_loss_func")
+    if trainer.args.label_smoothing_factor:
+        found.append(f"label_smoothing_factor: {trainer.args.label_smoothing_factor} (smooths over every position)")
+    parallel = getattr(trainer.accelerator, "parallelism_config", None)
+    if parallel is not None and (getattr(parallel, "cp_enabled", False) or getattr(parallel, "sp_enabled", False)):
+        found.append("parallelism_config with context/sequence parallelism (the sequence is sharded)")
+    if trainer.args.n_gpu > 1:
+        found.append(f"{trainer.args.n_gpu} GPUs in one process (DataParallel); launch one process per GPU")
+    model = _unwrap(trainer.model)
+    if (getattr(model.forward, "__module__", "") or "").startswith("liger_kernel"):
+        found.append("enable_liger_kernel: true (its fused loss replaces the model's forward)")
+    loss_function = getattr(model, "loss_function", None)
+    if loss_function is not None and loss_function is not LOSS_MAPPING["ForCausalLM"]:
+        found.append(f"a model loss other than ForCausalLMLoss ({getattr(loss_function, '__name__', loss_function)})")
+    return found
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while True:
+        inner = getattr(model, "module", None) or (model.get_base_model() if hasattr(model, "get_base_model") else None)
+        if inner is None or inner is model:
+            return model
+        model = inner
+
+
+class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
+    """LLaMA-Factory's SFT trainer whose loss and evaluation step run the output layer at labelled positions only."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        found = unsupported_loss_settings(self)
+        if found:
+            raise LabelledLogitsError(
+                "iovqa_labelled_logits (on by default) computes the stock causal-LM loss only; this run has "
+                + "; ".join(found)
+                + f" ({OFF})"
+            )
+        get_logger().info("labelled-position logits: the output layer runs only where the loss is")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # The Trainer hands the model the token count only when it accepts loss kwargs (not for LLaMA-Factory's
+        # VLM runs: it sets model_accepts_loss_kwargs False); the loss is then a mean the Trainer divides by the
+        # accumulation steps.
+        accepts = self.model_accepts_loss_kwargs
+        loss, outputs = labelled_loss(model, inputs, num_items_in_batch if accepts else None)
+        if self.args.average_tokens_across_devices and accepts and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        if self.args.predict_with_generate or inputs.get("labels") is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            num_items_in_batch = self._get_num_items_in_batch([inputs], self.args.device)
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss = loss.detach().mean()
+        if prediction_loss_only:
+            return loss, None, None
+        logits, labels = compact_for_metrics(outputs["logits"].detach(), outputs["targets"])
+        return loss, logits, labels

@@ -157,6 +157,8 @@ def test_zero3_trains_on_two_cpu_processes(tiny_model, demo_dir, tmp_path):
     batches = first_batches(log)
     assert set(batches) == {0, 1}, "the digit mask must be active on both ranks"
     assert all(set(targets) <= train_labels(demo_dir) for targets in batches.values())
+    for rank in (0, 1):  # the output layer runs at labelled positions only, under ZeRO-3's parameter gathering
+        assert f"[iovqa rank {rank}] INFO labelled-position logits" in log
     assert_adapter_saved(out)
     with safe_open(os.path.join(out, "adapter_model.safetensors"), "pt") as adapter:
         # a ZeRO-3 shard not gathered at save time would be written as an empty tensor
