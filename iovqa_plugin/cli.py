@@ -2,7 +2,7 @@
 
     iovqa train RECIPE.yaml [key=value ...]        train through LLaMA-Factory (same as llamafactory-cli train)
     iovqa prepare RECIPE.yaml [--workers N]        check the recipe's datasets and fill the frame cache
-    iovqa score --recipe R.yaml --data D --out preds.csv [--mode expected|greedy|both|head]
+    iovqa score --recipe R.yaml --data D --out preds.csv [--mode expected|greedy|both|head] [--nproc N]
     iovqa eval --pred preds.csv --labels D         metrics, JSON report and scatter plot
     iovqa ensemble (--config ens.yaml | --pred a.csv b.csv ...) --out ens.csv [--fit-labels D]
     iovqa demo | build-tiny-model DIR | demo-data DIR | keys
@@ -96,34 +96,120 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .data.datasets import resolve_data, scoring_rows
-    from .score.prediction_file import score_rows_into
-    from .score.scorer import Scorer
+    from .score.launch import local_process_count
+    from .score.parallel import ScoringJob, World
+    from .score.prediction_file import run_identity
     from .score.settings import ScorerSettings
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    began = time.time()
+    world = World.from_env()
+    nproc = 1 if args.part_only else local_process_count(args.nproc)
+    if nproc > 1 and world.size > 1:
+        raise UserError(f"--nproc {nproc} starts its own processes: not under torchrun (WORLD_SIZE={world.size})")
+    if args.part_only and world.size == 1:
+        raise UserError("--part-only is for the workers `iovqa score --nproc N` starts")
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
     source = resolve_data(args.data, _load_recipe(args.recipe), settings.plugin, media_dir=args.media_dir,
                           columns={"video": args.video_column, "prompt": args.prompt_column})
     rows = scoring_rows(source)
-    print(f"iovqa score: {len(rows)} videos of {source.name}; model {settings.model}; {settings.note}", file=sys.stderr)
+    identity = run_identity(settings, args.mode, SCORE_OPTIONS)
+    processes = max(nproc, world.size)
+    if world.rank == 0 and not args.part_only:
+        how = f"; {processes} processes" if processes > 1 else ""
+        print(f"iovqa score: {len(rows)} videos of {source.name}; model {settings.model}; {settings.note}{how}",
+              file=sys.stderr)
+    if processes == 1:
+        return _score_single(args, settings, rows, began)
+    job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
+    if nproc > 1:
+        return _score_launch(args, job, began)
+    return _score_rank(args, job, world, settings, began)
+
+
+# Decoding options beyond the mode that change a prediction file's content (recorded in its meta).
+SCORE_OPTIONS = {"max_new_tokens": 6}
+
+
+def _score_single(args: argparse.Namespace, settings, rows: list, began: float) -> int:
+    """One process (the default): score into --out directly, taking over rows of an earlier parallel run."""
+    from .score.parallel import part_files, remove_part_files
+    from .score.prediction_file import score_rows_into
+    from .score.scorer import Scorer
+
+    if args.restart:
+        remove_part_files(args.out)
+    parts = [path for path, _, _ in part_files(args.out)]
     scorer = Scorer(settings)
     start = time.time()
-    stats = {"scored": 0}
     try:
         stats = score_rows_into(scorer, rows, args.out, mode=args.mode, batch_size=args.batch_size,
                                 save_probabilities=args.save_probs, restart=args.restart,
-                                extra_identity={"max_new_tokens": 6})
+                                extra_identity=SCORE_OPTIONS, sources=parts)
     except KeyboardInterrupt:
-        done = _count_scored(args.out)
-        print(f"\ninterrupted: {done} of {len(rows)} videos done in {args.out}; re-run the same command to resume",
-              file=sys.stderr)
-        return 130
+        return _interrupted(args.out, len(rows))
+    remove_part_files(args.out)  # their rows are in --out now
+    return _summary(args.out, stats, began, time.time() - start)
+
+
+def _score_launch(args: argparse.Namespace, job, began: float) -> int:
+    """``--nproc N``: start N workers of this command, one progress bar, merge their parts."""
+    from .score.launch import RankFailed, run_local
+
+    if args.restart:
+        job.remove_all()
+    else:
+        job.check_out()
+    try:
+        stats = run_local(job, args.argv)
+    except RankFailed as err:
+        print(f"iovqa score: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return _interrupted(args.out, len(job.rows), job.progress())
+    return _summary(args.out, stats, began, stats["score_s"])
+
+
+def _score_rank(args: argparse.Namespace, job, world, settings, began: float) -> int:
+    """One rank (under torchrun, or a worker of --nproc): score its share into its part file; rank 0 of a
+    torchrun job also shows the job's progress and merges the parts."""
+    from .score.launch import rank_device, start_barrier
+    from .score.parallel import JobProgress
+    from .score.scorer import Scorer
+
+    settings.device = rank_device(world)
+    merger = world.rank == 0 and not args.part_only
+    print(f"iovqa score: rank {world.rank} of {world.size} on {settings.device}: "
+          f"{len(job.share(world.rank))} of {len(job.rows)} videos into {job.part(world.rank)}", file=sys.stderr)
+    barrier = None if args.part_only else (lambda: start_barrier(world))
+    with JobProgress(job, merger, f"iovqa score ({job.size} processes)"):
+        stats = job.run_rank(world.rank, lambda: Scorer(settings), args.mode, args.batch_size,
+                             restart=args.restart, claimed=barrier)
+        if not merger:
+            print(f"{job.part(world.rank)}: {stats['scored']} scored, {stats['errors']} failed, "
+                  f"{stats['skipped_done']} already done", file=sys.stderr)
+            return 0  # failed videos are counted (and the exit status set) by the merging process
+        job.wait()
+    stats = job.merge()
+    return _summary(args.out, stats, began, stats["score_s"])
+
+
+def _summary(out: str, stats: dict, began: float, score_s: float) -> int:
+    processes = stats.get("processes", 1)
+    how = f"; {processes} processes" if processes > 1 else ""
     print(
-        f"{args.out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
-        f"({time.time() - start:.1f}s)"
+        f"{out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
+        f"({time.time() - began:.1f}s, scoring {score_s:.1f}s{how})"
     )
     return 0 if stats["errors"] == 0 else 1
+
+
+def _interrupted(out: str, rows: int, done: Optional[int] = None) -> int:
+    done = _count_scored(out) if done is None else done
+    print(f"\ninterrupted: {done} of {rows} videos done for {out}; re-run the same command to resume",
+          file=sys.stderr)
+    return 130
 
 
 def _count_scored(path: str) -> int:
@@ -248,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probs", action="store_true", help="also write p_10..p_50")
     p.add_argument("--restart", action="store_true",
                    help="start --out over instead of resuming it (needed when it was written by another run)")
+    p.add_argument("--nproc", default=None,
+                   help="score data-parallel in N processes on this machine (one per GPU: 'auto'); under torchrun, "
+                        "leave it out (default: 1, or NPROC_PER_NODE with FORCE_TORCHRUN=1)")
+    p.add_argument("--part-only", action="store_true", help=argparse.SUPPRESS)  # a worker of --nproc
     _column_options(p, "video", "prompt")
 
     p = _subparser(sub, "eval", "SRCC/PLCC/final and more of predictions against labels", cmd_eval)
@@ -296,15 +386,18 @@ def _user_errors() -> tuple[type, ...]:
     from .data.annotations import AnnotationError
     from .data.labels import LabelError
     from .eval.predictions import MatchError
+    from .score.parallel import ParallelError, PartError
     from .score.prediction_file import ResumeError
     from .score.settings import SettingsError
 
     return (UserError, PluginConfigError, AnnotationError, LabelError, MatchError, ResumeError, SettingsError,
-            FileNotFoundError)
+            ParallelError, PartError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for the workers `iovqa score --nproc N` starts
     try:
         return args.func(args)
     except _user_errors() as err:

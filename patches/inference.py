@@ -24,7 +24,8 @@ from .run import run_scope
 class InferenceModel:
     """Tokenizer, template, model and collator of a trained run, ready to encode and batch samples."""
 
-    def __init__(self, model: str, adapter: Optional[str], template: str, model_keys: dict, run: IOVQAArguments):
+    def __init__(self, model: str, adapter: Optional[str], template: str, model_keys: dict, run: IOVQAArguments,
+                 device: Optional[str] = None):
         from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
         from llamafactory.model import load_model, load_tokenizer
@@ -33,6 +34,8 @@ class InferenceModel:
         if adapter:
             args.update(adapter_name_or_path=adapter, finetuning_type="lora")
         model_args, data_args, finetuning_args, _ = get_infer_args(args)  # (a recipe without plugin keys)
+        if device is not None:  # one rank of a data-parallel job: the whole model on its own device, not "auto"
+            model_args.device_map = {"": torch.device(device)}
         modules = load_tokenizer(model_args)
         self.tokenizer, self.processor = modules["tokenizer"], modules["processor"]
         if run.head_on:

@@ -5,15 +5,22 @@ adapter's weights, the template, the input settings, the plugin keys and the
 decoding options. Re-running the same command resumes (videos already
 scored are kept, failed ones are tried again); a command that would score
 differently is refused with the differences, never merged into the file
-(``restart=True`` starts the file over).
+(``restart=True`` starts the file over). A last row cut short by a killed
+process is dropped on resume (its video is scored again); a file that cannot
+be read as the scorer wrote it is refused (:class:`DamagedFile`).
+
+Rows are kept as the text the scorer wrote: reordering, resuming and merging
+never re-format a number.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from .results import COLUMNS, PROBABILITY_COLUMNS, VideoResult
 
@@ -22,69 +29,146 @@ class ResumeError(ValueError):
     """An existing prediction file was written by a different scoring run."""
 
 
+class DamagedFile(ResumeError):
+    """An existing prediction file is not a CSV as the scorer writes it (e.g. edited, or cut in a quoted cell)."""
+
+
 def meta_path(out_path: str) -> str:
     return out_path + ".meta.json"
+
+
+def read_meta(path: str) -> Optional[dict]:
+    """The identity recorded beside a prediction file; None when missing or unreadable."""
+    try:
+        with open(meta_path(path), encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def read_records(path: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a prediction CSV, as text. A last row without its line end (the writer was killed
+    mid-row) is left out; any other row whose field count differs from the header's raises DamagedFile."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        text = handle.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    try:
+        records = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as err:
+        raise DamagedFile(f"{path}: not readable as CSV ({err})") from None
+    if not records:
+        raise DamagedFile(f"{path}: no header row")
+    header, body = records[0], records[1:]
+    for number, record in enumerate(body, start=1):
+        if len(record) != len(header):
+            raise DamagedFile(f"{path}: row {number} has {len(record)} fields, the header {len(header)}")
+    return header, body
+
+
+def write_records(path: str, header: Sequence[str], records: Iterable[Sequence[str]]) -> None:
+    """Write a prediction CSV atomically (a reader never sees half a file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")  # pandas' dialect: what append() writes
+        writer.writerow(header)
+        writer.writerows(records)
+    os.replace(tmp, path)
+
+
+def is_scored(cell: str) -> bool:
+    """A pred_mos cell holding a number (a failed video's is empty)."""
+    try:
+        return not math.isnan(float(cell))
+    except ValueError:
+        return False
+
+
+def scored_records(path: str, header: Sequence[str]) -> list[list[str]]:
+    """The rows of a prediction file that hold a score (a failed video's row does not)."""
+    found, body = read_records(path)
+    if list(found) != list(header):
+        raise DamagedFile(f"{path}: columns {found} are not {list(header)}")
+    score = found.index("pred_mos")
+    return [record for record in body if is_scored(record[score])]
+
+
+def check_resumable(path: str, identity: dict[str, Any], ignore: Sequence[str] = ()) -> None:
+    """Refuse a prediction file whose recorded identity differs from ``identity`` (keys in ``ignore`` aside)."""
+    before = read_meta(path)
+    if before is None:
+        raise ResumeError(
+            f"{path} exists but has no readable {os.path.basename(meta_path(path))}: it was not written by this "
+            "scorer, so it cannot be resumed. Pass --restart to score into it from scratch, or choose another --out."
+        )
+    differences = _differences({k: v for k, v in before.items() if k not in ignore},
+                               {k: v for k, v in identity.items() if k not in ignore})
+    if differences:
+        shown = "\n  ".join(differences[:12])
+        raise ResumeError(
+            f"{path} was written by a different scoring run; resuming would mix two runs' predictions:\n"
+            f"  {shown}\nRe-run with the same settings to resume, pass --restart to start the file over, "
+            "or choose another --out."
+        )
+
+
+def file_header(save_probabilities: bool) -> list[str]:
+    return list(COLUMNS) + (PROBABILITY_COLUMNS if save_probabilities else [])
+
+
+def remove_prediction_file(path: str) -> None:
+    for stale in (path, meta_path(path)):
+        if os.path.exists(stale):
+            os.remove(stale)
 
 
 class PredictionFile:
     """Rows appended as they are scored; rewritten in input order by :meth:`finish`."""
 
     def __init__(self, path: str, identity: dict[str, Any], save_probabilities: bool, restart: bool = False):
-        import pandas as pd
-
         self.path = path
-        self.header = list(COLUMNS) + (PROBABILITY_COLUMNS if save_probabilities else [])
+        self.header = file_header(save_probabilities)
         self.identity = dict(identity, columns=self.header)
         self.done: set[str] = set()
         if restart:
-            for stale in (path, meta_path(path)):
-                if os.path.exists(stale):
-                    os.remove(stale)
+            remove_prediction_file(path)
         if os.path.isfile(path):
-            self._check_resumable()
-            previous = pd.read_csv(path, dtype={"video": str}, keep_default_na=True)
-            previous = previous[previous["pred_mos"].notna()]  # failed rows are tried again
-            self.done = set(previous["video"])
-            previous.reindex(columns=self.header).to_csv(path, index=False)
+            check_resumable(path, self.identity)
+            try:
+                kept = scored_records(path, self.header)  # failed rows are tried again
+            except DamagedFile as err:
+                raise DamagedFile(f"{err}: pass --restart to start it over, or choose another --out") from None
+            self.done = {record[0] for record in kept}
+            write_records(path, self.header, kept)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            pd.DataFrame(columns=self.header).to_csv(path, index=False)
+            write_records(path, self.header, [])
             with open(meta_path(path), "w", encoding="utf-8") as handle:
                 json.dump(self.identity, handle, indent=2, sort_keys=True)
-
-    def _check_resumable(self) -> None:
-        meta = meta_path(self.path)
-        if not os.path.isfile(meta):
-            raise ResumeError(
-                f"{self.path} exists but has no {os.path.basename(meta)}: it was not written by this scorer, so "
-                "it cannot be resumed. Pass --restart to score into it from scratch, or choose another --out."
-            )
-        with open(meta, encoding="utf-8") as handle:
-            before = json.load(handle)
-        differences = _differences(before, self.identity)
-        if differences:
-            shown = "\n  ".join(differences[:12])
-            raise ResumeError(
-                f"{self.path} was written by a different scoring run; resuming would mix two runs' predictions:\n"
-                f"  {shown}\nRe-run with the same settings to resume, pass --restart to start the file over, "
-                "or choose another --out."
-            )
 
     def append(self, result: VideoResult) -> None:
         import pandas as pd
 
         pd.DataFrame([result.row()]).reindex(columns=self.header).to_csv(self.path, mode="a", header=False, index=False)
 
+    def add_records(self, records: Iterable[Sequence[str]]) -> None:
+        """Append rows scored elsewhere (another file of the same run), as they were written."""
+        records = list(records)
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(records)
+        self.done.update(record[0] for record in records)
+
     def finish(self, order: Iterable[str]) -> None:
         """Rewrite the file with its rows in ``order`` (the input's), atomically."""
-        import pandas as pd
+        _, body = read_records(self.path)
+        write_records(self.path, self.header, sort_records(body, order))
 
-        table = pd.read_csv(self.path, dtype={"video": str}, keep_default_na=True)
-        rank = {video: i for i, video in enumerate(order)}
-        table = table.assign(_order=table["video"].map(rank)).sort_values("_order", kind="stable").drop(columns="_order")
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
+
+def sort_records(records: Iterable[Sequence[str]], order: Iterable[str]) -> list[Sequence[str]]:
+    """Rows sorted by the position of their video in ``order`` (stable; unknown videos last)."""
+    rank = {video: i for i, video in enumerate(order)}
+    return sorted(records, key=lambda record: rank.get(record[0], len(rank)))
 
 
 def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
@@ -110,25 +194,64 @@ def failed(result: VideoResult) -> bool:
     return bool(result.error) or score is None or math.isnan(score)
 
 
-def score_rows_into(scorer: Any, rows: list[tuple[str, str, str]], out_path: str, mode: str, batch_size: int,
-                    save_probabilities: bool, restart: bool = False, progress: bool = True,
-                    extra_identity: Optional[dict] = None) -> dict[str, int]:
-    """Score (video id, video path, text prompt) rows into ``out_path``, resuming; counts of what happened."""
+def run_identity(scorer_settings: Any, mode: str, extra_identity: Optional[dict] = None) -> dict[str, Any]:
+    """What identifies a scoring run's predictions: the model and inputs, the mode and decoding options."""
+    return dict(scorer_settings.identity(), mode=mode, **(extra_identity or {}))
+
+
+def score_todo(scorer: Any, todo: list[tuple[str, str, str]], out: PredictionFile, mode: str, batch_size: int,
+               progress: bool = True) -> dict[str, int]:
+    """Score rows into ``out`` as they come; counts of scored and failed videos."""
     from tqdm.auto import tqdm
 
-    identity = dict(scorer.settings.identity(), mode=mode, **(extra_identity or {}))
-    out = PredictionFile(out_path, identity, save_probabilities, restart=restart)
+    stats = {"scored": 0, "errors": 0}
+    with tqdm(total=len(todo), desc=f"iovqa score ({mode})", unit="video", disable=not progress) as bar:
+        for result in scorer.score_rows(todo, mode=mode, batch_size=batch_size):
+            out.append(result)
+            stats["errors" if failed(result) else "scored"] += 1
+            bar.update()
+    return stats
+
+
+def score_rows_into(scorer: Any, rows: list[tuple[str, str, str]], out_path: str, mode: str, batch_size: int,
+                    save_probabilities: bool, restart: bool = False, progress: bool = True,
+                    extra_identity: Optional[dict] = None,
+                    sources: Sequence[str] = ()) -> dict[str, int]:
+    """Score (video id, video path, text prompt) rows into ``out_path``, resuming; counts of what happened.
+
+    ``sources``: other prediction files of the same run (e.g. part files of an interrupted data-parallel run)
+    whose scored rows are taken over instead of scoring their videos again.
+    """
+    out = PredictionFile(out_path, run_identity(scorer.settings, mode, extra_identity), save_probabilities,
+                         restart=restart)
+    if not restart:
+        take_over(out, rows, sources, ignore=("shard",))
     todo = [row for row in rows if row[0] not in out.done]
     stats = {"rows": len(rows), "skipped_done": len(rows) - len(todo), "scored": 0, "errors": 0}
     try:
-        with tqdm(total=len(todo), desc=f"iovqa score ({mode})", unit="video", disable=not progress) as bar:
-            for result in scorer.score_rows(todo, mode=mode, batch_size=batch_size):
-                out.append(result)
-                stats["errors" if failed(result) else "scored"] += 1
-                bar.update()
+        stats.update(score_todo(scorer, todo, out, mode, batch_size, progress))
     finally:
         out.finish(row[0] for row in rows)
     return stats
+
+
+def take_over(out: PredictionFile, rows: Sequence[tuple[str, str, str]], sources: Sequence[str],
+              ignore: Sequence[str] = ()) -> int:
+    """Copy into ``out`` the rows of ``sources`` (files of the same run) that score videos of ``rows`` it lacks.
+
+    A source written by another run is refused (ResumeError); a damaged one raises DamagedFile.
+    """
+    wanted = {row[0] for row in rows} - out.done
+    taken = 0
+    for source in sources:
+        if not wanted or not os.path.isfile(source):
+            continue
+        check_resumable(source, out.identity, ignore=ignore)
+        records = {r[0]: r for r in scored_records(source, out.header) if r[0] in wanted}
+        out.add_records(records.values())
+        wanted -= set(records)
+        taken += len(records)
+    return taken
 
 
 def score_file(scorer: Any, annotations: str, out_path: str, media_dir: str, mode: str = "expected",

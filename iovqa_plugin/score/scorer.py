@@ -42,7 +42,8 @@ class Scorer:
 
         self.settings = settings
         self.plugin = plugin = settings.plugin
-        self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, plugin)
+        self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, plugin,
+                                     device=settings.device)
         self.cache = FrameCache(plugin.cache_dir, FrameSpec(plugin.num_frames, plugin.frame_strategy, plugin.frame_format))
         self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.label_format == "integer" else None
         self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if plugin.head_on else None

@@ -31,6 +31,7 @@ class ScorerSettings:
     plugin: IOVQAArguments = field(default_factory=IOVQAArguments)
     model_keys: dict = field(default_factory=dict)  # video pixels etc., passed to LLaMA-Factory
     note: str = ""  # how the model and adapter were chosen, for the user
+    device: Optional[str] = None  # e.g. "cuda:1" for one rank of a data-parallel job; None: LLaMA-Factory's placement
 
     @classmethod
     def from_recipe(cls, recipe_path: str, model: Optional[str] = None, adapter: Optional[str] = None):

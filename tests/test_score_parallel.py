@@ -1,0 +1,294 @@
+"""Data-parallel scoring: shares, part files, resuming across kills and process counts, the merged file."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import BIN, REPO, base_recipe, write_recipe
+
+NUMERIC = ["pred_mos", "greedy_mos", "expected_mos", "expected_std", "integer_mass"]
+
+
+# ---------------------------------------------------------------- pure functions
+def test_shares_are_disjoint_balanced_and_cover_every_row():
+    from iovqa_plugin.score.parallel import share
+
+    rows = [(f"v{i}", f"p{i}", "x") for i in range(7)]
+    for size in range(1, 10):
+        shares = [share(rows, rank, size) for rank in range(size)]
+        assert sorted(r for s in shares for r in s) == sorted(rows)
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert share(rows, 1, 3) == [rows[1], rows[4]] and share(rows, 8, 9) == []
+
+
+def test_world_from_the_launcher_environment():
+    from iovqa_plugin.score.parallel import ParallelError, World
+
+    assert World.from_env({}) == World(0, 1, 0, 1)
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    assert World.from_env(env) == World(3, 4, 1, 2)
+    with pytest.raises(ParallelError, match="RANK=4 WORLD_SIZE=4"):
+        World.from_env(dict(env, RANK="4"))
+
+
+def test_a_row_cut_short_by_a_kill_is_dropped_and_a_damaged_file_refused(tmp_path):
+    from iovqa_plugin.score.prediction_file import DamagedFile, read_records
+
+    path = tmp_path / "p.csv"
+    path.write_text('video,pred_mos,error\na.mp4,3.25,\n"b,1.mp4",2.5,"x\ny"\nc.mp4,3.1')
+    header, body = read_records(str(path))
+    assert header == ["video", "pred_mos", "error"] and body == [["a.mp4", "3.25", ""], ["b,1.mp4", "2.5", "x\ny"]]
+    path.write_text("video,pred_mos,error\na.mp4,3.25\nb.mp4,2.5,\n")
+    with pytest.raises(DamagedFile, match="row 1 has 2 fields, the header 3"):
+        read_records(str(path))
+
+
+# ---------------------------------------------------------------- ranks in this process
+@pytest.fixture(scope="module")
+def scorer(tiny_model, demo_dir, tmp_path_factory):
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    tmp = tmp_path_factory.mktemp("score_parallel")
+    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
+    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
+
+
+@pytest.fixture(scope="module")
+def rows(demo_dir):
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
+    return [(v, os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
+
+
+@pytest.fixture(scope="module")
+def reference(scorer, rows, tmp_path_factory):
+    """The single-process prediction file of the demo test split."""
+    from iovqa_plugin.score.prediction_file import score_rows_into
+
+    out = str(tmp_path_factory.mktemp("reference") / "preds.csv")
+    stats = score_rows_into(scorer, rows, out, "expected", 3, save_probabilities=False, progress=False)
+    assert stats["scored"] == 10
+    return out
+
+
+def assert_same_predictions(path, reference):
+    """Same rows, order and text columns; numbers within 1e-6 (batches differ, so float rounding may)."""
+    got, want = pd.read_csv(path), pd.read_csv(reference)
+    assert got["video"].tolist() == want["video"].tolist() and list(got.columns) == list(want.columns)
+    for column in got.columns:
+        if column in NUMERIC or column.startswith("p_"):
+            assert ((got[column] - want[column]).abs().fillna(0) <= 1e-6).all(), column
+            assert (got[column].isna() == want[column].isna()).all(), column
+        else:
+            assert got[column].fillna("").tolist() == want[column].fillna("").tolist(), column
+
+
+def job_for(scorer, rows, out, size, mode="expected"):
+    from iovqa_plugin.score.parallel import ScoringJob
+    from iovqa_plugin.score.prediction_file import run_identity
+
+    return ScoringJob(str(out), rows, size, run_identity(scorer.settings, mode), save_probabilities=False)
+
+
+def run_ranks(job, scorer, ranks=None, mode="expected"):
+    return [job.run_rank(rank, lambda: scorer, mode, batch_size=2) for rank in (ranks or range(job.size))]
+
+
+@pytest.mark.parametrize("size", [3, 4, 12])
+def test_uneven_shares_and_more_processes_than_rows_merge_to_the_single_process_file(scorer, rows, reference,
+                                                                                      tmp_path, size):
+    from iovqa_plugin.score.prediction_file import meta_path
+
+    job = job_for(scorer, rows, tmp_path / "preds.csv", size)
+    stats = run_ranks(job, scorer)
+    assert [s["rows"] for s in stats] == [len(job.share(r)) for r in range(size)]
+    assert sum(s["scored"] for s in stats) == 10 and job.progress() == 10
+    merged = job.merge()
+    assert merged["scored"] == 10 and merged["processes"] == size
+    assert_same_predictions(job.out, reference)
+    assert open(meta_path(job.out)).read() == open(meta_path(reference)).read()
+    assert sorted(os.listdir(tmp_path)) == ["preds.csv", "preds.csv.meta.json"]  # parts removed
+
+
+def test_another_process_count_resumes_from_the_parts_left_behind(scorer, rows, reference, tmp_path):
+    out = tmp_path / "preds.csv"
+    three = job_for(scorer, rows, out, 3)
+    run_ranks(three, scorer, ranks=[1])  # a 3-process run of which only rank 1 finished: rows 1, 4, 7
+    two = job_for(scorer, rows, out, 2)
+    stats = run_ranks(two, scorer)
+    assert [(s["skipped_done"], s["scored"]) for s in stats] == [(1, 4), (2, 3)]  # 4 of rank 0, 1 and 7 of rank 1
+    two.merge()
+    assert_same_predictions(str(out), reference)
+    assert not [f for f in os.listdir(tmp_path) if ".part-" in f]  # the 3-process part is gone too
+
+    again = job_for(scorer, rows, out, 4)  # a finished file: nothing left to score, no model needed
+    stats = [again.run_rank(r, lambda: pytest.fail("model loaded"), "expected", 2) for r in range(4)]
+    assert sum(s["skipped_done"] for s in stats) == 10 and again.merge()["scored"] == 0
+    assert_same_predictions(str(out), reference)
+
+
+def test_a_damaged_or_changed_part_is_scored_again_never_merged(scorer, rows, reference, tmp_path):
+    from iovqa_plugin.score.parallel import PartError
+
+    job = job_for(scorer, rows, tmp_path / "preds.csv", 2)
+    run_ranks(job, scorer)
+    part = job.part(1)
+    lines = open(part).read().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",", ",9", 1)  # a finished part changed afterwards (a score 2.9... -> 92.9...)
+    open(part, "w").write("".join(lines))
+    with pytest.raises(PartError, match="changed after its rank finished it"):
+        job.merge()
+    assert not os.path.exists(part) and not os.path.exists(job.out)
+    assert run_ranks(job, scorer, ranks=[1])[0]["scored"] == 5  # re-run: its whole share again
+    lines = open(job.part(0)).read().splitlines(keepends=True)
+    open(job.part(0), "w").write("".join(lines[:3]) + lines[3][:20])  # rank 0 killed mid-row: 2 rows + a torn one
+    os.remove(job.marker(0))
+    stats = run_ranks(job, scorer, ranks=[0])[0]
+    assert (stats["skipped_done"], stats["scored"]) == (2, 3)
+    job.merge()
+    assert_same_predictions(job.out, reference)
+
+    assert run_ranks(job, scorer, ranks=[0])[0]["skipped_done"] == 5  # a new part, taken over from the file
+    open(job.part(0) + ".meta.json", "w").write("{")  # unreadable meta: no way to trust the part
+    stats = run_ranks(job, scorer, ranks=[0])[0]
+    assert (stats["skipped_done"], stats["scored"]) == (5, 0)  # redone from the merged file, nothing rescored
+
+
+def test_a_failing_video_is_an_error_row_and_is_tried_again(scorer, rows, tmp_path):
+    broken = rows[:3] + [("missing.mp4", str(tmp_path / "missing.mp4"), "x")]
+    job = job_for(scorer, broken, tmp_path / "preds.csv", 2)
+    run_ranks(job, scorer)
+    merged = job.merge()
+    assert (merged["scored"], merged["errors"], merged["skipped_done"]) == (3, 1, 0)
+    table = pd.read_csv(job.out)
+    assert table["video"].tolist() == [row[0] for row in broken]
+    assert table["pred_mos"].isna().tolist() == [False, False, False, True] and "missing.mp4" in table["error"][3]
+    run_ranks(job, scorer)
+    merged = job.merge()
+    assert (merged["scored"], merged["errors"], merged["skipped_done"]) == (0, 1, 3)  # only the failed one again
+
+
+def test_parts_of_a_different_run_are_refused(scorer, rows, tmp_path):
+    from iovqa_plugin.score.prediction_file import ResumeError
+
+    out = tmp_path / "preds.csv"
+    run_ranks(job_for(scorer, rows[:4], out, 2, mode="expected"), scorer, ranks=[0])
+    marker = job_for(scorer, rows[:4], out, 2).marker(0)
+    with pytest.raises(ResumeError, match="mode: file has 'expected', this run has 'greedy'"):
+        run_ranks(job_for(scorer, rows[:4], out, 2, mode="greedy"), scorer, ranks=[0], mode="greedy")
+    assert os.path.exists(marker)  # a refused run leaves the other run's files as they were
+    with pytest.raises(ResumeError, match="mode"):  # another process count reads it too
+        run_ranks(job_for(scorer, rows[:4], out, 3, mode="greedy"), scorer, ranks=[0], mode="greedy")
+
+
+# ---------------------------------------------------------------- the command, in several processes
+@pytest.fixture(scope="module")
+def recipe(tiny_model, demo_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parallel_cli")
+    return write_recipe(tmp / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp / "none")))
+
+
+def environment(**extra):
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               LLAMAFACTORY_VERBOSITY="WARN")
+    for key in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+def score_command(recipe, out, *options, data="demo_test"):
+    return ["score", "--recipe", recipe, "--adapter", "", "--data", data, "--out", str(out), *options]
+
+
+def test_torchrun_two_processes_equal_one_process(recipe, tmp_path, capsys):
+    from iovqa_plugin.cli import main
+
+    single = tmp_path / "single.csv"
+    assert main(score_command(recipe, single, "--mode", "both", "--batch-size", "3")) == 0
+    capsys.readouterr()
+    out = tmp_path / "preds.csv"
+    result = subprocess.run(
+        [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
+         os.path.join(BIN, "iovqa"), *score_command(recipe, out, "--mode", "both", "--batch-size", "3")],
+        cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "10 scored, 0 failed, 0 already done" in result.stdout and "2 processes" in result.stdout
+    assert_same_predictions(str(out), str(single))
+    assert open(f"{out}.meta.json").read() == open(f"{single}.meta.json").read()
+    assert sorted(os.listdir(tmp_path)) == ["preds.csv", "preds.csv.meta.json", "single.csv", "single.csv.meta.json"]
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(p) for p in handle.read().split()]
+
+
+def rank_of(pid):
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+    return int(env[b"RANK"])
+
+
+def data_rows(path):
+    from iovqa_plugin.score.prediction_file import read_records
+
+    return len(read_records(path)[1]) if os.path.exists(path) else 0
+
+
+def test_a_killed_rank_fails_the_command_and_the_same_command_completes(tiny_model, demo_dir, reference,
+                                                                      tmp_path):
+    # a frame cache of its own: frames are extracted as videos are scored, so the kill lands mid-share
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "none"),
+                                                           iovqa_frame_cache_dir=str(tmp_path / "frames")))
+    out = tmp_path / "preds.csv"
+    command = [os.path.join(BIN, "iovqa"), *score_command(recipe, out, "--nproc", "2", "--batch-size", "1")]
+    parent = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    part = f"{out}.part-1-of-2.csv"
+    deadline = time.time() + 300
+    while data_rows(part) < 1 and parent.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    victim = [pid for pid in children(parent.pid) if rank_of(pid) == 1]
+    os.kill(victim[0], signal.SIGKILL)
+    _, stderr = parent.communicate(timeout=120)
+    assert parent.returncode == 1
+    assert f"rank 1 of 2 was killed by SIGKILL before finishing its share; its log: {out}.part-1-of-2.log" in stderr
+    assert not os.path.exists(out) and not os.path.exists(f"{part}.done.json")
+    done = data_rows(f"{out}.part-0-of-2.csv") + data_rows(part)
+    assert 1 <= done < 10
+
+    result = subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{10 - done} scored, 0 failed, {done} already done" in result.stdout  # each video scored once
+    assert_same_predictions(str(out), reference)
+    assert sorted(os.listdir(tmp_path)) == ["frames", "preds.csv", "preds.csv.meta.json", "r.yaml"]
+
+
+def test_more_processes_than_rows_from_the_command(recipe, demo_dir, reference, tmp_path):
+    from iovqa_plugin.cli import main
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).iloc[[2, 7]]
+    table["video_name"] = [os.path.join(demo_dir, v) for v in table["video_name"]]
+    annotations = tmp_path / "two.csv"
+    table.to_csv(annotations, index=False)
+    out = tmp_path / "preds.csv"
+    assert main(score_command(recipe, out, "--nproc", "3", "--batch-size", "2", data=str(annotations))) == 0
+    got = pd.read_csv(out)
+    want = pd.read_csv(reference).iloc[[2, 7]]
+    assert got["video"].tolist() == table["video_name"].tolist()
+    assert (got["pred_mos"].to_numpy() - want["pred_mos"].to_numpy()).__abs__().max() <= 1e-6
+    assert not [f for f in os.listdir(tmp_path) if ".part-" in f]
