@@ -106,11 +106,9 @@ def run_local(job: ScoringJob, argv: Sequence[str], progress: bool = True) -> di
     """Run ``iovqa <argv>`` as ``job.size`` workers on this machine; the merged counts once all have finished."""
     command = [sys.executable, "-m", "iovqa_plugin.cli", *argv, "--part-only"]
     base = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
-    gpus = device_count()
-    if gpus and job.size > gpus:
-        raise ParallelError(f"--nproc {job.size} but {gpus} GPU(s) visible: one process per GPU at most")
-    if not gpus:  # set before the worker's numeric libraries start their thread pools
-        base["OMP_NUM_THREADS"] = str(cpu_threads(job.size))
+    # the cores shared out before the workers' numeric libraries start their thread pools (as torchrun limits
+    # them); this process does not import torch, which would only delay the workers' start
+    base["OMP_NUM_THREADS"] = str(cpu_threads(job.size))
     os.makedirs(os.path.dirname(os.path.abspath(job.out)), exist_ok=True)
     workers: list[subprocess.Popen] = []
     try:
