@@ -155,7 +155,7 @@ def source_frames(source, count: int, size: int) -> list:
 
 
 def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = None, seed: int = 0,
-                frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5) -> dict[str, str]:
+                frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5, progress: bool = False) -> dict[str, str]:
     """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source at every level.
 
     ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
@@ -172,8 +172,10 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
     missing = {source.name for source in sources} - set(split_of)
     if missing:
         raise ValueError(f"sources in no split: {sorted(missing)}")
+    from tqdm.auto import tqdm
+
     rows = {split: [] for split in splits}
-    for source in sources:
+    for source in tqdm(sources, desc="demo data", unit="source", disable=not progress):
         base = source_frames(source, frames, size)
         for level in range(levels):
             images = [degrade(np.asarray(image), level, rng) for image in base]

@@ -41,12 +41,14 @@ def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...
         print(f"building the tiny model in {model_dir}", flush=True)
         build_tiny_model(model_dir)
     if not os.path.isfile(os.path.join(DEMO_DATA_DIR, "test.csv")):
-        print(f"writing the demo dataset in {DEMO_DATA_DIR}", flush=True)
-        make_demo_dataset(DEMO_DATA_DIR, media_root=DEMO_MEDIA_ROOT)
+        make_demo_dataset(DEMO_DATA_DIR, media_root=DEMO_MEDIA_ROOT, progress=True)
     os.makedirs(output_dir, exist_ok=True)
+    run_recipe = os.path.join(output_dir, "demo_recipe.yaml")  # the recipe with the overrides, for training and scoring
+    with open(run_recipe, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(settings, handle, sort_keys=False)
     log = os.path.join(output_dir, "train.log")
     cli = shutil.which("llamafactory-cli") or os.path.join(os.path.dirname(sys.executable), "llamafactory-cli")
-    command = [cli, "train", recipe, *overrides]
+    command = [cli, "train", run_recipe]
     print(f"training: {' '.join(command)}  (LLaMA-Factory's log: {log})", flush=True)
     code = run_with_progress(command, log, "train")
     if code != 0:
@@ -55,7 +57,7 @@ def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...
             print("".join(deque(handle, maxlen=30)), file=sys.stderr)
         return code
     train_seconds = time.time() - start
-    summary = score_demo_test_split(recipe, output_dir, os.path.join(DEMO_DATA_DIR, "test.csv"))
+    summary = score_demo_test_split(run_recipe, output_dir, os.path.join(DEMO_DATA_DIR, "test.csv"))
     print(report(summary, output_dir, log, train_seconds, time.time() - start))
     return 0
 
@@ -90,7 +92,7 @@ def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
     from ..score.settings import ScorerSettings
 
     predictions = os.path.join(output_dir, "test_predictions.csv")
-    scorer = Scorer(ScorerSettings.from_recipe(recipe, adapter=output_dir))
+    scorer = Scorer(ScorerSettings.from_recipe(recipe))  # the adapter, or the whole model, in output_dir
     # a fresh adapter: start the file over rather than resume an old run's rows
     score_file(scorer, test_csv, predictions, DEMO_MEDIA_ROOT, mode="both", restart=True)
     table = pd.read_csv(predictions)
