@@ -38,11 +38,11 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
+	test -f work/demo_run/model.safetensors || $(MAKE) demo
 	$(RUN) $(BIN)/python bench/run_all.py
 
 bench-quick: $(BENCH_STAMP)
-	test -f work/demo_run/adapter_model.safetensors || $(MAKE) demo
+	test -f work/demo_run/model.safetensors || $(MAKE) demo
 	$(RUN) $(BIN)/python bench/run_all.py --quick
 
 clean:

@@ -63,9 +63,27 @@ SPLITS = {
 }
 
 
+# The control arm's deliberate leak: the level's quality, in words, added to the text prompt.
+LEVEL_WORDS = ("excellent", "good", "fair", "poor", "bad")  # levels 0 (pristine) .. 4
+
+
+def with_level_in_prompt(path: str) -> str:
+    """A copy of a ladder split whose prompts state each video's level in words (``<split>_control.csv``)."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    levels = table["video_name"].str.extract(r"_L(\d)\.mp4$")[0].astype(int)
+    table["Prompt"] = [f"{p} The quality of this video is {LEVEL_WORDS[level]}." for p, level in zip(table["Prompt"], levels)]
+    out = path.replace(".csv", "_control.csv")
+    table.to_csv(out, index=False)
+    return out
+
+
 def build(out_dir: str, seed: int = 0) -> dict[str, str]:
-    """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``."""
+    """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``, and
+    the control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt)."""
     paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed)
+    paths.update({f"{split}_control": with_level_in_prompt(paths[split]) for split in ("train", "test")})
     columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
     info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}
             for split, path in paths.items()}

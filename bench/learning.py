@@ -1,12 +1,16 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
-    python bench/learning.py [--steps 100] [--seeds 0 1 ...] [--arms decimal integer_nomask iovqa head]
+    python bench/learning.py [--steps 150] [--seeds 0 1 2] [--arms decimal integer_nomask iovqa head control]
 
-Every arm trains the same benchmark model (`bench_model`) with the stock `llamafactory-cli train`
-on the same 120 ladder videos (bench/ladder.py: scenes split train/val/test, no scene in two
-splits), with the same steps, optimiser and seed; only the plugin keys differ. Each adapter then
-scores the 50 held-out test videos with the plugin's scorer; a no-training row scores the
-untouched model. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
+Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
+tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
+`llamafactory-cli train` and the learnable CPU recipe (`examples/iovqa_demo_cpu.yaml`: freeze tuning of
+every layer, lr 1e-3) on the same 120 ladder videos (bench/ladder.py: scenes split train/val/test, no
+scene in two splits), with the same steps, optimiser and seed; only the plugin keys differ. Each
+trained model then scores the 50 held-out test videos with the plugin's scorer; a no-training row
+scores the untouched model. The control arm is the IOVQA arm with each video's quality level written
+in its prompt (a deliberate leak, on train and test): it checks the text -> label -> loss -> scorer
+side apart from the vision side. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
 answer's number) and expected decoding (probability-weighted mean of 10..50; integer labels
 only), as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
 (work/bench_learning/runs/*.result.json).
@@ -34,34 +38,37 @@ ARMS = {
     "integer_nomask": {"iovqa_label_format": "integer", "iovqa_label_mask": "none"},
     "iovqa": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
     "head": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_head": "softmax_regression"},
+    "control": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
 }
+# The control arm trains and scores the ladder with the level in words in every prompt.
+DATASETS = {"control": ("ladder_train_control", "test_control.csv")}
+DEFAULT_DATASETS = ("ladder_train", "test.csv")
 ARM_TITLES = {
     "baseline": "no training",
     "decimal": "decimal labels (x.xx), full-answer loss",
     "integer_nomask": "integer labels, full-answer loss",
     "iovqa": "integer labels, digit-only loss (IOVQA)",
     "head": "softmax-regression head",
+    "control": "control: IOVQA with the level written in the prompt (a leak)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
-SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head"}
+SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
+              "control": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
     "greedy": {"greedy": "greedy_mos"},
     "head": {"head": "pred_mos"},
 }
-# The benchmark model: the tiny Qwen2.5-VL, 256 wide with an untied output layer, so that a
-# LoRA fine-tune can make its answers confident (see `build_tiny_model`'s `head_std`).
-MODEL_OPTIONS = {"hidden_size": 256, "head_std": 0.1}
 REUSED: list[str] = []  # runs whose stored result was reused (see `finished`)
 
 
 def bench_model(work: str) -> str:
     from iovqa_plugin.demo.tiny_model import build_tiny_model
 
-    path = os.path.join(work, "tiny-qwen2.5-vl-256")
+    path = os.path.join(work, "tiny-qwen2.5-vl")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        build_tiny_model(path, **MODEL_OPTIONS)
+        build_tiny_model(path)
     return path
 
 
@@ -69,29 +76,27 @@ def ladder(work: str) -> str:
     from ladder import build
 
     path = os.path.join(work, "ladder")
-    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+    if not os.path.isfile(os.path.join(path, "test_control.csv")):
         build(path)
     return path
 
 
 def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, learning_rate: float) -> str:
-    """The CPU demo recipe with the benchmark's model, data, steps and the arm's plugin keys."""
+    """The learnable CPU recipe with the benchmark's model, data, steps and the arm's plugin keys."""
     with open(os.path.join(REPO, "examples", "iovqa_demo_cpu.yaml"), encoding="utf-8") as handle:
         base = yaml.safe_load(handle)
-    base = {k: v for k, v in base.items() if not k.startswith("iovqa_") and k not in ("eval_dataset", "eval_strategy")}
+    base = {k: v for k, v in base.items()
+            if not k.startswith("iovqa_") and k not in ("eval_dataset", "eval_strategy", "eval_steps")}
     base.update(
         model_name_or_path=model,
         dataset_dir=data,
         media_dir=data,
-        dataset="ladder_train",
+        dataset=DATASETS.get(arm, DEFAULT_DATASETS)[0],
         iovqa_num_frames=2,
         iovqa_frame_strategy="segment",
         iovqa_frame_cache_dir=os.path.join(data, "frame_cache"),
-        # the random vision tower knows nothing yet: let LoRA reach it (a pretrained one is frozen)
-        freeze_vision_tower=False,
         max_steps=steps,
         learning_rate=learning_rate,
-        lora_dropout=0.0,
         save_strategy="no",
         logging_steps=max(1, steps // 10),
         seed=seed,
@@ -115,16 +120,17 @@ def train(path: str) -> float:
     return time.time() - start
 
 
-def score(recipe_path: str, adapter: str, data: str, mode: str) -> dict:
-    """{decoding: metrics or the count of answers without a number} on the test split."""
+def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -> dict:
+    """{decoding: metrics or the count of answers without a number} on the arm's test split; ``model``: score
+    that model as it is (the untrained baseline), else what the recipe trained."""
     import pandas as pd
 
     from iovqa_plugin.eval.metrics import compute_metrics
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
-    table = pd.read_csv(os.path.join(data, "test.csv"))
-    scorer = Scorer(ScorerSettings.from_recipe(recipe_path, adapter=adapter))
+    table = pd.read_csv(os.path.join(data, DATASETS.get(arm, DEFAULT_DATASETS)[1]))
+    scorer = Scorer(ScorerSettings.from_recipe(recipe_path, model=model))
     rows = [(v, os.path.join(data, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
     results = {r.video: r.row() for r in scorer.score_rows(rows, mode=mode, batch_size=10)}
     out = {}
@@ -141,9 +147,7 @@ def score(recipe_path: str, adapter: str, data: str, mode: str) -> dict:
 
 def train_and_score(path: str, data: str, arm: str) -> dict:
     seconds = train(path)
-    with open(path, encoding="utf-8") as handle:
-        output_dir = yaml.safe_load(handle)["output_dir"]
-    return dict(score(path, output_dir, data, SCORE_MODE[arm]), train_seconds=seconds)
+    return dict(score(path, None, data, SCORE_MODE[arm], arm), train_seconds=seconds)
 
 
 def finished(recipe_path: str, arm: str, run) -> dict:
@@ -203,31 +207,59 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
         f"train {sizes['train']} videos; "
         f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
         "",
-        "| arm | greedy SRCC | greedy PLCC | greedy final | expected SRCC | expected PLCC | expected final | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arm | greedy SRCC | greedy PLCC | greedy final | greedy answers with a score | expected SRCC | expected PLCC "
+        "| expected final | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, runs in results.items():
         row = [ARM_TITLES[arm]]
         for decoding in decodings:
             source = "head" if arm == "head" else decoding
             if arm == "head" and decoding == "greedy":
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 continue
             row += [cell(runs, source, metric, sizes["test"]) for metric in ("srcc", "plcc", "final")]
+            if decoding == "greedy":
+                row.append(answer_rate(runs, sizes["test"]))
         seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
         row.append(f"{sum(seconds) / len(seconds):.0f}" if seconds else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("The head row's expected columns are the head's own expected score (softmax over 5 grades). "
                  "Where some answers hold no number, the metrics are over the answered rows.")
+    lines.append("")
+    lines += summary_lines(results)
     return "\n".join(lines)
+
+
+def answer_rate(runs: list[dict], videos: int) -> str:
+    """Mean share of greedy answers that gave a MOS."""
+    import numpy as np
+
+    shares = [1 - r["greedy"]["no_number"] / videos for r in runs if "greedy" in r]
+    return f"{100 * np.mean(shares):.0f} %" if shares else "-"
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The checkable lines: the IOVQA arm's and the control's expected SRCC (mean +- sd over seeds)."""
+    import numpy as np
+
+    lines = []
+    for arm in ("iovqa", "control"):
+        values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
+        plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]
+        if values:
+            sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
+            lines.append(f"learning: {arm} expected SRCC {np.mean(values):.3f} ± {sd:.3f} ({len(values)} seeds)")
+            lines.append(f"learning: {arm} expected PLCC {np.mean(plcc):.3f} ({len(plcc)} seeds)")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--work", default=os.path.join(REPO, "work", "bench_learning"))
     args = parser.parse_args()
@@ -235,7 +267,8 @@ def main() -> None:
     model, data = bench_model(args.work), ladder(args.work)
     base_recipe = recipe(args.work, model, data, "iovqa", args.seeds[0], args.steps, args.lr)
     results = {
-        "baseline": [finished(base_recipe, "baseline", lambda: score(base_recipe, "", data, SCORE_MODE["baseline"]))]
+        "baseline": [finished(base_recipe, "baseline",
+                              lambda: score(base_recipe, model, data, SCORE_MODE["baseline"], "baseline"))]
     }
     for seed in args.seeds:
         for arm in args.arms:

@@ -202,6 +202,8 @@ def _summary(out: str, stats: dict, began: float, score_s: float) -> int:
         f"{out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
         f"({time.time() - began:.1f}s, scoring {score_s:.1f}s{how})"
     )
+    for warning in _prediction_warnings(out):
+        print(f"iovqa score: warning: {warning}", file=sys.stderr)
     return 0 if stats["errors"] == 0 else 1
 
 
@@ -210,6 +212,29 @@ def _interrupted(out: str, rows: int, done: Optional[int] = None) -> int:
     print(f"\ninterrupted: {done} of {rows} videos done for {out}; re-run the same command to resume",
           file=sys.stderr)
     return 130
+
+
+LOW_INTEGER_MASS = 0.05  # below this the model barely answers with a score at all: its expectation means little
+
+
+def _prediction_warnings(path: str) -> list[str]:
+    """What a prediction file holds that a person should know before trusting it."""
+    import pandas as pd
+
+    from .data.labels import NO_NUMBER, OUT_OF_RANGE
+
+    table = pd.read_csv(path)
+    warnings = []
+    if "greedy_error" in table and table["greedy_error"].notna().any():
+        kinds = table["greedy_error"].dropna().map(lambda r: OUT_OF_RANGE if r.startswith(OUT_OF_RANGE) else NO_NUMBER)
+        reasons = kinds.value_counts()
+        counts = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+        warnings.append(f"{table['greedy_error'].notna().sum()} of {len(table)} greedy answers gave no MOS ({counts})")
+    if "integer_mass" in table and (table["integer_mass"] < LOW_INTEGER_MASS).any():
+        low = int((table["integer_mass"] < LOW_INTEGER_MASS).sum())
+        warnings.append(f"{low} of {len(table)} videos: the model put under {LOW_INTEGER_MASS:.0%} of its probability "
+                        "on valid scores (integer_mass); their expected score says little")
+    return warnings
 
 
 def _count_scored(path: str) -> int:
@@ -233,22 +258,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     labels, video_column, mos_column = _labels(args, args.labels)
     report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot,
-                      label_format=args.label_format, labelled_only=args.labelled_only)
+                      label_format=args.label_format, labelled_only=args.labelled_only,
+                      score_column=args.score_column)
     print(json.dumps(report, indent=2))
     return 0
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
     from .eval.ensemble import members_from_files, run_ensemble
 
     if bool(args.config) == bool(args.pred):
         raise UserError("give either --config (a YAML of members) or --pred (prediction files)")
     members = args.config or members_from_files(args.pred, args.weights)
-    fit_labels, video_column, mos_column = (None, "video_name", "Overall_MOS")
+    fit_labels, video_column, mos_column = None, TAOBAO_VIDEO_COLUMN, TAOBAO_MOS_COLUMN
     if args.fit_labels:
         fit_labels, video_column, mos_column = _labels(args, args.fit_labels)
     summary = run_ensemble(members, args.out, fit_labels=fit_labels, video_column=video_column,
-                           mos_column=mos_column)
+                           mos_column=mos_column, score_column=args.score_column)
+    if fit_labels:  # the ensemble's own metrics and scatter plot, as `iovqa eval` makes them
+        from .eval.evaluation import evaluate
+
+        summary["plot"] = evaluate(args.out, fit_labels, video_column, mos_column, labelled_only=True)["plot"]
     report = args.report or f"{os.path.splitext(args.out)[0]}_report.json"
     with open(report, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
@@ -294,6 +325,11 @@ def _subparser(sub, name: str, helptext: str, func) -> argparse.ArgumentParser:
 
 def _recipe_option(parser: argparse.ArgumentParser, required: bool, what: str) -> None:
     parser.add_argument("--recipe", required=required, default=None, help=what)
+
+
+def _score_column_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--score-column", default="pred_mos",
+                        help="which score of a scorer file: pred_mos (its mode's), expected_mos, greedy_mos, head_mos")
 
 
 def _column_options(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -350,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to read text answers of generated_predictions.jsonl")
     p.add_argument("--labelled-only", action="store_true",
                    help="evaluate the labelled videos only; predictions without a label are left out and counted")
+    _score_column_option(p)
     _column_options(p, "video", "mos")
 
     p = _subparser(sub, "ensemble", "weighted average of prediction files", cmd_ensemble)
@@ -360,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-labels", default=None, help="labelled split (dataset name or file) to fit the weights on")
     p.add_argument("--report", default=None, help="JSON report path (default: next to --out)")
     _recipe_option(p, False, "recipe whose dataset_info.json resolves dataset names")
+    _score_column_option(p)
     _column_options(p, "video", "mos")
 
     p = _subparser(sub, "demo", "run the quick-start demo on CPU", cmd_demo)

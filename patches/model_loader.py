@@ -42,8 +42,13 @@ def _with_head(original):
             if merged_head:
                 load_head_weights(model, model_args.model_name_or_path)
             elif is_trainable and not adapters:
+                head = (HEAD_MODULE, EMBEDDING_MODULE)
+                # LoRA saves them as modules_to_save; freeze tuning must not freeze them
                 targets = list(finetuning_args.additional_target or [])
-                finetuning_args.additional_target = targets + [m for m in (HEAD_MODULE, EMBEDDING_MODULE) if m not in targets]
+                finetuning_args.additional_target = targets + [m for m in head if m not in targets]
+                if finetuning_args.finetuning_type == "freeze":
+                    extra = list(finetuning_args.freeze_extra_modules or [])
+                    finetuning_args.freeze_extra_modules = extra + [m for m in head if m not in extra]
             elif not with_head and not is_trainable:
                 raise ValueError(
                     f"iovqa_head is on but no trained head was found in {adapters or model_args.model_name_or_path}"

@@ -35,7 +35,7 @@ def demo_dir(tmp_path_factory) -> str:
     from iovqa_plugin.demo.ladder import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(str(root / "demo"), media_root=str(root))
+    make_demo_dataset(str(root / "demo"), media_root=str(root), train_views=0)  # 30 training videos: fast tests
     info = {
         f"demo_{split}": {"file_name": f"demo/{split}.csv", "formatting": "iovqa", "columns": DEMO_COLUMNS}
         for split in ("train", "val", "test")
@@ -45,8 +45,8 @@ def demo_dir(tmp_path_factory) -> str:
 
 
 def base_recipe(model: str, dataset_dir: str, output_dir: str, **overrides) -> dict:
-    """The demo recipe with test paths and a few steps."""
-    with open(os.path.join(REPO, "examples", "iovqa_demo_cpu.yaml"), encoding="utf-8") as handle:
+    """The CPU LoRA recipe with test paths and a few steps."""
+    with open(os.path.join(REPO, "examples", "iovqa_lora_cpu.yaml"), encoding="utf-8") as handle:
         recipe = yaml.safe_load(handle)
     recipe.update(
         model_name_or_path=model,

@@ -97,3 +97,32 @@ def test_version_and_help_show_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["score", "--help"])
     assert "(default: 4)" in capsys.readouterr().out
+
+
+def test_score_summary_flags_answers_without_a_mos_and_low_integer_mass(tmp_path):
+    from iovqa_plugin.cli import _prediction_warnings
+
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "video,pred_mos,greedy_error,integer_mass\n"
+        "a,3.1,,0.9\n"
+        "b,2.0,\"out of range: answer '100' reads 100, the labels are integers 10..50\",0.01\n"
+        "c,2.5,no number in answer 'ok',0.5\n"
+    )
+    warnings = _prediction_warnings(str(path))
+    assert "2 of 3 greedy answers gave no MOS (1 out of range, 1 no number)" in warnings[0]
+    assert warnings[1].startswith("1 of 3 videos: the model put under 5%")
+
+
+def test_eval_picks_a_decoding_column(tmp_path, capsys):
+    import json
+
+    (tmp_path / "l.csv").write_text("video_name,Overall_MOS\na,1.0\nb,2.0\nc,3.0\nd,4.0\n")
+    (tmp_path / "p.csv").write_text(
+        "video,pred_mos,mode,expected_mos,greedy_mos\na,4,both,4,1.1\nb,3,both,3,2.2\nc,2,both,2,3.3\nd,1,both,1,4.4\n"
+    )
+    labels, preds = str(tmp_path / "l.csv"), str(tmp_path / "p.csv")
+    assert main(["eval", "--pred", preds, "--labels", labels]) == 0
+    assert json.loads(capsys.readouterr().out)["srcc"] == -1.0
+    assert main(["eval", "--pred", preds, "--labels", labels, "--score-column", "greedy_mos"]) == 0
+    assert json.loads(capsys.readouterr().out)["srcc"] == 1.0

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -61,14 +62,15 @@ def test_expected_score_equals_brute_force_enumeration(scorer, demo_dir):
 
 
 def manual_greedy(scorer, feature, steps=6):
-    """Argmax decoding with a full forward per step (no cache, no generate)."""
+    """Argmax decoding with a full forward per step (no cache, no generate), up to a complete score."""
     ids = list(feature["input_ids"])
     for _ in range(steps):
         batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
         with torch.no_grad():
             token = int(scorer.loaded.model(**batch).logits[0, -1].argmax())
         ids.append(token)
-        if token in scorer.loaded.stop_ids:
+        answer = scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True)
+        if token in scorer.loaded.stop_ids or re.search(r"\d\d", answer):  # the answer's score is complete
             break
     return scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True).strip()
 

@@ -29,3 +29,51 @@ def test_wide_head_variant_loads_untied(tmp_path):
         logits = model(input_ids=ids).logits
     # the wide head spreads logits far beyond the tied 0.02-scale embedding's range
     assert logits.shape[-1] == embedding.shape[0] and logits.std().item() > 2.0
+
+
+def pooled_visual_features(vision: str, image):
+    """Mean over visual tokens of the tiny vision tower's output for one image (what attention pooling sees)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2VLImageProcessor
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    from iovqa_plugin.demo.tiny_model import MAX_PIXELS, MIN_PIXELS
+    from iovqa_plugin.demo.vision_init import init_vision_like_pretrained
+
+    vision_config = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                         fullatt_block_indexes=[1], window_size=112, patch_size=14, spatial_merge_size=2,
+                         temporal_patch_size=2)
+    config = Qwen2_5_VLConfig(text_config=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                               num_key_value_heads=2, vocab_size=128), vision_config=vision_config)
+    torch.manual_seed(0)
+    visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(config.vision_config).eval()
+    if vision == "pretrained_like":
+        init_vision_like_pretrained(visual)
+    inputs = Qwen2VLImageProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS})(
+        images=[image], return_tensors="pt")
+    with torch.no_grad():
+        out = visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
+    return getattr(out, "last_hidden_state", out).mean(0)
+
+
+def test_the_pretrained_like_tower_sees_blur_that_a_random_one_hides():
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:224, 0:224]
+    scene = 128 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0) + rng.normal(0, 25, (224, 224))
+    sharp = Image.fromarray(np.clip(np.stack([scene] * 3, -1), 0, 255).astype(np.uint8))
+    blurred = sharp.filter(ImageFilter.GaussianBlur(2))
+    change = {}
+    for vision in ("random", "pretrained_like"):
+        a, b = pooled_visual_features(vision, sharp), pooled_visual_features(vision, blurred)
+        change[vision] = float((a - b).norm() / a.norm())
+    assert change["pretrained_like"] > 0.2 and change["pretrained_like"] > 5 * change["random"], change
+
+
+def test_the_tiny_processor_keeps_frames_at_their_size(tiny_model):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    assert processor.video_processor.size == {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}

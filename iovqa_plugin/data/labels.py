@@ -24,6 +24,9 @@ _TENTH = Decimal("0.1")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the sign is kept: "-12" is out of range, not 1.2
 OUT_OF_RANGE = "out of range"
 NO_NUMBER = "no number"
+# A complete score in an answer: the label's two digits. The digit-only loss trains these tokens and nothing
+# after them, so greedy decoding stops once an answer holds one (see score.decoding.greedy).
+COMPLETE_SCORE = {"integer": re.compile(r"\d\d"), "decimal": re.compile(r"\d\.\d")}
 
 
 class LabelError(ValueError):

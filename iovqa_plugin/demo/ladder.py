@@ -154,15 +154,35 @@ def source_frames(source, count: int, size: int) -> list:
     return [Image.fromarray(f).crop(box).resize((size, size), Image.BICUBIC) for f in raw]
 
 
+def random_view(source, rng: np.random.Generator, index: int):
+    """(another view of a training source, mirrored?): a random square crop (45-80 % of the side) and start
+    frame of its clip, or a random pan over its photo; more training sources at no cost in scenes."""
+    side = rng.uniform(0.45, 0.8)
+    x0, y0 = rng.uniform(0, 1 - side), rng.uniform(0, 1 - side)
+    box = (x0, y0, x0 + side, y0 + side)
+    mirror = bool(rng.integers(2))
+    name = f"{source.name}_view{index}"
+    if isinstance(source, Still):
+        dx, dy = rng.uniform(-0.3, 0.3, 2)
+        ex0, ey0 = float(np.clip(x0 + dx, 0, 1 - side)), float(np.clip(y0 + dy, 0, 1 - side))
+        return Still(name, source.photo, source.prompt, box, (ex0, ey0, ex0 + side, ey0 + side)), mirror
+    return Source(name, source.clip, source.prompt, box, int(rng.integers(0, 200))), mirror
+
+
 def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = None, seed: int = 0,
-                frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5) -> dict[str, str]:
+                frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5, train_views: int = 0,
+                progress: bool = False) -> dict[str, str]:
     """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source at every level.
 
+    ``train_views`` adds that many random views (:func:`random_view`) of each source of the ``train`` split,
+    at every level, to the train split only: no scene reaches another split.
     ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
     the folder LLaMA-Factory joins them with (its ``media_dir``).
     Returns {split: annotation path}.
     """
     import pandas as pd
+    from PIL import Image
+    from tqdm.auto import tqdm
 
     rng = np.random.default_rng(seed)
     media_root = media_root or out_dir
@@ -172,21 +192,27 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
     missing = {source.name for source in sources} - set(split_of)
     if missing:
         raise ValueError(f"sources in no split: {sorted(missing)}")
+    view_rng = np.random.default_rng(seed + 1)  # the base ladder stays the same with or without views
+    views = [random_view(s, view_rng, i) for s in sources if split_of[s.name] == "train" for i in range(train_views)]
+    jobs = [(source, False, split_of[source.name], rng) for source in sources]
+    jobs += [(view, mirror, "train", view_rng) for view, mirror in views]
     rows = {split: [] for split in splits}
-    for source in sources:
+    for source, mirror, split, source_rng in tqdm(jobs, desc="demo data", unit="source", disable=not progress):
         base = source_frames(source, frames, size)
+        if mirror:
+            base = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in base]
         for level in range(levels):
-            images = [degrade(np.asarray(image), level, rng) for image in base]
+            images = [degrade(np.asarray(image), level, source_rng) for image in base]
             if level >= 3:  # dropped frames: temporal quality suffers too
                 images = [images[i - i % (level - 1)] for i in range(len(images))]
             name = f"{source.name}_L{level}.mp4"
             path = os.path.join(video_dir, name)
             write_video(images, path, fps)
-            rows[split_of[source.name]].append(
+            rows[split].append(
                 {
                     "video_name": os.path.relpath(path, media_root),
                     "Prompt": source.prompt,
-                    "Overall_MOS": pseudo_mos(level, rng),
+                    "Overall_MOS": pseudo_mos(level, source_rng),
                 }
             )
     paths = {}
@@ -196,6 +222,11 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
     return paths
 
 
+DEMO_TRAIN_VIEWS = 6  # random views per training source: 6 sources x 7 views x 5 levels = 210 training videos
+
+
 def make_demo_dataset(out_dir: str, media_root: str | None = None, seed: int = 0, **options) -> dict[str, str]:
-    """The quick-start ladder: 10 clip sources x 5 levels, split 6/2/2 by source."""
+    """The quick-start ladder: 10 clip sources x 5 levels, split 6/2/2 by source, plus random views of the
+    training sources (train only)."""
+    options.setdefault("train_views", DEMO_TRAIN_VIEWS)
     return make_ladder(out_dir, SOURCES, SPLITS, media_root=media_root, seed=seed, **options)

@@ -41,30 +41,33 @@ def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...
         print(f"building the tiny model in {model_dir}", flush=True)
         build_tiny_model(model_dir)
     if not os.path.isfile(os.path.join(DEMO_DATA_DIR, "test.csv")):
-        print(f"writing the demo dataset in {DEMO_DATA_DIR}", flush=True)
-        make_demo_dataset(DEMO_DATA_DIR, media_root=DEMO_MEDIA_ROOT)
+        make_demo_dataset(DEMO_DATA_DIR, media_root=DEMO_MEDIA_ROOT, progress=True)
     os.makedirs(output_dir, exist_ok=True)
+    run_recipe = os.path.join(output_dir, "demo_recipe.yaml")  # the recipe with the overrides, for training and scoring
+    with open(run_recipe, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(settings, handle, sort_keys=False)
     log = os.path.join(output_dir, "train.log")
     cli = shutil.which("llamafactory-cli") or os.path.join(os.path.dirname(sys.executable), "llamafactory-cli")
-    command = [cli, "train", recipe, *overrides]
+    command = [cli, "train", run_recipe]
     print(f"training: {' '.join(command)}  (LLaMA-Factory's log: {log})", flush=True)
-    code = run_with_progress(command, log, "train")
+    code = run_with_progress(command, log, "train", settings.get("max_steps"))
     if code != 0:
         print(f"training failed (exit {code}); the end of {log}:", file=sys.stderr)
         with open(log, encoding="utf-8", errors="replace") as handle:
             print("".join(deque(handle, maxlen=30)), file=sys.stderr)
         return code
     train_seconds = time.time() - start
-    summary = score_demo_test_split(recipe, output_dir, os.path.join(DEMO_DATA_DIR, "test.csv"))
+    summary = score_demo_test_split(run_recipe, output_dir, os.path.join(DEMO_DATA_DIR, "test.csv"))
     print(report(summary, output_dir, log, train_seconds, time.time() - start))
     return 0
 
 
-def run_with_progress(command: list[str], log_path: str, desc: str) -> int:
-    """Run ``command`` with its whole output in ``log_path``; one progress bar follows the trainer's steps."""
+def run_with_progress(command: list[str], log_path: str, desc: str, steps: int | None = None) -> int:
+    """Run ``command`` with its whole output in ``log_path``; one progress bar follows the trainer's ``steps``
+    (or, unknown, its longest bar)."""
     from tqdm.auto import tqdm
 
-    with open(log_path, "w", encoding="utf-8") as log, tqdm(desc=desc, unit="step", total=None) as bar:
+    with open(log_path, "w", encoding="utf-8") as log, tqdm(desc=desc, unit="step", total=steps) as bar:
         # text mode reads "\r" as a line end too, so every progress-bar refresh is its own line
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    errors="replace")
@@ -73,11 +76,20 @@ def run_with_progress(command: list[str], log_path: str, desc: str) -> int:
             match = _TRAIN_STEP.search(line)
             if match:
                 done, total = int(match.group(1)), int(match.group(2))
-                if bar.total is None or total >= bar.total:  # evaluation bars are shorter: not followed
+                if total == steps or (steps is None and total >= (bar.total or 0)):  # not the data or eval bars
                     bar.total = total
                     bar.n = done
                     bar.refresh()
         return process.wait()
+
+
+def quiet_loading() -> None:
+    """Loading the model for scoring prints no INFO lines (they are in the training log already)."""
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
@@ -90,7 +102,8 @@ def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
     from ..score.settings import ScorerSettings
 
     predictions = os.path.join(output_dir, "test_predictions.csv")
-    scorer = Scorer(ScorerSettings.from_recipe(recipe, adapter=output_dir))
+    quiet_loading()
+    scorer = Scorer(ScorerSettings.from_recipe(recipe))  # the adapter, or the whole model, in output_dir
     # a fresh adapter: start the file over rather than resume an old run's rows
     score_file(scorer, test_csv, predictions, DEMO_MEDIA_ROOT, mode="both", restart=True)
     table = pd.read_csv(predictions)
@@ -121,7 +134,7 @@ def report(summary: dict, output_dir: str, log: str, train_seconds: float, total
         else:
             lines.append(f"  {decoding:10s}{'n/a':>8s}{'n/a':>8s}{'n/a':>8s}   {entry['answered']}/{entry['n']}")
     lines += [
-        f"  adapter       {output_dir}",
+        f"  trained       {output_dir}",
         f"  predictions   {summary['predictions']}",
         f"  scatter plot  {summary['plot']}",
         f"  training log  {log}",

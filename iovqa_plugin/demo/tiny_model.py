@@ -5,9 +5,15 @@ byte-level BPE (the 151,643 ranks shipped as ``qwen.tiktoken`` in the
 ``dashscope`` package) with Qwen2.5-VL's special tokens, so it splits digits
 exactly like the released models. The model is a randomly initialised
 Qwen2.5-VL (2 layers, hidden size 64; ~10 M parameters, nearly all in the
-embedding), saved with ``save_pretrained``
-and loaded back by LLaMA-Factory through the ordinary ``from_pretrained``
-path.
+embedding) whose vision tower gets a first stage like a pretrained one
+(``vision_init``: frequency filters and an energy-forming merger, analytic,
+no data), so that what fine-tuning must learn can be learned from frames;
+saved with ``save_pretrained`` and loaded back by LLaMA-Factory through the
+ordinary ``from_pretrained`` path.
+
+The processors keep frames at their size between ``min_pixels`` and
+``max_pixels`` (the processors' defaults would upscale a 224x224 frame to
+336x336 whatever a recipe's ``video_max_pixels`` says).
 """
 
 from __future__ import annotations
@@ -89,8 +95,18 @@ def mrope_section(head_dim: int) -> list[int]:
     return [time_part, height, half - time_part - height]
 
 
-def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head_std: float | None = None) -> str:
-    """Save a tiny random Qwen2.5-VL (model, tokenizer, processor) to ``output_dir``.
+# Processor limits of the tiny model: at least 2x2 patches of 28 px, at most a 224x224 frame (64 visual tokens
+# per 2-frame temporal patch), the size of the demo and benchmark clips.
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 224 * 224
+
+
+def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head_std: float | None = None,
+                     vision: str = "pretrained_like", min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> str:
+    """Save a tiny Qwen2.5-VL (model, tokenizer, processor) to ``output_dir``.
+
+    ``vision``: ``pretrained_like`` (default) gives the vision tower the analytic first stage of
+    ``vision_init``; ``random`` leaves it as initialised (it then hides frame quality: see ``vision_init``).
 
     ``head_std`` unties the output layer and draws it with that standard deviation. With the
     tied 0.02-scale embedding, logits span about +-1, so no frozen-head fine-tune can make the
@@ -144,14 +160,21 @@ def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=head_std is None,
     )
+    if vision not in ("pretrained_like", "random"):
+        raise ValueError(f"vision must be 'pretrained_like' or 'random', got {vision!r}")
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     if head_std is not None:
         with torch.no_grad():
             model.lm_head.weight.normal_(0.0, head_std)
+    if vision == "pretrained_like":
+        from .vision_init import init_vision_like_pretrained
+
+        init_vision_like_pretrained(model.model.visual)
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(),
-        video_processor=Qwen2VLVideoProcessor(),
+        image_processor=Qwen2VLImageProcessor(size=size),
+        video_processor=Qwen2VLVideoProcessor(size=size),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
 from .metrics import compute_metrics
 from .predictions import PRED, VIDEO, MatchError, read_predictions
 
@@ -53,9 +54,9 @@ def check_weights(weights: np.ndarray) -> None:
         raise ValueError(f"ensemble weights must sum to 1, got {weights.sum():.6f} ({weights.tolist()})")
 
 
-def aligned_scores(paths: list[str]):
+def aligned_scores(paths: list[str], score_column: str = PRED):
     """(ids, matrix[video, member]) of several prediction files matched by video id."""
-    frames = [read_predictions(p) for p in paths]
+    frames = [read_predictions(p, score_column=score_column) for p in paths]
     ids = None
     for path, frame in zip(paths, frames):
         if VIDEO not in frame.columns:
@@ -126,8 +127,9 @@ def run_ensemble(
     config: str | list[Member],
     out_path: str,
     fit_labels: str | None = None,
-    video_column: str = "video_name",
-    mos_column: str = "Overall_MOS",
+    video_column: str = TAOBAO_VIDEO_COLUMN,
+    mos_column: str = TAOBAO_MOS_COLUMN,
+    score_column: str = PRED,
 ) -> dict:
     """Write the weighted ensemble of the members (a YAML config path, or a list); optionally fit the weights on
     labels first."""
@@ -137,7 +139,7 @@ def run_ensemble(
 
     members = load_config(config) if isinstance(config, str) else list(config)
     check_weights(np.array([m.weight for m in members]))
-    ids, matrix = aligned_scores([m.predictions for m in members])
+    ids, matrix = aligned_scores([m.predictions for m in members], score_column)
     weights = np.array([m.weight for m in members])
     summary = {"members": [m.name for m in members], "weights": weights.tolist()}
     if fit_labels:

@@ -9,18 +9,20 @@ from typing import Optional
 import numpy as np
 
 from .metrics import PLCC_LOGISTIC_NOTE, compute_metrics, fit_logistic, logistic4
-from .predictions import match, read_labels, read_predictions
+from ..config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
+from .predictions import PRED, match, read_labels, read_predictions
 
 
 def evaluate(
     pred_path: str,
     labels_path: str,
-    video_column: str = "video_name",
-    mos_column: str = "Overall_MOS",
+    video_column: str = TAOBAO_VIDEO_COLUMN,
+    mos_column: str = TAOBAO_MOS_COLUMN,
     report: Optional[str] = None,
     plot: Optional[str] = None,
     label_format: str = "integer",
     labelled_only: bool = False,
+    score_column: str = PRED,
 ) -> dict:
     """Metrics of ``pred_path`` against ``labels_path`` (rows matched by video id); writes report and plot.
 
@@ -28,7 +30,7 @@ def evaluate(
     split of a file that scored more videos); the report's ``left_out`` says
     how many predictions had no label. Without it, such predictions are an error.
     """
-    pred = read_predictions(pred_path, label_format)
+    pred = read_predictions(pred_path, label_format, score_column)
     labels = read_labels(labels_path, video_column, mos_column)
     scores, mos, _ = match(pred, pred_path, labels, labels_path, video_column, mos_column, labelled_only)
     result = {"predictions": pred_path, "labels": labels_path, **compute_metrics(scores, mos)}

@@ -23,8 +23,12 @@ class MatchError(ValueError):
     """Prediction and label rows that cannot be paired one to one."""
 
 
-def read_predictions(path: str, label_format: str = "integer"):
-    """A prediction file as a DataFrame with ``video`` and ``pred_mos`` columns."""
+def read_predictions(path: str, label_format: str = "integer", score_column: str = PRED):
+    """A prediction file as a DataFrame with ``video`` and ``pred_mos`` columns.
+
+    ``score_column`` picks the decoding of a scorer file as the prediction: ``pred_mos`` (the mode's
+    score), ``expected_mos``, ``greedy_mos`` or ``head_mos``.
+    """
     import pandas as pd
 
     if path.endswith(".jsonl") and _is_llamafactory_output(path):
@@ -42,9 +46,10 @@ def read_predictions(path: str, label_format: str = "integer"):
         frame["error"] = [reason for _, reason in answers]  # out of range or no number: left out, with the reason
         return frame
     frame = read_table(path)
-    for column in (VIDEO, PRED):
+    for column in (VIDEO, score_column):
         if column not in frame.columns:
             raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
+    frame[PRED] = frame[score_column]
     frame[VIDEO] = frame[VIDEO].astype(str).str.strip()
     frame[PRED] = pd.to_numeric(frame[PRED].replace("", np.nan), errors="coerce")
     return frame

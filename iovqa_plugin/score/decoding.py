@@ -1,6 +1,10 @@
 """The decoders: from a loaded model and a batch of prompts to scores (torch only).
 
-* ``greedy``: temperature-0 generation (the paper's decoding).
+* ``greedy``: temperature-0 generation (the paper's decoding), stopped once
+  the answer holds a complete score (two digits; d.d for decimal labels): the
+  digit-only loss trains the score's tokens and nothing after them, so what a
+  model writes after its score is untrained (a random tiny model goes on
+  writing digits: "455555" instead of "45").
 * ``distribution``: p(n) over the integer grid 10..50 from the model's
   next-token distributions (first digit, then the second digit after each
   possible first digit), in one prefill plus one batched step; also the
@@ -10,19 +14,35 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
 from ..data.grid import ScoreGrid
+from ..data.labels import COMPLETE_SCORE
 from ..train.head import HeadForward, expected_score, grade_probabilities
 
 
+class ScoreComplete:
+    """A ``StoppingCriteria``: a row is done once its answer (the tokens after ``start``) holds a complete score."""
+
+    def __init__(self, tokenizer: Any, start: int, pattern: re.Pattern):
+        self.tokenizer, self.start, self.pattern = tokenizer, start, pattern
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        return torch.tensor([bool(self.pattern.search(text)) for text in texts], device=input_ids.device)
+
+
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
-           max_new_tokens: int = 6) -> list[str]:
-    """Temperature-0 answers, one string per row (special tokens dropped)."""
+           label_format: str = "integer", max_new_tokens: int = 6) -> list[str]:
+    """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score."""
+    from transformers import StoppingCriteriaList
+
     inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas")}
     inputs["mm_token_type_ids"] = mm_token_type_ids
+    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], COMPLETE_SCORE[label_format])
     with torch.inference_mode():
         out = model.generate(
             **inputs,
@@ -30,6 +50,7 @@ def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int
             max_new_tokens=max_new_tokens,
             eos_token_id=stop_ids,
             pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([complete]),
         )
     new = out[:, batch["input_ids"].shape[1] :]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]

@@ -61,7 +61,7 @@ class Scorer:
         """Temperature-0 answers (the paper's decoding)."""
         loaded = self.loaded
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]))
+                               loaded.mm_token_type_ids(batch["input_ids"]), self.plugin.label_format)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""

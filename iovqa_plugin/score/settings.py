@@ -37,15 +37,22 @@ class ScorerSettings:
     def from_recipe(cls, recipe_path: str, model: Optional[str] = None, adapter: Optional[str] = None):
         """Settings of a training recipe.
 
-        The adapter defaults to the recipe's ``output_dir``, except when ``model`` is given: a model passed
+        A LoRA recipe's adapter defaults to its ``output_dir``, except when ``model`` is given: a model passed
         explicitly (typically a merged export, which already holds the adapter's weights) is scored as it is,
-        and an adapter is added on top of it only when ``adapter`` is given too.
+        and an adapter is added on top of it only when ``adapter`` is given too. A full or freeze fine-tuning
+        recipe saves a whole model: its ``output_dir`` is the model to score.
         """
         import yaml
 
         with open(recipe_path, encoding="utf-8") as handle:
             recipe, plugin = split_recipe(yaml.safe_load(handle))
-        if model is not None and adapter is None:
+        whole_model = recipe.get("finetuning_type", "lora") in ("full", "freeze")
+        if whole_model and model is None and adapter is None:
+            model, adapter = recipe.get("output_dir"), ""
+            note = f"the fine-tuned model in {model} (the recipe's output_dir, {recipe['finetuning_type']} tuning)"
+            if not os.path.isfile(os.path.join(model or "", "config.json")):
+                raise SettingsError(f"{model}: no fine-tuned model there (config.json missing); train first")
+        elif model is not None and adapter is None:
             adapter = ""
             note = f"--model {model} is scored as it is (no adapter added; pass --adapter to add one)"
         elif adapter is None:
@@ -60,7 +67,7 @@ class ScorerSettings:
             model=model or recipe["model_name_or_path"],
             adapter=adapter or None,
             template=recipe.get("template", "qwen2_vl"),
-            plugin=plugin or load_run_config(adapter) or IOVQAArguments(),
+            plugin=plugin or load_run_config(adapter) or load_run_config(model) or IOVQAArguments(),
             model_keys={k: recipe[k] for k in MODEL_KEYS if k in recipe},
             note=note,
         )
