@@ -25,8 +25,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = {
     "learning": ("Learning: the label ablation on the held-out ladder", ["bench/learning.py"],
                  ["bench/learning.py", "--steps", "6", "--seeds", "0", "--work", "work/bench_learning_quick"]),
-    "overhead": ("Speed: plugin vs stock LLaMA-Factory, cached frames vs mp4 decoding", ["bench/overhead.py"],
+    "overhead": ("Speed and memory: labelled-position logits vs all-position logits vs stock LLaMA-Factory; "
+                 "cached frames vs mp4 decoding", ["bench/overhead.py"],
                  ["bench/overhead.py", "--steps", "5", "--repeats", "1"]),
+    "labelled_logits": ("Speed: one training step, all-position vs labelled-position logits",
+                        ["bench/labelled_logits.py", "--repeats", "5"], ["bench/labelled_logits.py", "--repeats", "1"]),
     "scoring": ("Speed: expected vs greedy scoring", ["bench/scoring.py"], ["bench/scoring.py", "--repeats", "1"]),
     "predict": ("Speed: the scorer vs LLaMA-Factory's do_predict", ["bench/predict.py"],
                 ["bench/predict.py", "--repeats", "1"]),
@@ -59,9 +62,9 @@ def machine_facts() -> str:
             f"llamafactory {version('llamafactory')}; commit {commit.strip() or 'unknown'} (plus uncommitted changes, if any).")
 
 
-def run_section(name: str, quick: bool) -> str:
+def run_section(name: str, quick: bool, override: list[str] | None = None) -> str:
     title, full, reduced = SECTIONS[name]
-    arguments = reduced if quick else full
+    arguments = override or (reduced if quick else full)
     command = ["python", *arguments]
     print(f"[bench] {' '.join(command)}", flush=True)
     start = time.time()
@@ -90,11 +93,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("sections", nargs="*", choices=[[], *SECTIONS], default=[])
     parser.add_argument("--quick", action="store_true", help="reduced versions (make bench-quick)")
+    parser.add_argument("--args", default=None,
+                        help="the command to run instead of the section's default, e.g. \"bench/learning.py --seeds 0\" "
+                        "(one section only); the section records it")
     args = parser.parse_args()
+    if args.args and len(args.sections) != 1:
+        parser.error("--args needs exactly one section")
     path = os.path.join(REPO, "bench", "RESULTS_quick.md" if args.quick else "RESULTS.md")
     sections = read_sections(path)
     for name in args.sections or list(SECTIONS):
-        sections[name] = run_section(name, args.quick)
+        sections[name] = run_section(name, args.quick, args.args.split() if args.args else None)
         write(path, sections, args.quick)  # after every section: a long run keeps what it finished
     print(f"[bench] wrote {path}")
 
