@@ -45,7 +45,7 @@ DATASETS = {"control": ("ladder_train_control", "test_control.csv")}
 DEFAULT_DATASETS = ("ladder_train", "test.csv")
 ARM_TITLES = {
     "baseline": "no training",
-    "decimal": "decimal labels (x.xx), full-answer loss",
+    "decimal": "decimal labels (x.x), full-answer loss",
     "integer_nomask": "integer labels, full-answer loss",
     "iovqa": "integer labels, digit-only loss (IOVQA)",
     "head": "softmax-regression head",
