@@ -114,7 +114,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     source = resolve_data(args.data, _load_recipe(args.recipe), settings.plugin, media_dir=args.media_dir,
                           columns={"video": args.video_column, "prompt": args.prompt_column})
     rows = scoring_rows(source)
-    identity = run_identity(settings, args.mode, SCORE_OPTIONS)
+    identity = run_identity(settings, args.mode, score_options())
     processes = max(nproc, world.size)
     if world.rank == 0 and not args.part_only:
         how = f"; {processes} processes" if processes > 1 else ""
@@ -128,8 +128,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     return _score_rank(args, job, world, settings, began)
 
 
-# Decoding options beyond the mode that change a prediction file's content (recorded in its meta).
-SCORE_OPTIONS = {"max_new_tokens": 6}
+def score_options() -> dict:
+    """Decoding options beyond the mode that change a prediction file's content (recorded in its meta)."""
+    from .score.decoding import MAX_NEW_TOKENS
+
+    return {"max_new_tokens": MAX_NEW_TOKENS}
 
 
 def _score_single(args: argparse.Namespace, settings, rows: list, began: float) -> int:
@@ -146,7 +149,7 @@ def _score_single(args: argparse.Namespace, settings, rows: list, began: float) 
     try:
         stats = score_rows_into(scorer, rows, args.out, mode=args.mode, batch_size=args.batch_size,
                                 save_probabilities=args.save_probs, restart=args.restart,
-                                extra_identity=SCORE_OPTIONS, sources=parts)
+                                extra_identity=score_options(), sources=parts)
     except KeyboardInterrupt:
         return _interrupted(args.out, len(rows))
     remove_part_files(args.out)  # their rows are in --out now

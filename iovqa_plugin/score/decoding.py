@@ -35,8 +35,11 @@ class ScoreComplete:
         return torch.tensor([bool(self.pattern.search(text)) for text in texts], device=input_ids.device)
 
 
+MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; the rule above usually stops earlier)
+
+
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
-           label_format: str = "integer", max_new_tokens: int = 6) -> list[str]:
+           label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
     """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score."""
     from transformers import StoppingCriteriaList
 
