@@ -26,8 +26,8 @@ SECTIONS = {
     "learning": ("Learning: the label ablation on the held-out ladder", ["bench/learning.py"],
                  ["bench/learning.py", "--steps", "6", "--seeds", "0", "--work", "work/bench_learning_quick"]),
     "overhead": ("Speed and memory: labelled-position logits vs all-position logits vs stock LLaMA-Factory; "
-                 "cached frames vs mp4 decoding", ["bench/overhead.py"],
-                 ["bench/overhead.py", "--steps", "5", "--repeats", "1"]),
+                 "cached frames vs mp4 decoding at 720x1280", ["bench/overhead.py"],
+                 ["bench/overhead.py", "--steps", "5", "--repeats", "1", "--hd-clips", "4"]),
     "labelled_logits": ("Speed: one training step, all-position vs labelled-position logits",
                         ["bench/labelled_logits.py", "--repeats", "5"], ["bench/labelled_logits.py", "--repeats", "1"]),
     "scoring": ("Speed: expected vs greedy scoring", ["bench/scoring.py"], ["bench/scoring.py", "--repeats", "1"]),
