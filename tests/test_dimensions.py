@@ -310,7 +310,9 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
         assert column.between(1, 5).all() and table[f"integer_mass_{name}"].between(0, 1).all()
     assert table["expected_mos"].tolist() == pytest.approx(
         table[[f"expected_mos_{n}" for n in names]].mean(axis=1).tolist())
-    assert table["greedy_text"].notna().all()
+    for name in names:  # each greedy score is read after its name, or its absence is recorded
+        greedy, error = table[f"greedy_mos_{name}"], table[f"greedy_error_{name}"]
+        assert (greedy.between(1, 5) | error.notna()).all(), table.to_string()
 
     result = run_cli(["iovqa", "eval", "--pred", preds, "--labels", "demo_test", "--recipe", path,
                       "--score-column", "expected_mos"])
@@ -327,3 +329,59 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
     combined = pd.read_csv(ensemble)
     assert combined.set_index("video")["pred_mos_temporal"].to_dict() == pytest.approx(
         table.set_index("video")["expected_mos_temporal"].to_dict())
+
+
+# ---- the scorer's per-dimension decoding (untrained tiny model, no adapter)
+
+
+def scorer_for(tiny_model, demo_dir, **keys):
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    plugin = config(frame_cache_dir=os.path.join(demo_dir, "frame_cache"), **keys)
+    return Scorer(ScorerSettings(model=tiny_model, adapter=None, plugin=plugin,
+                                 model_keys={"video_max_pixels": 50176, "video_min_pixels": 3136}))
+
+
+def scoring_rows_of(demo_dir, n=2):
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).iloc[[0, 6][:n]]
+    return [(v, os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
+
+
+
+def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
+    rows = scoring_rows_of(demo_dir)
+    single = list(scorer_for(tiny_model, demo_dir).score_rows(rows, mode="both"))
+    scorer = scorer_for(tiny_model, demo_dir, dimensions="temporal,overall")
+    multi = list(scorer.score_rows(rows, mode="both"))
+    for one, many in zip(single, multi):
+        overall, temporal = many.dimensions["overall"], many.dimensions["temporal"]
+        # overall is asked with the paper's prompt: the single-score run's numbers
+        assert overall.expected_mos == pytest.approx(one.expected_mos, rel=1e-5)
+        assert overall.greedy_text == one.greedy_text
+        assert temporal.expected_mos != pytest.approx(overall.expected_mos, rel=1e-7)  # its own prompt
+        assert many.expected_mos == pytest.approx((overall.expected_mos + temporal.expected_mos) / 2)
+        row = many.row()
+        assert row["expected_mos_temporal"] == temporal.expected_mos and row["pred_mos"] == many.expected_mos
+
+
+def test_joint_expected_scores_follow_the_greedy_answer(tiny_model, demo_dir, monkeypatch):
+    scorer = scorer_for(tiny_model, demo_dir, dimensions="traditional,temporal,overall", dimension_layout="joint")
+    names = scorer.plugin.dimension_names
+    monkeypatch.setattr(scorer, "greedy", lambda batch: ["traditional 37, temporal ??, overall 41"] * batch["input_ids"].shape[0])
+    rows = scoring_rows_of(demo_dir)
+    results = list(scorer.score_rows(rows, mode="both"))
+    from iovqa_plugin.data.grid import expected_mos
+
+    for (video, path, prompt), result in zip(rows, results):
+        parts = result.dimensions
+        assert (parts["traditional"].greedy_mos, parts["overall"].greedy_mos) == (3.7, 4.1)
+        assert parts["temporal"].greedy_mos is None and "temporal" in result.greedy_error
+        assert result.greedy_mos is None  # the mean needs every dimension
+        feature = scorer.encode(prompt, scorer.cache.get(path))
+        # temporal's greedy score is missing: overall is read after temporal's rounded expected score
+        temporal = str(int(round(parts["temporal"].expected_mos * 10)))
+        for k, earlier in ((0, []), (1, ["37"]), (2, ["37", temporal])):
+            prefixed = scorer._with_answer_prefix(feature, joint_prefix(names, k, earlier))
+            mean, _ = expected_mos(scorer.distribution(scorer.batch([prefixed]))[0])
+            assert parts[names[k]].expected_mos == pytest.approx(float(mean[0]), rel=1e-4)
