@@ -80,6 +80,8 @@ class IOVQADatasetConverter(DatasetConverter):
             f"dataset {self.dataset_attr} ({path}): {stats['rows']} rows, {stats['used']} used, "
             f"{stats['skipped_rows']} skipped"
         )
+        if stats["samples"] != stats["used"]:
+            message += f" ({stats['samples']} samples: one per row and dimension)"
         if stats["prompts_cut"]:
             message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
         if issues:

@@ -331,6 +331,20 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
         table.set_index("video")["expected_mos_temporal"].to_dict())
 
 
+def test_per_sample_recipe_trains_one_sample_per_row_and_dimension(tiny_model, demo_dir, tmp_path):
+    out = str(tmp_path / "run")
+    recipe = base_recipe(tiny_model, demo_dir, out, max_steps=1, save_steps=1, per_device_train_batch_size=6,
+                         iovqa_dimensions="temporal,overall")
+    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "30 rows, 30 used, 0 skipped (60 samples: one per row and dimension)" in log
+    targets = eval(re.search(r"first batch targets (\[.*?\])", log).group(1))
+    train = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
+    wanted = {mos_to_label(m) for column in ("Temporal_MOS", "Overall_MOS") for m in train[column]}
+    assert len(targets) == 6 and all(re.fullmatch(r"[1-5]\d", t) for t in targets) and set(targets) <= wanted
+
+
 # ---- the scorer's per-dimension decoding (untrained tiny model, no adapter)
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..config import IOVQAArguments
-from .frames import FrameCache, FrameSpec, extract_many
 from .dimensions import mos_columns, row_samples
+from .frames import FrameCache, FrameSpec, extract_many
 from .labels import LabelError, mos_to_label
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
@@ -272,7 +272,8 @@ def load_annotations(
     issues.sort(key=lambda i: (i.file, i.row))
     if issues and config.on_bad_row == "error":
         raise AnnotationError(issues)
-    stats["used"] = len(samples)
+    stats["used"] = len({(s.file, s.row) for s in samples})
+    stats["samples"] = len(samples)  # per_sample dimensions: several per row
     stats["skipped_rows"] = len({(i.file, i.row) for i in issues})
     return samples, issues, stats
 
