@@ -82,7 +82,8 @@ def with_level_in_prompt(path: str) -> str:
 def build(out_dir: str, seed: int = 0) -> dict[str, str]:
     """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``, and
     the control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt)."""
-    paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed)
+    # with the per-dimension sub-MOS (the multi-dimension arm); the videos and Overall_MOS are as without them
+    paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed, sub_mos_columns=True)
     paths.update({f"{split}_control": with_level_in_prompt(paths[split]) for split in ("train", "test")})
     columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
     info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}

@@ -1,6 +1,6 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
-    python bench/learning.py [--steps 150] [--seeds 0 1 2] [--arms decimal integer_nomask iovqa head control]
+    python bench/learning.py [--steps 150] [--seeds 0 1 2] [--arms decimal integer_nomask iovqa head control multidim]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -10,7 +10,9 @@ scene in two splits), with the same steps, optimiser and seed; only the plugin k
 trained model then scores the 50 held-out test videos with the plugin's scorer; a no-training row
 scores the untouched model. The control arm is the IOVQA arm with each video's quality level written
 in its prompt (a deliberate leak, on train and test): it checks the text -> label -> loss -> scorer
-side apart from the vision side. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
+side apart from the vision side. The multidim arm trains the ladder's five TaobaoVD-GC-style MOS (each from
+what its dimension judges, see iovqa_plugin/demo/ladder.py) in one joint answer; its table row is its
+overall score, and its expected SRCC per dimension is listed below the table. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
 answer's number) and expected decoding (probability-weighted mean of 10..50; integer labels
 only), as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
 (work/bench_learning/runs/*.result.json).
@@ -39,7 +41,13 @@ ARMS = {
     "iovqa": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
     "head": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_head": "softmax_regression"},
     "control": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
+    "multidim": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits",
+                 "iovqa_dimensions": "traditional,alignment,aesthetic,temporal,overall",
+                 "iovqa_dimension_layout": "joint"},
 }
+# The multidim arm: each dimension's expected score against its ladder column.
+DIMENSION_COLUMNS = {"traditional": "Traditional_MOS", "alignment": "Alignment_MOS", "aesthetic": "Aesthetic_MOS",
+                     "temporal": "Temporal_MOS", "overall": "Overall_MOS"}
 # The control arm trains and scores the ladder with the level in words in every prompt.
 DATASETS = {"control": ("ladder_train_control", "test_control.csv")}
 DEFAULT_DATASETS = ("ladder_train", "test.csv")
@@ -50,10 +58,11 @@ ARM_TITLES = {
     "iovqa": "integer labels, digit-only loss (IOVQA)",
     "head": "softmax-regression head",
     "control": "control: IOVQA with the level written in the prompt (a leak)",
+    "multidim": "five dimensions, joint answer (its overall score)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
-              "control": "both"}
+              "control": "both", "multidim": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
@@ -76,7 +85,10 @@ def ladder(work: str) -> str:
     from ladder import build
 
     path = os.path.join(work, "ladder")
-    if not os.path.isfile(os.path.join(path, "test_control.csv")):
+    test = os.path.join(path, "test_control.csv")
+    with open(test if os.path.isfile(test) else os.devnull, encoding="utf-8") as handle:
+        header = handle.readline()
+    if "Temporal_MOS" not in header:  # none yet, or one written before the sub-MOS columns (same videos, same MOS)
         build(path)
     return path
 
@@ -134,7 +146,9 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
     rows = [(v, os.path.join(data, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
     results = {r.video: r.row() for r in scorer.score_rows(rows, mode=mode, batch_size=10)}
     out = {}
+    multidim = "iovqa_dimensions" in ARMS.get(arm, {})
     for decoding, column in DECODINGS[mode].items():
+        column = f"{column}_overall" if multidim else column
         values = [results[v].get(column) for v in table["video_name"]]
         answered = [(v, m) for v, m in zip(values, table["Overall_MOS"]) if v is not None and v == v]
         if len(answered) < 3:  # too few numbers to correlate
@@ -142,6 +156,10 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
             continue
         out[decoding] = compute_metrics(*zip(*answered))
         out[decoding]["no_number"] = len(values) - len(answered)  # metrics are over the answered rows
+    if multidim:
+        out["dimensions"] = {name: compute_metrics([results[v][f"expected_mos_{name}"] for v in table["video_name"]],
+                                                   table[column].tolist())
+                             for name, column in DIMENSION_COLUMNS.items()}
     return out
 
 
@@ -245,6 +263,10 @@ def summary_lines(results: dict) -> list[str]:
     import numpy as np
 
     lines = []
+    multidim = [r["dimensions"] for r in results.get("multidim", []) if "dimensions" in r]
+    for name in DIMENSION_COLUMNS if multidim else ():
+        values = [d[name]["srcc"] for d in multidim]
+        lines.append(f"learning: multidim expected SRCC {name} {np.nanmean(values):.3f} ({len(values)} seeds)")
     for arm in ("iovqa", "control"):
         values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
         plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]

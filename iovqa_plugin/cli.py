@@ -256,10 +256,33 @@ def _labels(args: argparse.Namespace, data: str) -> tuple[str, str, str]:
     return source.path, source.columns.video, source.columns.mos
 
 
+def _dimension_columns(args: argparse.Namespace, pred_paths: list[str], mos_column: str) -> dict[str, str]:
+    """{dimension: MOS column} of multi-dimension predictions (the dimensions their scoring run recorded, else
+    the recipe's), or {} for single-score predictions."""
+    from .data.dimensions import mos_columns
+    from .score.prediction_file import read_meta
+
+    config = _plugin_config(_load_recipe(args.recipe))
+    recorded = {tuple((read_meta(path) or {}).get("dimensions") or ()) for path in pred_paths}
+    if len(recorded) > 1:
+        raise UserError(f"the prediction files score different quality dimensions: {sorted(recorded)}")
+    names = recorded.pop() if recorded else ()
+    if not names and config.multi_dimension:
+        names = config.dimension_names
+    return mos_columns(tuple(names), config.dimension_columns, mos_column) if names else {}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.evaluation import evaluate
+    from .eval.evaluation import evaluate, evaluate_dimensions
 
     labels, video_column, mos_column = _labels(args, args.labels)
+    dimensions = _dimension_columns(args, [args.pred], mos_column)
+    if dimensions:
+        report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report,
+                                     label_format=args.label_format, labelled_only=args.labelled_only,
+                                     score_column=args.score_column)
+        print(json.dumps(report, indent=2))
+        return 0
     report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot,
                       label_format=args.label_format, labelled_only=args.labelled_only,
                       score_column=args.score_column)
@@ -269,7 +292,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from .config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
-    from .eval.ensemble import members_from_files, run_ensemble
+    from .eval.ensemble import load_config, members_from_files, run_ensemble, run_ensemble_dimensions
 
     if bool(args.config) == bool(args.pred):
         raise UserError("give either --config (a YAML of members) or --pred (prediction files)")
@@ -277,12 +300,27 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     fit_labels, video_column, mos_column = None, TAOBAO_VIDEO_COLUMN, TAOBAO_MOS_COLUMN
     if args.fit_labels:
         fit_labels, video_column, mos_column = _labels(args, args.fit_labels)
+    paths = [m.predictions for m in (load_config(members) if isinstance(members, str) else members)]
+    dimensions = _dimension_columns(args, paths, mos_column)
+    if dimensions:  # one ensemble per quality dimension
+        summary = run_ensemble_dimensions(members, args.out, dimensions, fit_labels=fit_labels,
+                                          video_column=video_column, score_column=args.score_column)
+        if fit_labels:
+            from .eval.evaluation import evaluate_dimensions
+
+            summary["metrics"] = evaluate_dimensions(args.out, fit_labels, dimensions, video_column,
+                                                     labelled_only=True)["mean"]
+        return _ensemble_report(args, summary)
     summary = run_ensemble(members, args.out, fit_labels=fit_labels, video_column=video_column,
                            mos_column=mos_column, score_column=args.score_column)
     if fit_labels:  # the ensemble's own metrics and scatter plot, as `iovqa eval` makes them
         from .eval.evaluation import evaluate
 
         summary["plot"] = evaluate(args.out, fit_labels, video_column, mos_column, labelled_only=True)["plot"]
+    return _ensemble_report(args, summary)
+
+
+def _ensemble_report(args: argparse.Namespace, summary: dict) -> int:
     report = args.report or f"{os.path.splitext(args.out)[0]}_report.json"
     with open(report, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
@@ -307,7 +345,9 @@ def cmd_build_tiny_model(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo.ladder import make_demo_dataset
 
-    for split, path in make_demo_dataset(args.output_dir, media_root=args.media_root, seed=args.seed).items():
+    made = make_demo_dataset(args.output_dir, media_root=args.media_root, seed=args.seed,
+                             sub_mos_columns=args.sub_mos)
+    for split, path in made.items():
         print(f"{split}: {path}")
     return 0
 
@@ -332,7 +372,8 @@ def _recipe_option(parser: argparse.ArgumentParser, required: bool, what: str) -
 
 def _score_column_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-column", default="pred_mos",
-                        help="which score of a scorer file: pred_mos (its mode's), expected_mos, greedy_mos, head_mos")
+                        help="which score of a scorer file: pred_mos (its mode's), expected_mos, greedy_mos, head_mos "
+                             "(several quality dimensions: <this>_<dimension> for each)")
 
 
 def _column_options(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -363,7 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a dataset name in the recipe's dataset_info.json, or an annotation file")
     p.add_argument("--out", required=True, help="prediction CSV (re-running the same command resumes it)")
     p.add_argument("--mode", choices=["expected", "greedy", "both", "head"], default="expected",
-                   help="decoding: expected score over 10..50, greedy answer, both, or the softmax-regression head")
+                   help="decoding: expected score over 10..50, greedy answer, both, or the softmax-regression head. "
+                        "Several quality dimensions: a column per dimension for each decoding (per_sample: each "
+                        "dimension scored with its own prompt; joint: the greedy answer holds every score, and the "
+                        "expected value of each later score is taken after the greedy text of the earlier ones)")
     p.add_argument("--model", default=None,
                    help="base model or merged export (default: the recipe's); given alone, no adapter is added")
     p.add_argument("--adapter", default=None,
@@ -379,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part-only", action="store_true", help=argparse.SUPPRESS)  # a worker of --nproc
     _column_options(p, "video", "prompt")
 
-    p = _subparser(sub, "eval", "SRCC/PLCC/final and more of predictions against labels", cmd_eval)
+    p = _subparser(sub, "eval", "SRCC/PLCC/final and more of predictions against labels (several quality "
+                   "dimensions: per dimension, against each one's MOS column, and their mean)", cmd_eval)
     p.add_argument("--pred", required=True, help="prediction CSV, or LLaMA-Factory's generated_predictions.jsonl")
     p.add_argument("--labels", required=True, help="a dataset name (with --recipe) or an annotation file with the MOS")
     _recipe_option(p, False, "recipe whose dataset_info.json resolves dataset names")
@@ -392,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     _score_column_option(p)
     _column_options(p, "video", "mos")
 
-    p = _subparser(sub, "ensemble", "weighted average of prediction files", cmd_ensemble)
+    p = _subparser(sub, "ensemble", "weighted average of prediction files (several quality dimensions: one "
+                   "ensemble per dimension)", cmd_ensemble)
     p.add_argument("--config", default=None, help="YAML with members: [{name, predictions, weight}]")
     p.add_argument("--pred", nargs="+", default=None, help="prediction files (instead of --config)")
     p.add_argument("--weights", nargs="+", type=float, default=None, help="weights of --pred files (default: equal)")
@@ -416,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir")
     p.add_argument("--media-root", default=None, help="folder video_name cells are relative to (default: output_dir)")
     p.add_argument("--seed", type=int, default=0, help="degradation and rater seed")
+    p.add_argument("--sub-mos", action="store_true",
+                   help="also write TaobaoVD-GC's Traditional/Alignment/Aesthetic/Temporal_MOS columns, each from "
+                        "what its dimension judges (the videos and Overall_MOS are unchanged)")
 
     _subparser(sub, "keys", "list the plugin's recipe keys", cmd_keys)
     return parser

@@ -101,6 +101,41 @@ class IOVQAArguments:
         default=TAOBAO_MOS_COLUMN,
         metadata={"help": "Decimal MOS column (1..5), used when dataset_info.json maps no `response` column."},
     )
+    dimensions: str = field(
+        default="overall",
+        metadata={
+            "help": "Quality dimensions to train, comma-separated, e.g. `traditional,alignment,aesthetic,temporal,"
+            "overall` (TaobaoVD-GC's five MOS). Default `overall`: the paper's single score, exactly as without "
+            "this key. Names are lowercase letters and underscores; each is read from its MOS column "
+            "(see dimension_columns) and checked like the overall MOS."
+        },
+    )
+    dimension_columns: Optional[dict] = field(
+        default=None,
+        metadata={
+            "help": "MOS column of each dimension, e.g. {temporal: Temporal_score}. Defaults: TaobaoVD-GC's "
+            "Traditional_MOS, Alignment_MOS, Aesthetic_MOS, Temporal_MOS; `overall` is the MOS column "
+            "(dataset_info.json `response`, else mos_column). A dimension with another name needs its column here."
+        },
+    )
+    dimension_layout: Literal["per_sample", "joint"] = field(
+        default="per_sample",
+        metadata={
+            "help": "With several dimensions. `per_sample`: one sample per (video, dimension), its prompt naming "
+            "the dimension (dimension_prompts), the answer that dimension's integer. `joint`: one sample per video "
+            "whose answer holds every dimension's integer in the listed order, as "
+            "`traditional 37, alignment 41, ...` (the digit mask keeps every score's digits)."
+        },
+    )
+    dimension_prompts: Optional[dict] = field(
+        default=None,
+        metadata={
+            "help": "per_sample prompt template of each dimension, e.g. {temporal: '...{prompt}...'} (fields as "
+            "prompt_template). Default: the paper's prompt for overall (or prompt_template), and a prompt that "
+            "names and describes the dimension for the others. The joint prompt is prompt_template (default: one "
+            "listing the dimensions and the answer's form)."
+        },
+    )
     head: Literal["none", "softmax_regression"] = field(
         default="none",
         metadata={
@@ -156,6 +191,8 @@ class IOVQAArguments:
         _check_choice(self, "on_bad_row")
         _check_choice(self, "head")
         _check_choice(self, "head_loss")
+        _check_choice(self, "dimension_layout")
+        self._check_dimensions()
         if self.head_on and not self.integer_scores:
             raise PluginConfigError(
                 "iovqa_head needs iovqa_label_format: integer and iovqa_label_mask: digits (the MOS is read from "
@@ -186,6 +223,72 @@ class IOVQAArguments:
                 check_template(self.prompt_template, label_token=self.head_on)
             except PromptTemplateError as err:
                 raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
+
+    def _check_dimensions(self) -> None:
+        from .data.dimensions import DimensionError, OVERALL, default_column, parse_dimensions
+
+        try:
+            names = parse_dimensions(self.dimensions)
+        except DimensionError as err:
+            raise PluginConfigError(f"iovqa_dimensions: {err}") from None
+        self.dimensions = ",".join(names)
+        for key in ("dimension_columns", "dimension_prompts"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not all(isinstance(v, str) and v.strip() for v in value.values()):
+                raise PluginConfigError(f"iovqa_{key} must map dimension names to text, got {value!r}")
+            unlisted = sorted(set(value) - set(names))
+            if unlisted:
+                raise PluginConfigError(f"iovqa_{key} names {unlisted}, which iovqa_dimensions does not list {list(names)}")
+        columns = self.dimension_columns or {}
+        if OVERALL in columns:
+            raise PluginConfigError("iovqa_dimension_columns: the overall MOS column is set by dataset_info.json "
+                                    "`response` or iovqa_mos_column")
+        unknown = [n for n in names if n not in columns and default_column(n) is None]
+        if unknown:
+            raise PluginConfigError(f"iovqa_dimension_columns: give the MOS column of dimension(s) {unknown} "
+                                    "(only TaobaoVD-GC's dimensions have default columns)")
+        if self.dimension_prompts and OVERALL in self.dimension_prompts:
+            raise PluginConfigError("iovqa_dimension_prompts: the overall prompt is iovqa_prompt_template")
+        if self.dimension_prompts and self.dimension_layout == "joint":
+            raise PluginConfigError("iovqa_dimension_prompts are per_sample prompts; the joint prompt is "
+                                    "iovqa_prompt_template")
+        if self.dimension_layout == "joint" and len(names) < 2:
+            raise PluginConfigError("iovqa_dimension_layout: joint needs at least two dimensions (one dimension "
+                                    "is the bare-integer answer of per_sample)")
+        if self.multi_dimension and (self.label_format != "integer" or self.head_on):
+            raise PluginConfigError("iovqa_dimensions other than overall need iovqa_label_format: integer and no "
+                                    "iovqa_head")
+        if self.dimension_prompts:
+            from .data.prompt import PromptTemplateError, check_template
+
+            for name, template in self.dimension_prompts.items():
+                try:
+                    check_template(template)
+                except PromptTemplateError as err:
+                    raise PluginConfigError(f"iovqa_dimension_prompts[{name}]: {err}") from None
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """The trained dimensions, in the listed order (the joint answer's order)."""
+        return tuple(n.strip() for n in self.dimensions.split(","))
+
+    @property
+    def multi_dimension(self) -> bool:
+        """Anything but the default single overall score: per-dimension columns in scores and metrics."""
+        from .data.dimensions import DEFAULT_DIMENSIONS
+
+        return self.dimension_names != DEFAULT_DIMENSIONS
+
+    @property
+    def joint(self) -> bool:
+        """One answer holds every dimension's score."""
+        return self.dimension_layout == "joint" and len(self.dimension_names) > 1
+
+    @property
+    def scores_per_answer(self) -> int:
+        return len(self.dimension_names) if self.joint else 1
 
     @property
     def head_on(self) -> bool:
@@ -259,6 +362,19 @@ def _coerce(name: str, value: Any) -> Any:
             return base(value)
         except (TypeError, ValueError):
             raise PluginConfigError(f"iovqa_{name} must be {kind}, got {value!r}") from None
+    if name == "dimensions" and isinstance(value, (list, tuple)):  # a YAML list of names
+        value = ",".join(str(v) for v in value)
+    if base is dict:  # a YAML mapping, or JSON text on the command line
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise PluginConfigError(f"iovqa_{name} must be a mapping, got {value!r}") from None
+        if not isinstance(value, dict):
+            raise PluginConfigError(f"iovqa_{name} must be a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
     if value is not None and not isinstance(value, str):
         raise PluginConfigError(f"iovqa_{name} must be a string, got {value!r}")
     return value

@@ -39,7 +39,8 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
         batch = super().__call__(features)
         try:
-            batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count)
+            batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count,
+                                          scores=self.run.scores_per_answer)
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None

@@ -12,7 +12,11 @@ When the converter is built it reads the whole annotation file once, checks
 every row (with file, row and field in every message) and samples the frames
 of every video into the frame cache; converting a row is then a lookup. Each
 row becomes one sample: the evaluation prompt with one ``<video>`` (the
-cached frame list), and the label ("37") as the assistant's response.
+cached frame list), and the label ("37") as the assistant's response. With
+several quality dimensions (``iovqa_dimensions``) the ``joint`` layout's
+response holds every dimension's score; in the ``per_sample`` layout the
+loader gives each row once per dimension, and each becomes that dimension's
+sample (its prompt and score).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from llamafactory.data.converter import DatasetConverter
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.data.annotations import ROW_COLUMN, Sample, load_annotations, resolve_columns, row_id
 from iovqa_plugin.data.annotations import write_issue_report
+from iovqa_plugin.data.dimensions import sample_dimensions
 from iovqa_plugin.logs import get_logger
 
 from .run import remember_sample_origins
@@ -62,8 +67,11 @@ class IOVQADatasetConverter(DatasetConverter):
         path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
         samples, issues, stats = load_annotations(path, self.columns, config, media_dir=self.data_args.media_dir)
         # Rows are found by the row id the plugin's loader adds (duplicated video ids stay apart), else by video id.
-        self.samples = {key: _to_example(s) for s in samples for key in (s.video, row_id(s.file, s.row))}
-        self.skipped = {key for i in issues for key in (_row_key(i.video), row_id(i.file, i.row))}
+        self.samples = {key: _to_example(s) for s in samples
+                        for key in ((s.video,) if s.dimension is None else ()) + (row_id(s.file, s.row, s.dimension),)}
+        dimensions = sample_dimensions(config)
+        self.skipped = {key for i in issues
+                        for key in (_row_key(i.video), *(row_id(i.file, i.row, d) for d in dimensions or (None,)))}
         remember_sample_origins(samples)
         self._report(path, issues, stats)
 
@@ -72,6 +80,8 @@ class IOVQADatasetConverter(DatasetConverter):
             f"dataset {self.dataset_attr} ({path}): {stats['rows']} rows, {stats['used']} used, "
             f"{stats['skipped_rows']} skipped"
         )
+        if stats["samples"] != stats["used"]:
+            message += f" ({stats['samples']} samples: one per row and dimension)"
         if stats["prompts_cut"]:
             message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
         if issues:

@@ -33,9 +33,13 @@ def _with_annotation_reader(original):
         from datasets import Dataset
 
         from iovqa_plugin.data.annotations import annotation_rows
+        from iovqa_plugin.data.dimensions import sample_dimensions
+
+        from .run import active_run
 
         path = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
-        rows = annotation_rows(path)
+        run = active_run()
+        rows = annotation_rows(path, sample_dimensions(run) if run is not None else ())
         loader = sys.modules[LOADER]
         stock_load_dataset = loader.load_dataset
 

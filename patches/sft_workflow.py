@@ -50,9 +50,10 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
         from iovqa_plugin.data.grid import ScoreGrid
         from iovqa_plugin.train.score_metrics import ComputeScoreMetrics, ScoreLogits
 
-        kwargs["compute_metrics"] = ComputeScoreMetrics()
+        kwargs["compute_metrics"] = ComputeScoreMetrics(run.dimension_names if run.joint else ())
         # the head trainer's evaluation step already returns (expected score, MOS)
-        kwargs["preprocess_logits_for_metrics"] = None if run.head_on else ScoreLogits(ScoreGrid.from_tokenizer(kwargs["tokenizer"]))
+        kwargs["preprocess_logits_for_metrics"] = None if run.head_on else ScoreLogits(
+            ScoreGrid.from_tokenizer(kwargs["tokenizer"]), run.scores_per_answer)
     if run.head_on:
         from .trainer import HeadTrainer
 

@@ -28,6 +28,8 @@ GPU_RECIPES = {
     # softmax regression: the paper gives no rank or epoch of its own; the 7B IOVQA settings are used
     "softmax_regression_qwen2vl_7b.yaml": ("Qwen/Qwen2-VL-7B-Instruct", 128, None),
     "softmax_regression_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
+    # several quality dimensions: the paper trains the overall score only
+    "iovqa_7b_multidim.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
 }
 PLUGIN = {
     "iovqa_7b.yaml": ("integer", "digits"),
@@ -41,7 +43,9 @@ PLUGIN = {
     "softmax_regression_qwen2vl_7b.yaml": ("integer", "digits"),
     "softmax_regression_7b.yaml": ("integer", "digits"),
     "softmax_regression_demo_cpu.yaml": ("integer", "digits"),
+    "iovqa_7b_multidim.yaml": ("integer", "digits"),
 }
+MULTIDIM_RECIPES = {"iovqa_7b_multidim.yaml": ("traditional", "alignment", "aesthetic", "temporal", "overall")}
 LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
 HEAD_RECIPES = {"softmax_regression_qwen2vl_7b.yaml", "softmax_regression_7b.yaml", "softmax_regression_demo_cpu.yaml"}
 
@@ -64,6 +68,10 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
     name = os.path.basename(path)
     assert (plugin.label_format, plugin.label_mask) == PLUGIN[name]
     assert plugin.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
+    if name in MULTIDIM_RECIPES:  # TaobaoVD-GC's five dimensions in one joint answer
+        assert plugin.dimension_names == MULTIDIM_RECIPES[name] and plugin.joint
+    else:
+        assert not plugin.multi_dimension
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)

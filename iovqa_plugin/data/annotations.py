@@ -1,4 +1,5 @@
-"""Annotation files: one row per video (video path, text prompt, decimal MOS).
+"""Annotation files: one row per video (video path, text prompt, decimal MOS, and one MOS per further
+quality dimension when the run lists several: see ``dimensions``).
 
 Reads CSV, JSON (array) and JSONL with pandas, checks every row, and turns
 each good row into a training sample (prompt, label, sampled frames). Every
@@ -12,12 +13,12 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ..config import IOVQAArguments
+from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
 from .labels import LabelError, mos_to_label
-from .prompt import build_prompt
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
 _SHOWN_ISSUES = 20
@@ -42,6 +43,7 @@ class Sample:
     label: str
     prompt: str  # the full evaluation prompt (with the video placeholder)
     frames: list[str] = field(default_factory=list)
+    dimension: Optional[str] = None  # per_sample layout: the dimension asked about (else None)
 
 
 @dataclass(frozen=True)
@@ -135,11 +137,13 @@ def read_table(path: str):
 ROW_COLUMN = "_iovqa_row"  # the row's identity, carried through LLaMA-Factory's dataset to the converter
 
 
-def row_id(file: str, row: int) -> str:
-    return f"{row}:{os.path.abspath(file)}"
+def row_id(file: str, row: int, dimension: Optional[str] = None) -> str:
+    """A row's identity; with a dimension, the identity of that row's per_sample sample of the dimension."""
+    key = f"{row}:{os.path.abspath(file)}"
+    return key if dimension is None else f"{dimension}@{key}"
 
 
-def annotation_rows(path: str) -> list[dict[str, Any]]:
+def annotation_rows(path: str, dimensions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Every row of the annotation file(s) at ``path``, in order, each cell as text (None when missing).
 
     This is what LLaMA-Factory's dataset holds for an ``iovqa`` dataset: the
@@ -147,17 +151,21 @@ def annotation_rows(path: str) -> list[dict[str, Any]]:
     row number, on a number written as text among numbers ("3.25" next to
     3.5). Reading cells as text leaves every check to :func:`load_annotations`,
     which accepts numeric text in any format. ``ROW_COLUMN`` names the row.
+    ``dimensions`` (the per_sample layout): each row is repeated once per dimension, in that order, and
+    ``ROW_COLUMN`` names the (row, dimension) sample.
     """
     rows = []
     for file in annotation_files(path):
         for row, record in enumerate(read_table(file).to_dict(orient="records"), start=1):
             cells = {str(k): None if _is_missing(v) and not isinstance(v, str) else str(v) for k, v in record.items()}
-            rows.append({**cells, ROW_COLUMN: row_id(file, row)})
+            for dimension in dimensions or (None,):
+                rows.append({**cells, ROW_COLUMN: row_id(file, row, dimension)})
     return rows
 
 
-def check_columns(path: str, present: list[str], columns: Columns) -> None:
-    missing = [c for c in (columns.video, columns.prompt, columns.mos) if c not in present]
+def check_columns(path: str, present: list[str], columns: Columns, mos: tuple[str, ...] = ()) -> None:
+    """``mos``: the MOS columns read (default: ``columns.mos``)."""
+    missing = [c for c in (columns.video, columns.prompt, *(mos or (columns.mos,))) if c not in present]
     if not missing:
         return
     hint = ""
@@ -166,7 +174,8 @@ def check_columns(path: str, present: list[str], columns: Columns) -> None:
     raise ValueError(
         f"{path}: missing column(s) {missing}; the file has {present}.{hint} "
         "Map your names in dataset_info.json `columns` (videos, prompt, response) "
-        "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column."
+        "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column (iovqa_dimension_columns for the "
+        "MOS of other dimensions)."
     )
 
 
@@ -179,7 +188,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
-    """(label, prompt text, issues) for one record."""
+    """({dimension: label}, prompt text, issues) for one record; each dimension's MOS is checked alike."""
     issues = []
     video = record.get(columns.video)
     if _is_missing(video) or not isinstance(video, str):
@@ -189,12 +198,13 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
         issues.append(Issue(file, row, columns.prompt, str(prompt), "text prompt is empty"))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
-    label = None
-    try:
-        label = mos_to_label(record.get(columns.mos), config.label_format)
-    except LabelError as err:
-        issues.append(Issue(file, row, columns.mos, str(record.get(columns.mos)), str(err)))
-    return label, prompt, issues
+    labels = {}
+    for dimension, column in mos_columns(config.dimension_names, config.dimension_columns, columns.mos).items():
+        try:
+            labels[dimension] = mos_to_label(record.get(column), config.label_format)
+        except LabelError as err:
+            issues.append(Issue(file, row, column, str(record.get(column)), str(err)))
+    return labels, prompt, issues
 
 
 def load_annotations(
@@ -206,9 +216,10 @@ def load_annotations(
     all bad rows unless ``config.on_bad_row == "skip"``.
     """
     records = []
+    mos_of = mos_columns(config.dimension_names, config.dimension_columns, columns.mos)
     for file in annotation_files(path):
         table = read_table(file)
-        check_columns(file, list(table.columns), columns)
+        check_columns(file, list(table.columns), columns, tuple(dict.fromkeys(mos_of.values())))
         records.extend((file, row, rec) for row, rec in enumerate(table.to_dict(orient="records"), start=1))
 
     # A video named by several rows is ambiguous. In error mode every one of those rows is reported; when bad
@@ -223,7 +234,7 @@ def load_annotations(
     issues: list[Issue] = []
     stats = {"rows": len(records), "prompts_cut": 0}
     for file, row, record in records:
-        label, prompt, row_issues = _row_issues(file, row, record, columns, config)
+        labels, prompt, row_issues = _row_issues(file, row, record, columns, config)
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
         if video in rows_of and len(rows_of[video]) > 1:
@@ -241,24 +252,28 @@ def load_annotations(
         if len(prompt) > config.max_prompt_chars:
             prompt = prompt[: config.max_prompt_chars]
             stats["prompts_cut"] += 1
-        samples.append(
-            Sample(
-                file=file,
-                row=row,
-                video=video,
-                video_path=os.path.join(media_dir, video),
-                mos=float(record[columns.mos]),
-                label=label,
-                prompt=build_prompt(prompt, config.label_format, config.prompt_template, config.head != "none"),
+        for dimension, full_prompt, answer in row_samples(prompt, labels, config):
+            column = mos_of[dimension or config.dimension_names[0]]  # joint: the first dimension's MOS
+            samples.append(
+                Sample(
+                    file=file,
+                    row=row,
+                    video=video,
+                    video_path=os.path.join(media_dir, video),
+                    mos=float(record[column]),
+                    label=answer,
+                    prompt=full_prompt,
+                    dimension=dimension,
+                )
             )
-        )
 
     samples, video_issues = _attach_frames(samples, columns, config, progress)
-    issues.extend(video_issues)
+    issues.extend(dict.fromkeys(video_issues))  # per_sample: a row's samples share its video (one issue)
     issues.sort(key=lambda i: (i.file, i.row))
     if issues and config.on_bad_row == "error":
         raise AnnotationError(issues)
-    stats["used"] = len(samples)
+    stats["used"] = len({(s.file, s.row) for s in samples})
+    stats["samples"] = len(samples)  # per_sample dimensions: several per row
     stats["skipped_rows"] = len({(i.file, i.row) for i in issues})
     return samples, issues, stats
 

@@ -69,14 +69,18 @@ def neutralize_placeholders(text: str) -> str:
 
 
 def build_prompt(
-    user_prompt: str, label_format: str = "integer", template: str | None = None, label_token: bool = False
+    user_prompt: str, label_format: str = "integer", template: str | None = None, label_token: bool = False,
+    answer_format: str | None = None,
 ) -> str:
-    """The full user turn, with exactly one video placeholder (and ``<LABEL_1>`` at its end for the head)."""
+    """The full user turn, with exactly one video placeholder (and ``<LABEL_1>`` at its end for the head).
+
+    ``answer_format`` replaces the label format's {answer_format} text (the joint answer of several dimensions).
+    """
     template = template or (DEFAULT_TEMPLATE + "{label_token}" if label_token else DEFAULT_TEMPLATE)
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     text = template.format(
         prompt=neutralize_placeholders(user_prompt).replace(LABEL_TOKEN, "[LABEL_1]"),
-        answer_format=ANSWER_FORMATS[label_format],
+        answer_format=answer_format or ANSWER_FORMATS[label_format],
         video=VIDEO_PLACEHOLDER,
         label_token=LABEL_TOKEN,
     )

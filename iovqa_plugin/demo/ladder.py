@@ -8,6 +8,23 @@ is the mean of 15 simulated raters around the level's quality, so MOS values
 are k/15 like a real subjective study, not exact tenths. Splits are by
 source: no source is in two splits. The annotation files use the same format
 as real data (``video_name, Prompt, Overall_MOS`` CSV).
+
+With ``sub_mos`` the files also carry TaobaoVD-GC's per-dimension columns,
+each from its own rater panel (drawn from a separate random stream, so the
+videos and ``Overall_MOS`` are those of the ladder without them), around a
+quality that follows only what the dimension judges (:data:`SUB_MOS_QUALITY`):
+
+* ``Traditional_MOS``: the spatial degradations (blur, noise, blocking,
+  down-scaling), which all grow with the level;
+* ``Temporal_MOS``: dropped frames only (levels 3 and 4), flat elsewhere;
+* ``Aesthetic_MOS``: softness (blur and down-scaling) weighs more than noise
+  and blocking, plus a per-source appeal (the scene's own look);
+* ``Alignment_MOS``: the prompt's content stays recognisable until heavy
+  degradation hides it, plus a per-source offset (how well the scene matches
+  its prompt).
+
+Per-source offsets are uniform in [-0.5, 0.5] MOS; so the dimensions rank the
+videos differently and a multi-dimension model has something to learn.
 """
 
 from __future__ import annotations
@@ -22,6 +39,14 @@ import numpy as np
 # Mean rater opinion per level (0 = pristine ... 4 = worst).
 LEVEL_QUALITY = (4.6, 3.8, 3.0, 2.2, 1.4)
 RATERS = 15
+# Quality per level (0 = pristine ... 4 = worst) of each sub-dimension (see the module docstring).
+SUB_MOS_QUALITY = {
+    "Traditional_MOS": (4.6, 3.8, 3.0, 2.2, 1.4),
+    "Alignment_MOS": (4.3, 4.3, 4.1, 3.6, 2.8),
+    "Aesthetic_MOS": (4.4, 3.9, 3.2, 2.6, 1.8),
+    "Temporal_MOS": (4.5, 4.5, 4.5, 3.0, 2.0),
+}
+SOURCE_OFFSET_COLUMNS = ("Alignment_MOS", "Aesthetic_MOS")
 
 
 @dataclass(frozen=True)
@@ -118,8 +143,19 @@ def write_video(frames: list, path: str, fps: int) -> None:
 
 def pseudo_mos(level: int, rng: np.random.Generator) -> float:
     """Mean of 15 simulated 1-5 ratings around the level's quality (a k/15 value)."""
-    ratings = np.clip(np.rint(rng.normal(LEVEL_QUALITY[level], 0.75, RATERS)), 1, 5)
+    return rater_mean(LEVEL_QUALITY[level], rng)
+
+
+def rater_mean(quality: float, rng: np.random.Generator) -> float:
+    """Mean of 15 simulated 1-5 ratings around ``quality`` (a k/15 value)."""
+    ratings = np.clip(np.rint(rng.normal(quality, 0.75, RATERS)), 1, 5)
     return round(float(ratings.mean()), 4)
+
+
+def sub_mos(level: int, offsets: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """The per-dimension pseudo-MOS of a video at ``level`` (``offsets``: its source's, per column)."""
+    return {column: rater_mean(float(np.clip(quality[level] + offsets.get(column, 0.0), 1, 5)), rng)
+            for column, quality in SUB_MOS_QUALITY.items()}
 
 
 def package_data_dir(package: str, *parts: str) -> str:
@@ -171,13 +207,14 @@ def random_view(source, rng: np.random.Generator, index: int):
 
 def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = None, seed: int = 0,
                 frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5, train_views: int = 0,
-                progress: bool = False) -> dict[str, str]:
+                progress: bool = False, sub_mos_columns: bool = False) -> dict[str, str]:
     """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source at every level.
 
     ``train_views`` adds that many random views (:func:`random_view`) of each source of the ``train`` split,
     at every level, to the train split only: no scene reaches another split.
     ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
     the folder LLaMA-Factory joins them with (its ``media_dir``).
+    ``sub_mos_columns`` adds the per-dimension MOS columns (see the module docstring).
     Returns {split: annotation path}.
     """
     import pandas as pd
@@ -197,7 +234,9 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
     jobs = [(source, False, split_of[source.name], rng) for source in sources]
     jobs += [(view, mirror, "train", view_rng) for view, mirror in views]
     rows = {split: [] for split in splits}
+    sub_rng = np.random.default_rng(seed + 2)  # its own stream: the videos and Overall_MOS stay as without it
     for source, mirror, split, source_rng in tqdm(jobs, desc="demo data", unit="source", disable=not progress):
+        offsets = {column: float(sub_rng.uniform(-0.5, 0.5)) for column in SOURCE_OFFSET_COLUMNS}
         base = source_frames(source, frames, size)
         if mirror:
             base = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in base]
@@ -213,6 +252,7 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
                     "video_name": os.path.relpath(path, media_root),
                     "Prompt": source.prompt,
                     "Overall_MOS": pseudo_mos(level, source_rng),
+                    **(sub_mos(level, offsets, sub_rng) if sub_mos_columns else {}),
                 }
             )
     paths = {}

@@ -135,9 +135,48 @@ def run_ensemble(
     labels first."""
     import pandas as pd
 
-    from .predictions import read_labels
+    members = load_config(config) if isinstance(config, str) else list(config)
+    ids, scores, summary = _ensemble(members, fit_labels, video_column, mos_column, score_column)
+    pd.DataFrame({VIDEO: ids, PRED: scores}).to_csv(out_path, index=False)
+    summary.update(out=out_path)
+    return summary
+
+
+def run_ensemble_dimensions(
+    config: str | list[Member],
+    out_path: str,
+    mos_columns: dict[str, str],
+    fit_labels: str | None = None,
+    video_column: str = TAOBAO_VIDEO_COLUMN,
+    score_column: str = PRED,
+) -> dict:
+    """The ensemble of multi-dimension prediction files, dimension by dimension.
+
+    Dimension ``d`` combines the members' ``<score_column>_<d>`` columns (weights fitted on the labels'
+    ``mos_columns[d]`` when ``fit_labels`` is given, separately per dimension). The output has
+    ``pred_mos_<d>`` per dimension and ``pred_mos``, their mean.
+    """
+    import pandas as pd
 
     members = load_config(config) if isinstance(config, str) else list(config)
+    columns, summary, order = {}, {"dimensions": {}}, None
+    for name, mos_column in mos_columns.items():
+        ids, scores, part = _ensemble(members, fit_labels, video_column, mos_column, f"{score_column}_{name}")
+        if order is not None and ids != order:
+            raise MatchError(f"dimension {name!r}: the members score other videos than for the other dimensions")
+        order, columns[f"{PRED}_{name}"] = ids, scores
+        summary["dimensions"][name] = part
+    table = pd.DataFrame({VIDEO: order, PRED: np.mean(list(columns.values()), axis=0), **columns})
+    table.to_csv(out_path, index=False)
+    summary.update(members=[m.name for m in members], out=out_path)
+    return summary
+
+
+def _ensemble(members: list[Member], fit_labels: str | None, video_column: str, mos_column: str,
+              score_column: str) -> tuple[list[str], np.ndarray, dict]:
+    """(video ids, ensemble scores, summary) of one score column of the members."""
+    from .predictions import read_labels
+
     check_weights(np.array([m.weight for m in members]))
     ids, matrix = aligned_scores([m.predictions for m in members], score_column)
     weights = np.array([m.weight for m in members])
@@ -160,6 +199,5 @@ def run_ensemble(
         )
         summary["gain_over_equal"] = summary["fitted"]["final"] - summary["equal"]["final"]
         weights = fitted
-    pd.DataFrame({VIDEO: ids, PRED: combine(matrix, weights)}).to_csv(out_path, index=False)
-    summary.update(out=out_path, used_weights=weights.tolist())
-    return summary
+    summary.update(used_weights=weights.tolist())
+    return list(ids), combine(matrix, weights), summary

@@ -72,3 +72,35 @@ def scatter_plot(pred: np.ndarray, mos: np.ndarray, metrics: dict, path: str, ti
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def evaluate_dimensions(
+    pred_path: str,
+    labels_path: str,
+    mos_columns: dict[str, str],
+    video_column: str = TAOBAO_VIDEO_COLUMN,
+    report: Optional[str] = None,
+    label_format: str = "integer",
+    labelled_only: bool = False,
+    score_column: str = PRED,
+) -> dict:
+    """Metrics of each quality dimension of a multi-dimension prediction file, and their mean.
+
+    Dimension ``d`` is its ``<score_column>_<d>`` column against the labels' ``mos_columns[d]``; each gets
+    its report and scatter plot (``<pred stem>_<d>_metrics.json`` / ``_scatter.png``); ``report`` holds them
+    all with the mean SRCC, PLCC and final over the dimensions.
+    """
+    stem = os.path.splitext(pred_path)[0]
+    per_dimension = {}
+    for name, mos_column in mos_columns.items():
+        result = evaluate(pred_path, labels_path, video_column, mos_column, report=f"{stem}_{name}_metrics.json",
+                          plot=f"{stem}_{name}_scatter.png", label_format=label_format,
+                          labelled_only=labelled_only, score_column=f"{score_column}_{name}")
+        per_dimension[name] = result
+    mean = {key: float(np.mean([r[key] for r in per_dimension.values()])) for key in ("srcc", "plcc", "final")}
+    result = {"predictions": pred_path, "labels": labels_path, "dimensions": per_dimension, "mean": mean}
+    report = report or f"{stem}_metrics.json"
+    with open(report, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    result["report"] = report
+    return result

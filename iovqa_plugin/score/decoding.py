@@ -39,13 +39,15 @@ MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; the r
 
 
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
-           label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
-    """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score."""
+           label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
+           complete_pattern: re.Pattern | None = None) -> list[str]:
+    """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score
+    (``complete_pattern``: what a complete answer holds, when it is more than one score)."""
     from transformers import StoppingCriteriaList
 
     inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas")}
     inputs["mm_token_type_ids"] = mm_token_type_ids
-    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], COMPLETE_SCORE[label_format])
+    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], complete_pattern or COMPLETE_SCORE[label_format])
     with torch.inference_mode():
         out = model.generate(
             **inputs,

@@ -128,7 +128,7 @@ class ScoringJob:
         self.size = size
         self.identity = identity  # the run's (model, inputs, mode): the same as a single-process run's
         self.save_probabilities = save_probabilities
-        self.header = file_header(save_probabilities)
+        self.header = file_header(save_probabilities, identity.get("dimensions", ()))
         self._counters: dict[int, _RowCounter] = {}
 
     # ---- layout

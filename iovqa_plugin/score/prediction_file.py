@@ -22,7 +22,7 @@ import math
 import os
 from typing import Any, Iterable, Optional, Sequence
 
-from .results import COLUMNS, PROBABILITY_COLUMNS, VideoResult
+from .results import COLUMNS, PROBABILITY_COLUMNS, VideoResult, dimension_columns
 
 
 class ResumeError(ValueError):
@@ -113,8 +113,9 @@ def check_resumable(path: str, identity: dict[str, Any], ignore: Sequence[str] =
         )
 
 
-def file_header(save_probabilities: bool) -> list[str]:
-    return list(COLUMNS) + (PROBABILITY_COLUMNS if save_probabilities else [])
+def file_header(save_probabilities: bool, dimensions: Sequence[str] = ()) -> list[str]:
+    """The columns of a prediction file; ``dimensions``: a run's quality dimensions (none: the single score)."""
+    return list(COLUMNS) + dimension_columns(tuple(dimensions)) + (PROBABILITY_COLUMNS if save_probabilities else [])
 
 
 def remove_prediction_file(path: str) -> None:
@@ -128,7 +129,7 @@ class PredictionFile:
 
     def __init__(self, path: str, identity: dict[str, Any], save_probabilities: bool, restart: bool = False):
         self.path = path
-        self.header = file_header(save_probabilities)
+        self.header = file_header(save_probabilities, identity.get("dimensions", ()))
         self.identity = dict(identity, columns=self.header)
         self.done: set[str] = set()
         if restart:
@@ -195,8 +196,12 @@ def failed(result: VideoResult) -> bool:
 
 
 def run_identity(scorer_settings: Any, mode: str, extra_identity: Optional[dict] = None) -> dict[str, Any]:
-    """What identifies a scoring run's predictions: the model and inputs, the mode and decoding options."""
-    return dict(scorer_settings.identity(), mode=mode, **(extra_identity or {}))
+    """What identifies a scoring run's predictions: the model and inputs, the mode and decoding options (and the
+    quality dimensions scored, when they are not the default single score)."""
+    identity = dict(scorer_settings.identity(), mode=mode, **(extra_identity or {}))
+    if scorer_settings.plugin.multi_dimension:
+        identity["dimensions"] = list(scorer_settings.plugin.dimension_names)
+    return identity
 
 
 def score_todo(scorer: Any, todo: list[tuple[str, str, str]], out: PredictionFile, mode: str, batch_size: int,

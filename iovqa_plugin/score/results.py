@@ -1,4 +1,13 @@
-"""One scored video: the row the scorer writes to a prediction file."""
+"""One scored video: the row the scorer writes to a prediction file.
+
+With several quality dimensions each video also has a result per dimension,
+written as ``<column>_<dimension>`` for the columns in
+:data:`DIMENSION_COLUMNS` (``pred_mos_temporal``, ``expected_mos_temporal``,
+...). The video's own ``greedy_mos`` / ``expected_mos`` / ``pred_mos`` are then
+the means over its dimensions (empty when one is missing), ``integer_mass``
+the lowest of its dimensions', ``greedy_text`` the joint answer (per_sample:
+each dimension's answer, as ``name: text`` joined by ``; ``).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,12 @@ COLUMNS = [
     "error",
 ]
 PROBABILITY_COLUMNS = [f"p_{v}" for v in VALUES]  # with --save-probs
+DIMENSION_COLUMNS = ["pred_mos", "greedy_mos", "greedy_error", "expected_mos", "expected_std", "integer_mass"]
+
+
+def dimension_columns(dimensions: tuple[str, ...]) -> list[str]:
+    """The per-dimension columns of a prediction file (none for the default single score)."""
+    return [f"{column}_{name}" for name in dimensions for column in DIMENSION_COLUMNS]
 
 
 @dataclass
@@ -40,6 +55,7 @@ class VideoResult:
     head_mos: Optional[float] = None
     grades: Optional[list[float]] = None  # head: P(bad), P(poor), P(fair), P(good), P(excellent)
     error: Optional[str] = None
+    dimensions: Optional[dict[str, "VideoResult"]] = None  # several quality dimensions: each one's result
 
     @property
     def pred_mos(self) -> Optional[float]:
@@ -52,4 +68,22 @@ class VideoResult:
             row.update({f"p_{name}": p for name, p in zip(GRADE_NAMES, self.grades)})
         if self.probabilities is not None:
             row.update(dict(zip(PROBABILITY_COLUMNS, self.probabilities)))
+        for name, result in (self.dimensions or {}).items():
+            row.update({f"{column}_{name}": getattr(result, column) for column in DIMENSION_COLUMNS})
         return row
+
+    def summarise_dimensions(self) -> None:
+        """The video's own fields from its dimensions' results (means; see the module docstring)."""
+        parts = list((self.dimensions or {}).values())
+
+        def mean(column: str) -> Optional[float]:
+            values = [getattr(p, column) for p in parts]
+            return None if any(v is None for v in values) else sum(values) / len(values)
+
+        self.greedy_mos, self.expected_mos = mean("greedy_mos"), mean("expected_mos")
+        masses = [p.integer_mass for p in parts if p.integer_mass is not None]
+        self.integer_mass = min(masses) if masses else None
+        errors = [f"{name}: {p.greedy_error}" for name, p in self.dimensions.items() if p.greedy_error]
+        self.greedy_error = "; ".join(errors) or None
+        if self.mode == "greedy" and errors:
+            self.error = f"greedy {self.greedy_error}"

@@ -18,15 +18,26 @@ Decoding modes (see ``decoding``):
 * ``both``: both; ``pred_mos`` is the expected score.
 * ``head``: for models trained with the softmax-regression head: the head's
   expected grade and the five grade probabilities.
+
+Several quality dimensions (``iovqa_dimensions``): every dimension gets its
+own scores (columns ``<column>_<dimension>``, see ``results``). ``per_sample``
+runs: each dimension is scored with its own prompt, as trained. ``joint``
+runs: one greedy answer holds every score, each read after its dimension's
+name; the expected score of a dimension is taken after the answer's text
+before it, i.e. the greedy answer's earlier scores (where greedy gave no
+integer for an earlier dimension, its rounded expected score is used), so
+``expected`` and ``both`` generate the greedy answer too and add one prefill
+per dimension.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from ..data import dimensions as dims
 from ..data.frames import FrameCache, FrameSpec
 from ..data.labels import read_answer
-from ..data.prompt import build_prompt
+from ..train.mask import IGNORE_INDEX
 from . import decoding
 from .results import MODES, VideoResult
 from .settings import ScorerSettings
@@ -48,26 +59,99 @@ class Scorer:
         self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.label_format == "integer" else None
         self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if plugin.head_on else None
 
+    def prompts(self, prompt_text: str) -> list[tuple[Any, str]]:
+        """(dimension, training prompt) of each sample of this text prompt (one, except per_sample dimensions)."""
+        blank = {name: "" for name in self.plugin.dimension_names}
+        return [(dimension, prompt) for dimension, prompt, _ in
+                dims.row_samples(prompt_text[: self.plugin.max_prompt_chars], blank, self.plugin)]
+
     def encode(self, prompt_text: str, frames: list[str]) -> dict[str, Any]:
         """One sample's features: the training prompt for this text and these frames, without the answer."""
-        prompt = build_prompt(prompt_text[: self.plugin.max_prompt_chars], self.plugin.label_format,
-                              self.plugin.prompt_template, self.plugin.head_on)
-        return self.loaded.encode(prompt, frames)
+        return self.loaded.encode(self.prompts(prompt_text)[0][1], frames)
+
+    def encode_all(self, prompt_text: str, frames: list[str]) -> list[dict[str, Any]]:
+        """The features of every sample of a video (per_sample dimensions: one per dimension)."""
+        return [self.loaded.encode(prompt, frames) for _, prompt in self.prompts(prompt_text)]
 
     def batch(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         return self.loaded.batch(features)
 
     def greedy(self, batch: dict[str, Any]) -> list[str]:
         """Temperature-0 answers (the paper's decoding)."""
-        loaded = self.loaded
+        loaded, plugin = self.loaded, self.plugin
+        if plugin.joint:  # room for every dimension's name and score
+            longest = dims.joint_answer({name: "50" for name in plugin.dimension_names}, plugin.dimension_names)
+            limit = len(loaded.tokenizer.encode(longest, add_special_tokens=False)) + decoding.MAX_NEW_TOKENS
+            return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
+                                   loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
+                                   dims.joint_complete(plugin.dimension_names))
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), self.plugin.label_format)
+                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""
         if self.grid is None:
             raise ValueError("expected-score decoding needs integer labels (iovqa_label_format: integer)")
         return decoding.distribution(self.loaded.model, batch, self.grid)
+
+    def score_videos(self, videos: list[str], features: list[list[dict[str, Any]]], mode: str) -> list[VideoResult]:
+        """Results of videos given the features of each one's samples (see :meth:`encode_all`)."""
+        plugin = self.plugin
+        if not plugin.multi_dimension:
+            return self.score_features(videos, [f[0] for f in features], mode)
+        if plugin.joint:
+            return self._score_joint(videos, features, mode)
+        names = plugin.dimension_names
+        flat = self.score_features([f"{v}#{n}" for v in videos for n in names], [x for f in features for x in f], mode)
+        results = []
+        for i, video in enumerate(videos):
+            parts = dict(zip(names, flat[i * len(names):(i + 1) * len(names)]))
+            result = VideoResult(video=video, mode=mode, dimensions=parts)
+            for part in parts.values():
+                part.mode = mode
+            texts = [f"{name}: {part.greedy_text}" for name, part in parts.items() if part.greedy_text is not None]
+            result.greedy_text = "; ".join(texts) or None
+            result.summarise_dimensions()
+            results.append(result)
+        return results
+
+    def _score_joint(self, videos: list[str], features: list[list[dict[str, Any]]], mode: str) -> list[VideoResult]:
+        """One greedy answer per video; each dimension's expectation after the answer's earlier scores."""
+        from ..data.grid import expected_mos
+
+        names, plugin = self.plugin.dimension_names, self.plugin
+        texts = self.greedy(self.batch([f[0] for f in features]))
+        results = []
+        for video, text in zip(videos, texts):
+            read = dims.read_joint_answer(text, names, plugin.label_format)
+            parts = {name: VideoResult(video=video, mode=mode, greedy_mos=read[name][0], greedy_error=read[name][1])
+                     for name in names}
+            results.append(VideoResult(video=video, mode=mode, greedy_text=text, dimensions=parts))
+        if mode in ("expected", "both"):
+            earlier: list[list[str]] = [[] for _ in videos]
+            for k, name in enumerate(names):
+                prefixed = [self._with_answer_prefix(f[0], dims.joint_prefix(names, k, earlier[i]))
+                            for i, f in enumerate(features)]
+                probabilities, mass = self.distribution(self.batch(prefixed))
+                mean, std = expected_mos(probabilities)
+                for i, result in enumerate(results):
+                    part = result.dimensions[name]
+                    part.expected_mos, part.expected_std = float(mean[i]), float(std[i])
+                    part.integer_mass = float(mass[i])
+                    integer = part.greedy_mos if part.greedy_mos is not None else part.expected_mos
+                    earlier[i].append(str(int(round(integer * 10))))
+        for result in results:
+            result.summarise_dimensions()
+        return results
+
+    def _with_answer_prefix(self, feature: dict[str, Any], prefix: str) -> dict[str, Any]:
+        """A sample's features followed by the start of its answer, tokenized as the training answer's text is
+        (the template encodes the answer apart from the prompt)."""
+        ids = self.loaded.tokenizer.encode(prefix, add_special_tokens=False)
+        extended = dict(feature)
+        for key, extra in (("input_ids", ids), ("attention_mask", [1] * len(ids)), ("labels", [IGNORE_INDEX] * len(ids))):
+            extended[key] = list(feature[key]) + extra
+        return extended
 
     def score_features(self, videos: list[str], features: list[dict[str, Any]], mode: str) -> list[VideoResult]:
         from ..data.grid import expected_mos
@@ -105,10 +189,10 @@ class Scorer:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        pending: list[tuple[str, dict]] = []
+        pending: list[tuple[str, list[dict]]] = []
         for video, path, prompt in rows:
             try:
-                pending.append((video, self.encode(prompt, self.cache.get(path))))
+                pending.append((video, self.encode_all(prompt, self.cache.get(path))))
             except Exception as err:  # one bad video must not stop the run
                 yield VideoResult(video=video, mode=mode, error=f"{type(err).__name__}: {err}")
                 continue
@@ -121,7 +205,7 @@ class Scorer:
     def _score_pending(self, pending, mode):
         videos = [v for v, _ in pending]
         try:
-            yield from self.score_features(videos, [f for _, f in pending], mode)
+            yield from self.score_videos(videos, [f for _, f in pending], mode)
         except Exception as err:
             if len(pending) == 1:
                 yield VideoResult(video=videos[0], mode=mode, error=f"{type(err).__name__}: {err}")

@@ -8,6 +8,11 @@ also continues the run). That is a definition on the text of the score, so it
 holds for tokenizers that split digits (Qwen: "3", "7") and for ones that
 group them (Llama-3: "37") alike.
 
+An answer that holds several scores (the ``joint`` layout of several quality
+dimensions: "traditional 37, alignment 41, ...", whose words carry no digit)
+keeps its first N runs of number tokens, N the number of scores, each of
+which must hold a complete score; with one score the rule above is used as is.
+
 The mask is a handful of tensor operations over the whole padded batch (no
 Python loop over tokens). A sample whose labels hold no score, or a score
 with the wrong number of digits (cut by ``cutoff_len``), is an error: it
@@ -77,13 +82,50 @@ def score_mask(labels: torch.Tensor, is_number: torch.Tensor) -> torch.Tensor:
     return number & ~ended
 
 
+def score_runs(labels: torch.Tensor, is_number: torch.Tensor) -> torch.Tensor:
+    """(B, L) run number (1, 2, ...) of each number token among the labelled positions; 0 elsewhere.
+
+    A run is a maximal stretch of number tokens; any other token (labelled or not) ends it.
+    """
+    labelled = labels != IGNORE_INDEX
+    ids = labels.clamp(0, is_number.numel() - 1)
+    number = labelled & is_number.to(labels.device)[ids]
+    before = torch.nn.functional.pad(number, (1, 0), value=False)[:, :-1]
+    starts = number & ~before
+    return starts.long().cumsum(dim=1) * number
+
+
+def _mask_score_runs(labels: torch.Tensor, is_number: torch.Tensor, digit_count: torch.Tensor,
+                     expected_digits: int, scores: int) -> torch.Tensor:
+    """The first ``scores`` runs of number tokens, each a complete score (else LabelMaskError)."""
+    run = score_runs(labels, is_number)
+    keep = (run > 0) & (run <= scores)
+    ids = labels.clamp(0, digit_count.numel() - 1)
+    digits = torch.zeros(labels.shape[0], scores + 1, dtype=torch.long, device=labels.device)
+    digits.scatter_add_(1, run.clamp(max=scores) * keep, digit_count.to(labels.device)[ids] * keep)
+    per_score = digits[:, 1:]
+    bad = (per_score != expected_digits).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        found = per_score[bad].tolist()
+        raise LabelMaskError(
+            f"batch row(s) {bad}: the response labels hold {found} digit(s) per score, expected {expected_digits} "
+            f"for each of {scores} scores. The response misses a score, or cutoff_len cut it off (raise cutoff_len "
+            "or lower video_max_pixels)."
+        )
+    return torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
+
+
 def mask_labels(
-    labels: torch.Tensor, is_number: torch.Tensor, digit_count: torch.Tensor, expected_digits: int = SCORE_DIGITS
+    labels: torch.Tensor, is_number: torch.Tensor, digit_count: torch.Tensor, expected_digits: int = SCORE_DIGITS,
+    scores: int = 1,
 ) -> torch.Tensor:
     """Labels with everything but the score's tokens set to IGNORE_INDEX.
 
-    Raises :class:`LabelMaskError` naming the batch rows without a complete score.
+    ``scores``: how many scores each answer holds (the joint layout's dimensions).
+    Raises :class:`LabelMaskError` naming the batch rows without a complete score (or scores).
     """
+    if scores > 1:
+        return _mask_score_runs(labels, is_number, digit_count, expected_digits, scores)
     keep = score_mask(labels, is_number)
     ids = labels.clamp(0, digit_count.numel() - 1)
     digits = (digit_count.to(labels.device)[ids] * keep).sum(dim=1)

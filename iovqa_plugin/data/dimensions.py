@@ -1,0 +1,184 @@
+"""Quality dimensions: which MOS columns are trained, and how their scores are asked for and answered.
+
+TaobaoVD-GC annotation files carry one MOS per dimension: ``Traditional_MOS``,
+``Alignment_MOS``, ``Aesthetic_MOS``, ``Temporal_MOS`` and ``Overall_MOS``.
+The default trains ``overall`` alone, as the paper does: one sample per video,
+the paper's prompt, the bare integer as the answer.
+
+Two layouts train several dimensions:
+
+* ``per_sample``: one sample per (video, dimension); the prompt names the
+  dimension it asks about (a template per dimension) and the answer is that
+  dimension's bare integer ("37").
+* ``joint``: one sample per video whose answer holds every listed dimension's
+  integer, in the order the dimensions are listed, written as
+  ``"<name> <integer>"`` joined by ``", "``::
+
+      traditional 37, alignment 41, aesthetic 35, temporal 40, overall 38
+
+  Dimension names are lowercase letters and underscores only, so the only
+  digits of the answer are the scores' (the digit mask keeps exactly those).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from .labels import read_answer
+
+OVERALL = "overall"
+DEFAULT_DIMENSIONS = (OVERALL,)
+LAYOUTS = ("per_sample", "joint")
+# TaobaoVD-GC's column of each dimension (the default columns; `overall` follows the MOS column settings).
+TAOBAO_DIMENSION_COLUMNS = {
+    "traditional": "Traditional_MOS",
+    "alignment": "Alignment_MOS",
+    "aesthetic": "Aesthetic_MOS",
+    "temporal": "Temporal_MOS",
+    OVERALL: "Overall_MOS",
+}
+# What each dimension means, for the prompts (a dimension not listed here is named by its name).
+DESCRIPTIONS = {
+    "traditional": "traditional (technical) quality: clarity, sharpness, noise, blur and compression artefacts "
+    "in the frames",
+    "alignment": "text-video alignment: how faithfully the video shows what the text prompt asks for",
+    "aesthetic": "aesthetic quality: composition, colour harmony, lighting and visual appeal",
+    "temporal": "temporal quality: smoothness and consistency of motion, no flicker, jitter or deformation",
+    OVERALL: "overall quality",
+}
+NAME = re.compile(r"^[a-z][a-z_]*$")  # no digits: the joint answer's only digits are its scores
+SEPARATOR = ", "
+
+# per_sample prompt of a dimension other than `overall` (overall keeps the paper's prompt).
+DIMENSION_TEMPLATE = (
+    "{{video}}You are an expert in assessing the quality of AI-generated videos. "
+    'The video was generated from the text prompt: "{{prompt}}"\n'
+    "Rate one dimension of the video only: {description}.\n"
+    "Answer with {{answer_format}}. Output the number only, with no explanation."
+)
+JOINT_TEMPLATE = (
+    "{{video}}You are an expert in assessing the quality of AI-generated videos. "
+    'The video was generated from the text prompt: "{{prompt}}"\n'
+    "Rate the video on each of these dimensions:\n{listing}\n"
+    "Answer with {{answer_format}}. Output that line only, with no explanation."
+)
+
+
+class DimensionError(ValueError):
+    """A bad dimension setting (the message says which)."""
+
+
+def parse_dimensions(value: str) -> tuple[str, ...]:
+    """``"traditional, overall"`` -> ("traditional", "overall"); names checked, no repeats."""
+    names = tuple(part.strip() for part in str(value).split(",") if part.strip())
+    if not names:
+        raise DimensionError("no dimension listed")
+    bad = [n for n in names if not NAME.match(n)]
+    if bad:
+        raise DimensionError(f"dimension names must be lowercase letters and underscores (no digits), got {bad}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DimensionError(f"dimension(s) listed twice: {repeated}")
+    return names
+
+
+def default_column(dimension: str) -> Optional[str]:
+    return TAOBAO_DIMENSION_COLUMNS.get(dimension)
+
+
+def mos_columns(dimensions: tuple[str, ...], overrides: Optional[dict], overall_column: str) -> dict[str, str]:
+    """{dimension: its MOS column}: ``overall`` reads ``overall_column`` (the run's MOS column), the others
+    their ``overrides`` entry (the recipe's dimension_columns), else TaobaoVD-GC's column."""
+    overrides = overrides or {}
+    return {name: overall_column if name == OVERALL else overrides.get(name) or default_column(name)
+            for name in dimensions}
+
+
+def joint_answer(labels: dict[str, str], dimensions: tuple[str, ...]) -> str:
+    """The joint layout's answer: ``"traditional 37, alignment 41"`` in the order of ``dimensions``."""
+    return SEPARATOR.join(f"{name} {labels[name]}" for name in dimensions)
+
+
+def joint_answer_format(dimensions: tuple[str, ...], answer_format: str) -> str:
+    """What the joint prompt asks for (fills the template's {answer_format})."""
+    example = SEPARATOR.join(f"{name} N" for name in dimensions)
+    return f'one line of the form "{example}", where each N is {answer_format}'
+
+
+def prompt_template(dimension: Optional[str], dimensions: tuple[str, ...], templates: Optional[dict] = None,
+                    base: Optional[str] = None) -> Optional[str]:
+    """The prompt template of one per_sample dimension, or of the joint answer (``dimension`` None).
+
+    ``templates``: the recipe's per-dimension templates; ``base``: the recipe's prompt_template (the
+    overall dimension's, and the joint prompt's). None means the paper's default prompt.
+    """
+    if dimension is None:
+        if base:
+            return base
+        listing = "\n".join(f"- {name}: {DESCRIPTIONS.get(name, name)}" for name in dimensions)
+        return JOINT_TEMPLATE.format(listing=listing)
+    if templates and dimension in templates:
+        return templates[dimension]
+    if dimension == OVERALL:
+        return base
+    return DIMENSION_TEMPLATE.format(description=DESCRIPTIONS.get(dimension, dimension))
+
+
+def _score_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(?<![a-z_]){re.escape(name)}\s*:?\s*([^,\n]*)", re.IGNORECASE)
+
+
+def read_joint_answer(text: str, dimensions: tuple[str, ...],
+                      label_format: str = "integer") -> dict[str, tuple[Optional[float], Optional[str]]]:
+    """{dimension: (MOS, None) or (None, reason)} from a joint answer; each score is read after its name."""
+    found = {}
+    for name in dimensions:
+        match = _score_pattern(name).search(text or "")
+        if match is None:
+            found[name] = (None, f"no {name!r} score in answer {text!r}")
+        else:
+            found[name] = read_answer(match.group(1), label_format)
+    return found
+
+
+def joint_prefix(dimensions: tuple[str, ...], index: int, earlier: list[str]) -> str:
+    """The answer text before dimension ``index``'s score: the earlier dimensions with ``earlier`` (their
+    integers as text), then the dimension's name and a space."""
+    parts = [f"{name} {value}" for name, value in zip(dimensions[:index], earlier)]
+    return SEPARATOR.join(parts + [f"{dimensions[index]} "])
+
+
+def sample_dimensions(config) -> tuple[str, ...]:
+    """The dimensions that each annotation row is one sample of (per_sample layout); () when a row is one sample."""
+    if config.multi_dimension and not config.joint:
+        return config.dimension_names
+    return ()
+
+
+def row_samples(user_prompt: str, labels: dict[str, str], config) -> list[tuple[Optional[str], str, str]]:
+    """(dimension, full prompt, answer) of each sample one annotation row gives under ``config``.
+
+    ``labels``: each listed dimension's label. The default (overall only) is the paper's single sample,
+    exactly as without dimensions (dimension None); ``joint`` is one sample (dimension None) whose answer
+    holds every score; ``per_sample`` one sample per dimension.
+    """
+    from .prompt import ANSWER_FORMATS, build_prompt
+
+    names = config.dimension_names
+    if not config.multi_dimension:
+        return [(None, build_prompt(user_prompt, config.label_format, config.prompt_template, config.head_on),
+                 labels[OVERALL])]
+    if config.joint:
+        template = prompt_template(None, names, base=config.prompt_template)
+        answer_format = joint_answer_format(names, ANSWER_FORMATS[config.label_format])
+        prompt = build_prompt(user_prompt, config.label_format, template, answer_format=answer_format)
+        return [(None, prompt, joint_answer(labels, names))]
+    return [(name, build_prompt(user_prompt, config.label_format,
+                                prompt_template(name, names, config.dimension_prompts, config.prompt_template)),
+             labels[name]) for name in names]
+
+
+def joint_complete(dimensions: tuple[str, ...]) -> re.Pattern:
+    """A joint answer is complete once its last dimension's score has two digits (greedy stops there)."""
+    return re.compile(rf"(?<![a-z_]){re.escape(dimensions[-1])}\s*:?\s*\d\d", re.IGNORECASE)
