@@ -1,6 +1,7 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
-    python bench/learning.py [--steps 150] [--seeds 0 1 2] [--arms decimal integer_nomask iovqa head control]
+    python bench/learning.py [--steps 150] [--seeds 0 1 2]
+        [--arms decimal integer_nomask iovqa head levels levels_soft control]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -11,8 +12,8 @@ trained model then scores the 50 held-out test videos with the plugin's scorer; 
 scores the untouched model. The control arm is the IOVQA arm with each video's quality level written
 in its prompt (a deliberate leak, on train and test): it checks the text -> label -> loss -> scorer
 side apart from the vision side. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
-answer's number) and expected decoding (probability-weighted mean of 10..50; integer labels
-only), as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
+answer's number or level word) and expected decoding (probability-weighted mean of 10..50, or of the
+levels 1..5 for the level-word arms; not for decimal labels), as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
 (work/bench_learning/runs/*.result.json).
 """
 
@@ -38,6 +39,8 @@ ARMS = {
     "integer_nomask": {"iovqa_label_format": "integer", "iovqa_label_mask": "none"},
     "iovqa": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
     "head": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_head": "softmax_regression"},
+    "levels": {"iovqa_label_format": "level", "iovqa_label_mask": "digits"},
+    "levels_soft": {"iovqa_label_format": "level", "iovqa_label_mask": "digits", "iovqa_level_targets": "soft"},
     "control": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
 }
 # The control arm trains and scores the ladder with the level in words in every prompt.
@@ -49,11 +52,13 @@ ARM_TITLES = {
     "integer_nomask": "integer labels, full-answer loss",
     "iovqa": "integer labels, digit-only loss (IOVQA)",
     "head": "softmax-regression head",
+    "levels": "level words (Q-Align), hard targets",
+    "levels_soft": "level words, soft targets (DeQA-Score, sigma 0.5)",
     "control": "control: IOVQA with the level written in the prompt (a leak)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
-              "control": "both"}
+              "levels": "both", "levels_soft": "both", "control": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},

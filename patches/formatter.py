@@ -28,7 +28,7 @@ from iovqa_plugin.data.annotations import ROW_COLUMN, Sample, load_annotations, 
 from iovqa_plugin.data.annotations import write_issue_report
 from iovqa_plugin.logs import get_logger
 
-from .run import remember_sample_origins
+from .run import remember_sample_origins, remember_sample_targets
 
 logger = get_logger()
 
@@ -65,6 +65,8 @@ class IOVQADatasetConverter(DatasetConverter):
         self.samples = {key: _to_example(s) for s in samples for key in (s.video, row_id(s.file, s.row))}
         self.skipped = {key for i in issues for key in (_row_key(i.video), row_id(i.file, i.row))}
         remember_sample_origins(samples)
+        if config.label_format == "level":  # a level label does not carry the MOS: the collator looks it up
+            remember_sample_targets(samples)
         self._report(path, issues, stats)
 
     def _report(self, path: str, issues: list, stats: dict) -> None:

@@ -28,6 +28,8 @@ GPU_RECIPES = {
     # softmax regression: the paper gives no rank or epoch of its own; the 7B IOVQA settings are used
     "softmax_regression_qwen2vl_7b.yaml": ("Qwen/Qwen2-VL-7B-Instruct", 128, None),
     "softmax_regression_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
+    # level words with soft targets: the 7B IOVQA settings, no paper epoch
+    "qalign_levels_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
 }
 PLUGIN = {
     "iovqa_7b.yaml": ("integer", "digits"),
@@ -41,6 +43,7 @@ PLUGIN = {
     "softmax_regression_qwen2vl_7b.yaml": ("integer", "digits"),
     "softmax_regression_7b.yaml": ("integer", "digits"),
     "softmax_regression_demo_cpu.yaml": ("integer", "digits"),
+    "qalign_levels_7b.yaml": ("level", "digits"),
 }
 LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
 HEAD_RECIPES = {"softmax_regression_qwen2vl_7b.yaml", "softmax_regression_7b.yaml", "softmax_regression_demo_cpu.yaml"}
@@ -64,6 +67,7 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
     name = os.path.basename(path)
     assert (plugin.label_format, plugin.label_mask) == PLUGIN[name]
     assert plugin.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
+    assert plugin.level_targets == ("soft" if name == "qalign_levels_7b.yaml" else "hard")
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ..config import IOVQAArguments
 from .frames import FrameCache, FrameSpec, extract_many
-from .labels import LabelError, mos_to_label
+from .labels import LabelError, mos_to_label, parse_std
 from .prompt import build_prompt
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
@@ -28,6 +28,7 @@ class Columns:
     video: str
     prompt: str
     mos: str
+    std: Optional[str] = None  # the MOS's rater standard deviation (soft level targets), when the data has one
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Sample:
     label: str
     prompt: str  # the full evaluation prompt (with the video placeholder)
     frames: list[str] = field(default_factory=list)
+    std: Optional[float] = None  # the MOS's standard deviation (Columns.std)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
         video=pick("videos", config.video_column),
         prompt=pick("prompt", config.prompt_column),
         mos=pick("response", config.mos_column),
+        std=config.std_column,
     )
 
 
@@ -157,7 +160,7 @@ def annotation_rows(path: str) -> list[dict[str, Any]]:
 
 
 def check_columns(path: str, present: list[str], columns: Columns) -> None:
-    missing = [c for c in (columns.video, columns.prompt, columns.mos) if c not in present]
+    missing = [c for c in (columns.video, columns.prompt, columns.mos, columns.std) if c is not None and c not in present]
     if not missing:
         return
     hint = ""
@@ -166,7 +169,7 @@ def check_columns(path: str, present: list[str], columns: Columns) -> None:
     raise ValueError(
         f"{path}: missing column(s) {missing}; the file has {present}.{hint} "
         "Map your names in dataset_info.json `columns` (videos, prompt, response) "
-        "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column."
+        "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column (iovqa_std_column)."
     )
 
 
@@ -179,7 +182,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
-    """(label, prompt text, issues) for one record."""
+    """(label, prompt text, std, issues) for one record."""
     issues = []
     video = record.get(columns.video)
     if _is_missing(video) or not isinstance(video, str):
@@ -194,7 +197,13 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
         label = mos_to_label(record.get(columns.mos), config.label_format)
     except LabelError as err:
         issues.append(Issue(file, row, columns.mos, str(record.get(columns.mos)), str(err)))
-    return label, prompt, issues
+    std = None
+    if columns.std is not None:
+        try:
+            std = parse_std(record.get(columns.std))
+        except LabelError as err:
+            issues.append(Issue(file, row, columns.std, str(record.get(columns.std)), str(err)))
+    return label, prompt, std, issues
 
 
 def load_annotations(
@@ -223,7 +232,7 @@ def load_annotations(
     issues: list[Issue] = []
     stats = {"rows": len(records), "prompts_cut": 0}
     for file, row, record in records:
-        label, prompt, row_issues = _row_issues(file, row, record, columns, config)
+        label, prompt, std, row_issues = _row_issues(file, row, record, columns, config)
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
         if video in rows_of and len(rows_of[video]) > 1:
@@ -250,6 +259,7 @@ def load_annotations(
                 mos=float(record[columns.mos]),
                 label=label,
                 prompt=build_prompt(prompt, config.label_format, config.prompt_template, config.head != "none"),
+                std=std,
             )
         )
 

@@ -12,6 +12,9 @@ distribution is conditioned on the *true* first digit, which would leak the
 label into the prediction. The scorer's ``expected`` mode computes the full
 two-digit expectation properly (one prefill plus one batched step). Logged as
 ``eval_srcc``, ``eval_plcc``, ``eval_final`` (in ``eval_results.json``).
+
+Level-word runs: the level trainer's evaluation step hands ``ComputeScoreMetrics``
+Q-Align's expected score (``data.levels``) and each row's MOS directly.
 """
 
 from __future__ import annotations
