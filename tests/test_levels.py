@@ -309,6 +309,7 @@ def test_level_run_trains_scores_and_evaluates(level_run, tmp_path):
 
 def test_level_expected_score_equals_brute_force_enumeration(level_run):
     """The scorer's level distribution vs each level word scored after the prompt, one sequence at a time."""
+    from iovqa_plugin.score.decoding import level_distribution
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
@@ -320,15 +321,23 @@ def test_level_expected_score_equals_brute_force_enumeration(level_run):
     rows = [(test["video_name"][i], test["Prompt"][i]) for i in (0, 5)]
     features = [scorer.encode(prompt, scorer.cache.get(video)) for video, prompt in rows]
     results = scorer.score_features([v for v, _ in rows], features, "expected")
+    assert len({len(f["input_ids"]) for f in features}) > 1  # left padding is exercised
+    # as the template writes them (no shared token), and with a shared leading " " token before every word
+    space = scorer.loaded.tokenizer.encode(" ", add_special_tokens=False)
+    spaced = LevelTokens(tuple(tuple(space) + path for path in levels.paths), len(space))
+    spaced_probabilities, _ = level_distribution(scorer.loaded.model, scorer.batch(features), spaced)
     for i, feature in enumerate(features):
-        logps = []
-        for path in levels.paths:
-            ids = feature["input_ids"] + list(path)
-            batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
-            with torch.no_grad():
-                logits = scorer.loaded.model(**batch).logits[0].float()
-            position = len(feature["input_ids"]) + levels.prefix - 1  # predicts the level's distinguishing token
-            logps.append(float(logits[position, path[levels.prefix]]))
-        reference = torch.softmax(torch.tensor(logps, dtype=torch.float64), dim=0)
-        assert results[i].grades == pytest.approx(reference.tolist(), abs=1e-5)
-        assert results[i].expected_mos == pytest.approx(float((reference * torch.arange(1, 6)).sum()), abs=1e-5)
+        for tokens, found in ((levels, results[i].grades), (spaced, spaced_probabilities[i].tolist())):
+            logps = []
+            for path in tokens.paths:
+                ids = feature["input_ids"] + list(path)
+                batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids),
+                                           labels=[-100] * len(ids))])
+                with torch.no_grad():
+                    logits = scorer.loaded.model(**batch).logits[0].float()
+                position = len(feature["input_ids"]) + tokens.prefix - 1  # predicts the distinguishing token
+                logps.append(float(logits[position, path[tokens.prefix]]))
+            reference = torch.softmax(torch.tensor(logps, dtype=torch.float64), dim=0)
+            assert found == pytest.approx(reference.tolist(), abs=1e-5)
+        reference = torch.tensor(results[i].grades, dtype=torch.float64)
+        assert results[i].expected_mos == pytest.approx(float((reference * torch.arange(1, 6)).sum()), abs=1e-6)
