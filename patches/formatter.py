@@ -65,7 +65,7 @@ class IOVQADatasetConverter(DatasetConverter):
         self.samples = {key: _to_example(s) for s in samples for key in (s.video, row_id(s.file, s.row))}
         self.skipped = {key for i in issues for key in (_row_key(i.video), row_id(i.file, i.row))}
         remember_sample_origins(samples)
-        if config.label_format == "level":  # a level label does not carry the MOS: the collator looks it up
+        if config.level_scores:  # a level label does not carry the MOS: the collator looks it up
             remember_sample_targets(samples)
         self._report(path, issues, stats)
 

@@ -31,9 +31,9 @@ from transformers.loss.loss_utils import LOSS_MAPPING
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
-from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
 from iovqa_plugin.data.levels import LevelTokens, expected_level
-from iovqa_plugin.train.labelled_logits import LabelledLogitsError, compact_for_metrics, labelled_loss
+from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
+from iovqa_plugin.train.labelled_logits import LabelledLogitsError, causal_lm_loss, compact_for_metrics, labelled_loss
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, gaussian_levels, level_logits, soft_level_loss
 
 
@@ -115,14 +115,18 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
         get_logger().info("labelled-position logits: the output layer runs only where the loss is")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    def _labelled_loss(self, model, inputs, num_items_in_batch, loss_function=causal_lm_loss):
         # The Trainer hands the model the token count only when it accepts loss kwargs (not for LLaMA-Factory's
         # VLM runs: it sets model_accepts_loss_kwargs False); the loss is then a mean the Trainer divides by the
         # accumulation steps.
         accepts = self.model_accepts_loss_kwargs
-        loss, outputs = labelled_loss(model, inputs, num_items_in_batch if accepts else None)
+        loss, outputs = labelled_loss(model, inputs, num_items_in_batch if accepts else None, loss_function)
         if self.args.average_tokens_across_devices and accepts and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
-        return (loss, outputs) if return_outputs else loss
+        return loss, outputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate or inputs.get("labels") is None:
@@ -151,20 +155,15 @@ class LevelTrainer(LabelledLogitsTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         mos, sigma = inputs.pop(MOS_KEY), inputs.pop(SIGMA_KEY)
-        accepts = self.model_accepts_loss_kwargs
-        count = num_items_in_batch if accepts else None
+        loss_function = causal_lm_loss
         if self._soft:
-            target = gaussian_levels(mos, sigma)
-            levels = self._levels
+            target, levels = gaussian_levels(mos, sigma), self._levels
 
-            def loss_function(logits, targets, items):
+            def soft(logits, targets, items):
                 return soft_level_loss(logits, targets, levels.ids, levels.prefix, target.to(logits.device), items)
 
-            loss, outputs = labelled_loss(model, inputs, count, loss_function)
-        else:
-            loss, outputs = labelled_loss(model, inputs, count)
-        if self.args.average_tokens_across_devices and accepts and num_items_in_batch is not None:
-            loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+            loss_function = soft
+        loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch, loss_function)
         outputs[MOS_KEY] = mos
         return (loss, outputs) if return_outputs else loss
 

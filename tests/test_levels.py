@@ -228,7 +228,7 @@ def test_bad_std_cells_name_file_row_and_field(tmp_path):
     # under skip they are reported, not dropped silently
     samples, issues, stats = load_annotations(str(path), columns, soft_config(tmp_path, on_bad_row="skip"),
                                               str(tmp_path), progress=False)
-    assert samples == [] and stats["skipped_rows"] == 6
+    assert samples == [] and stats["skipped_rows"] == 6 and {i.row for i in issues} == set(range(1, 7))
     pd.DataFrame(rows).drop(columns="MOS_std").to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['MOS_std'\]"):
         load_annotations(str(path), columns, soft_config(tmp_path), str(tmp_path), progress=False)
