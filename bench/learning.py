@@ -1,6 +1,7 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
-    python bench/learning.py [--steps 150] [--seeds 0 1 2] [--arms decimal integer_nomask iovqa head control multidim]
+    python bench/learning.py [--steps 150] [--seeds 0 1 2]
+        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -12,9 +13,10 @@ scores the untouched model. The control arm is the IOVQA arm with each video's q
 in its prompt (a deliberate leak, on train and test): it checks the text -> label -> loss -> scorer
 side apart from the vision side. The multidim arm trains the ladder's five TaobaoVD-GC-style MOS (each from
 what its dimension judges, see iovqa_plugin/demo/ladder.py) in one joint answer; its table row is its
-overall score, and its expected SRCC per dimension is listed below the table. SRCC, PLCC and final = (SRCC + PLCC) / 2 are reported for greedy decoding (the
-answer's number) and expected decoding (probability-weighted mean of 10..50; integer labels
-only), as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
+overall score, and its expected SRCC per dimension is listed below the table. SRCC, PLCC and final =
+(SRCC + PLCC) / 2 are reported for greedy decoding (the answer's number or level word) and expected decoding
+(probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
+as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
 (work/bench_learning/runs/*.result.json).
 """
 
@@ -34,20 +36,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from iovqa_plugin.data.dimensions import TAOBAO_DIMENSION_COLUMNS  # noqa: E402 (after the path)
+
 # The arms differ only in these keys (the paper's Table 4/5 rows, and the head variant).
 ARMS = {
     "decimal": {"iovqa_label_format": "decimal", "iovqa_label_mask": "none"},
     "integer_nomask": {"iovqa_label_format": "integer", "iovqa_label_mask": "none"},
     "iovqa": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
     "head": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_head": "softmax_regression"},
+    "levels": {"iovqa_label_format": "level", "iovqa_label_mask": "digits"},
+    "levels_soft": {"iovqa_label_format": "level", "iovqa_label_mask": "digits", "iovqa_level_targets": "soft"},
     "control": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
     "multidim": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits",
                  "iovqa_dimensions": "traditional,alignment,aesthetic,temporal,overall",
                  "iovqa_dimension_layout": "joint"},
 }
-# The multidim arm: each dimension's expected score against its ladder column.
-DIMENSION_COLUMNS = {"traditional": "Traditional_MOS", "alignment": "Alignment_MOS", "aesthetic": "Aesthetic_MOS",
-                     "temporal": "Temporal_MOS", "overall": "Overall_MOS"}
+# The multidim arm: each dimension's expected score against its ladder column (TaobaoVD-GC's names).
+DIMENSION_COLUMNS = TAOBAO_DIMENSION_COLUMNS
 # The control arm trains and scores the ladder with the level in words in every prompt.
 DATASETS = {"control": ("ladder_train_control", "test_control.csv")}
 DEFAULT_DATASETS = ("ladder_train", "test.csv")
@@ -57,12 +62,14 @@ ARM_TITLES = {
     "integer_nomask": "integer labels, full-answer loss",
     "iovqa": "integer labels, digit-only loss (IOVQA)",
     "head": "softmax-regression head",
+    "levels": "level words (Q-Align), hard targets",
+    "levels_soft": "level words, soft targets (DeQA-Score, sigma 0.5)",
     "control": "control: IOVQA with the level written in the prompt (a leak)",
     "multidim": "five dimensions, joint answer (its overall score)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
-              "control": "both", "multidim": "both"}
+              "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},

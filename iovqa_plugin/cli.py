@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Optional
 
+from .data.labels import LABEL_FORMATS
 from .version import __version__
 
 
@@ -404,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a dataset name in the recipe's dataset_info.json, or an annotation file")
     p.add_argument("--out", required=True, help="prediction CSV (re-running the same command resumes it)")
     p.add_argument("--mode", choices=["expected", "greedy", "both", "head"], default="expected",
-                   help="decoding: expected score over 10..50, greedy answer, both, or the softmax-regression head. "
+                   help="decoding: expected score over 10..50 (level-word runs: over the five level words, 1..5), "
+                        "greedy answer, both, or the softmax-regression head. "
                         "Several quality dimensions: a column per dimension for each decoding (per_sample: each "
                         "dimension scored with its own prompt; joint: the greedy answer holds every score, and the "
                         "expected value of each later score is taken after the greedy text of the earlier ones)")
@@ -414,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LoRA adapter folder (default: the recipe's output_dir, unless --model is given); '' for none")
     p.add_argument("--media-dir", default=None, help="folder video paths are relative to (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
-    p.add_argument("--save-probs", action="store_true", help="also write p_10..p_50")
+    p.add_argument("--save-probs", action="store_true",
+                   help="also write p_10..p_50 (level-word runs always write p_bad..p_excellent)")
     p.add_argument("--restart", action="store_true",
                    help="start --out over instead of resuming it (needed when it was written by another run)")
     p.add_argument("--nproc", default=None,
@@ -430,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_option(p, False, "recipe whose dataset_info.json resolves dataset names")
     p.add_argument("--report", default=None, help="JSON report path (default: next to --pred)")
     p.add_argument("--plot", default=None, help="scatter plot PNG path (default: next to --pred)")
-    p.add_argument("--label-format", default="integer", choices=["integer", "decimal"],
-                   help="how to read text answers of generated_predictions.jsonl")
+    p.add_argument("--label-format", default="integer", choices=list(LABEL_FORMATS),
+                   help="how to read text answers of generated_predictions.jsonl (level: the first level word, 1..5)")
     p.add_argument("--labelled-only", action="store_true",
                    help="evaluate the labelled videos only; predictions without a label are left out and counted")
     _score_column_option(p)

@@ -31,18 +31,21 @@ class PluginConfigError(ValueError):
 class IOVQAArguments:
     """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``)."""
 
-    label_format: Literal["integer", "decimal"] = field(
+    label_format: Literal["integer", "decimal", "level"] = field(
         default="integer",
         metadata={
             "help": "Response label. `integer`: MOS rounded to one decimal and x10, e.g. 3.666 -> '37' (the paper). "
-            "`decimal`: the rounded MOS as written, e.g. '3.7' (the paper's ablation)."
+            "`decimal`: the rounded MOS as written, e.g. '3.7' (the paper's ablation). `level`: the nearest level "
+            "word (Q-Align), round(MOS) half up: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent (3.666 -> 'good'); "
+            "scored as Q-Align does, softmax over the five level tokens dotted with 1..5."
         },
     )
     label_mask: Literal["digits", "none"] = field(
         default="digits",
         metadata={
             "help": "`digits`: loss on the tokens of the score only; `<|im_end|>`, newline and any other response "
-            "token are masked (the paper's integer-only mask). `none`: standard SFT labels (ablation)."
+            "token are masked (the paper's integer-only mask; with level labels, the level word's tokens). "
+            "`none`: standard SFT labels (ablation)."
         },
     )
     num_frames: int = field(
@@ -136,6 +139,29 @@ class IOVQAArguments:
             "listing the dimensions and the answer's form)."
         },
     )
+    level_targets: Literal["hard", "soft"] = field(
+        default="hard",
+        metadata={
+            "help": "Level labels only. `hard`: cross-entropy on the level word (one-hot). `soft` (DeQA-Score): at "
+            "the level token the target is a Gaussian around the MOS over the five level tokens (sigma from "
+            "iovqa_std_column when set, else iovqa_level_sigma), so the position of the MOS inside its level is "
+            "trained too."
+        },
+    )
+    level_sigma: float = field(
+        default=0.5,
+        metadata={
+            "help": "Soft targets: the Gaussian's standard deviation (MOS units) for rows without a std column. "
+            "0.5 (half a level) keeps the target peaked yet lets its mean follow the MOS inside a level."
+        },
+    )
+    std_column: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Soft targets: column of each row's rater standard deviation of the MOS (0..4), the sigma of its "
+            "target (DeQA-Score). Default: none, every row uses iovqa_level_sigma."
+        },
+    )
     head: Literal["none", "softmax_regression"] = field(
         default="none",
         metadata={
@@ -164,7 +190,8 @@ class IOVQAArguments:
         metadata={
             "help": "Apply the output layer only at the positions whose next label is trained (the score's "
             "tokens) instead of at every position: the same loss and gradients, far less compute and memory. "
-            "`false`: LLaMA-Factory's all-position logits (for comparison). No effect with iovqa_head."
+            "`false`: LLaMA-Factory's all-position logits (for comparison). No effect with iovqa_head or level labels "
+            "(their loss is always computed at the labelled positions)."
         },
     )
     on_bad_row: Literal["error", "skip"] = field(
@@ -193,6 +220,15 @@ class IOVQAArguments:
         _check_choice(self, "head_loss")
         _check_choice(self, "dimension_layout")
         self._check_dimensions()
+        _check_choice(self, "level_targets")
+        if self.soft_targets and not self.level_scores:
+            raise PluginConfigError(
+                "iovqa_level_targets: soft needs iovqa_label_format: level and iovqa_label_mask: digits"
+            )
+        if not self.level_sigma > 0:
+            raise PluginConfigError(f"iovqa_level_sigma must be > 0, got {self.level_sigma}")
+        if self.std_column is not None and not self.soft_targets:
+            raise PluginConfigError("iovqa_std_column is read for iovqa_level_targets: soft only")
         if self.head_on and not self.integer_scores:
             raise PluginConfigError(
                 "iovqa_head needs iovqa_label_format: integer and iovqa_label_mask: digits (the MOS is read from "
@@ -305,6 +341,17 @@ class IOVQAArguments:
         """Integer labels under the digit mask: every labelled token is a score digit, so the score's
         distribution can be read off the logits (in-training SRCC/PLCC, the head's MOS target)."""
         return self.label_format == "integer" and self.mask_on
+
+    @property
+    def level_scores(self) -> bool:
+        """Level-word labels under the mask: the level's distribution is read off the level tokens' logits
+        (expected score, in-training SRCC/PLCC)."""
+        return self.label_format == "level" and self.mask_on
+
+    @property
+    def soft_targets(self) -> bool:
+        """The level token is trained against a Gaussian around the MOS (DeQA-Score)."""
+        return self.level_targets == "soft"
 
     @property
     def cache_dir(self) -> str:

@@ -1,4 +1,6 @@
-"""The masking collator: LLaMA-Factory's SFT collator followed by the digit-only label mask."""
+"""The masking collator: LLaMA-Factory's SFT collator followed by the digit-only label mask (or, for level
+labels, the level-word mask with each row's MOS and soft-target sigma); the level words' token paths as the
+chat template writes them."""
 
 from __future__ import annotations
 
@@ -11,9 +13,25 @@ from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
+from iovqa_plugin.data.labels import LEVEL_WORDS
+from iovqa_plugin.data.levels import LevelTokens
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, masked_texts, mos_from_labels, token_tables
+from iovqa_plugin.train.mask import mask_level_labels
+from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
+
+from .run import sample_targets
 
 logger = get_logger()
+
+
+def template_level_tokens(template: Any, tokenizer: Any) -> LevelTokens:
+    """The five level words' token paths, from the template's own encoding of each as the answer."""
+    answers = [
+        template.encode_oneturn(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": word}])[1]
+        for word in LEVEL_WORDS
+    ]
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return LevelTokens.from_answers(answers, name, decode=lambda token: tokenizer.decode([token]))
 
 
 @dataclass
@@ -21,7 +39,10 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
     """Collates like LLaMA-Factory, then keeps only the score's tokens in the labels.
 
     With the softmax-regression head it also carries each row's MOS (read back
-    from the integer label) under ``MOS_KEY`` for the head's loss.
+    from the integer label) under ``MOS_KEY`` for the head's loss. With level
+    labels it keeps the level word's tokens and carries each row's MOS (from the
+    annotation row, ``run.sample_targets``) under ``MOS_KEY`` and its soft-target
+    sigma under ``SIGMA_KEY``, for the level trainer's loss and metrics.
     """
 
     run: Optional[IOVQAArguments] = field(default=None)
@@ -30,23 +51,40 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         super().__post_init__()
         if self.run is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
-        self._is_number, self._digit_count = token_tables(self.tokenizer, self.run.label_format)
+        self._levels = None
+        if self.run.label_format == "level":
+            self._levels = template_level_tokens(self.template, self.tokenizer)
+        else:
+            self._is_number, self._digit_count = token_tables(self.tokenizer, self.run.label_format)
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.run.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
+        targets = sample_targets([f.get("videos") for f in features]) if self._levels is not None else None
         batch = super().__call__(features)
         try:
-            batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count,
-                                          scores=self.run.scores_per_answer)
+            if self._levels is not None:
+                batch["labels"], _ = mask_level_labels(batch["labels"], self._levels)
+            else:
+                batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count,
+                                              scores=self.run.scores_per_answer)
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
         if self.run.head_on:
             batch[MOS_KEY] = mos_from_labels(batch["labels"], self.tokenizer)
+        if targets is not None:
+            batch[MOS_KEY] = torch.tensor([mos for mos, _ in targets], dtype=torch.float32)
+            batch[SIGMA_KEY] = row_sigmas([std for _, std in targets], self.run.level_sigma)
         if not self._logged_first_batch:
             self._logged_first_batch = True
-            logger.info("label mask active (digits): first batch targets %s", masked_texts(batch["labels"], self.tokenizer))
+            extra = ""
+            if targets is not None:
+                extra = f"; MOS {[round(m, 4) for m in batch[MOS_KEY].tolist()]}"
+                if self.run.soft_targets:
+                    extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
+            logger.info("label mask active (digits): first batch targets %s%s",
+                        masked_texts(batch["labels"], self.tokenizer), extra)
         return batch

@@ -33,7 +33,7 @@ from iovqa_plugin.data.annotations import write_issue_report
 from iovqa_plugin.data.dimensions import sample_dimensions
 from iovqa_plugin.logs import get_logger
 
-from .run import remember_sample_origins
+from .run import remember_sample_origins, remember_sample_targets
 
 logger = get_logger()
 
@@ -73,6 +73,8 @@ class IOVQADatasetConverter(DatasetConverter):
         self.skipped = {key for i in issues
                         for key in (_row_key(i.video), *(row_id(i.file, i.row, d) for d in dimensions or (None,)))}
         remember_sample_origins(samples)
+        if config.level_scores:  # a level label does not carry the MOS: the collator looks it up
+            remember_sample_targets(samples)
         self._report(path, issues, stats)
 
     def _report(self, path: str, issues: list, stats: dict) -> None:

@@ -18,6 +18,9 @@ from iovqa_plugin.config import IOVQAArguments
 _ACTIVE: Optional[IOVQAArguments] = None
 # first frame file of each sample of the run -> "file row N (video 'id')", for errors that name the row
 _ORIGINS: dict[str, str] = {}
+# first frame file of each sample of the run -> (MOS, std or None): level runs' per-row targets, which their
+# labels (a level word) do not carry; the collator looks them up by the sample's frames
+_TARGETS: dict[str, tuple[float, Optional[float]]] = {}
 
 
 def set_active_run(run: Optional[IOVQAArguments]) -> None:
@@ -25,6 +28,7 @@ def set_active_run(run: Optional[IOVQAArguments]) -> None:
     global _ACTIVE
     _ACTIVE = run
     _ORIGINS.clear()
+    _TARGETS.clear()
 
 
 def active_run() -> Optional[IOVQAArguments]:
@@ -57,3 +61,40 @@ def sample_origin(videos: Sequence) -> str:
         if isinstance(first, str) and first in _ORIGINS:
             return _ORIGINS[first]
     return f"with frames {firsts}" if firsts else "without video"
+
+
+def remember_sample_targets(samples: Iterable) -> None:
+    """The formatter records each sample's MOS and std (``annotations.Sample``), keyed by its frames.
+
+    Two samples with the same frames and different targets (the same video in two datasets of the run
+    with different MOS) cannot be told apart in a batch: refused, naming both rows.
+    """
+    for sample in samples:
+        if not sample.frames:
+            continue
+        key, target = sample.frames[0], (float(sample.mos), sample.std)
+        if _TARGETS.get(key, target) != target:
+            raise ValueError(
+                f"{sample.file} row {sample.row} (video {sample.video!r}, MOS {target[0]}, std {target[1]}) has the "
+                f"same video as {_ORIGINS.get(key, 'another row')} with MOS {_TARGETS[key][0]}, std "
+                f"{_TARGETS[key][1]}: level runs find each sample's MOS by its video, which must have one MOS"
+            )
+        _TARGETS[key] = target
+
+
+def sample_targets(videos_of_rows: Sequence) -> list[tuple[float, Optional[float]]]:
+    """(MOS, std or None) of each batch row, given each row's videos (lists of frame files)."""
+    found, missing = [], []
+    for row, videos in enumerate(videos_of_rows):
+        first = next((v[0] if isinstance(v, (list, tuple)) and v else v for v in videos or ()), None)
+        if isinstance(first, str) and first in _TARGETS:
+            found.append(_TARGETS[first])
+        else:
+            missing.append(row)
+    if missing:
+        raise ValueError(
+            f"batch row(s) {missing}: no MOS recorded for their video. Level runs read each sample's MOS from the "
+            "annotation file as the iovqa dataset is loaded; a dataset loaded from tokenized_path, or one not in "
+            "`formatting: iovqa`, has none"
+        )
+    return found

@@ -13,6 +13,12 @@ the stock step (see that module for what is reproduced and what is refused); eva
 row's labelled-position logits packed to the front instead of full-sequence logits, which the score
 metrics (or LLaMA-Factory's argmax accuracy) read with the same results. ``predict_with_generate``
 keeps the stock evaluation step.
+
+``LevelTrainer``: level-word label runs (``iovqa_label_format: level``), always on labelled-position
+logits. Hard targets: the same causal-LM loss; soft targets (``iovqa_level_targets: soft``): the
+level token's cross-entropy against a Gaussian around the row's MOS (``train.soft_targets``). Its
+evaluation step returns, per sample, Q-Align's expected score (softmax over the five level tokens at
+the level position, dotted with 1..5) and the row's MOS, for ``eval_srcc`` / ``eval_plcc``.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from transformers.loss.loss_utils import LOSS_MAPPING
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
+from iovqa_plugin.data.levels import LevelTokens, expected_level
 from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
-from iovqa_plugin.train.labelled_logits import LabelledLogitsError, compact_for_metrics, labelled_loss
+from iovqa_plugin.train.labelled_logits import LabelledLogitsError, causal_lm_loss, compact_for_metrics, labelled_loss
+from iovqa_plugin.train.soft_targets import SIGMA_KEY, gaussian_levels, level_logits, soft_level_loss
 
 
 class HeadTrainer(CustomSeq2SeqTrainer):
@@ -101,21 +109,24 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
         found = unsupported_loss_settings(self)
         if found:
             raise LabelledLogitsError(
-                "iovqa_labelled_logits (on by default) computes the stock causal-LM loss only; this run has "
-                + "; ".join(found)
-                + f" ({OFF})"
+                "iovqa_labelled_logits (on by default; always for level labels) computes the stock causal-LM loss "
+                "only; this run has " + "; ".join(found) + f" ({OFF}, with integer or decimal labels)"
             )
         get_logger().info("labelled-position logits: the output layer runs only where the loss is")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    def _labelled_loss(self, model, inputs, num_items_in_batch, loss_function=causal_lm_loss):
         # The Trainer hands the model the token count only when it accepts loss kwargs (not for LLaMA-Factory's
         # VLM runs: it sets model_accepts_loss_kwargs False); the loss is then a mean the Trainer divides by the
         # accumulation steps.
         accepts = self.model_accepts_loss_kwargs
-        loss, outputs = labelled_loss(model, inputs, num_items_in_batch if accepts else None)
+        loss, outputs = labelled_loss(model, inputs, num_items_in_batch if accepts else None, loss_function)
         if self.args.average_tokens_across_devices and accepts and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
-        return (loss, outputs) if return_outputs else loss
+        return loss, outputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate or inputs.get("labels") is None:
@@ -129,3 +140,45 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
             return loss, None, None
         logits, labels = compact_for_metrics(outputs["logits"].detach(), outputs["targets"])
         return loss, logits, labels
+
+
+class LevelTrainer(LabelledLogitsTrainer):
+    """The labelled-position trainer for level-word labels: hard or soft level targets, expected-score metrics."""
+
+    def __init__(self, *args: Any, run: IOVQAArguments, levels: LevelTokens, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._soft, self._levels = run.soft_targets, levels
+        sigma = f"column {run.std_column!r}" if run.std_column else f"{run.level_sigma}"
+        get_logger().info("level-word labels, %s targets%s", run.level_targets,
+                          f" (Gaussian around the MOS, sigma {sigma})" if self._soft else "")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        mos, sigma = inputs.pop(MOS_KEY), inputs.pop(SIGMA_KEY)
+        loss_function = causal_lm_loss
+        if self._soft:
+            target, levels = gaussian_levels(mos, sigma), self._levels
+
+            def soft(logits, targets, items):
+                return soft_level_loss(logits, targets, levels.ids, levels.prefix, target.to(logits.device), items)
+
+            loss_function = soft
+        loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch, loss_function)
+        outputs[MOS_KEY] = mos
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        if self.args.predict_with_generate or inputs.get("labels") is None:
+            inputs = {k: v for k, v in inputs.items() if k not in (MOS_KEY, SIGMA_KEY)}
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            num_items_in_batch = self._get_num_items_in_batch([inputs], self.args.device)
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss = loss.detach().mean()
+        if prediction_loss_only:
+            return loss, None, None
+        at_level = level_logits(outputs["logits"].detach(), outputs["targets"], self._levels.prefix)
+        expected, _ = expected_level(self._levels.probabilities(at_level))
+        mos = outputs[MOS_KEY].to(expected.device).float()
+        return loss, torch.stack([expected, mos], dim=1), mos

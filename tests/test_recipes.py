@@ -30,6 +30,8 @@ GPU_RECIPES = {
     "softmax_regression_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
     # several quality dimensions: the paper trains the overall score only
     "iovqa_7b_multidim.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
+    # level words with soft targets: the 7B IOVQA settings, no paper epoch
+    "qalign_levels_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
 }
 PLUGIN = {
     "iovqa_7b.yaml": ("integer", "digits"),
@@ -44,6 +46,7 @@ PLUGIN = {
     "softmax_regression_7b.yaml": ("integer", "digits"),
     "softmax_regression_demo_cpu.yaml": ("integer", "digits"),
     "iovqa_7b_multidim.yaml": ("integer", "digits"),
+    "qalign_levels_7b.yaml": ("level", "digits"),
 }
 MULTIDIM_RECIPES = {"iovqa_7b_multidim.yaml": ("traditional", "alignment", "aesthetic", "temporal", "overall")}
 LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
@@ -72,6 +75,7 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
         assert plugin.dimension_names == MULTIDIM_RECIPES[name] and plugin.joint
     else:
         assert not plugin.multi_dimension
+    assert plugin.level_targets == ("soft" if name == "qalign_levels_7b.yaml" else "hard")
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from ..config import IOVQAArguments
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
-from .labels import LabelError, mos_to_label
+from .labels import LabelError, mos_to_label, parse_std
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
 _SHOWN_ISSUES = 20
@@ -29,6 +29,7 @@ class Columns:
     video: str
     prompt: str
     mos: str
+    std: Optional[str] = None  # the MOS's rater standard deviation (soft level targets), when the data has one
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Sample:
     prompt: str  # the full evaluation prompt (with the video placeholder)
     frames: list[str] = field(default_factory=list)
     dimension: Optional[str] = None  # per_sample layout: the dimension asked about (else None)
+    std: Optional[float] = None  # the MOS's standard deviation (Columns.std)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
         video=pick("videos", config.video_column),
         prompt=pick("prompt", config.prompt_column),
         mos=pick("response", config.mos_column),
+        std=config.std_column,
     )
 
 
@@ -165,7 +168,8 @@ def annotation_rows(path: str, dimensions: tuple[str, ...] = ()) -> list[dict[st
 
 def check_columns(path: str, present: list[str], columns: Columns, mos: tuple[str, ...] = ()) -> None:
     """``mos``: the MOS columns read (default: ``columns.mos``)."""
-    missing = [c for c in (columns.video, columns.prompt, *(mos or (columns.mos,))) if c not in present]
+    wanted = (columns.video, columns.prompt, *(mos or (columns.mos,)), columns.std)
+    missing = [c for c in wanted if c is not None and c not in present]
     if not missing:
         return
     hint = ""
@@ -175,7 +179,7 @@ def check_columns(path: str, present: list[str], columns: Columns, mos: tuple[st
         f"{path}: missing column(s) {missing}; the file has {present}.{hint} "
         "Map your names in dataset_info.json `columns` (videos, prompt, response) "
         "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column (iovqa_dimension_columns for the "
-        "MOS of other dimensions)."
+        "MOS of other dimensions, iovqa_std_column for the MOS's standard deviation)."
     )
 
 
@@ -188,7 +192,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
-    """({dimension: label}, prompt text, issues) for one record; each dimension's MOS is checked alike."""
+    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
     issues = []
     video = record.get(columns.video)
     if _is_missing(video) or not isinstance(video, str):
@@ -204,7 +208,13 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
             labels[dimension] = mos_to_label(record.get(column), config.label_format)
         except LabelError as err:
             issues.append(Issue(file, row, column, str(record.get(column)), str(err)))
-    return labels, prompt, issues
+    std = None
+    if columns.std is not None:
+        try:
+            std = parse_std(record.get(columns.std))
+        except LabelError as err:
+            issues.append(Issue(file, row, columns.std, str(record.get(columns.std)), str(err)))
+    return labels, prompt, std, issues
 
 
 def load_annotations(
@@ -234,7 +244,7 @@ def load_annotations(
     issues: list[Issue] = []
     stats = {"rows": len(records), "prompts_cut": 0}
     for file, row, record in records:
-        labels, prompt, row_issues = _row_issues(file, row, record, columns, config)
+        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, config)
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
         if video in rows_of and len(rows_of[video]) > 1:
@@ -264,6 +274,7 @@ def load_annotations(
                     label=answer,
                     prompt=full_prompt,
                     dimension=dimension,
+                    std=std,
                 )
             )
 

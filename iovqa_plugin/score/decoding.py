@@ -9,6 +9,9 @@
   next-token distributions (first digit, then the second digit after each
   possible first digit), in one prefill plus one batched step; also the
   probability mass the model put on valid integers.
+* ``level_distribution``: level-word runs (Q-Align): the softmax over the
+  five level tokens at the answer's level position (after the tokens every
+  level answer shares, if any) and the probability mass on them.
 * ``head_scores``: the softmax-regression head's grade probabilities.
 """
 
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 
 from ..data.grid import ScoreGrid
+from ..data.levels import LevelTokens
 from ..data.labels import COMPLETE_SCORE
 from ..train.head import HeadForward, expected_score, grade_probabilities
 
@@ -88,6 +92,26 @@ def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[to
         )
         second = step.logits[:, -1].view(size, k, -1)
     return grid.probabilities(first, second), grid.mass(first, second)
+
+
+def level_distribution(model: Any, batch: dict[str, Any], levels: LevelTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p over the five levels (B, 5), probability mass on the level tokens): one prefill, plus one step over the
+    tokens every level answer starts with when there are any."""
+    with torch.inference_mode():
+        shared = levels.shared_prefix
+        out = model(**batch, use_cache=bool(shared), logits_to_keep=1)
+        logits = out.logits[:, -1]
+        if shared:
+            size = logits.shape[0]
+            step_ids = torch.tensor(shared, device=logits.device).repeat(size, 1)  # (B, P)
+            mask = torch.cat([batch["attention_mask"], torch.ones_like(step_ids)], dim=1)
+            # the next text positions after each row's last token, on all three mrope axes
+            offsets = torch.arange(1, len(shared) + 1, device=logits.device)
+            position_ids = batch["position_ids"][..., -1:] + offsets
+            step = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
+                         past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+            logits = step.logits[:, -1]
+    return levels.probabilities(logits), levels.mass(logits)
 
 
 def head_scores(model: Any, batch: dict[str, Any], head: HeadForward) -> tuple[torch.Tensor, torch.Tensor]:

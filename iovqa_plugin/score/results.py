@@ -53,7 +53,7 @@ class VideoResult:
     integer_mass: Optional[float] = None
     probabilities: Optional[list[float]] = None
     head_mos: Optional[float] = None
-    grades: Optional[list[float]] = None  # head: P(bad), P(poor), P(fair), P(good), P(excellent)
+    grades: Optional[list[float]] = None  # head, or level runs' expected: P(bad), P(poor), P(fair), P(good), P(excellent)
     error: Optional[str] = None
     dimensions: Optional[dict[str, "VideoResult"]] = None  # several quality dimensions: each one's result
 

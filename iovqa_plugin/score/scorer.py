@@ -14,7 +14,10 @@ Decoding modes (see ``decoding``):
   ``error``), never turned into a MOS.
 * ``expected``: the expectation of the score over the integer grid 10..50,
   its standard deviation (an uncertainty) and the probability mass on valid
-  integers.
+  integers. Level-word runs: Q-Align's expected score, the softmax over the
+  five level tokens dotted with 1..5, its standard deviation, the mass on the
+  level tokens (``integer_mass``) and the five probabilities (``p_bad`` ..
+  ``p_excellent``). Greedy answers read their first level word (1..5).
 * ``both``: both; ``pred_mos`` is the expected score.
 * ``head``: for models trained with the softmax-regression head: the head's
   expected grade and the five grade probabilities.
@@ -57,6 +60,7 @@ class Scorer:
                                      device=settings.device)
         self.cache = FrameCache(plugin.cache_dir, FrameSpec(plugin.num_frames, plugin.frame_strategy, plugin.frame_format))
         self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.label_format == "integer" else None
+        self.levels = self.loaded.level_tokens() if plugin.label_format == "level" else None
         self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if plugin.head_on else None
 
     def prompts(self, prompt_text: str) -> list[tuple[Any, str]]:
@@ -85,13 +89,15 @@ class Scorer:
             return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
                                    loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
                                    dims.joint_complete(plugin.dimension_names))
+        # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
+        limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format)
+                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""
         if self.grid is None:
-            raise ValueError("expected-score decoding needs integer labels (iovqa_label_format: integer)")
+            raise ValueError("expected-score decoding needs integer or level labels (iovqa_label_format)")
         return decoding.distribution(self.loaded.model, batch, self.grid)
 
     def score_videos(self, videos: list[str], features: list[list[dict[str, Any]]], mode: str) -> list[VideoResult]:
@@ -172,7 +178,15 @@ class Scorer:
                     result.greedy_error = reason
                     if mode == "greedy":
                         result.error = f"greedy {reason}"
-        if mode in ("expected", "both"):
+        if mode in ("expected", "both") and self.levels is not None:
+            from ..data.levels import expected_level
+
+            probabilities, mass = decoding.level_distribution(self.loaded.model, batch, self.levels)
+            mean, std = expected_level(probabilities)
+            for i, result in enumerate(results):
+                result.expected_mos, result.expected_std = float(mean[i]), float(std[i])
+                result.integer_mass, result.grades = float(mass[i]), probabilities[i].tolist()
+        elif mode in ("expected", "both"):
             probabilities, mass = self.distribution(batch)
             mean, std = expected_mos(probabilities)
             for i, result in enumerate(results):

@@ -32,13 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.labels import LEVEL_WORDS
 from ..data.prompt import LABEL_TOKEN
+from .soft_targets import MOS_KEY, gaussian_levels
 
 GRADES = (1.0, 2.0, 3.0, 4.0, 5.0)
-GRADE_NAMES = ("bad", "poor", "fair", "good", "excellent")
+GRADE_NAMES = LEVEL_WORDS  # bad..excellent
 HEAD_MODULE = "iovqa_head"
 EMBEDDING_MODULE = "iovqa_label_embedding"
-MOS_KEY = "iovqa_mos"  # the batch key of each row's MOS, the head's training target
 
 
 class ScoreHead(nn.Module):
@@ -82,10 +83,8 @@ def expected_score(probabilities: torch.Tensor) -> torch.Tensor:
 
 
 def soft_target(mos: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A Gaussian around each MOS, discretised on the grades 1..5 (rows sum to 1)."""
-    grades = torch.tensor(GRADES, device=mos.device, dtype=torch.float32)
-    weights = torch.exp(-0.5 * ((grades - mos.float().unsqueeze(-1)) / sigma) ** 2)
-    return weights / weights.sum(-1, keepdim=True)
+    """A Gaussian around each MOS, discretised on the grades 1..5 (rows sum to 1): the level words' soft target."""
+    return gaussian_levels(mos, sigma)
 
 
 def head_loss(logits: torch.Tensor, mos: torch.Tensor, kind: str = "soft_ce", sigma: float = 0.5) -> torch.Tensor:

@@ -57,7 +57,7 @@ message names the key and says to set ``iovqa_labelled_logits: false``):
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -106,12 +106,14 @@ def causal_lm_loss(
 
 
 def labelled_loss(
-    model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Optional[Any] = None
+    model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Optional[Any] = None,
+    loss_function: Callable[..., torch.Tensor] = causal_lm_loss,
 ) -> tuple[torch.Tensor, Any]:
     """(loss, outputs) with the stock causal-LM loss; ``outputs.logits`` is (B, K, V) at ``outputs.positions``.
 
     ``inputs`` is the batch as the Trainer passes it (with ``labels``; left unchanged).
     ``num_items_in_batch`` is what the stock path would hand the model's loss (None: mean).
+    ``loss_function(logits, kept_targets, num_items_in_batch)`` replaces the causal-LM loss (soft level targets).
     """
     inputs = dict(inputs)
     labels = inputs.pop("labels", None)
@@ -123,7 +125,7 @@ def labelled_loss(
     outputs = forward_at(model, inputs, positions)
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
     kept_targets = targets[:, positions.to(targets.device)]
-    loss = causal_lm_loss(logits, kept_targets, num_items_in_batch)
+    loss = loss_function(logits, kept_targets, num_items_in_batch)
     if isinstance(outputs, dict):
         outputs["loss"] = loss
         outputs["positions"] = positions

@@ -17,6 +17,9 @@ The mask is a handful of tensor operations over the whole padded batch (no
 Python loop over tokens). A sample whose labels hold no score, or a score
 with the wrong number of digits (cut by ``cutoff_len``), is an error: it
 would otherwise train on nothing, silently.
+
+Level-word labels (``mask_level_labels``) keep the level word's tokens, as
+the chat template writes them (see ``data.levels``), and nothing else.
 """
 
 from __future__ import annotations
@@ -137,6 +140,35 @@ def mask_labels(
             "The response has no score, or cutoff_len cut it off (raise cutoff_len or lower video_max_pixels)."
         )
     return torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
+
+
+def mask_level_labels(labels: torch.Tensor, levels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Level-word labels: (labels with everything but the level word's tokens set to IGNORE_INDEX, level 1..5 per row).
+
+    ``levels`` is a ``data.levels.LevelTokens``. Each row's labelled span must start with exactly one
+    level word's token path (one token or several); those tokens are kept, the template's ending is
+    masked. Raises :class:`LabelMaskError` naming the rows that hold no level word.
+    """
+    labelled = labels != IGNORE_INDEX
+    keep = torch.zeros_like(labelled)
+    found, bad = [], []
+    for row in range(labels.shape[0]):
+        positions = labelled[row].nonzero().flatten()
+        span = labels[row, positions].tolist()
+        match = [i for i, path in enumerate(levels.paths) if span[: len(path)] == list(path)]
+        if len(match) != 1:
+            bad.append(row)
+            continue
+        keep[row, positions[: len(levels.paths[match[0]])]] = True
+        found.append(match[0] + 1)
+    if bad:
+        raise LabelMaskError(
+            f"batch row(s) {bad}: the response labels do not start with a level word's tokens "
+            f"(token paths {[list(p) for p in levels.paths]}). The response is not a level word, or cutoff_len "
+            "cut it off (raise cutoff_len or lower video_max_pixels)."
+        )
+    masked = torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
+    return masked, torch.tensor(found, dtype=torch.long)
 
 
 def masked_texts(labels: torch.Tensor, tokenizer: Any) -> list[str]:

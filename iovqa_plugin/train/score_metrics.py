@@ -23,6 +23,9 @@ scorer's ``expected`` mode conditions on its own greedy answer instead). In
 the ``per_sample`` layout each evaluation sample is one (video, dimension)
 and the metrics are pooled over all of them; per-dimension numbers come from
 ``iovqa score`` and ``iovqa eval``.
+
+Level-word runs: the level trainer's evaluation step hands ``ComputeScoreMetrics``
+Q-Align's expected score (``data.levels``) and each row's MOS directly.
 """
 
 from __future__ import annotations
