@@ -9,7 +9,7 @@ run, so prompt and frames are exactly those of training.
 Decoding modes (see ``decoding``):
 
 * ``greedy``: temperature-0 generation (the paper); the first number in the
-  answer, /10. An answer without a number, or with a number outside the
+  answer (after a think block, if the model writes one), /10. An answer without a number, or with a number outside the
   label grid, is recorded as such (``greedy_error``; in greedy mode also
   ``error``), never turned into a MOS.
 * ``expected``: the expectation of the score over the integer grid 10..50,
@@ -61,7 +61,8 @@ class Scorer:
         """Temperature-0 answers (the paper's decoding)."""
         loaded = self.loaded
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), self.plugin.label_format)
+                               loaded.mm_token_type_ids(batch["input_ids"]), self.plugin.label_format,
+                               thought_tags=loaded.thought_tags)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""
@@ -83,7 +84,8 @@ class Scorer:
         if mode in ("greedy", "both"):
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
-                result.greedy_mos, reason = read_answer(text, self.plugin.label_format)
+                answer = decoding.answer_text(text, self.loaded.thought_tags)
+                result.greedy_mos, reason = read_answer(answer, self.plugin.label_format)
                 if reason is not None:  # never a MOS: no number, or one off the label grid
                     result.greedy_error = reason
                     if mode == "greedy":
