@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from conftest import REPO
-from iovqa_plugin.train.mask import IGNORE_INDEX, mask_labels, token_tables
 from iovqa_plugin.patches.score_position import (
     TemplateSupportError,
     check_template_support,
     render_answer,
     score_layout,
 )
+from iovqa_plugin.train.mask import IGNORE_INDEX, mask_labels, token_tables
 
 TABLE_HEADER = (
     "| template | multimodal plugin | tokenizer checked | assistant turn before the score | supported |\n"
