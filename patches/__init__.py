@@ -26,7 +26,7 @@ from .loader import apply_annotation_loader
 from .parser import apply_parser_read_args
 from .processor import apply_supervised_cutoff_check
 from .model_loader import apply_init_adapter
-from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_trainer
+from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
 from .tuner import apply_tuner_read_args
 
@@ -37,7 +37,9 @@ PATCHES = {
     "llamafactory.data.loader": (apply_annotation_loader,),
     "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check,),
     "llamafactory.model.loader": (apply_init_adapter,),
-    "llamafactory.train.sft.workflow": (apply_sft_collator, apply_sft_load_tokenizer, apply_sft_trainer),
+    "llamafactory.train.sft.workflow": (
+        apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
+    ),
     "llamafactory.train.tuner": (apply_tuner_read_args,),
 }
 
@@ -78,6 +80,7 @@ __all__ = [
     "apply_parser_read_args",
     "apply_sft_collator",
     "apply_sft_load_tokenizer",
+    "apply_sft_template_check",
     "apply_sft_trainer",
     "apply_supervised_cutoff_check",
     "apply_tuner_read_args",

@@ -19,6 +19,7 @@ from iovqa_plugin.train.head import add_label_token
 from iovqa_plugin.train.mask import IGNORE_INDEX
 
 from .run import run_scope
+from .score_position import check_template_support
 
 
 class InferenceModel:
@@ -41,6 +42,9 @@ class InferenceModel:
         if run.head_on:
             add_label_token(self.tokenizer)
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
+        # the template's tokens between the prompt and the score (e.g. "<think>\n\n</think>\n\n"), or none
+        self.answer_prefix = check_template_support(self.template, self.tokenizer, template, run.label_format).prefix
+        self.thought_tags = tuple(word.strip() for word in self.template.thought_words)
         with run_scope(run):  # the patched init_adapter reads the run: the head is attached before PEFT loads it
             self.model = load_model(self.tokenizer, model_args, finetuning_args, is_trainable=False)
         self.model.eval()
@@ -61,6 +65,7 @@ class InferenceModel:
         plugin = self.template.mm_plugin
         messages = plugin.process_messages(messages, [], [frames], [], self.processor)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
+        prompt_ids = prompt_ids + self.answer_prefix
         prompt_ids, _ = plugin.process_token_ids(prompt_ids, None, [], [frames], [], self.tokenizer, self.processor)
         return {
             "input_ids": prompt_ids,

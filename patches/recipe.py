@@ -41,11 +41,10 @@ def check_recipe(recipe: dict, plugin: Optional[IOVQAArguments]) -> None:
         raise PluginConfigError("an IOVQA recipe needs a `template` with a video token (e.g. template: qwen2_vl)")
     from llamafactory.data.template import TEMPLATES
 
-    if template in TEMPLATES and not getattr(TEMPLATES[template].mm_plugin, "video_token", None):
-        raise PluginConfigError(
-            f"template {template!r} has no video token: it cannot take the videos of an IOVQA dataset; use a "
-            "video template of your model family (e.g. qwen2_vl, qwen3_vl_nothink)"
-        )
+    from .score_position import check_video_token
+
+    if template in TEMPLATES:  # the tokenizer-level checks run once it is loaded (sft_workflow.apply_sft_template_check)
+        check_video_token(TEMPLATES[template], template)
 
 
 def _iovqa_datasets(recipe: dict) -> list[str]:

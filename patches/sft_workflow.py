@@ -39,6 +39,19 @@ def apply_sft_load_tokenizer() -> None:
     patch_attribute(WORKFLOW, "load_tokenizer", stock_unless(lambda run: run.head_on, _tokenizer_with_label_token))
 
 
+def _checked_template(original: Any, run: Any, tokenizer: Any, data_args: Any, *args: Any, **kwargs: Any):
+    from .score_position import check_template_support
+
+    template = original(tokenizer, data_args, *args, **kwargs)
+    check_template_support(template, tokenizer, data_args.template, run.label_format)
+    return template
+
+
+def apply_sft_template_check() -> None:
+    """Make run_sft stop before loading data when the plugin cannot run the recipe's template and tokenizer."""
+    patch_attribute(WORKFLOW, "get_template_and_fix_tokenizer", stock_unless(lambda run: True, _checked_template))
+
+
 def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
     from iovqa_plugin.recipe import save_run_config
 

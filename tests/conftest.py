@@ -23,10 +23,48 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_vl(tmp_path_factory) -> str:
+    from iovqa_plugin.demo.tiny_qwen3 import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl(str(tmp_path_factory.mktemp("tiny") / "tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_5(tmp_path_factory) -> str:
+    from iovqa_plugin.demo.tiny_qwen3 import build_tiny_qwen3_5
+
+    return build_tiny_qwen3_5(str(tmp_path_factory.mktemp("tiny") / "tiny-qwen3.5"))
+
+
+@pytest.fixture(scope="session")
 def qwen_tokenizer():
     from iovqa_plugin.demo.tiny_model import build_tokenizer
 
     return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def grouping_tokenizer():
+    """A tokenizer that groups digits like Llama-3 (up to three per token: "37" is one token).
+
+    Every other printable ASCII character is a token of its own, so that any template renders readably.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    characters = [chr(c) for c in range(32, 127) if not chr(c).isdigit()] + ["\n", "\t"]
+    numbers = [str(n) for n in range(1000)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<LABEL_1>"]
+    vocab = {token: i for i, token in enumerate(specials + characters + numbers)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"\p{N}{1,3}|[^\p{N}]"), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<LABEL_1>"]})
+    tokenizer.name_or_path = "grouping-test-tokenizer"
+    return tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -8,27 +8,6 @@ import torch
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, score_mask, token_tables
 
 
-@pytest.fixture(scope="module")
-def grouping_tokenizer():
-    """A tokenizer that groups digits like Llama-3 (up to three per token: "37" is one token)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["good", "because", "frames", "score", " ", "\n", ".", ","]
-    numbers = [str(n) for n in range(1000)]
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<LABEL_1>"]
-    vocab = {token: i for i, token in enumerate(specials + words + numbers)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.decoder = decoders.Fuse()
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"\p{N}{1,3}|\p{L}+|\s|[^\s\p{L}\p{N}]"), behavior="isolated")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<LABEL_1>"]})
-    tokenizer.name_or_path = "grouping-test-tokenizer"
-    return tokenizer
-
-
 def labels_for(tokenizer, responses, prompt_len=5):
     """Rows shaped like LLaMA-Factory's: ignored prompt, response + <|im_end|> + newline, right padding."""
     rows = []

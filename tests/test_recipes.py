@@ -32,6 +32,15 @@ GPU_RECIPES = {
     "iovqa_7b_multidim.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
     # level words with soft targets: the 7B IOVQA settings, no paper epoch
     "qalign_levels_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
+    # beyond the paper: newer model families with the 7B settings (no epoch of the paper's to keep)
+    "iovqa_qwen3vl_8b.yaml": ("Qwen/Qwen3-VL-8B-Instruct", 128, None),
+    "iovqa_qwen3_5_9b.yaml": ("Qwen/Qwen3.5-9B", 128, None),
+}
+EXTENSIONS = {"iovqa_qwen3vl_8b.yaml", "iovqa_qwen3_5_9b.yaml"}
+# recipe -> (tiny model fixture that stands in for its model, template); the others: tiny_model, qwen2_vl
+FAMILY = {
+    "iovqa_qwen3vl_8b.yaml": ("tiny_qwen3_vl", "qwen3_vl_nothink"),
+    "iovqa_qwen3_5_9b.yaml": ("tiny_qwen3_5", "qwen3_5"),
 }
 PLUGIN = {
     "iovqa_7b.yaml": ("integer", "digits"),
@@ -47,6 +56,8 @@ PLUGIN = {
     "softmax_regression_demo_cpu.yaml": ("integer", "digits"),
     "iovqa_7b_multidim.yaml": ("integer", "digits"),
     "qalign_levels_7b.yaml": ("level", "digits"),
+    "iovqa_qwen3vl_8b.yaml": ("integer", "digits"),
+    "iovqa_qwen3_5_9b.yaml": ("integer", "digits"),
 }
 MULTIDIM_RECIPES = {"iovqa_7b_multidim.yaml": ("traditional", "alignment", "aesthetic", "temporal", "overall")}
 LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
@@ -64,11 +75,13 @@ def test_every_recipe_is_known():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
-def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugin_state):
+def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_state):
     from llamafactory.hparams import get_train_args
 
     recipe, plugin = split_recipe(load(path))
     name = os.path.basename(path)
+    fixture, template = FAMILY.get(name, ("tiny_model", "qwen2_vl"))
+    tiny_model = request.getfixturevalue(fixture)
     assert (plugin.label_format, plugin.label_mask) == PLUGIN[name]
     assert plugin.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
     if name in MULTIDIM_RECIPES:  # TaobaoVD-GC's five dimensions in one joint answer
@@ -99,7 +112,9 @@ def test_recipe_parses_with_llamafactory(path, tiny_model, tmp_path, clean_plugi
     if name not in LEARNABLE_DEMOS:
         assert finetuning_args.finetuning_type == "lora"
         assert finetuning_args.lora_alpha == 32 and finetuning_args.lora_dropout == 0.1
-    assert data_args.template == "qwen2_vl"
+    assert data_args.template == template
+    if name in EXTENSIONS:
+        assert "this recipe extends the paper" in open(path, encoding="utf-8").read()
 
     if name in GPU_RECIPES:
         model, rank, best_epoch = GPU_RECIPES[name]

@@ -65,8 +65,12 @@ def qwen_tiktoken_path() -> str:
     return path
 
 
-def build_tokenizer():
-    """Qwen2.5-VL's tokenizer (byte-level BPE + special tokens), offline."""
+def build_tokenizer(special_tokens: tuple[str, ...] = SPECIAL_TOKENS, not_special: frozenset | set = NOT_SPECIAL):
+    """Qwen2.5-VL's tokenizer (byte-level BPE + special tokens), offline.
+
+    ``special_tokens``: the added tokens from id 151643 on, in order (a later Qwen family's list extends
+    Qwen2.5-VL's); those in ``not_special`` are added as ordinary (non-special) added tokens.
+    """
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -74,7 +78,11 @@ def build_tokenizer():
     backend = TikTokenConverter(vocab_file=qwen_tiktoken_path(), pattern=QWEN_PATTERN).converted()
     if backend.get_vocab_size() != QWEN_BPE_RANKS:
         raise ValueError(f"unexpected vocabulary size {backend.get_vocab_size()} (want {QWEN_BPE_RANKS})")
-    backend.add_special_tokens([AddedToken(t, special=t not in NOT_SPECIAL, normalized=False) for t in SPECIAL_TOKENS])
+    for token in special_tokens:  # one by one, in order: the ids follow the released tokenizer's
+        if token in not_special:  # (add_special_tokens would mark these special too)
+            backend.add_tokens([AddedToken(token, special=False, normalized=False)])
+        else:
+            backend.add_special_tokens([AddedToken(token, special=True, normalized=False)])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",

@@ -4,7 +4,9 @@
   the answer holds a complete score (two digits; d.d for decimal labels): the
   digit-only loss trains the score's tokens and nothing after them, so what a
   model writes after its score is untrained (a random tiny model goes on
-  writing digits: "455555" instead of "45").
+  writing digits: "455555" instead of "45"). A think block the model writes
+  (``<think>...</think>``) and any text in it is not the answer: the score is
+  read after it (``answer_text``).
 * ``distribution``: p(n) over the integer grid 10..50 from the model's
   next-token distributions (first digit, then the second digit after each
   possible first digit), in one prefill plus one batched step; also the
@@ -28,15 +30,29 @@ from ..data.labels import COMPLETE_SCORE
 from ..train.head import HeadForward, expected_score, grade_probabilities
 
 
+THOUGHT_TAGS = ("<think>", "</think>")
+
+
+def answer_text(text: str, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> str:
+    """The answer part of generated text: after the last closing think tag; nothing while a think block is open."""
+    opening, closing = thought_tags
+    if closing and closing in text:
+        text = text.rsplit(closing, 1)[1]
+    elif opening and opening in text:
+        text = text.split(opening, 1)[0]  # an unfinished think block: its text is not an answer
+    return text.strip()
+
+
 class ScoreComplete:
     """A ``StoppingCriteria``: a row is done once its answer (the tokens after ``start``) holds a complete score."""
 
-    def __init__(self, tokenizer: Any, start: int, pattern: re.Pattern):
-        self.tokenizer, self.start, self.pattern = tokenizer, start, pattern
+    def __init__(self, tokenizer: Any, start: int, pattern: re.Pattern, thought_tags: tuple[str, str] = THOUGHT_TAGS):
+        self.tokenizer, self.start, self.pattern, self.thought_tags = tokenizer, start, pattern, thought_tags
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        return torch.tensor([bool(self.pattern.search(text)) for text in texts], device=input_ids.device)
+        return torch.tensor([bool(self.pattern.search(answer_text(text, self.thought_tags))) for text in texts],
+                            device=input_ids.device)
 
 
 MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; the rule above usually stops earlier)
@@ -44,14 +60,17 @@ MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; the r
 
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
            label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
-           complete_pattern: re.Pattern | None = None) -> list[str]:
+           complete_pattern: re.Pattern | None = None, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
     """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score
     (``complete_pattern``: what a complete answer holds, when it is more than one score)."""
     from transformers import StoppingCriteriaList
 
-    inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas")}
+    # generate computes positions itself and refuses inputs the forward only tolerates (Qwen3-VL's video_metadata,
+    # which LLaMA-Factory's collator keeps for the frame timestamps already written into the prompt)
+    inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
     inputs["mm_token_type_ids"] = mm_token_type_ids
-    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], complete_pattern or COMPLETE_SCORE[label_format])
+    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], complete_pattern or COMPLETE_SCORE[label_format],
+                             thought_tags)
     with torch.inference_mode():
         out = model.generate(
             **inputs,
@@ -76,7 +95,9 @@ def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[to
         size = first.shape[0]
         k = grid.first_ids.numel()
         cache = out.past_key_values
-        cache.batch_repeat_interleave(k)
+        # each row's cache k times; reorder_cache (not batch_repeat_interleave) covers every layer kind, the
+        # linear-attention states of hybrid models such as Qwen3.5 included
+        cache.reorder_cache(torch.arange(size, device=first.device).repeat_interleave(k))
         step_ids = grid.first_ids.to(first.device).repeat(size).unsqueeze(1)  # (B*5, 1)
         mask = batch["attention_mask"].repeat_interleave(k, dim=0)
         mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)

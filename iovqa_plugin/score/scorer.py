@@ -9,7 +9,7 @@ run, so prompt and frames are exactly those of training.
 Decoding modes (see ``decoding``):
 
 * ``greedy``: temperature-0 generation (the paper); the first number in the
-  answer, /10. An answer without a number, or with a number outside the
+  answer (after a think block, if the model writes one), /10. An answer without a number, or with a number outside the
   label grid, is recorded as such (``greedy_error``; in greedy mode also
   ``error``), never turned into a MOS.
 * ``expected``: the expectation of the score over the integer grid 10..50,
@@ -88,11 +88,12 @@ class Scorer:
             limit = len(loaded.tokenizer.encode(longest, add_special_tokens=False)) + decoding.MAX_NEW_TOKENS
             return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
                                    loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
-                                   dims.joint_complete(plugin.dimension_names))
+                                   dims.joint_complete(plugin.dimension_names), loaded.thought_tags)
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit)
+                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
+                               thought_tags=loaded.thought_tags)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""
@@ -173,7 +174,8 @@ class Scorer:
         if mode in ("greedy", "both"):
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
-                result.greedy_mos, reason = read_answer(text, self.plugin.label_format)
+                answer = decoding.answer_text(text, self.loaded.thought_tags)
+                result.greedy_mos, reason = read_answer(answer, self.plugin.label_format)
                 if reason is not None:  # never a MOS: no number, or one off the label grid
                     result.greedy_error = reason
                     if mode == "greedy":

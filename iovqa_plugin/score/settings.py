@@ -12,7 +12,7 @@ from ..recipe import load_run_config, split_recipe
 
 # LLaMA-Factory keys of a recipe that change how a model is loaded or what its inputs are.
 MODEL_KEYS = ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen", "image_max_pixels",
-              "image_min_pixels", "trust_remote_code", "infer_dtype", "cache_dir")
+              "image_min_pixels", "trust_remote_code", "infer_dtype", "cache_dir", "enable_thinking")
 # Plugin keys that change nothing in a score (where frames are cached, how bad rows of training data are handled).
 _SCORE_NEUTRAL_KEYS = ("iovqa_frame_cache_dir", "iovqa_frame_workers", "iovqa_on_bad_row", "iovqa_skip_report")
 
