@@ -408,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding: expected score over 10..50 (level-word runs: over the five level words, 1..5), "
                         "greedy answer, both, or the softmax-regression head. "
                         "Several quality dimensions: a column per dimension for each decoding (per_sample: each "
-                        "dimension scored with its own prompt; joint: the greedy answer holds every score, and the "
-                        "expected value of each later score is taken after the greedy text of the earlier ones)")
+                        "dimension scored with its own prompt; joint: the answer's wording is written for the model and "
+                        "each score is decoded after its name and the earlier scores as decoded: greedy's text, or "
+                        "in expected mode (and where greedy gave none) the rounded expected score)")
     p.add_argument("--model", default=None,
                    help="base model or merged export (default: the recipe's); given alone, no adapter is added")
     p.add_argument("--adapter", default=None,

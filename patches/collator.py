@@ -1,6 +1,5 @@
 """The masking collator: LLaMA-Factory's SFT collator followed by the digit-only label mask (or, for level
-labels, the level-word mask with each row's MOS and soft-target sigma); the level words' token paths as the
-chat template writes them."""
+labels, the level-word mask with each row's MOS and soft-target sigma)."""
 
 from __future__ import annotations
 
@@ -13,25 +12,14 @@ from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
-from iovqa_plugin.data.labels import LEVEL_WORDS
-from iovqa_plugin.data.levels import LevelTokens
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, masked_texts, mos_from_labels, token_tables
 from iovqa_plugin.train.mask import mask_level_labels
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 
 from .run import sample_targets
+from .score_position import level_tokens
 
 logger = get_logger()
-
-
-def template_level_tokens(template: Any, tokenizer: Any) -> LevelTokens:
-    """The five level words' token paths, from the template's own encoding of each as the answer."""
-    answers = [
-        template.encode_oneturn(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": word}])[1]
-        for word in LEVEL_WORDS
-    ]
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return LevelTokens.from_answers(answers, name, decode=lambda token: tokenizer.decode([token]))
 
 
 @dataclass
@@ -53,7 +41,7 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
         self._levels = None
         if self.run.label_format == "level":
-            self._levels = template_level_tokens(self.template, self.tokenizer)
+            self._levels = level_tokens(self.template, self.tokenizer)
         else:
             self._is_number, self._digit_count = token_tables(self.tokenizer, self.run.label_format)
         self._logged_first_batch = False

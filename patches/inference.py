@@ -85,9 +85,9 @@ class InferenceModel:
 
     def level_tokens(self):
         """The level words' token paths as this run's template writes the answer (level-word runs)."""
-        from .collator import template_level_tokens
+        from .score_position import level_tokens
 
-        return template_level_tokens(self.template, self.tokenizer)
+        return level_tokens(self.template, self.tokenizer)
 
     def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Which positions are image (1) or video (2) tokens, as ``generate`` needs for the rope index."""

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from iovqa_plugin.config import PluginConfigError
+from iovqa_plugin.data.labels import LEVEL_WORDS
+from iovqa_plugin.data.levels import LevelTokens
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables
 
 PROBE_LABELS = {"integer": ("37", "10", "50"), "decimal": ("3.7", "1.0", "5.0")}
@@ -88,6 +90,20 @@ def check_digits(tokenizer: Any, name: str, label_format: str = "integer") -> No
             )
 
 
+def level_tokens(template: Any, tokenizer: Any) -> LevelTokens:
+    """The five level words' token paths as the template renders each as the answer (as training labels are).
+
+    The template's own tokens before any answer (the lead: a reasoning template's empty think block) are
+    what an empty answer's turn shares with every level answer's.
+    """
+    answers = [render_answer(template, tokenizer, word)[1] for word in LEVEL_WORDS]
+    lead = render_answer(template, tokenizer, "")[1]
+    for answer in answers:
+        lead = lead[: next((i for i, (a, b) in enumerate(zip(lead, answer)) if a != b), min(len(lead), len(answer)))]
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return LevelTokens.from_answers(answers, name, decode=lambda token: tokenizer.decode([token]), lead=lead)
+
+
 def check_video_token(template: Any, name: str) -> None:
     if not getattr(template.mm_plugin, "video_token", None):
         raise TemplateSupportError(
@@ -99,6 +115,8 @@ def check_video_token(template: Any, name: str) -> None:
 def check_template_support(template: Any, tokenizer: Any, name: str, label_format: str = "integer") -> ScoreLayout:
     """Stop with a message naming the template and what is missing, unless the plugin can run it; the layout."""
     check_video_token(template, name)
+    if label_format == "level":  # level words instead of digits; the scoring prompt ends with the lead
+        return ScoreLayout(prefix=list(level_tokens(template, tokenizer).lead), score=[], suffix=[])
     check_digits(tokenizer, name, label_format)
     layouts = [score_layout(template, tokenizer, name, label, label_format) for label in PROBE_LABELS[label_format]]
     if len({tuple(layout.prefix) for layout in layouts}) != 1:

@@ -68,14 +68,14 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
         kwargs["preprocess_logits_for_metrics"] = None if run.head_on else ScoreLogits(
             ScoreGrid.from_tokenizer(kwargs["tokenizer"]), run.scores_per_answer)
     if run.level_scores:
-        from .collator import template_level_tokens
+        from .score_position import level_tokens
         from .trainer import LevelTrainer
 
         if not training_args.predict_with_generate:  # the level trainer's evaluation step returns (expected, MOS)
             from iovqa_plugin.train.score_metrics import ComputeScoreMetrics
 
             kwargs["compute_metrics"], kwargs["preprocess_logits_for_metrics"] = ComputeScoreMetrics(), None
-        levels = template_level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"])
+        levels = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"])
         return LevelTrainer(*args, run=run, levels=levels, **kwargs)
     if run.head_on:
         from .trainer import HeadTrainer

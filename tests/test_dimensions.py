@@ -16,7 +16,7 @@ from iovqa_plugin.data.dimensions import joint_prefix, read_joint_answer, row_sa
 from iovqa_plugin.data.labels import mos_to_label
 from iovqa_plugin.data.prompt import build_prompt
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables
-from test_mask import grouping_tokenizer, kept_text, labels_for  # noqa: F401  (a module fixture and helpers)
+from test_mask import kept_text, labels_for
 
 FIVE = ("traditional", "alignment", "aesthetic", "temporal", "overall")
 COLUMNS = Columns("video_name", "Prompt", "Overall_MOS")
@@ -379,22 +379,32 @@ def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
         assert row["expected_mos_temporal"] == temporal.expected_mos and row["pred_mos"] == many.expected_mos
 
 
-def test_joint_expected_scores_follow_the_greedy_answer(tiny_model, demo_dir, monkeypatch):
+def test_joint_scores_are_decoded_one_by_one_after_the_earlier_ones(tiny_model, demo_dir, monkeypatch):
     scorer = scorer_for(tiny_model, demo_dir, dimensions="traditional,temporal,overall", dimension_layout="joint")
     names = scorer.plugin.dimension_names
-    monkeypatch.setattr(scorer, "greedy", lambda batch: ["traditional 37, temporal ??, overall 41"] * batch["input_ids"].shape[0])
+    answers, asked = iter(["37", "??", "41"]), []
+
+    def greedy(batch):  # one greedy score per dimension, after the answer so far
+        asked.append([scorer.loaded.tokenizer.decode(row[-12:]) for row in batch["input_ids"]])
+        return [next(answers)] * batch["input_ids"].shape[0]
+
+    monkeypatch.setattr(scorer, "greedy", greedy)
     rows = scoring_rows_of(demo_dir)
-    results = list(scorer.score_rows(rows, mode="both"))
+    results = list(scorer.score_rows(rows, mode="both", batch_size=len(rows)))
     from iovqa_plugin.data.grid import expected_mos
 
-    for (video, path, prompt), result in zip(rows, results):
+    assert all(a.endswith("assistant\ntraditional ") for a in asked[0])
+    assert all(a.endswith("traditional 37, temporal ") for a in asked[1])
+    for i, ((video, path, prompt), result) in enumerate(zip(rows, results)):
         parts = result.dimensions
         assert (parts["traditional"].greedy_mos, parts["overall"].greedy_mos) == (3.7, 4.1)
         assert parts["temporal"].greedy_mos is None and "temporal" in result.greedy_error
+        assert result.greedy_text == "traditional 37, temporal ??, overall 41"
         assert result.greedy_mos is None  # the mean needs every dimension
         feature = scorer.encode(prompt, scorer.cache.get(path))
         # temporal's greedy score is missing: overall is read after temporal's rounded expected score
         temporal = str(int(round(parts["temporal"].expected_mos * 10)))
+        assert asked[2][i].endswith(f"traditional 37, temporal {temporal}, overall ")
         for k, earlier in ((0, []), (1, ["37"]), (2, ["37", temporal])):
             prefixed = scorer._with_answer_prefix(feature, joint_prefix(names, k, earlier))
             mean, _ = expected_mos(scorer.distribution(scorer.batch([prefixed]))[0])

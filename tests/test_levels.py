@@ -80,10 +80,10 @@ def test_level_tokens_of_the_real_qwen_vocabulary_through_its_template(qwen_toke
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
 
-    from iovqa_plugin.patches.collator import template_level_tokens
+    from iovqa_plugin.patches.score_position import level_tokens
 
     template = get_template_and_fix_tokenizer(qwen_tokenizer, DataArguments(template="qwen2_vl"))
-    levels = template_level_tokens(template, qwen_tokenizer)
+    levels = level_tokens(template, qwen_tokenizer)
     # after "<|im_start|>assistant\n" the words have no leading space; "poor" and "excellent" are two tokens
     assert [qwen_tokenizer.decode(list(path)) for path in levels.paths] == list(LEVEL_WORDS)
     assert [len(path) for path in levels.paths] == [1, 2, 1, 1, 2] and levels.prefix == 0
@@ -341,3 +341,27 @@ def test_level_expected_score_equals_brute_force_enumeration(level_run):
             assert found == pytest.approx(reference.tolist(), abs=1e-5)
         reference = torch.tensor(results[i].grades, dtype=torch.float64)
         assert results[i].expected_mos == pytest.approx(float((reference * torch.arange(1, 6)).sum()), abs=1e-6)
+
+
+def test_level_words_after_a_reasoning_templates_think_block(tiny_qwen3_vl):
+    """qwen3_vl writes an empty think block before every answer: it is the lead (the scoring prompt's end,
+    never trained); the level words and their mask are those of a plain template."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+    from transformers import AutoTokenizer
+
+    from iovqa_plugin.patches.score_position import check_template_support, level_tokens, render_answer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3_vl)
+    template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template="qwen3_vl"))
+    levels = level_tokens(template, tokenizer)
+    assert tokenizer.decode(list(levels.lead)) == "<think>\n\n</think>\n\n"
+    assert [tokenizer.decode(list(path)) for path in levels.paths] == list(LEVEL_WORDS)
+    assert check_template_support(template, tokenizer, "qwen3_vl", "level").prefix == list(levels.lead)
+    rows = [[IGNORE_INDEX] + render_answer(template, tokenizer, word)[1] for word in ("poor", "good")]
+    labels = torch.tensor([row + [IGNORE_INDEX] * (max(map(len, rows)) - len(row)) for row in rows])
+    masked, found = mask_level_labels(labels, levels)
+    assert [tokenizer.decode(row[row != IGNORE_INDEX]) for row in masked] == ["poor", "good"]
+    assert found.tolist() == [2, 4]
+    plain = get_template_and_fix_tokenizer(tokenizer, DataArguments(template="qwen3_vl_nothink"))
+    assert level_tokens(plain, tokenizer).lead == () and level_tokens(plain, tokenizer).paths == levels.paths

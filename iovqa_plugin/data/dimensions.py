@@ -177,8 +177,3 @@ def row_samples(user_prompt: str, labels: dict[str, str], config) -> list[tuple[
     return [(name, build_prompt(user_prompt, config.label_format,
                                 prompt_template(name, names, config.dimension_prompts, config.prompt_template)),
              labels[name]) for name in names]
-
-
-def joint_complete(dimensions: tuple[str, ...]) -> re.Pattern:
-    """A joint answer is complete once its last dimension's score has two digits (greedy stops there)."""
-    return re.compile(rf"(?<![a-z_]){re.escape(dimensions[-1])}\s*:?\s*\d\d", re.IGNORECASE)

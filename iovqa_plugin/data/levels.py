@@ -46,14 +46,22 @@ class LevelTokens:
 
     paths: tuple[tuple[int, ...], ...]  # bad..excellent, without the template's common ending
     prefix: int  # leading tokens every path shares; the level tokens come right after them
+    # What the template writes before every answer (a reasoning template's empty think block): never trained,
+    # and the end of the scoring prompt.
+    lead: tuple[int, ...] = ()
 
     @classmethod
-    def from_answers(cls, answers: Sequence[Sequence[int]], tokenizer_name: str, decode: Any = None) -> "LevelTokens":
-        """From the encoded answers "bad".."excellent" (template ending included, common to all five).
+    def from_answers(cls, answers: Sequence[Sequence[int]], tokenizer_name: str, decode: Any = None,
+                     lead: Sequence[int] = ()) -> "LevelTokens":
+        """From the encoded answers "bad".."excellent" (template ending included, common to all five), each
+        starting with ``lead``, the template's own tokens before any answer.
 
         ``decode`` (token id -> text) only makes error messages readable.
         """
-        paths = [list(answer) for answer in answers]
+        lead = list(lead)
+        if any(list(answer[: len(lead)]) != lead for answer in answers):
+            raise ValueError("every encoded answer must start with the template's lead tokens")
+        paths = [list(answer[len(lead):]) for answer in answers]
         if len(paths) != len(LEVEL_WORDS):
             raise ValueError(f"expected {len(LEVEL_WORDS)} encoded answers, got {len(paths)}")
         while all(len(p) > 1 for p in paths) and len({p[-1] for p in paths}) == 1:
@@ -82,7 +90,7 @@ class LevelTokens:
                 f"distinguishing token ({shown}): Q-Align's expected score over the level tokens is not defined "
                 "for it; use integer labels"
             )
-        return cls(tuple(tuple(p) for p in paths), prefix)
+        return cls(tuple(tuple(p) for p in paths), prefix, tuple(lead))
 
     @property
     def ids(self) -> torch.Tensor:

@@ -60,17 +60,15 @@ MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; the r
 
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
            label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
-           complete_pattern: re.Pattern | None = None, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
-    """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score
-    (``complete_pattern``: what a complete answer holds, when it is more than one score)."""
+           thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
+    """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score."""
     from transformers import StoppingCriteriaList
 
     # generate computes positions itself and refuses inputs the forward only tolerates (Qwen3-VL's video_metadata,
     # which LLaMA-Factory's collator keeps for the frame timestamps already written into the prompt)
     inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
     inputs["mm_token_type_ids"] = mm_token_type_ids
-    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], complete_pattern or COMPLETE_SCORE[label_format],
-                             thought_tags)
+    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], COMPLETE_SCORE[label_format], thought_tags)
     with torch.inference_mode():
         out = model.generate(
             **inputs,

@@ -25,12 +25,11 @@ Decoding modes (see ``decoding``):
 Several quality dimensions (``iovqa_dimensions``): every dimension gets its
 own scores (columns ``<column>_<dimension>``, see ``results``). ``per_sample``
 runs: each dimension is scored with its own prompt, as trained. ``joint``
-runs: one greedy answer holds every score, each read after its dimension's
-name; the expected score of a dimension is taken after the answer's text
-before it, i.e. the greedy answer's earlier scores (where greedy gave no
-integer for an earlier dimension, its rounded expected score is used), so
-``expected`` and ``both`` generate the greedy answer too and add one prefill
-per dimension.
+runs: the answer's wording ("traditional 37, alignment 41, ...") is written
+for the model, since the digit mask never trains it, and the scores are
+decoded one by one, each after its name and the earlier scores as decoded
+(greedy's text in ``greedy``/``both``, the rounded expected score where greedy
+gave none or in ``expected``): one prefill per dimension.
 """
 
 from __future__ import annotations
@@ -83,17 +82,11 @@ class Scorer:
     def greedy(self, batch: dict[str, Any]) -> list[str]:
         """Temperature-0 answers (the paper's decoding)."""
         loaded, plugin = self.loaded, self.plugin
-        if plugin.joint:  # room for every dimension's name and score
-            longest = dims.joint_answer({name: "50" for name in plugin.dimension_names}, plugin.dimension_names)
-            limit = len(loaded.tokenizer.encode(longest, add_special_tokens=False)) + decoding.MAX_NEW_TOKENS
-            return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                                   loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
-                                   dims.joint_complete(plugin.dimension_names), loaded.thought_tags)
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
                                loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
-                               thought_tags=loaded.thought_tags)
+                               loaded.thought_tags)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""
@@ -123,32 +116,41 @@ class Scorer:
         return results
 
     def _score_joint(self, videos: list[str], features: list[list[dict[str, Any]]], mode: str) -> list[VideoResult]:
-        """One greedy answer per video; each dimension's expectation after the answer's earlier scores."""
+        """One answer per video in the joint wording, score by score: each dimension's score is decoded after
+        the wording and the earlier scores as decoded (greedy's text; in expected mode, or where greedy gave no
+        score, the rounded expected score). The wording is never trained (the digit mask keeps the scores
+        only), so it is written for the model rather than generated."""
         from ..data.grid import expected_mos
 
-        names, plugin = self.plugin.dimension_names, self.plugin
-        texts = self.greedy(self.batch([f[0] for f in features]))
-        results = []
-        for video, text in zip(videos, texts):
-            read = dims.read_joint_answer(text, names, plugin.label_format)
-            parts = {name: VideoResult(video=video, mode=mode, greedy_mos=read[name][0], greedy_error=read[name][1])
-                     for name in names}
-            results.append(VideoResult(video=video, mode=mode, greedy_text=text, dimensions=parts))
-        if mode in ("expected", "both"):
-            earlier: list[list[str]] = [[] for _ in videos]
-            for k, name in enumerate(names):
-                prefixed = [self._with_answer_prefix(f[0], dims.joint_prefix(names, k, earlier[i]))
-                            for i, f in enumerate(features)]
-                probabilities, mass = self.distribution(self.batch(prefixed))
+        names, label_format = self.plugin.dimension_names, self.plugin.label_format
+        parts: list[dict[str, VideoResult]] = [{} for _ in videos]
+        earlier: list[list[str]] = [[] for _ in videos]
+        for k, name in enumerate(names):
+            batch = self.batch([self._with_answer_prefix(f[0], dims.joint_prefix(names, k, earlier[i]))
+                                for i, f in enumerate(features)])
+            step = [VideoResult(video=video, mode=mode) for video in videos]
+            if mode in ("greedy", "both"):
+                for part, text in zip(step, self.greedy(batch)):
+                    part.greedy_text = text
+                    part.greedy_mos, part.greedy_error = read_answer(text, label_format)
+            if mode in ("expected", "both"):
+                probabilities, mass = self.distribution(batch)
                 mean, std = expected_mos(probabilities)
-                for i, result in enumerate(results):
-                    part = result.dimensions[name]
+                for i, part in enumerate(step):
                     part.expected_mos, part.expected_std = float(mean[i]), float(std[i])
                     part.integer_mass = float(mass[i])
-                    integer = part.greedy_mos if part.greedy_mos is not None else part.expected_mos
-                    earlier[i].append(str(int(round(integer * 10))))
-        for result in results:
+            for i, part in enumerate(step):
+                parts[i][name] = part
+                value = part.greedy_mos if part.greedy_mos is not None else part.expected_mos
+                earlier[i].append(str(int(round(value * 10))) if value is not None else (part.greedy_text or "").strip())
+        results = []
+        for video, video_parts in zip(videos, parts):
+            text = None
+            if mode in ("greedy", "both"):
+                text = dims.joint_answer({n: (p.greedy_text or "").strip() for n, p in video_parts.items()}, names)
+            result = VideoResult(video=video, mode=mode, greedy_text=text, dimensions=video_parts)
             result.summarise_dimensions()
+            results.append(result)
         return results
 
     def _with_answer_prefix(self, feature: dict[str, Any], prefix: str) -> dict[str, Any]:

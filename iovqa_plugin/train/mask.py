@@ -145,26 +145,28 @@ def mask_labels(
 def mask_level_labels(labels: torch.Tensor, levels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Level-word labels: (labels with everything but the level word's tokens set to IGNORE_INDEX, level 1..5 per row).
 
-    ``levels`` is a ``data.levels.LevelTokens``. Each row's labelled span must start with exactly one
-    level word's token path (one token or several); those tokens are kept, the template's ending is
-    masked. Raises :class:`LabelMaskError` naming the rows that hold no level word.
+    ``levels`` is a ``data.levels.LevelTokens``. Each row's labelled span must start with the template's
+    lead (``levels.lead``: a reasoning template's empty think block, masked) and then exactly one level
+    word's token path (one token or several); those tokens are kept, the template's ending is masked.
+    Raises :class:`LabelMaskError` naming the rows that hold no level word.
     """
+    lead = list(levels.lead)
     labelled = labels != IGNORE_INDEX
     keep = torch.zeros_like(labelled)
     found, bad = [], []
     for row in range(labels.shape[0]):
         positions = labelled[row].nonzero().flatten()
         span = labels[row, positions].tolist()
-        match = [i for i, path in enumerate(levels.paths) if span[: len(path)] == list(path)]
+        match = [i for i, path in enumerate(levels.paths) if span[: len(lead) + len(path)] == lead + list(path)]
         if len(match) != 1:
             bad.append(row)
             continue
-        keep[row, positions[: len(levels.paths[match[0]])]] = True
+        keep[row, positions[len(lead): len(lead) + len(levels.paths[match[0]])]] = True
         found.append(match[0] + 1)
     if bad:
         raise LabelMaskError(
             f"batch row(s) {bad}: the response labels do not start with a level word's tokens "
-            f"(token paths {[list(p) for p in levels.paths]}). The response is not a level word, or cutoff_len "
+            f"(token paths {[list(p) for p in levels.paths]}, after the template's {lead}). The response is not a level word, or cutoff_len "
             "cut it off (raise cutoff_len or lower video_max_pixels)."
         )
     masked = torch.where(keep, labels, torch.full_like(labels, IGNORE_INDEX))
