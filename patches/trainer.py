@@ -130,7 +130,8 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate or inputs.get("labels") is None:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+            return super().prediction_step(model, self._generation_inputs(inputs), prediction_loss_only,
+                                           ignore_keys=ignore_keys, **gen_kwargs)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             num_items_in_batch = self._get_num_items_in_batch([inputs], self.args.device)
@@ -138,8 +139,15 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
         loss = loss.detach().mean()
         if prediction_loss_only:
             return loss, None, None
-        logits, labels = compact_for_metrics(outputs["logits"].detach(), outputs["targets"])
-        return loss, logits, labels
+        return (loss, *self._for_metrics(outputs))
+
+    def _generation_inputs(self, inputs):
+        """The batch as LLaMA-Factory's generating prediction step takes it."""
+        return inputs
+
+    def _for_metrics(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predictions, labels) handed to compute_metrics: the packed labelled-position logits."""
+        return compact_for_metrics(outputs["logits"].detach(), outputs["targets"])
 
 
 class LevelTrainer(LabelledLogitsTrainer):
@@ -167,18 +175,12 @@ class LevelTrainer(LabelledLogitsTrainer):
         outputs[MOS_KEY] = mos
         return (loss, outputs) if return_outputs else loss
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-        if self.args.predict_with_generate or inputs.get("labels") is None:
-            inputs = {k: v for k, v in inputs.items() if k not in (MOS_KEY, SIGMA_KEY)}
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            num_items_in_batch = self._get_num_items_in_batch([inputs], self.args.device)
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        loss = loss.detach().mean()
-        if prediction_loss_only:
-            return loss, None, None
+    def _generation_inputs(self, inputs):
+        return {k: v for k, v in inputs.items() if k not in (MOS_KEY, SIGMA_KEY)}
+
+    def _for_metrics(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(expected score and MOS per row, MOS): Q-Align's expectation at the level token."""
         at_level = level_logits(outputs["logits"].detach(), outputs["targets"], self._levels.prefix)
         expected, _ = expected_level(self._levels.probabilities(at_level))
         mos = outputs[MOS_KEY].to(expected.device).float()
-        return loss, torch.stack([expected, mos], dim=1), mos
+        return torch.stack([expected, mos], dim=1), mos

@@ -30,6 +30,9 @@ HIDDEN_SIZE = {
     "Qwen/Qwen2-VL-7B-Instruct": 3584,
     "Qwen/Qwen2.5-VL-32B-Instruct": 5120,
     "Qwen/Qwen2.5-VL-72B-Instruct": 8192,
+    # transformers' Qwen3VLTextConfig / Qwen3_5TextConfig defaults (the 8B / 9B style configurations)
+    "Qwen/Qwen3-VL-8B-Instruct": 4096,
+    "Qwen/Qwen3.5-9B": 4096,
 }
 
 

@@ -126,7 +126,7 @@ def test_a_bad_sub_mos_names_file_row_and_field(tmp_path, value, reason, layout)
     path = write_rows(tmp_path / "a.csv", rows(3, {(1, "Temporal_MOS"): value}))
     with pytest.raises(AnnotationError) as err:
         load(path, cfg, tmp_path)
-    assert f"a.csv: row 2 (line 3): field 'Temporal_MOS'" in str(err.value) and reason in str(err.value)
+    assert "a.csv: row 2 (line 3): field 'Temporal_MOS'" in str(err.value) and reason in str(err.value)
     assert len(err.value.issues) == 1
 
     skip = config(dimensions=",".join(FIVE), dimension_layout=layout, on_bad_row="skip")

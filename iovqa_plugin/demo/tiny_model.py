@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from importlib.util import find_spec
+from typing import Any
 
 # Qwen2/2.5 pre-tokenizer: every digit is its own piece (\p{N}, not \p{N}{1,3}).
 QWEN_PATTERN = (
@@ -186,6 +187,11 @@ def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
+    return save_tiny(output_dir, model, processor, tokenizer)
+
+
+def save_tiny(output_dir: str, model: Any, processor: Any, tokenizer: Any) -> str:
+    """Save a tiny model as a released checkpoint is laid out (``from_pretrained`` loads it); the folder."""
     os.makedirs(output_dir, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)

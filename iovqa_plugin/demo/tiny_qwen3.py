@@ -24,9 +24,7 @@ Their vision towers stay as initialised (``vision_init`` targets Qwen2.5-VL's
 
 from __future__ import annotations
 
-import os
-
-from .tiny_model import NOT_SPECIAL, SPECIAL_TOKENS, build_tokenizer, mrope_section
+from .tiny_model import NOT_SPECIAL, SPECIAL_TOKENS, build_tokenizer, mrope_section, save_tiny
 
 # Qwen3's added tokens after Qwen2.5-VL's (ids 151665..151668), all ordinary added tokens.
 QWEN3_EXTRA_TOKENS = ("<tool_response>", "</tool_response>", "<think>", "</think>")
@@ -82,11 +80,7 @@ def _save(model, tokenizer, output_dir: str, min_pixels: int, max_pixels: int) -
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    os.makedirs(output_dir, exist_ok=True)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
+    return save_tiny(output_dir, model, processor, tokenizer)
 
 
 def build_tiny_qwen3_vl(output_dir: str, seed: int = 0, hidden_size: int = 64, min_pixels: int = MIN_PIXELS,
