@@ -307,8 +307,9 @@ def main() -> None:
             print(f"[learning] seed {seed} {arm}: {json.dumps(run)}", file=sys.stderr, flush=True)
     print(report(results, args, split_sizes(data)))
     if REUSED:
-        print(f"\n{len(REUSED)} of {1 + len(args.seeds) * len(args.arms)} results were reused from an earlier, "
-              f"interrupted run of this command with the same recipes ({args.work}/runs/*.result.json).")
+        print(f"\n{len(REUSED)} of {1 + len(args.seeds) * len(args.arms)} results were reused from earlier runs "
+              f"(this command or a subset of its arms and seeds) with the same recipes "
+              f"({args.work}/runs/*.result.json); delete them to train every arm again.")
 
 
 if __name__ == "__main__":
