@@ -134,13 +134,12 @@ def hd_video_settings(seconds: float) -> dict:
 
 def collation_seconds(model: str, rows: dict[str, list], seconds: float, repeats: int) -> dict[str, list[float]]:
     """Seconds LLaMA-Factory's qwen2_vl collation (get_mm_inputs) takes per sample, per HD arm, interleaved."""
-    import yaml as _yaml
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments, ModelArguments
     from llamafactory.model import load_tokenizer
 
     with open(os.path.join(REPO, "examples", "iovqa_lora_cpu.yaml"), encoding="utf-8") as handle:
-        pixels = {k: v for k, v in _yaml.safe_load(handle).items() if k.startswith("video_") and "pixels" in k}
+        pixels = {k: v for k, v in yaml.safe_load(handle).items() if k.startswith("video_") and "pixels" in k}
     modules = load_tokenizer(ModelArguments(model_name_or_path=model, **pixels, **hd_video_settings(seconds)))
     template = get_template_and_fix_tokenizer(modules["tokenizer"], DataArguments(template="qwen2_vl"))
     times = {arm: [] for arm in rows}

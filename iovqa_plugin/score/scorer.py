@@ -107,8 +107,6 @@ class Scorer:
         for i, video in enumerate(videos):
             parts = dict(zip(names, flat[i * len(names):(i + 1) * len(names)]))
             result = VideoResult(video=video, mode=mode, dimensions=parts)
-            for part in parts.values():
-                part.mode = mode
             texts = [f"{name}: {part.greedy_text}" for name, part in parts.items() if part.greedy_text is not None]
             result.greedy_text = "; ".join(texts) or None
             result.summarise_dimensions()
@@ -120,26 +118,13 @@ class Scorer:
         the wording and the earlier scores as decoded (greedy's text; in expected mode, or where greedy gave no
         score, the rounded expected score). The wording is never trained (the digit mask keeps the scores
         only), so it is written for the model rather than generated."""
-        from ..data.grid import expected_mos
-
-        names, label_format = self.plugin.dimension_names, self.plugin.label_format
+        names = self.plugin.dimension_names
         parts: list[dict[str, VideoResult]] = [{} for _ in videos]
         earlier: list[list[str]] = [[] for _ in videos]
         for k, name in enumerate(names):
-            batch = self.batch([self._with_answer_prefix(f[0], dims.joint_prefix(names, k, earlier[i]))
-                                for i, f in enumerate(features)])
-            step = [VideoResult(video=video, mode=mode) for video in videos]
-            if mode in ("greedy", "both"):
-                for part, text in zip(step, self.greedy(batch)):
-                    part.greedy_text = text
-                    part.greedy_mos, part.greedy_error = read_answer(text, label_format)
-            if mode in ("expected", "both"):
-                probabilities, mass = self.distribution(batch)
-                mean, std = expected_mos(probabilities)
-                for i, part in enumerate(step):
-                    part.expected_mos, part.expected_std = float(mean[i]), float(std[i])
-                    part.integer_mass = float(mass[i])
-            for i, part in enumerate(step):
+            prefixed = [self._with_answer_prefix(f[0], dims.joint_prefix(names, k, earlier[i]))
+                        for i, f in enumerate(features)]
+            for i, part in enumerate(self.score_features(videos, prefixed, mode)):
                 parts[i][name] = part
                 value = part.greedy_mos if part.greedy_mos is not None else part.expected_mos
                 earlier[i].append(str(int(round(value * 10))) if value is not None else (part.greedy_text or "").strip())
