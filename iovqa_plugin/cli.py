@@ -278,17 +278,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     labels, video_column, mos_column = _labels(args, args.labels)
     dimensions = _dimension_columns(args, [args.pred], mos_column)
+    options = dict(label_format=args.label_format, labelled_only=args.labelled_only, score_column=args.score_column,
+                   answered_only=args.answered_only, by=args.by)
     if dimensions:
-        report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report,
-                                     label_format=args.label_format, labelled_only=args.labelled_only,
-                                     score_column=args.score_column)
-        print(json.dumps(report, indent=2))
-        return 0
-    report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot,
-                      label_format=args.label_format, labelled_only=args.labelled_only,
-                      score_column=args.score_column)
+        report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report, **options)
+        parts = list(report["dimensions"].items())
+    else:
+        report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot, **options)
+        parts = [("", report)]
     print(json.dumps(report, indent=2))
+    for name, part in parts:
+        _eval_notes(f"{name}: " if name else "", part)
     return 0
+
+
+def _eval_notes(prefix: str, result: dict) -> None:
+    """What a person reading the metrics should see beside them (on stderr; stdout is the JSON report)."""
+    from .eval.grouping import group_table
+
+    for warning in result.get("warnings", ()):
+        print(f"iovqa eval: warning: {prefix}{warning}", file=sys.stderr)
+    unanswered = result.get("unanswered")
+    if unanswered and unanswered["count"]:
+        shown = "; ".join(f"{v}: {r}" for v, r in list(unanswered["videos"].items())[:5])
+        print(f"iovqa eval: {prefix}{unanswered['count']} video(s) without {result['score_column']} left out "
+              f"(reasons from {unanswered['column']}; all in the report): {shown}", file=sys.stderr)
+    if "by" in result:
+        print(f"{prefix}{result['score_column']} by {result['by']['column']}:\n{group_table(result['by'])}",
+              file=sys.stderr)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -438,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to read text answers of generated_predictions.jsonl (level: the first level word, 1..5)")
     p.add_argument("--labelled-only", action="store_true",
                    help="evaluate the labelled videos only; predictions without a label are left out and counted")
+    p.add_argument("--answered-only", action="store_true",
+                   help="leave out the videos whose score column is empty (a greedy answer without a score, a video "
+                        "that failed), listed with their reasons in the report; without it they are an error")
+    p.add_argument("--by", default=None, metavar="COLUMN",
+                   help="also SRCC/PLCC per value of this column of the labels or predictions (scene, source, "
+                        "prompt, level...) and the within-group SRCC (mean over groups of >= 3 videos whose "
+                        "labels differ)")
     _score_column_option(p)
     _column_options(p, "video", "mos")
 
