@@ -44,8 +44,9 @@ def evaluate(
     scores, mos, ids, unanswered = match(pred, pred_path, labels, labels_path, video_column, mos_column,
                                          labelled_only, answered_only)
     if len(scores) < MIN_GROUP:
+        without = f" ({len(unanswered)} left out without a score)" if unanswered else ""
         raise MatchError(f"{pred_path} vs {labels_path}: {len(scores)} scored and labelled video(s) in "
-                         f"{score_column}; correlations need at least {MIN_GROUP}")
+                         f"{score_column}{without}; correlations need at least {MIN_GROUP}")
     result = {"predictions": pred_path, "labels": labels_path, "score_column": score_column,
               **compute_metrics(scores, mos)}
     if labelled_only:
