@@ -111,6 +111,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UserError(f"--nproc {nproc} starts its own processes: not under torchrun (WORLD_SIZE={world.size})")
     if args.part_only and world.size == 1:
         raise UserError("--part-only is for the workers `iovqa score --nproc N` starts")
+    if args.part_only:  # a worker of --nproc: never outlive the launcher (it would write on under a re-run)
+        from .score.launch import PARENT_VARIABLE, die_with_parent
+
+        die_with_parent(int(os.environ.get(PARENT_VARIABLE) or os.getppid()))
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
     source = resolve_data(args.data, _load_recipe(args.recipe), settings.plugin, media_dir=args.media_dir,
                           columns={"video": args.video_column, "prompt": args.prompt_column})
@@ -138,47 +142,54 @@ def score_options() -> dict:
 
 def _score_single(args: argparse.Namespace, settings, rows: list, began: float) -> int:
     """One process (the default): score into --out directly, taking over rows of an earlier parallel run."""
+    from .score.output_lock import OutputLock
     from .score.parallel import part_files, remove_part_files
     from .score.prediction_file import score_rows_into
     from .score.scorer import Scorer
 
-    if args.restart:
-        remove_part_files(args.out)
-    parts = [path for path, _, _ in part_files(args.out)]
-    scorer = Scorer(settings)
-    start = time.time()
-    try:
-        stats = score_rows_into(scorer, rows, args.out, mode=args.mode, batch_size=args.batch_size,
-                                save_probabilities=args.save_probs, restart=args.restart,
-                                extra_identity=score_options(), sources=parts)
-    except KeyboardInterrupt:
-        return _interrupted(args.out, len(rows))
-    remove_part_files(args.out)  # their rows are in --out now
+    with OutputLock(args.out):
+        if args.restart:
+            remove_part_files(args.out)
+        parts = [path for path, _, _ in part_files(args.out)]
+        scorer = Scorer(settings)
+        start = time.time()
+        try:
+            stats = score_rows_into(scorer, rows, args.out, mode=args.mode, batch_size=args.batch_size,
+                                    save_probabilities=args.save_probs, restart=args.restart,
+                                    extra_identity=score_options(), sources=parts)
+        except KeyboardInterrupt:
+            return _interrupted(args.out, len(rows))
+        remove_part_files(args.out)  # their rows are in --out now
     return _summary(args.out, stats, began, time.time() - start)
 
 
 def _score_launch(args: argparse.Namespace, job, began: float) -> int:
     """``--nproc N``: start N workers of this command, one progress bar, merge their parts."""
     from .score.launch import RankFailed, run_local
+    from .score.output_lock import OutputLock
 
-    if args.restart:
-        job.remove_all()
-    else:
-        job.check_out()
-    try:
-        stats = run_local(job, args.argv)
-    except RankFailed as err:
-        print(f"iovqa score: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return _interrupted(args.out, len(job.rows), job.progress())
+    with OutputLock(args.out) as lock:  # handed to the workers: held until the last of them ends
+        if args.restart:
+            job.remove_all()
+        else:
+            job.check_out()
+        try:
+            stats = run_local(job, args.argv, lock_fd=lock.fd)
+        except RankFailed as err:
+            print(f"iovqa score: error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return _interrupted(args.out, len(job.rows), job.progress())
     return _summary(args.out, stats, began, stats["score_s"])
 
 
 def _score_rank(args: argparse.Namespace, job, world, settings, began: float) -> int:
     """One rank (under torchrun, or a worker of --nproc): score its share into its part file; rank 0 of a
-    torchrun job also shows the job's progress and merges the parts."""
-    from .score.launch import rank_device, start_barrier
+    torchrun job also holds the output's lock, shows the job's progress and merges the parts."""
+    import contextlib
+
+    from .score.launch import die_with_parent, process_group, rank_device
+    from .score.output_lock import OutputLock
     from .score.parallel import JobProgress
     from .score.scorer import Scorer
 
@@ -186,16 +197,23 @@ def _score_rank(args: argparse.Namespace, job, world, settings, began: float) ->
     merger = world.rank == 0 and not args.part_only
     print(f"iovqa score: rank {world.rank} of {world.size} on {settings.device}: "
           f"{len(job.share(world.rank))} of {len(job.rows)} videos into {job.part(world.rank)}", file=sys.stderr)
-    barrier = None if args.part_only else (lambda: start_barrier(world))
-    with JobProgress(job, merger, f"iovqa score ({job.size} processes)"):
-        stats = job.run_rank(world.rank, lambda: Scorer(settings), args.mode, args.batch_size,
-                             restart=args.restart, claimed=barrier)
-        if not merger:
-            print(f"{job.part(world.rank)}: {stats['scored']} scored, {stats['errors']} failed, "
-                  f"{stats['skipped_done']} already done", file=sys.stderr)
-            return 0  # failed videos are counted (and the exit status set) by the merging process
-        job.wait()
-    stats = job.merge()
+    torchrun = not args.part_only
+    if torchrun:
+        die_with_parent(os.getppid(), death_signal=False)  # torchrun's agent: see die_with_parent
+    # rank 0 refused (another run holds the lock) ends the job: torchrun stops the ranks waiting to meet it
+    with OutputLock(args.out) if merger else contextlib.nullcontext():
+        with JobProgress(job, merger, f"iovqa score ({job.size} processes)"):
+            with process_group(world) if torchrun else contextlib.nullcontext() as barrier:
+                if barrier is not None:
+                    barrier()  # no rank touches a file before rank 0 holds the lock
+                stats = job.run_rank(world.rank, lambda: Scorer(settings), args.mode, args.batch_size,
+                                     restart=args.restart, claimed=barrier)
+            if not merger:
+                print(f"{job.part(world.rank)}: {stats['scored']} scored, {stats['errors']} failed, "
+                      f"{stats['skipped_done']} already done", file=sys.stderr)
+                return 0  # failed videos are counted (and the exit status set) by the merging process
+            job.wait()
+        stats = job.merge()
     return _summary(args.out, stats, began, stats["score_s"])
 
 
@@ -278,17 +296,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     labels, video_column, mos_column = _labels(args, args.labels)
     dimensions = _dimension_columns(args, [args.pred], mos_column)
+    options = dict(label_format=args.label_format, labelled_only=args.labelled_only, score_column=args.score_column,
+                   answered_only=args.answered_only, by=args.by)
     if dimensions:
-        report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report,
-                                     label_format=args.label_format, labelled_only=args.labelled_only,
-                                     score_column=args.score_column)
-        print(json.dumps(report, indent=2))
-        return 0
-    report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot,
-                      label_format=args.label_format, labelled_only=args.labelled_only,
-                      score_column=args.score_column)
+        report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report, **options)
+        parts = list(report["dimensions"].items())
+    else:
+        report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot, **options)
+        parts = [("", report)]
     print(json.dumps(report, indent=2))
+    for name, part in parts:
+        _eval_notes(f"{name}: " if name else "", part)
     return 0
+
+
+def _eval_notes(prefix: str, result: dict) -> None:
+    """What a person reading the metrics should see beside them (on stderr; stdout is the JSON report)."""
+    from .eval.grouping import group_table
+
+    for warning in result.get("warnings", ()):
+        print(f"iovqa eval: warning: {prefix}{warning}", file=sys.stderr)
+    unanswered = result.get("unanswered")
+    if unanswered and unanswered["count"]:
+        shown = "; ".join(f"{v}: {r}" for v, r in list(unanswered["videos"].items())[:5])
+        print(f"iovqa eval: {prefix}{unanswered['count']} video(s) without {result['score_column']} left out "
+              f"(reasons from {unanswered['column']}; all in the report): {shown}", file=sys.stderr)
+    if "by" in result:
+        print(f"{prefix}{result['score_column']} by {result['by']['column']}:\n{group_table(result['by'])}",
+              file=sys.stderr)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -438,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to read text answers of generated_predictions.jsonl (level: the first level word, 1..5)")
     p.add_argument("--labelled-only", action="store_true",
                    help="evaluate the labelled videos only; predictions without a label are left out and counted")
+    p.add_argument("--answered-only", action="store_true",
+                   help="leave out the videos whose score column is empty (a greedy answer without a score, a video "
+                        "that failed), listed with their reasons in the report; without it they are an error")
+    p.add_argument("--by", default=None, metavar="COLUMN",
+                   help="also SRCC/PLCC per value of this column of the labels or predictions (scene, source, "
+                        "prompt, level...) and the within-group SRCC (mean over groups of >= 3 videos whose "
+                        "labels differ)")
     _score_column_option(p)
     _column_options(p, "video", "mos")
 
@@ -480,12 +522,13 @@ def _user_errors() -> tuple[type, ...]:
     from .data.annotations import AnnotationError
     from .data.labels import LabelError
     from .eval.predictions import MatchError
+    from .score.output_lock import OutputLocked
     from .score.parallel import ParallelError, PartError
     from .score.prediction_file import ResumeError
     from .score.settings import SettingsError
 
     return (UserError, PluginConfigError, AnnotationError, LabelError, MatchError, ResumeError, SettingsError,
-            ParallelError, PartError, FileNotFoundError)
+            ParallelError, PartError, OutputLocked, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -320,7 +320,7 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
     report = json.loads(result.stdout)
     assert set(report["dimensions"]) == set(names)
     assert report["mean"]["srcc"] == pytest.approx(sum(report["dimensions"][n]["srcc"] for n in names) / 3)
-    assert os.path.isfile(str(tmp_path / "preds_temporal_scatter.png"))
+    assert os.path.isfile(str(tmp_path / "preds_expected_mos_temporal_scatter.png"))  # named after the column
 
     ensemble = str(tmp_path / "ens.csv")
     result = run_cli(["iovqa", "ensemble", "--pred", preds, preds, "--out", ensemble, "--recipe", path,

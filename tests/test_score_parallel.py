@@ -292,3 +292,122 @@ def test_more_processes_than_rows_from_the_command(recipe, demo_dir, reference, 
     assert got["video"].tolist() == table["video_name"].tolist()
     assert (got["pred_mos"].to_numpy() - want["pred_mos"].to_numpy()).__abs__().max() <= 1e-6
     assert not [f for f in os.listdir(tmp_path) if ".part-" in f]
+
+
+# ---------------------------------------------------------------- one run per output, workers die with the launcher
+def test_a_part_holding_a_video_twice_merges_to_its_newest_row(scorer, rows, reference, tmp_path):
+    job = job_for(scorer, rows, tmp_path / "preds.csv", 2)
+    stats = run_ranks(job, scorer)
+    part = job.part(0)
+    lines = open(part).read().splitlines(keepends=True)
+    video = lines[1].split(",", 1)[0]
+    newer = f"{video},4.999" + lines[1][len(video) + len(lines[1].split(",")[1]) + 1:]
+    open(part, "a").write(newer)  # a row written again later (e.g. by a worker of an earlier run)
+    job._mark_finished(0, stats[0])
+    job.merge()
+    table = pd.read_csv(job.out)
+    assert table["video"].tolist() == [row[0] for row in rows]  # each video once, in input order
+    assert table.loc[table["video"] == video, "pred_mos"].tolist() == [4.999]  # the newest row kept
+
+
+def process_gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has ended
+    except FileNotFoundError:
+        return True
+
+
+def test_killing_the_launcher_ends_its_workers_and_the_rerun_scores_each_video_once(tiny_model, demo_dir,
+                                                                                    reference, tmp_path, capsys):
+    from iovqa_plugin.cli import main
+
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "none"),
+                                                           iovqa_frame_cache_dir=str(tmp_path / "frames")))
+    out = tmp_path / "preds.csv"
+    parent = subprocess.Popen([os.path.join(BIN, "iovqa"), *score_command(recipe, out, "--nproc", "2",
+                                                                          "--batch-size", "1")],
+                              cwd=REPO, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = [f"{out}.part-{rank}-of-2.csv" for rank in (0, 1)]
+    deadline = time.time() + 300
+    while sum(map(data_rows, parts)) < 1 and parent.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    workers = children(parent.pid)
+    assert len(workers) == 2
+    os.kill(parent.pid, signal.SIGKILL)  # mid-share: the workers are scoring
+    parent.wait()
+    deadline = time.time() + 30
+    while not all(map(process_gone, workers)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(map(process_gone, workers))
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".done.json")]  # no worker went on to finish
+    done = sum(map(data_rows, parts))
+    assert 1 <= done < 10
+
+    assert main(score_command(recipe, out)) == 0  # resumes what the workers wrote
+    assert f"{10 - done} scored, 0 failed, {done} already done" in capsys.readouterr().out
+    assert_same_predictions(str(out), reference)
+    assert sorted(os.listdir(tmp_path)) == ["frames", "preds.csv", "preds.csv.meta.json", "r.yaml"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(recipe, tmp_path, capsys):
+    import sys
+
+    from iovqa_plugin.cli import main
+    from iovqa_plugin.score.output_lock import OutputLock
+
+    out = tmp_path / "preds.csv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom iovqa_plugin.score.output_lock import OutputLock\n"
+         f"OutputLock({str(out)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(600)"],
+        cwd=REPO, env=environment(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for options in ((), ("--nproc", "2")):
+            assert main(score_command(recipe, out, *options)) == 2
+            err = capsys.readouterr().err
+            assert f"{out} is being written by another `iovqa score`: pid {holder.pid} on " in err
+            assert "wait for it to finish, or stop it" in err
+        assert sorted(os.listdir(tmp_path)) == ["preds.csv.lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    with OutputLock(str(out)):  # the kernel released the killed holder's lock
+        pass
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("death_signal", [True, False])
+def test_a_rank_ends_with_the_process_that_started_it(tmp_path, death_signal):
+    """The worker of a killed launcher (death signal + watchdog) or of a killed torchrun agent (watchdog only)."""
+    import sys
+
+    child = ("import os, sys, time\nfrom iovqa_plugin.score.launch import die_with_parent\n"
+             f"die_with_parent(os.getppid(), death_signal={death_signal}, poll_s=0.1)\n"
+             "print(os.getpid(), flush=True)\ntime.sleep(600)")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         f"subprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(600)"],
+        cwd=REPO, env=environment(), stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert not process_gone(worker)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while not process_gone(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    assert process_gone(worker)
+
+
+def test_torchrun_refuses_an_output_another_run_is_writing_before_any_rank_touches_it(recipe, tmp_path):
+    from iovqa_plugin.score.output_lock import OutputLock
+
+    out = tmp_path / "preds.csv"
+    with OutputLock(str(out)):
+        result = subprocess.run(
+            [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
+             os.path.join(BIN, "iovqa"), *score_command(recipe, out)],
+            cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+        assert result.returncode != 0
+        assert f"{out} is being written by another `iovqa score`: pid {os.getpid()}" in result.stderr
+        assert sorted(os.listdir(tmp_path)) == ["preds.csv.lock"]  # rank 1 waited for rank 0 and wrote nothing

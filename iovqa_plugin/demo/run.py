@@ -112,12 +112,7 @@ def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
         answered = int(table[column].notna().sum())
         entry = {"answered": answered, "n": len(table)}
         if answered >= 3:  # correlations over the answered rows
-            path = os.path.join(output_dir, f"test_predictions_{decoding}.csv")
-            table[table[column].notna()].assign(pred_mos=table[column]).to_csv(path, index=False)
-            labels = pd.read_csv(test_csv)
-            subset = os.path.join(output_dir, f"test_labels_{decoding}.csv")
-            labels[labels["video_name"].isin(table.loc[table[column].notna(), "video"])].to_csv(subset, index=False)
-            entry.update(evaluate(path, subset))
+            entry.update(evaluate(predictions, test_csv, score_column=column, answered_only=True))
             plot = plot or entry["plot"]
         decodings[decoding] = entry
     return {"predictions": predictions, "decodings": decodings, "plot": plot}

@@ -10,13 +10,13 @@ line, in dataset order) is read too, by position.
 from __future__ import annotations
 
 import json
-
-import numpy as np
+import os
 
 from ..data.annotations import read_table
 from ..data.labels import read_answer
 
 VIDEO, PRED = "video", "pred_mos"
+REASON = "_reason"  # why a row holds no score: the error column of the score column read (see error_column)
 
 
 class MatchError(ValueError):
@@ -31,6 +31,8 @@ def read_predictions(path: str, label_format: str = "integer", score_column: str
     """
     import pandas as pd
 
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MatchError(f"{path}: empty file, no predictions")
     if path.endswith(".jsonl") and _is_llamafactory_output(path):
         with open(path, encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
@@ -44,14 +46,52 @@ def read_predictions(path: str, label_format: str = "integer", score_column: str
         answers = [read_answer(t, label_format) for t in frame["text"]]
         frame[PRED] = [mos for mos, _ in answers]
         frame["error"] = [reason for _, reason in answers]  # out of range or no number: left out, with the reason
-        return frame
-    frame = read_table(path)
+        frame[REASON] = frame["error"].fillna("")
+        return _with_rows(frame, path)
+    frame = _with_rows(_table(path), path)
     for column in (VIDEO, score_column):
         if column not in frame.columns:
             raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
-    frame[PRED] = frame[score_column]
     frame[VIDEO] = frame[VIDEO].astype(str).str.strip()
-    frame[PRED] = pd.to_numeric(frame[PRED].replace("", np.nan), errors="coerce")
+    # an empty cell (a failed video) is not a number: NaN, as any other non-number
+    frame[PRED] = pd.to_numeric(frame[score_column], errors="coerce")
+    frame[REASON] = _reasons(frame, score_column)
+    return frame
+
+
+def error_column(score_column: str) -> str:
+    """The column that says why ``score_column`` is empty: greedy's own (``greedy_error``, per dimension
+    ``greedy_error_<d>``) for a greedy score, else ``error`` (the video's failure)."""
+    if score_column == "greedy_mos" or score_column.startswith("greedy_mos_"):
+        return "greedy_error" + score_column[len("greedy_mos"):]
+    return "error"
+
+
+def _reasons(frame, score_column: str):
+    """Per row, why it holds no score: its score column's error, else the video's ``error`` (one that could
+    not be read has no greedy answer either), else that the cell is empty or not a number."""
+    import pandas as pd
+
+    empty = pd.Series("", index=frame.index)
+    own = frame[error_column(score_column)] if error_column(score_column) in frame else empty
+    video = frame["error"] if "error" in frame else empty
+    reason = own.fillna("").astype(str).str.strip()
+    reason = reason.where(reason != "", video.fillna("").astype(str).str.strip())
+    raw = frame[score_column].fillna("").astype(str).str.strip()
+    fallback = raw.map(lambda cell: f"no {score_column}" if cell == "" else f"{score_column} {cell!r} is not a number")
+    return reason.where(reason != "", fallback)
+
+
+def _table(path: str):
+    try:
+        return read_table(path)
+    except ValueError as err:  # not readable as its format says
+        raise MatchError(str(err)) from None
+
+
+def _with_rows(frame, path: str):
+    if frame.empty:
+        raise MatchError(f"{path}: no prediction rows")
     return frame
 
 
@@ -73,14 +113,17 @@ def _duplicates(values, what: str, path: str) -> None:
 
 
 def match(
-    pred, pred_path: str, labels, labels_path: str, video_column: str, mos_column: str, labelled_only: bool = False
+    pred, pred_path: str, labels, labels_path: str, video_column: str, mos_column: str, labelled_only: bool = False,
+    answered_only: bool = False,
 ):
-    """(pred array, MOS array, ids) paired by video id; any missing or duplicate id is an error.
+    """(pred array, MOS array, ids, unanswered) paired by video id; any missing or duplicate id is an error.
 
     With ``labelled_only`` the predictions of videos that have no label are left
     out instead of being an error: to evaluate one
     split of a file that scored more videos. A labelled video without a
-    prediction is an error either way.
+    prediction is an error either way. A video whose score is empty (scoring failed, or a greedy answer held no
+    score) is an error too, with its reason; with ``answered_only`` it is left out and listed in ``unanswered``
+    ({video: reason}).
     """
     import pandas as pd
 
@@ -103,19 +146,24 @@ def match(
             f"{pred_path} vs {labels_path}: {len(missing)} labelled video(s) without prediction {missing[:10]}, "
             f"{len(extra)} prediction(s) without label {extra[:10]}{hint}"
         )
-    failed = merged.loc[merged[PRED].isna(), video_column].tolist()
-    if failed:
-        reasons = merged.loc[merged[PRED].isna(), "error"].tolist() if "error" in merged else []
-        raise MatchError(f"{pred_path}: {len(failed)} video(s) have no score: {failed[:10]} {reasons[:3]}")
+    failed = merged[PRED].isna()
+    unanswered = dict(zip(merged.loc[failed, video_column], merged.loc[failed, REASON]))
+    if unanswered and not answered_only:
+        shown = "; ".join(f"{video}: {reason}" for video, reason in list(unanswered.items())[:5])
+        raise MatchError(f"{pred_path}: {len(unanswered)} of {len(merged)} video(s) have no score ({shown}); "
+                         "--answered-only evaluates the others and lists these")
+    merged = merged[~failed]
     mos = pd.to_numeric(merged[mos_column], errors="coerce")
     if mos.isna().any():
         bad = merged.loc[mos.isna(), video_column].tolist()
         raise MatchError(f"{labels_path}: non-numeric {mos_column} for {bad[:10]}")
-    return merged[PRED].to_numpy(float), mos.to_numpy(float), merged[video_column].tolist()
+    return merged[PRED].to_numpy(float), mos.to_numpy(float), merged[video_column].tolist(), unanswered
 
 
 def read_labels(path: str, video_column: str, mos_column: str):
-    frame = read_table(path)
+    frame = _table(path)
+    if frame.empty:
+        raise MatchError(f"{path}: no label rows")
     for column in (video_column, mos_column):
         if column not in frame.columns:
             raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")

@@ -11,22 +11,31 @@ Two ways in, mirroring how LLaMA-Factory runs training:
 
 Each rank loads the model once on ``cuda:LOCAL_RANK`` when CUDA is available, else on the CPU with
 (usable cores / processes on this machine) threads.
+
+A rank never outlives the process that started it (:func:`die_with_parent`): a worker left running would go on
+writing its part file under a re-run of the same command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from .parallel import JobProgress, ParallelError, ScoringJob, World
 
 # Launcher variables a worker must not inherit: it is one rank of this job, not a launcher of its own.
 _LAUNCHER_VARIABLES = ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK", "RANK", "WORLD_SIZE",
                        "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+PARENT_VARIABLE = "IOVQA_SCORE_PARENT"  # the pid of the `--nproc` launcher, set for its workers
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RankFailed(RuntimeError):
@@ -85,8 +94,9 @@ def rank_device(world: World) -> str:
     return "cpu"
 
 
-def start_barrier(world: World) -> None:
-    """Wait until every rank has taken its part over (torchrun's rendezvous, gloo; nothing else is exchanged)."""
+@contextlib.contextmanager
+def process_group(world: World) -> Iterator[Callable[[], None]]:
+    """torchrun's ranks joined in a gloo group (nothing is exchanged): yields the barrier where they meet."""
     import datetime
 
     import torch.distributed as dist
@@ -97,15 +107,49 @@ def start_barrier(world: World) -> None:
                             "or use `iovqa score --nproc N` on one machine")
     dist.init_process_group("gloo", rank=world.rank, world_size=world.size, timeout=datetime.timedelta(hours=1))
     try:
-        dist.barrier()
+        yield dist.barrier
     finally:
         dist.destroy_process_group()
 
 
-def run_local(job: ScoringJob, argv: Sequence[str], progress: bool = True) -> dict[str, Any]:
-    """Run ``iovqa <argv>`` as ``job.size`` workers on this machine; the merged counts once all have finished."""
+def die_with_parent(parent: int, death_signal: bool = True, poll_s: float = 1.0) -> None:
+    """End this process as soon as process ``parent`` is gone (SIGKILL: nothing to save, a part file cut
+    mid-row is repaired on resume).
+
+    ``death_signal``: also ask Linux to send it the moment the parent dies (prctl PR_SET_PDEATHSIG). The kernel
+    sends it when the *thread* that started this process ends, so it is asked for only where that thread is
+    the parent's main one (the ``--nproc`` launcher); a watchdog thread comparing getppid() with ``parent``
+    covers every case (torchrun's ranks, other systems) within ``poll_s``. A parent that died before this call
+    ends this process here.
+    """
+    if death_signal and sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this C library: the watchdog alone
+            pass
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="iovqa-score-parent-watch", daemon=True).start()
+
+
+def run_local(job: ScoringJob, argv: Sequence[str], progress: bool = True,
+              lock_fd: Optional[int] = None) -> dict[str, Any]:
+    """Run ``iovqa <argv>`` as ``job.size`` workers on this machine; the merged counts once all have finished.
+
+    ``lock_fd``: the locked file of ``job.out`` (see ``output_lock``), handed to every worker so that the lock
+    lasts until the last of them has ended.
+    """
     command = [sys.executable, "-m", "iovqa_plugin.cli", *argv, "--part-only"]
     base = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
+    base[PARENT_VARIABLE] = str(os.getpid())
     # the cores shared out before the workers' numeric libraries start their thread pools (as torchrun limits
     # them); this process does not import torch, which would only delay the workers' start
     base["OMP_NUM_THREADS"] = str(cpu_threads(job.size))
@@ -117,7 +161,8 @@ def run_local(job: ScoringJob, argv: Sequence[str], progress: bool = True) -> di
                        LOCAL_WORLD_SIZE=str(job.size))
             with open(job.log(rank), "w", encoding="utf-8") as log:
                 workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                stdin=subprocess.DEVNULL))
+                                                stdin=subprocess.DEVNULL,
+                                                pass_fds=() if lock_fd is None else (lock_fd,)))
         with JobProgress(job, progress, f"iovqa score ({job.size} processes)"):
             while True:
                 codes = [worker.poll() for worker in workers]

@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .prediction_file import (DamagedFile, PredictionFile, check_resumable, file_header, meta_path, read_meta,
-                              read_records, remove_prediction_file, score_todo, sort_records, take_over,
-                              write_records)
+from .prediction_file import (DamagedFile, PredictionFile, check_resumable, file_header, meta_path,
+                              one_per_video, read_meta, read_records, remove_prediction_file, score_todo,
+                              take_over, write_records)
 
 Row = tuple[str, str, str]  # (video id, video path, text prompt)
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.csv$")
@@ -277,7 +277,8 @@ class ScoringJob:
             time.sleep(poll_s)
 
     def merge(self) -> dict[str, Any]:
-        """Write ``out`` from the finished parts, in input order; remove the parts; the summed counts."""
+        """Write ``out`` from the finished parts, in input order, one row per video (the newest); remove the
+        parts; the summed counts."""
         records, ranks = [], []
         for rank in range(self.size):
             body, stats = self._verified_part(rank)
@@ -289,7 +290,7 @@ class ScoringJob:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(identity, handle, indent=2, sort_keys=True)
         os.replace(tmp, meta_path(self.out))
-        write_records(self.out, self.header, sort_records(records, [row[0] for row in self.rows]))
+        write_records(self.out, self.header, one_per_video(records, [row[0] for row in self.rows], self.out))
         remove_part_files(self.out)
         return summed(ranks)
 

@@ -161,15 +161,26 @@ class PredictionFile:
         self.done.update(record[0] for record in records)
 
     def finish(self, order: Iterable[str]) -> None:
-        """Rewrite the file with its rows in ``order`` (the input's), atomically."""
+        """Rewrite the file with its rows in ``order`` (the input's), one per video, atomically."""
         _, body = read_records(self.path)
-        write_records(self.path, self.header, sort_records(body, order))
+        write_records(self.path, self.header, one_per_video(body, order, self.path))
 
 
 def sort_records(records: Iterable[Sequence[str]], order: Iterable[str]) -> list[Sequence[str]]:
     """Rows sorted by the position of their video in ``order`` (stable; unknown videos last)."""
     rank = {video: i for i, video in enumerate(order)}
     return sorted(records, key=lambda record: rank.get(record[0], len(rank)))
+
+
+def one_per_video(records: Iterable[Sequence[str]], order: Iterable[str], path: str) -> list[Sequence[str]]:
+    """``records`` with one row per video, the newest (the last written: rows are appended as they are scored),
+    sorted by ``order``. A file is never finished with a video twice, whatever wrote into it."""
+    newest = {record[0]: record for record in records}
+    rows = sort_records(newest.values(), order)
+    videos = [record[0] for record in rows]
+    if len(set(videos)) != len(videos):  # the guarantee itself, checked where every finished file is written
+        raise DamagedFile(f"{path}: a video twice after keeping the newest row of each")
+    return rows
 
 
 def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
