@@ -135,7 +135,7 @@ def _qwen_positions(original: Callable) -> Callable:
 
 
 def _qwen_rope_index(self, input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None,
-                     second_per_grid_ts=None, attention_mask=None, **kwargs):
+                     second_per_grid_ts=None, attention_mask=None):
     """3-D positions: text counts on from the last position; a video (or image) starting at ``s`` gets
     ``(s + floor(g * seconds_per_grid * tokens_per_second), s + row, s + column)`` for its temporal grid ``g``
     (Qwen2-VL, without ``tokens_per_second``: ``s + g``); the text after it starts one past its largest position.

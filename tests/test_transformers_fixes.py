@@ -33,6 +33,22 @@ def test_the_fixes_target_the_pinned_transformers():
     assert _constraints_pin("transformers") == FIXED_TRANSFORMERS == transformers.__version__
 
 
+def test_llamafactory_cli_gets_the_fixes_in_a_fresh_interpreter():
+    """What `llamafactory-cli train` imports (every torchrun rank too) applies them before any model is built."""
+    import subprocess
+    import sys
+
+    probe = ("import llamafactory.train.tuner; "
+             "from transformers.modeling_utils import AttentionInterface as A; "
+             "from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel; "
+             "from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel; "
+             "print([hasattr(f, '__iovqa_original__') for f in (A._global_mapping['flash_attention_2'], "
+             "Qwen2_5_VLModel.get_rope_index, Qwen2VLModel.get_rope_index)])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[True, True, True]"
+
+
 # ---------------------------------------------------------------------------------------------- flash attention
 
 
@@ -60,6 +76,10 @@ def test_flash_attention_runs_without_sinks(monkeypatch, implementation):
     output, _ = attention(_Attention(implementation), query, key, value, None, dropout=0.0, scaling=0.5)
 
     assert output.shape == (1, 5, 2, 4) and calls[-1]["s_aux"] is None and calls[-1]["softmax_scale"] == 0.5
+    lengths = torch.tensor([0, 5])  # as Qwen2.5-VL's vision tower calls it: keywords, variable-length extras
+    attention(_Attention(implementation), query, key, value, attention_mask=None, is_causal=False,
+              cu_seq_lens_q=lengths, cu_seq_lens_k=lengths)
+    assert calls[-1]["s_aux"] is None and calls[-1]["is_causal"] is False and calls[-1]["cu_seq_lens_q"] is lengths
     sinks = torch.ones(2, dtype=torch.float32)  # a model with sinks (gpt-oss) still gets them, in the query's dtype
     attention(_Attention(implementation), query, key, value, None, s_aux=sinks)
     assert calls[-1]["s_aux"].dtype == torch.float16 and calls[-1]["s_aux"].tolist() == [1.0, 1.0]
