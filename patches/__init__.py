@@ -7,9 +7,9 @@ exists, and is idempotent (applying twice changes nothing). The start-up hook
 imported; ``apply_all()`` calls them all at once.
 
 The patches only add: with no ``iovqa_*`` key in a recipe, every patched
-target behaves exactly like the original. The exception is ``transformers_fixes``:
-fixes for bugs of the pinned transformers (the fa2 crash, Qwen2-VL/2.5-VL video
-positions), gated to that version and applied to every recipe.
+target behaves exactly like the original. ``transformers_fixes`` (the pinned
+transformers' fa2 crash and Qwen2-VL/2.5-VL video positions) is applied by the
+patched ``init_adapter`` when a plugin run loads its model, not at import.
 
 This package is the one LLaMA-Factory adapter: besides the patches it holds
 the subclasses of LLaMA-Factory classes (``formatter``, ``collator``,
@@ -30,7 +30,6 @@ from .processor import apply_supervised_cutoff_check
 from .model_loader import apply_init_adapter
 from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
-from .transformers_fixes import apply_flash_attention_sink_guard, apply_qwen2_5_vl_rope_index, apply_qwen2_vl_rope_index
 from .tuner import apply_tuner_read_args
 
 # module imported -> the patch that targets it
@@ -39,10 +38,7 @@ PATCHES = {
     "llamafactory.data.converter": (apply_dataset_converter,),
     "llamafactory.data.loader": (apply_annotation_loader,),
     "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check,),
-    # transformers' fixes: before any model is loaded (training and the scorer both load through it)
-    "llamafactory.model.loader": (
-        apply_init_adapter, apply_flash_attention_sink_guard, apply_qwen2_5_vl_rope_index, apply_qwen2_vl_rope_index
-    ),
+    "llamafactory.model.loader": (apply_init_adapter,),
     "llamafactory.train.sft.workflow": (
         apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
     ),

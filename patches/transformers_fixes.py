@@ -3,8 +3,9 @@
 LLaMA-Factory 0.9.5 accepts transformers <= 5.6.0, and 5.6.0 is the first release with the Qwen2.5-VL video
 positions of #45400 (5.3.0-5.5.x give every frame one temporal position, #45381: refused for the Qwen2-VL
 templates by ``check_video_positions``). So 5.6.0 stays pinned and its remaining bugs are fixed here, each by
-one named function, gated to exactly that version (elsewhere they change nothing: the targets' code differs)
-and applied to every recipe, since each only changes what is wrong:
+one named function, gated to exactly that version (elsewhere they change nothing: the targets' code differs).
+``apply_transformers_fixes`` applies them when a plugin run loads its model (training's ``init_adapter`` and the
+scorer's loader), so a recipe without plugin keys stays stock LLaMA-Factory, bugs included:
 
 * ``flash_attention_forward`` calls ``s_aux.to(...)`` on the ``None`` every model without attention sinks
   passes: ``flash_attn: fa2`` crashes (transformers #45588; fixed in 5.6.1 by #45589, which LLaMA-Factory
@@ -62,6 +63,13 @@ def check_video_positions(template: Any, name: str) -> None:
             f"positions: every frame at one temporal position, scaled by its start (transformers #45381, fixed in "
             f"{fixed}). Install the tested set: pip install -c constraints.txt transformers=={FIXED_TRANSFORMERS}"
         )
+
+
+def apply_transformers_fixes() -> None:
+    """Every fix below (idempotent); called as a plugin run's model is loaded, before its first forward."""
+    apply_flash_attention_sink_guard()
+    apply_qwen2_5_vl_rope_index()
+    apply_qwen2_vl_rope_index()
 
 
 def apply_flash_attention_sink_guard() -> None:

@@ -33,20 +33,42 @@ def test_the_fixes_target_the_pinned_transformers():
     assert _constraints_pin("transformers") == FIXED_TRANSFORMERS == transformers.__version__
 
 
-def test_llamafactory_cli_gets_the_fixes_in_a_fresh_interpreter():
-    """What `llamafactory-cli train` imports (every torchrun rank too) applies them before any model is built."""
+def test_the_fixes_come_with_a_plugin_model_load_and_stock_recipes_stay_stock():
+    """What `llamafactory-cli train` imports (every torchrun rank too) leaves transformers alone; the patched
+    init_adapter, which a plugin run's model load (training and the scorer) passes through, applies the fixes."""
     import subprocess
     import sys
+    import textwrap
 
-    probe = ("import llamafactory.train.tuner; "
-             "from transformers.modeling_utils import AttentionInterface as A; "
-             "from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel; "
-             "from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel; "
-             "print([hasattr(f, '__iovqa_original__') for f in (A._global_mapping['flash_attention_2'], "
-             "Qwen2_5_VLModel.get_rope_index, Qwen2VLModel.get_rope_index)])")
+    probe = textwrap.dedent("""
+        import types
+        import llamafactory.train.tuner
+        from llamafactory.model import loader
+        from transformers.modeling_utils import AttentionInterface
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
+        from iovqa_plugin.config import IOVQAArguments
+        from iovqa_plugin.patches.model_loader import _with_head
+        from iovqa_plugin.patches.run import run_scope
+
+        def show():
+            functions = (AttentionInterface._global_mapping["flash_attention_2"], Qwen2_5_VLModel.get_rope_index,
+                         Qwen2VLModel.get_rope_index)
+            print([hasattr(f, "__iovqa_original__") for f in functions])
+
+        assert hasattr(loader.init_adapter, "__iovqa_original__")
+        init_adapter = _with_head(lambda *args: None)  # the patched init_adapter around a stand-in for the stock one
+        model_args = types.SimpleNamespace(adapter_name_or_path=None, model_name_or_path="not-a-folder")
+        show()
+        init_adapter(None, None, model_args, None, False)  # a stock recipe's model load
+        show()
+        with run_scope(IOVQAArguments()):  # a plugin run's
+            init_adapter(None, None, model_args, None, False)
+        show()
+    """)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[True, True, True]"
+    assert result.stdout.strip().splitlines()[-3:] == ["[False, False, False]"] * 2 + ["[True, True, True]"]
 
 
 # ---------------------------------------------------------------------------------------------- flash attention
@@ -67,7 +89,9 @@ def test_flash_attention_runs_without_sinks(monkeypatch, implementation):
     import transformers.integrations.flash_attention as flash
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    iovqa_plugin.apply()
+    from iovqa_plugin.patches.transformers_fixes import apply_transformers_fixes
+
+    apply_transformers_fixes()
     calls = []
     monkeypatch.setattr(flash, "_flash_attention_forward", lambda *a, **kw: calls.append(kw) or a[0])
     query = key = value = torch.zeros(1, 2, 5, 4, dtype=torch.float16)  # (batch, heads, length, head dim)
@@ -91,10 +115,12 @@ def test_fixes_are_idempotent_and_keep_their_own_originals():
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
     from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
-    iovqa_plugin.apply()
+    from iovqa_plugin.patches.transformers_fixes import apply_transformers_fixes
+
+    apply_transformers_fixes()
     first = [AttentionInterface._global_mapping["flash_attention_2"], Qwen2_5_VLModel.get_rope_index,
              Qwen2VLModel.get_rope_index]
-    iovqa_plugin.apply()
+    apply_transformers_fixes()
     assert first == [flash.flash_attention_forward, Qwen2_5_VLModel.get_rope_index, Qwen2VLModel.get_rope_index]
     assert first[0] is AttentionInterface._global_mapping["flash_attention_2"]
     originals = [function.__iovqa_original__ for function in first]
@@ -215,7 +241,9 @@ def test_qwen2_vl_text_follows_the_whole_video():
     from transformers import Qwen2VLConfig
     from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
-    iovqa_plugin.apply()
+    from iovqa_plugin.patches.transformers_fixes import apply_transformers_fixes
+
+    apply_transformers_fixes()
     model = SimpleNamespace(config=Qwen2VLConfig(vision_config={"spatial_merge_size": 2}))
     t, h, w = 8, 4, 6  # 8 temporal grids (16 frames) of 2x3 merged tokens: time outgrows space
     types = torch.tensor([[0] * 3 + [2] * (t * h * w // 4) + [0] * 2])
