@@ -7,7 +7,9 @@ exists, and is idempotent (applying twice changes nothing). The start-up hook
 imported; ``apply_all()`` calls them all at once.
 
 The patches only add: with no ``iovqa_*`` key in a recipe, every patched
-target behaves exactly like the original.
+target behaves exactly like the original. ``transformers_fixes`` (the pinned
+transformers' fa2 crash and Qwen2-VL/2.5-VL video positions) is applied by the
+patched ``init_adapter`` when a plugin run loads its model, not at import.
 
 This package is the one LLaMA-Factory adapter: besides the patches it holds
 the subclasses of LLaMA-Factory classes (``formatter``, ``collator``,
@@ -76,8 +78,11 @@ __all__ = [
     "apply_all",
     "apply_annotation_loader",
     "apply_dataset_converter",
+    "apply_flash_attention_sink_guard",
     "apply_init_adapter",
     "apply_parser_read_args",
+    "apply_qwen2_5_vl_rope_index",
+    "apply_qwen2_vl_rope_index",
     "apply_sft_collator",
     "apply_sft_load_tokenizer",
     "apply_sft_template_check",

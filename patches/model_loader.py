@@ -7,10 +7,12 @@ from typing import Any
 
 from .run import active_run
 from .support import patch_attribute
+from .transformers_fixes import apply_transformers_fixes
 
 
 def apply_init_adapter() -> None:
-    """Attach the softmax-regression head before PEFT wraps the model; refuse to drop a trained head."""
+    """Attach the softmax-regression head before PEFT wraps the model; refuse to drop a trained head; fix the
+    pinned transformers' GPU-path bugs (``transformers_fixes``) for plugin runs."""
     patch_attribute("llamafactory.model.loader", "init_adapter", _with_head)
 
 
@@ -26,6 +28,8 @@ def _with_head(original):
         )
 
         plugin = active_run()
+        if plugin is not None:  # stock recipes keep stock transformers
+            apply_transformers_fixes()
         head_on = plugin is not None and plugin.head_on
         adapters = list(model_args.adapter_name_or_path or [])
         with_head = [a for a in adapters if adapter_has_head(a)]

@@ -42,9 +42,11 @@ def check_recipe(recipe: dict, plugin: Optional[IOVQAArguments]) -> None:
     from llamafactory.data.template import TEMPLATES
 
     from .score_position import check_video_token
+    from .transformers_fixes import check_video_positions
 
     if template in TEMPLATES:  # the tokenizer-level checks run once it is loaded (sft_workflow.apply_sft_template_check)
         check_video_token(TEMPLATES[template], template)
+        check_video_positions(TEMPLATES[template], template)
 
 
 def _iovqa_datasets(recipe: dict) -> list[str]:

@@ -26,6 +26,8 @@ from iovqa_plugin.data.labels import LEVEL_WORDS
 from iovqa_plugin.data.levels import LevelTokens
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables
 
+from .transformers_fixes import check_video_positions
+
 PROBE_LABELS = {"integer": ("37", "10", "50"), "decimal": ("3.7", "1.0", "5.0")}
 PROBE_PROMPT = "Rate the video."
 
@@ -115,6 +117,7 @@ def check_video_token(template: Any, name: str) -> None:
 def check_template_support(template: Any, tokenizer: Any, name: str, label_format: str = "integer") -> ScoreLayout:
     """Stop with a message naming the template and what is missing, unless the plugin can run it; the layout."""
     check_video_token(template, name)
+    check_video_positions(template, name)
     if label_format == "level":  # level words instead of digits; the scoring prompt ends with the lead
         return ScoreLayout(prefix=list(level_tokens(template, tokenizer).lead), score=[], suffix=[])
     check_digits(tokenizer, name, label_format)
