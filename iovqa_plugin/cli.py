@@ -117,16 +117,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     rows = scoring_rows(source)
     identity = run_identity(settings, args.mode, score_options())
     processes = max(nproc, world.size)
+    job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
+    if not args.restart:  # what resuming would refuse, before the model loads and before anything is written
+        job.check_resume(own_parts=processes == 1 or nproc > 1)
     if world.rank == 0 and not args.part_only:
         how = f"; {processes} processes" if processes > 1 else ""
         print(f"iovqa score: {len(rows)} videos of {source.name}; model {settings.model}; {settings.note}{how}",
               file=sys.stderr)
+        for warning in settings.warnings + mode_hints(settings.plugin, args.mode):
+            print(f"iovqa score: warning: {warning}", file=sys.stderr)
     if processes == 1:
         return _score_single(args, settings, rows, began)
-    job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
     if nproc > 1:
         return _score_launch(args, job, began)
     return _score_rank(args, job, world, settings, began)
+
+
+def mode_hints(plugin, mode: str) -> list[str]:
+    """What a person choosing ``mode`` for this run's model should know."""
+    if plugin.head_on and mode != "head":
+        return [f"this model was trained with iovqa_head: {plugin.head}: --mode head scores with the head it "
+                f"trained; --mode {mode} reads the language model's answer instead"]
+    return []
 
 
 def score_options() -> dict:
@@ -163,8 +175,6 @@ def _score_launch(args: argparse.Namespace, job, began: float) -> int:
 
     if args.restart:
         job.remove_all()
-    else:
-        job.check_out()
     try:
         stats = run_local(job, args.argv)
     except RankFailed as err:
@@ -206,6 +216,9 @@ def _summary(out: str, stats: dict, began: float, score_s: float) -> int:
         f"{out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
         f"({time.time() - began:.1f}s, scoring {score_s:.1f}s{how})"
     )
+    if stats.get("changed"):
+        print(f"iovqa score: {stats['changed']} row(s) of {out} had been scored from another input (the video file "
+              "or the text prompt changed since): scored again", file=sys.stderr)
     for warning in _prediction_warnings(out):
         print(f"iovqa score: warning: {warning}", file=sys.stderr)
     return 0 if stats["errors"] == 0 else 1
