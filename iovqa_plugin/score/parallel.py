@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .prediction_file import (DamagedFile, PredictionFile, Row, check_resumable, check_resume, file_header,
                               meta_path, read_meta, read_records, remove_prediction_file, score_todo, sort_records,
-                              take_over, write_records)
+                              take_over, write_meta, write_records)
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.csv$")
 
 
@@ -285,12 +285,7 @@ class ScoringJob:
             body, stats = self._verified_part(rank)
             records += body
             ranks.append(stats)
-        identity = dict(self.identity, columns=self.header)
-        tmp = f"{meta_path(self.out)}.{os.getpid()}.tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(identity, handle, indent=2, sort_keys=True)
-        os.replace(tmp, meta_path(self.out))
+        write_meta(self.out, dict(self.identity, columns=self.header))
         write_records(self.out, self.header, sort_records(records, [row[0] for row in self.rows]))
         remove_part_files(self.out)
         return summed(ranks)

@@ -69,6 +69,24 @@ def read_meta(path: str) -> Optional[dict]:
     return meta if isinstance(meta, dict) else None
 
 
+def write_meta(path: str, meta: dict) -> None:
+    """Write the meta of a prediction file (atomic)."""
+    tmp = f"{meta_path(path)}.{os.getpid()}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=2, sort_keys=True)
+    os.replace(tmp, meta_path(path))
+
+
+def recorded_dimensions(path: str) -> Optional[tuple[tuple[str, ...], dict[str, str]]]:
+    """(quality dimensions, MOS column of each one the run named) that a prediction file's meta records (the
+    scorer's and ``iovqa ensemble``'s): no dimensions for a single score; None for a file without meta."""
+    meta = read_meta(path)
+    if meta is None:
+        return None
+    return tuple(meta.get("dimensions") or ()), dict(meta.get("dimension_columns") or {})
+
+
 def read_records(path: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a prediction CSV, as text. A last row without its line end (the writer was killed
     mid-row) is left out; any other row whose field count differs from the header's raises DamagedFile."""
@@ -206,8 +224,7 @@ class PredictionFile:
         else:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             write_records(path, self.header, [])
-            with open(meta_path(path), "w", encoding="utf-8") as handle:
-                json.dump(self.identity, handle, indent=2, sort_keys=True)
+            write_meta(path, self.identity)
 
     def append(self, result: VideoResult) -> None:
         import pandas as pd
@@ -292,8 +309,10 @@ def run_identity(scorer_settings: Any, mode: str, extra_identity: Optional[dict]
     """What identifies a scoring run's predictions: the model and inputs, the mode and decoding options (and the
     quality dimensions scored, when they are not the default single score)."""
     identity = dict(scorer_settings.identity(), mode=mode, **(extra_identity or {}))
-    if scorer_settings.plugin.multi_dimension:
-        identity["dimensions"] = list(scorer_settings.plugin.dimension_names)
+    plugin = scorer_settings.plugin
+    if plugin.multi_dimension:  # what `iovqa eval` reads to pair each dimension's column with its MOS column
+        identity["dimensions"] = list(plugin.dimension_names)
+        identity["dimension_columns"] = dict(plugin.dimension_columns or {})
     return identity
 
 
