@@ -136,7 +136,7 @@ def test_eval_and_ensemble_know_the_dimensions_from_the_prediction_files(demo_di
     import pandas as pd
 
     from iovqa_plugin.config import build_config
-    from iovqa_plugin.score.prediction_file import run_identity, write_meta
+    from iovqa_plugin.score.prediction_file import run_identity
     from iovqa_plugin.score.settings import ScorerSettings
 
     columns = {"sharpness": "Traditional_MOS", "motion": "Temporal_MOS", "look": "Aesthetic_MOS"}
@@ -150,7 +150,8 @@ def test_eval_and_ensemble_know_the_dimensions_from_the_prediction_files(demo_di
     preds["pred_mos"] = preds[[c for c in preds if c.startswith("pred_mos_")]].mean(axis=1)
     path = str(tmp_path / "preds.csv")
     preds.to_csv(path, index=False)
-    write_meta(path, identity)
+    with open(path + ".meta.json", "w", encoding="utf-8") as handle:  # as the scorer writes it
+        json.dump(identity, handle)
 
     assert main(["eval", "--pred", path, "--labels", labels]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -171,10 +172,12 @@ def test_eval_and_ensemble_know_the_dimensions_from_the_prediction_files(demo_di
 
 
 def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, capsys):
+    import json
+
     import pandas as pd
 
     from iovqa_plugin.config import build_config
-    from iovqa_plugin.score.prediction_file import run_identity, write_meta
+    from iovqa_plugin.score.prediction_file import run_identity
     from iovqa_plugin.score.settings import ScorerSettings
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"), dtype=str)
@@ -188,7 +191,8 @@ def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, ca
     preds[["video", "pred_mos"]].to_csv(single, index=False)
     preds.to_csv(multi, index=False)
     plugin = build_config({"iovqa_dimensions": "temporal,overall"})
-    write_meta(multi, run_identity(ScorerSettings(model="m", adapter=None, plugin=plugin), "expected"))
+    with open(multi + ".meta.json", "w", encoding="utf-8") as handle:
+        json.dump(run_identity(ScorerSettings(model="m", adapter=None, plugin=plugin), "expected"), handle)
 
     overall = "labels.csv: row 3 (line 4): field 'Overall_MOS' = '37': MOS 37 is outside [1, 5]"
     assert main(["eval", "--pred", single, "--labels", labels]) == 2

@@ -47,12 +47,12 @@ def test_the_run_saves_its_input_keys_and_a_bare_recipe_scores_with_them(trained
 
 def test_keys_that_change_what_the_model_sees_or_answers_are_refused(trained, tmp_path, capsys):
     from iovqa_plugin.cli import main
-    from iovqa_plugin.recipe import RunMismatch
+    from iovqa_plugin.config import PluginConfigError
 
     recipe, adapter = trained
     changed = dict(recipe, iovqa_dimensions="look,overall,sharpness,motion", iovqa_num_frames=1,
                    video_max_pixels=12544, template="qwen2_vl_nothink")
-    with pytest.raises(RunMismatch) as refused:
+    with pytest.raises(PluginConfigError) as refused:
         settings_of(tmp_path, changed)
     message = str(refused.value)
     for line in ("iovqa_dimensions: trained with 'sharpness,motion,look,overall', this recipe has "

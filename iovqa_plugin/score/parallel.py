@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .prediction_file import (DamagedFile, PredictionFile, Row, check_resumable, check_resume, file_header,
                               meta_path, read_meta, read_records, remove_prediction_file, score_todo, sort_records,
-                              take_over, write_meta, write_records)
+                              take_over, warn, write_meta, write_records)
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.csv$")
 
 
@@ -108,10 +107,6 @@ def sha256(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def warn(message: str) -> None:
-    print(f"iovqa score: {message}", file=sys.stderr, flush=True)
 
 
 class ScoringJob:
@@ -236,14 +231,8 @@ class ScoringJob:
 
     def _take_over(self, part: PredictionFile, rows: Sequence[Row]) -> None:
         """Rows of this share already scored in ``out`` or in parts of a run with another process count."""
-        take_over(part, rows, [self.out], ignore=("shard",))
-        for path, _, size in part_files(self.out):
-            if size == self.size:
-                continue  # this run's parts: being written by their ranks now
-            try:
-                take_over(part, rows, [path], ignore=("shard",))
-            except DamagedFile as err:
-                warn(f"{err}: not used")
+        others = [path for path, _, size in part_files(self.out) if size != self.size]  # not this run's: being written
+        take_over(part, rows, [self.out, *others], ignore=("shard",))
 
     def _mark_finished(self, rank: int, stats: dict[str, Any]) -> None:
         path = self.part(rank)

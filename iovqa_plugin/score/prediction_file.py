@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import sys
 from typing import Any, Iterable, Optional, Sequence
 
 from .results import COLUMNS, PROBABILITY_COLUMNS, VideoResult, dimension_columns
@@ -154,17 +155,17 @@ def check_resumable(path: str, identity: dict[str, Any], ignore: Sequence[str] =
 
 
 def check_resume(out: str, identity: dict[str, Any], rows: Sequence[Row], sources: Sequence[str] = ()) -> None:
-    """Everything that would refuse resuming ``out`` from itself and ``sources`` (other files of the run, e.g.
-    part files), checked before a model is loaded or a file is written: another run's file, a damaged one,
-    or an ``out`` that holds videos the input has not (resuming would leave their rows behind)."""
+    """What would refuse resuming ``out`` from itself and ``sources`` (other files of the run, e.g. part files),
+    checked before a model is loaded or a file is written: an ``out`` of another run, damaged, or holding videos
+    the input has not (resuming would leave their rows behind); a source of another run. (A source without
+    readable meta, or damaged, is not used: see :func:`take_over`.)"""
     if os.path.isfile(out):
         check_resumable(out, identity)
         videos = {record[0] for record in _records(out, identity["columns"])}
         _check_input(out, videos, {row[0] for row in rows})
     for source in sources:
-        if os.path.isfile(source):
+        if os.path.isfile(source) and read_meta(source) is not None:
             check_resumable(source, identity, ignore=("shard",))
-            _records(source, identity["columns"])
 
 
 def _records(path: str, header: Sequence[str]) -> list[list[str]]:
@@ -353,23 +354,35 @@ def score_rows_into(scorer: Any, rows: list[tuple[str, str, str]], out_path: str
     return stats
 
 
-def take_over(out: PredictionFile, rows: Sequence[tuple[str, str, str]], sources: Sequence[str],
-              ignore: Sequence[str] = ()) -> int:
-    """Copy into ``out`` the rows of ``sources`` (files of the same run) that score videos of ``rows`` it lacks.
+def take_over(out: PredictionFile, rows: Sequence[Row], sources: Sequence[str], ignore: Sequence[str] = ()) -> int:
+    """Copy into ``out`` the rows of ``sources`` (files of the same run) that score videos of ``rows`` as they are
+    now (:func:`row_key`) and that it lacks.
 
-    A source written by another run is refused (ResumeError); a damaged one raises DamagedFile.
+    A source written by another run is refused (ResumeError); one without readable meta, or damaged, is not used.
     """
     wanted = {row[0] for row in rows} - out.done
     taken = 0
     for source in sources:
         if not wanted or not os.path.isfile(source):
             continue
+        if read_meta(source) is None:
+            warn(f"{source} has no readable meta: not used")
+            continue
         check_resumable(source, out.identity, ignore=ignore)
-        records = {r[0]: r for r in out.current(scored_records(source, out.header)) if r[0] in wanted}
+        try:
+            scored = scored_records(source, out.header)
+        except DamagedFile as err:
+            warn(f"{err}: not used")
+            continue
+        records = {r[0]: r for r in out.current(scored) if r[0] in wanted}
         out.add_records(records.values())
         wanted -= set(records)
         taken += len(records)
     return taken
+
+
+def warn(message: str) -> None:
+    print(f"iovqa score: {message}", file=sys.stderr, flush=True)
 
 
 def score_file(scorer: Any, annotations: str, out_path: str, media_dir: str, mode: str = "expected",
