@@ -121,16 +121,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     rows = scoring_rows(source)
     identity = run_identity(settings, args.mode, score_options())
     processes = max(nproc, world.size)
+    job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
+    if not args.restart:  # what resuming would refuse, before the model loads and before anything is written
+        job.check_resume(own_parts=processes == 1 or nproc > 1)
     if world.rank == 0 and not args.part_only:
         how = f"; {processes} processes" if processes > 1 else ""
         print(f"iovqa score: {len(rows)} videos of {source.name}; model {settings.model}; {settings.note}{how}",
               file=sys.stderr)
+        for warning in settings.warnings + mode_hints(settings.plugin, args.mode):
+            print(f"iovqa score: warning: {warning}", file=sys.stderr)
     if processes == 1:
         return _score_single(args, settings, rows, began)
-    job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
     if nproc > 1:
         return _score_launch(args, job, began)
     return _score_rank(args, job, world, settings, began)
+
+
+def mode_hints(plugin, mode: str) -> list[str]:
+    """What a person choosing ``mode`` for this run's model should know."""
+    if plugin.head_on and mode != "head":
+        return [f"this model was trained with iovqa_head: {plugin.head}: --mode head scores with the head it "
+                f"trained; --mode {mode} reads the language model's answer instead"]
+    return []
 
 
 def score_options() -> dict:
@@ -171,8 +183,6 @@ def _score_launch(args: argparse.Namespace, job, began: float) -> int:
     with OutputLock(args.out) as lock:  # handed to the workers: held until the last of them ends
         if args.restart:
             job.remove_all()
-        else:
-            job.check_out()
         try:
             stats = run_local(job, args.argv, lock_fd=lock.fd)
         except RankFailed as err:
@@ -224,6 +234,9 @@ def _summary(out: str, stats: dict, began: float, score_s: float) -> int:
         f"{out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
         f"({time.time() - began:.1f}s, scoring {score_s:.1f}s{how})"
     )
+    if stats.get("changed"):
+        print(f"iovqa score: {stats['changed']} row(s) of {out} had been scored from another input (the video file "
+              "or the text prompt changed since): scored again", file=sys.stderr)
     for warning in _prediction_warnings(out):
         print(f"iovqa score: warning: {warning}", file=sys.stderr)
     return 0 if stats["errors"] == 0 else 1
@@ -276,19 +289,43 @@ def _labels(args: argparse.Namespace, data: str) -> tuple[str, str, str]:
 
 
 def _dimension_columns(args: argparse.Namespace, pred_paths: list[str], mos_column: str) -> dict[str, str]:
-    """{dimension: MOS column} of multi-dimension predictions (the dimensions their scoring run recorded, else
-    the recipe's), or {} for single-score predictions."""
+    """{dimension: MOS column} of multi-dimension predictions, or {} for single-score predictions.
+
+    The dimensions are those the file's ``.meta.json`` records (the scorer's and ``iovqa ensemble``'s), with
+    the MOS columns their run named (a recipe's ``iovqa_dimension_columns`` renames them for other labels);
+    a file without meta (another tool's) takes them from ``--recipe``.
+    """
     from .data.dimensions import mos_columns
-    from .score.prediction_file import read_meta
+    from .score.prediction_file import recorded_dimensions
 
     config = _plugin_config(_load_recipe(args.recipe))
-    recorded = {tuple((read_meta(path) or {}).get("dimensions") or ()) for path in pred_paths}
-    if len(recorded) > 1:
-        raise UserError(f"the prediction files score different quality dimensions: {sorted(recorded)}")
-    names = recorded.pop() if recorded else ()
-    if not names and config.multi_dimension:
-        names = config.dimension_names
-    return mos_columns(tuple(names), config.dimension_columns, mos_column) if names else {}
+    recorded = {path: recorded_dimensions(path) or _unrecorded_dimensions(path, config) for path in pred_paths}
+    if len({names for names, _ in recorded.values()}) > 1:
+        shown = "; ".join(f"{path}: {list(names) or 'one score'}" for path, (names, _) in recorded.items())
+        raise UserError(f"the prediction files score different quality dimensions ({shown})")
+    names, columns = next(iter(recorded.values()))
+    if not names:
+        return {}
+    found = mos_columns(names, {**columns, **(config.dimension_columns or {})}, mos_column)
+    unknown = [name for name, column in found.items() if column is None]
+    if unknown:
+        raise UserError(f"no MOS column known for dimension(s) {unknown} of {pred_paths[0]}: give --recipe with "
+                        "their iovqa_dimension_columns")
+    return found
+
+
+def _unrecorded_dimensions(path: str, config) -> tuple[tuple[str, ...], dict]:
+    """The dimensions of a prediction file without ``.meta.json``: the recipe's; per-dimension columns without
+    a recipe naming their dimensions are refused (their mean is no overall score)."""
+    from .eval.predictions import dimension_columns_of
+
+    if config.multi_dimension:
+        return config.dimension_names, dict(config.dimension_columns or {})
+    found = dimension_columns_of(path)
+    if found:
+        raise UserError(f"{path} has per-dimension columns ({', '.join(found)}) but no .meta.json saying which "
+                        "quality dimensions they are: give --recipe of the run that scored it")
+    return (), {}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

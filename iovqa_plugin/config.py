@@ -209,6 +209,11 @@ class IOVQAArguments:
         default=None,
         metadata={"help": "Not a recipe key: copied from the recipe's output_dir."},
     )
+    model_inputs: Optional[dict] = field(
+        default=None,
+        metadata={"help": "Not a recipe key: the recipe's LLaMA-Factory keys that shape what the model sees "
+                  "(recipe.INPUT_KEYS: template, pixels...), saved with the run for the scorer to compare."},
+    )
 
     def __post_init__(self):
         _check_choice(self, "label_format")
@@ -370,10 +375,11 @@ class IOVQAArguments:
 
     def to_recipe(self) -> dict[str, Any]:
         """The recipe keys that reproduce this configuration."""
-        return {PREFIX + k: v for k, v in asdict(self).items() if k != "output_dir"}
+        return {PREFIX + k: v for k, v in asdict(self).items() if k not in NOT_RECIPE_FIELDS}
 
 
-RECIPE_FIELDS = tuple(f.name for f in fields(IOVQAArguments) if f.name != "output_dir")
+NOT_RECIPE_FIELDS = ("output_dir", "model_inputs")  # filled from the rest of the recipe, not iovqa_* keys
+RECIPE_FIELDS = tuple(f.name for f in fields(IOVQAArguments) if f.name not in NOT_RECIPE_FIELDS)
 
 
 def _check_choice(args: IOVQAArguments, name: str) -> None:
@@ -427,7 +433,8 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def build_config(keys: dict[str, Any], output_dir: Optional[str] = None) -> IOVQAArguments:
+def build_config(keys: dict[str, Any], output_dir: Optional[str] = None,
+                 model_inputs: Optional[dict] = None) -> IOVQAArguments:
     """Validate ``{"iovqa_x": value}`` recipe keys into an :class:`IOVQAArguments`."""
     values = {}
     for key, value in keys.items():
@@ -439,14 +446,14 @@ def build_config(keys: dict[str, Any], output_dir: Optional[str] = None) -> IOVQ
                 f"unknown plugin key {key!r}{hint} Known keys: {', '.join(PREFIX + f for f in RECIPE_FIELDS)}"
             )
         values[name] = _coerce(name, value)
-    return IOVQAArguments(output_dir=output_dir, **values)
+    return IOVQAArguments(output_dir=output_dir, model_inputs=model_inputs, **values)
 
 
 def help_text() -> str:
     """All recipe keys with their defaults and help, for ``iovqa keys``."""
     lines = []
     for f in fields(IOVQAArguments):
-        if f.name == "output_dir":
+        if f.name in NOT_RECIPE_FIELDS:
             continue
         lines.append(f"{PREFIX}{f.name} (default: {f.default!r})\n    {f.metadata['help']}")
     return "\n".join(lines)

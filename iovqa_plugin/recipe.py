@@ -13,6 +13,22 @@ from .config import PREFIX, IOVQAArguments, PluginConfigError, build_config
 
 RUN_CONFIG_FILE = "iovqa_config.json"  # the run's plugin keys, saved next to its adapter for the scorer
 
+# LLaMA-Factory keys of a recipe that shape what the model sees: saved with the run (iovqa_config.json) with
+# the plugin keys, so that scoring can use and compare them.
+INPUT_KEYS = ("template", "enable_thinking", "video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen",
+              "image_max_pixels", "image_min_pixels")
+
+# How a scoring recipe may differ from the run saved with the model, key by key (see compare_with_run).
+# Refused: the model would see other inputs (frames, pixels, prompt, template) or its answers would be read
+# otherwise (label format, dimensions and their order, layout, head).
+REFUSED_DIFFERENCES = tuple(PREFIX + k for k in (
+    "label_format", "num_frames", "frame_strategy", "frame_format", "prompt_template", "max_prompt_chars",
+    "dimensions", "dimension_layout", "dimension_prompts", "head", "head_inner_size")) + INPUT_KEYS
+# Warned: keys of training alone (loss, targets, logits): the scores do not change, but another value suggests
+# the recipe of another run. Keys in neither list (data columns, frame cache, bad rows) are the scoring run's own.
+WARNED_DIFFERENCES = tuple(PREFIX + k for k in (
+    "label_mask", "level_targets", "level_sigma", "std_column", "head_loss", "head_sigma", "labelled_logits"))
+
 # LLaMA-Factory options that contradict the score-only label mask.
 _MASK_CONFLICTS = {
     "train_on_prompt": "the prompt's tokens (and any digits in it) would be trained on",
@@ -66,7 +82,7 @@ def split_recipe(args: Any) -> tuple[Any, Optional[IOVQAArguments]]:
         if not keys:
             return args, None
         rest = PluginArgs((k, v) for k, v in args.items() if k not in keys)
-        rest.iovqa = build_config(keys, output_dir=rest.get("output_dir"))
+        rest.iovqa = build_config(keys, output_dir=rest.get("output_dir"), model_inputs=_inputs(rest))
         check_compatible(rest.iovqa, rest)
         return rest, rest.iovqa
     if isinstance(args, list):
@@ -92,9 +108,13 @@ def _split_cli(argv: list[str]) -> tuple[list[str], Optional[IOVQAArguments]]:
     if not keys:
         return argv, None
     flags = _cli_flags(rest)
-    rest.iovqa = build_config(keys, output_dir=flags.get("output_dir"))
+    rest.iovqa = build_config(keys, output_dir=flags.get("output_dir"), model_inputs=_inputs(flags))
     check_compatible(rest.iovqa, flags)
     return rest, rest.iovqa
+
+
+def _inputs(recipe: dict[str, Any]) -> dict[str, Any]:
+    return {key: recipe[key] for key in INPUT_KEYS if key in recipe}
 
 
 def _cli_flags(argv: list[str]) -> dict[str, Any]:
@@ -116,20 +136,70 @@ def _cli_flags(argv: list[str]) -> dict[str, Any]:
 
 
 def save_run_config(config: IOVQAArguments, output_dir: str) -> str:
-    """Keep the run's plugin keys next to its adapter, so scoring can reuse them (atomic write)."""
+    """Keep the run's plugin keys and input keys next to its adapter, so scoring can reuse them (atomic write)."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RUN_CONFIG_FILE)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(config.to_recipe(), handle, indent=2)
+        json.dump({**config.to_recipe(), **(config.model_inputs or {})}, handle, indent=2)
     os.replace(tmp, path)
     return path
 
 
-def load_run_config(directory: Optional[str]) -> Optional[IOVQAArguments]:
-    """The plugin keys saved next to an adapter (None when there are none)."""
+def load_run_keys(directory: Optional[str]) -> Optional[dict[str, Any]]:
+    """The keys saved next to an adapter or model (None when there are none)."""
     path = os.path.join(directory or "", RUN_CONFIG_FILE)
     if not directory or not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        return build_config(json.load(handle))
+        return json.load(handle)
+
+
+def _plugin_keys(keys: dict[str, Any]) -> tuple[dict[str, Any], IOVQAArguments]:
+    plugin = {k: v for k, v in keys.items() if k.startswith(PREFIX)}
+    return plugin, build_config(plugin)
+
+
+class RunMismatch(PluginConfigError):
+    """A scoring recipe that would show the model other inputs, or read its answers otherwise, than its run."""
+
+
+def compare_with_run(recipe: dict[str, Any], saved: dict[str, Any], where: str) -> tuple[IOVQAArguments, dict, list]:
+    """(plugin configuration, input keys, warnings) to score a model with, given the scoring recipe and the keys
+    saved with the model (``where``: that file).
+
+    What the recipe leaves out is the model's run; what it sets must agree with the run on every key of
+    :data:`REFUSED_DIFFERENCES` (else :class:`RunMismatch`, naming each key and both values) and gives a warning
+    on a key of :data:`WARNED_DIFFERENCES`. Files saved before the input keys were recorded compare plugin keys only.
+    """
+    saved_plugin, trained = _plugin_keys(saved)
+    asked = {k: v for k, v in recipe.items() if isinstance(k, str) and k.startswith(PREFIX)}
+    if "iovqa_prompt_template_file" in asked:  # the saved template is the file's text: the recipe's file replaces it
+        saved_plugin.pop("iovqa_prompt_template", None)
+    config = build_config({**saved_plugin, **asked}, output_dir=recipe.get("output_dir"))
+    saved_inputs = {k: v for k, v in saved.items() if k in INPUT_KEYS}
+    inputs = {**saved_inputs, **_inputs(recipe)}
+    now = {**config.to_recipe(), **inputs}
+    before = {**trained.to_recipe(), **(saved_inputs if "template" in saved else inputs)}
+    refused, warned = [], []
+    for key in (*REFUSED_DIFFERENCES, *WARNED_DIFFERENCES):
+        if before.get(key) != now.get(key):
+            line = f"{key}: trained with {_shown(before.get(key))}, this recipe has {_shown(now.get(key))}"
+            (refused if key in REFUSED_DIFFERENCES else warned).append(line)
+    if refused:
+        raise RunMismatch(
+            f"the model was trained with other settings ({where}); scoring it with this recipe would change what "
+            "it sees or how its answers are read:\n  " + "\n  ".join(refused) + "\nSet these keys to the trained "
+            "values in the recipe, or delete them from it (what a scoring recipe leaves out is taken from "
+            f"{os.path.basename(where)})."
+        )
+    warnings = [f"{line} (training only: the scores do not change; is this the recipe of this model?)"
+                for line in warned]
+    return config, inputs, warnings
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -126,3 +126,78 @@ def test_eval_picks_a_decoding_column(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["srcc"] == -1.0
     assert main(["eval", "--pred", preds, "--labels", labels, "--score-column", "greedy_mos"]) == 0
     assert json.loads(capsys.readouterr().out)["srcc"] == 1.0
+
+
+def test_eval_and_ensemble_know_the_dimensions_from_the_prediction_files(demo_dir, tmp_path, capsys):
+    """No --recipe: the scorer's .meta.json names the dimensions and their MOS columns; the ensemble writes one
+    too and keeps the input order; a file with per-dimension columns and no meta is refused."""
+    import json
+
+    import pandas as pd
+
+    from iovqa_plugin.config import build_config
+    from iovqa_plugin.score.prediction_file import run_identity
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    columns = {"sharpness": "Traditional_MOS", "motion": "Temporal_MOS", "look": "Aesthetic_MOS"}
+    plugin = build_config({"iovqa_dimensions": "sharpness,motion,look,overall", "iovqa_dimension_columns": columns})
+    identity = run_identity(ScorerSettings(model="m", adapter=None, plugin=plugin), "expected")
+    labels = os.path.join(demo_dir, "demo", "test.csv")
+    table = pd.read_csv(labels).iloc[::-1]  # not in sorted order
+    preds = pd.DataFrame({"video": table["video_name"], "pred_mos": 3.0})
+    for name, column in {**columns, "overall": "Overall_MOS"}.items():
+        preds[f"pred_mos_{name}"] = table[column].to_numpy() ** 2  # each dimension ranks its own MOS exactly
+    preds["pred_mos"] = preds[[c for c in preds if c.startswith("pred_mos_")]].mean(axis=1)
+    path = str(tmp_path / "preds.csv")
+    preds.to_csv(path, index=False)
+    with open(path + ".meta.json", "w", encoding="utf-8") as handle:  # as the scorer writes it
+        json.dump(identity, handle)
+
+    assert main(["eval", "--pred", path, "--labels", labels]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["dimensions"]) == ["sharpness", "motion", "look", "overall"]
+    assert all(report["dimensions"][name]["srcc"] == 1.0 for name in report["dimensions"])
+
+    out = str(tmp_path / "ens.csv")
+    assert main(["ensemble", "--pred", path, path, "--out", out]) == 0
+    capsys.readouterr()
+    assert pd.read_csv(out)["video"].tolist() == preds["video"].tolist()
+    assert json.load(open(out + ".meta.json"))["dimensions"] == ["sharpness", "motion", "look", "overall"]
+    assert main(["eval", "--pred", out, "--labels", labels]) == 0
+    assert json.loads(capsys.readouterr().out)["dimensions"]["motion"]["srcc"] == 1.0
+
+    os.remove(path + ".meta.json")
+    assert main(["eval", "--pred", path, "--labels", labels]) == 2
+    assert "has per-dimension columns (pred_mos_sharpness" in capsys.readouterr().err
+
+
+def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from iovqa_plugin.config import build_config
+    from iovqa_plugin.score.prediction_file import run_identity
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"), dtype=str)
+    table.loc[2, "Overall_MOS"] = "37"  # a label written as the integer, not the MOS
+    table.loc[4, "Temporal_MOS"] = "7"
+    labels = str(tmp_path / "labels.csv")
+    table.to_csv(labels, index=False)
+    preds = pd.DataFrame({"video": table["video_name"], "pred_mos": range(10), "pred_mos_temporal": range(10),
+                          "pred_mos_overall": range(10)})
+    single, multi = str(tmp_path / "single.csv"), str(tmp_path / "multi.csv")
+    preds[["video", "pred_mos"]].to_csv(single, index=False)
+    preds.to_csv(multi, index=False)
+    plugin = build_config({"iovqa_dimensions": "temporal,overall"})
+    with open(multi + ".meta.json", "w", encoding="utf-8") as handle:
+        json.dump(run_identity(ScorerSettings(model="m", adapter=None, plugin=plugin), "expected"), handle)
+
+    overall = "labels.csv: row 3 (line 4): field 'Overall_MOS' = '37': MOS 37 is outside [1, 5]"
+    assert main(["eval", "--pred", single, "--labels", labels]) == 2
+    assert overall in capsys.readouterr().err
+    assert main(["ensemble", "--pred", single, single, "--out", str(tmp_path / "e.csv"), "--fit-labels", labels]) == 2
+    assert overall in capsys.readouterr().err
+    assert main(["eval", "--pred", multi, "--labels", labels]) == 2
+    assert "row 5 (line 6): field 'Temporal_MOS' = '7': MOS 7 is outside [1, 5]" in capsys.readouterr().err

@@ -172,6 +172,27 @@ def test_a_failing_video_is_an_error_row_and_is_tried_again(scorer, rows, tmp_pa
     assert (merged["scored"], merged["errors"], merged["skipped_done"]) == (0, 1, 3)  # only the failed one again
 
 
+def test_parts_scored_from_another_input_are_scored_again(scorer, rows, tmp_path):
+    """Rewritten prompts: neither a part of the same share, nor one of another process count, gives its rows;
+    a merged file holding videos outside the input is refused before any part is written."""
+    from iovqa_plugin.score.prediction_file import ResumeError, score_rows_into
+
+    out = tmp_path / "preds.csv"
+    run_ranks(job_for(scorer, rows[:4], out, 3), scorer, ranks=[1])  # row 1, old prompt
+    run_ranks(job_for(scorer, rows[:4], out, 2), scorer, ranks=[0])  # rows 0 and 2, old prompts
+    changed = [(video, path, "a blurry " + prompt) for video, path, prompt in rows[:4]]
+    job = job_for(scorer, changed, out, 2)
+    stats = run_ranks(job, scorer)
+    assert [(s["skipped_done"], s["scored"], s["changed"]) for s in stats] == [(0, 2, 2), (0, 2, 0)]
+    assert job.merge()["changed"] == 2
+    fresh = str(tmp_path / "fresh.csv")
+    score_rows_into(scorer, changed, fresh, "expected", 2, save_probabilities=False, progress=False)
+    assert_same_predictions(str(out), fresh)
+    with pytest.raises(ResumeError, match=r"holds 2 scored video\(s\) that are not in this input"):
+        run_ranks(job_for(scorer, changed[:2], out, 2), scorer)
+    assert sorted(os.listdir(tmp_path)) == ["fresh.csv", "fresh.csv.meta.json", "preds.csv", "preds.csv.meta.json"]
+
+
 def test_parts_of_a_different_run_are_refused(scorer, rows, tmp_path):
     from iovqa_plugin.score.prediction_file import ResumeError
 

@@ -94,7 +94,7 @@ def test_score_file_resumes_and_reports_bad_videos(scorer, demo_dir, tmp_path):
     table.to_csv(annotations, index=False)
     out = tmp_path / "preds.csv"
     stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="both", batch_size=2, progress=False)
-    assert stats == {"rows": 5, "skipped_done": 0, "scored": 4, "errors": 1}
+    assert stats == {"rows": 5, "skipped_done": 0, "scored": 4, "errors": 1, "changed": 0}
     preds = pd.read_csv(out)
     assert len(preds) == 5 and preds["pred_mos"].notna().sum() == 4
     bad = preds[preds["video"].str.endswith("corrupt.mp4")].iloc[0]
@@ -105,7 +105,7 @@ def test_score_file_resumes_and_reports_bad_videos(scorer, demo_dir, tmp_path):
 
     before = preds[preds["pred_mos"].notna()].reset_index(drop=True)
     stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="both", batch_size=2, progress=False)
-    assert stats == {"rows": 5, "skipped_done": 4, "scored": 0, "errors": 1}  # done rows skipped, the bad one retried
+    assert stats == {"rows": 5, "skipped_done": 4, "scored": 0, "errors": 1, "changed": 0}  # done rows skipped, the bad one retried
     after = pd.read_csv(out)
     assert len(after) == 5
     pd.testing.assert_frame_equal(after[after["pred_mos"].notna()].reset_index(drop=True), before)
@@ -139,7 +139,7 @@ def test_resuming_with_a_different_run_is_refused(scorer, demo_dir, tmp_path):
         score_file(other, annotations, out, demo_dir, mode="expected", save_probabilities=True, progress=False)
     pd.testing.assert_frame_equal(pd.read_csv(out), before)  # refused runs leave the file as it was
     again = score_file(scorer, annotations, out, demo_dir, mode="expected", save_probabilities=True, progress=False)
-    assert again == {"rows": 10, "skipped_done": 10, "scored": 0, "errors": 0}
+    assert again == {"rows": 10, "skipped_done": 10, "scored": 0, "errors": 0, "changed": 0}
     restarted = score_file(scorer, annotations, out, demo_dir, mode="both", progress=False, restart=True)
     assert restarted["scored"] == 10 and (pd.read_csv(out)["mode"] == "both").all()
 
@@ -195,9 +195,83 @@ def test_greedy_answers_off_the_label_grid_are_out_of_range(scorer, demo_dir, tm
     monkeypatch.setattr(scorer, "greedy", lambda batch: [next(answers) for _ in range(len(batch["input_ids"]))])
     out = tmp_path / "preds.csv"
     stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="greedy", batch_size=2, progress=False)
-    assert stats == {"rows": 4, "skipped_done": 0, "scored": 1, "errors": 3}
+    assert stats == {"rows": 4, "skipped_done": 0, "scored": 1, "errors": 3, "changed": 0}
     preds = pd.read_csv(out, dtype=str, keep_default_na=False).set_index("greedy_text")
     assert float(preds.loc["37", "pred_mos"]) == 3.7 and preds.loc["37", "error"] == ""
     for answer in ("100", "-12", "9"):
         assert preds.loc[answer, "pred_mos"] == "" and preds.loc[answer, "greedy_mos"] == ""
         assert "out of range" in preds.loc[answer, "error"] and repr(answer) in preds.loc[answer, "error"]
+
+
+def test_rows_scored_from_another_input_are_scored_again(scorer, demo_dir, tmp_path):
+    """Resume keeps a row only while its video file and text prompt are those it was scored from."""
+    import shutil
+
+    from iovqa_plugin.score.prediction_file import ResumeError, score_file
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(4)
+    copy = tmp_path / "copy.mp4"  # a video of our own, to touch
+    shutil.copy(os.path.join(demo_dir, table.loc[3, "video_name"]), copy)
+    table.loc[3, "video_name"] = str(copy)
+    annotations, out = tmp_path / "a.csv", str(tmp_path / "preds.csv")
+    table.to_csv(annotations, index=False)
+    score_file(scorer, str(annotations), out, demo_dir, progress=False)
+    first = pd.read_csv(out)
+
+    table.loc[:2, "Prompt"] = ["a blurry " + p for p in table.loc[:2, "Prompt"]]  # every caption rewritten...
+    table.to_csv(annotations, index=False)
+    os.utime(copy, ns=(os.stat(copy).st_atime_ns, os.stat(copy).st_mtime_ns + 10**9))  # ...and one video changed
+    stats = score_file(scorer, str(annotations), out, demo_dir, progress=False)
+    assert stats == {"rows": 4, "skipped_done": 0, "scored": 4, "errors": 0, "changed": 4}
+    fresh = str(tmp_path / "fresh.csv")
+    score_file(scorer, str(annotations), fresh, demo_dir, progress=False)
+    again = pd.read_csv(out)
+    assert again["expected_mos"].tolist() == pytest.approx(pd.read_csv(fresh)["expected_mos"].tolist(), abs=1e-6)
+    assert (again["expected_mos"] - first["expected_mos"]).abs()[:3].min() > 0  # the old values are gone
+    assert score_file(scorer, str(annotations), out, demo_dir, progress=False)["skipped_done"] == 4
+
+    # a smaller input into the same file: refused, and the file is left as it was
+    saved = {name: open(os.path.join(tmp_path, name), "rb").read() for name in ("preds.csv", "preds.csv.meta.json")}
+    table.head(2).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(ResumeError, match=r"holds 2 scored video\(s\) that are not in this input"):
+        score_file(scorer, str(tmp_path / "two.csv"), out, demo_dir, progress=False)
+    assert saved == {name: open(os.path.join(tmp_path, name), "rb").read() for name in saved}
+
+
+def test_a_refused_resume_writes_nothing_and_loads_no_model(scorer, tiny_model, demo_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    """Adding --save-probs to a finished run is refused before the model loads, in one process and as a
+    torchrun rank, naming the columns and what to run; the original command then still resumes."""
+    from iovqa_plugin.cli import main, score_options
+    from iovqa_plugin.data.datasets import resolve_data, scoring_rows
+    from iovqa_plugin.score.prediction_file import score_rows_into
+    from iovqa_plugin.score.scorer import Scorer
+
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "none")))
+    annotations, out = tmp_path / "a.csv", tmp_path / "preds.csv"
+    pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(3).to_csv(annotations, index=False)
+    rows = scoring_rows(resolve_data(str(annotations), None, scorer.plugin, media_dir=demo_dir))
+    score_rows_into(scorer, rows, str(out), "expected", 3, False, progress=False, extra_identity=score_options())
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("preds")}
+    assert set(written) == {"preds.csv", "preds.csv.meta.json"}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a refused run")
+
+    command = ["score", "--recipe", recipe, "--adapter", "", "--data", str(annotations), "--media-dir", demo_dir,
+               "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(Scorer, "__init__", no_model)
+        assert main(command + ["--save-probs"]) == 2
+        err = capsys.readouterr().err
+        assert "columns: only this run has p_10, p_11 ... p_50 (41)" in err
+        assert "scored without --save-probs: leave it out to resume" in err and "Nothing was written" in err
+        for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+            patch.setenv(key, value)  # a rank of a torchrun job (not the merging one)
+        assert main(command + ["--save-probs"]) == 2
+        assert "only this run has p_10" in capsys.readouterr().err
+        assert main(command + ["--mode", "both"]) == 2
+        assert "mode: file has 'expected', this run has 'both' (to resume it: --mode expected)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("preds")} == written
+    assert main(command) == 0
+    assert "0 scored, 0 failed, 3 already done" in capsys.readouterr().out

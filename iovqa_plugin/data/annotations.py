@@ -74,14 +74,12 @@ def _line_hint(issue: Issue) -> str:
 class AnnotationError(ValueError):
     """Bad annotation rows; ``issues`` lists all of them."""
 
-    def __init__(self, issues: list[Issue]):
+    def __init__(self, issues: list[Issue],
+                 hint: str = "Fix the rows, or set `iovqa_on_bad_row: skip` to leave them out with a report."):
         self.issues = issues
         shown = "\n  ".join(str(i) for i in issues[:_SHOWN_ISSUES])
         more = f"\n  ... and {len(issues) - _SHOWN_ISSUES} more" if len(issues) > _SHOWN_ISSUES else ""
-        super().__init__(
-            f"{len(issues)} bad annotation row(s):\n  {shown}{more}\n"
-            "Fix the rows, or set `iovqa_on_bad_row: skip` to leave them out with a report."
-        )
+        super().__init__(f"{len(issues)} bad annotation row(s):\n  {shown}{more}\n{hint}")
 
 
 # LLaMA-Factory's DatasetAttr defaults: a dataset_info entry without `columns` has these.
@@ -191,12 +189,35 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+def _video_issue(file: str, row: int, record: dict, column: str) -> Optional[Issue]:
+    video = record.get(column)
+    if _is_missing(video) or not isinstance(video, str):
+        return Issue(file, row, column, str(video), "video path is empty or not text")
+    return None
+
+
+def _label(file: str, row: int, record: dict, column: str, label_format: str) -> tuple[Optional[str], Optional[Issue]]:
+    """(the label of a row's MOS in ``column``, None) or (None, the issue that makes it no label)."""
+    try:
+        return mos_to_label(record.get(column), label_format), None
+    except LabelError as err:
+        return None, Issue(file, row, column, str(record.get(column)), str(err))
+
+
+def check_labels(file: str, table: Any, video_column: str, mos_column: str) -> None:
+    """Refuse labels (``iovqa eval``, ``iovqa ensemble --fit-labels``) that training would refuse: every row's
+    video id and MOS are checked as training checks them (:class:`AnnotationError` listing file, row, field)."""
+    issues = []
+    for row, record in enumerate(table.to_dict(orient="records"), start=1):
+        found = [_video_issue(file, row, record, video_column), _label(file, row, record, mos_column, "integer")[1]]
+        issues += [issue for issue in found if issue]
+    if issues:
+        raise AnnotationError(issues, hint=f"Fix the rows: {mos_column} is checked as training checks a MOS.")
+
+
 def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
     """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
-    issues = []
-    video = record.get(columns.video)
-    if _is_missing(video) or not isinstance(video, str):
-        issues.append(Issue(file, row, columns.video, str(video), "video path is empty or not text"))
+    issues = [issue for issue in [_video_issue(file, row, record, columns.video)] if issue]
     prompt = record.get(columns.prompt)
     if _is_missing(prompt):
         issues.append(Issue(file, row, columns.prompt, str(prompt), "text prompt is empty"))
@@ -204,10 +225,8 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
         prompt = str(prompt)
     labels = {}
     for dimension, column in mos_columns(config.dimension_names, config.dimension_columns, columns.mos).items():
-        try:
-            labels[dimension] = mos_to_label(record.get(column), config.label_format)
-        except LabelError as err:
-            issues.append(Issue(file, row, column, str(record.get(column)), str(err)))
+        labels[dimension], issue = _label(file, row, record, column, config.label_format)
+        issues += [issue] if issue else []
     std = None
     if columns.std is not None:
         try:

@@ -55,7 +55,7 @@ def check_weights(weights: np.ndarray) -> None:
 
 
 def aligned_scores(paths: list[str], score_column: str = PRED):
-    """(ids, matrix[video, member]) of several prediction files matched by video id."""
+    """(ids, matrix[video, member]) of several prediction files matched by video id, in the first file's order."""
     frames = [read_predictions(p, score_column=score_column) for p in paths]
     ids = None
     for path, frame in zip(paths, frames):
@@ -73,7 +73,7 @@ def aligned_scores(paths: list[str], score_column: str = PRED):
             raise MatchError(
                 f"{path} and {first} score different videos: {sorted(these - ids)[:10]} vs {sorted(ids - these)[:10]}"
             )
-    order = sorted(ids)
+    order = frames[0][VIDEO].tolist()
     matrix = np.stack([f.set_index(VIDEO).loc[order, PRED].to_numpy(float) for f in frames], axis=1)
     return order, matrix
 
@@ -138,6 +138,7 @@ def run_ensemble(
     members = load_config(config) if isinstance(config, str) else list(config)
     ids, scores, summary = _ensemble(members, fit_labels, video_column, mos_column, score_column)
     pd.DataFrame({VIDEO: ids, PRED: scores}).to_csv(out_path, index=False)
+    _write_meta(out_path, members, summary, score_column)
     summary.update(out=out_path)
     return summary
 
@@ -168,8 +169,27 @@ def run_ensemble_dimensions(
         summary["dimensions"][name] = part
     table = pd.DataFrame({VIDEO: order, PRED: np.mean(list(columns.values()), axis=0), **columns})
     table.to_csv(out_path, index=False)
-    summary.update(members=[m.name for m in members], out=out_path)
+    summary.update(members=[m.name for m in members])
+    _write_meta(out_path, members, summary, score_column, mos_columns)
+    summary.update(out=out_path)
     return summary
+
+
+def _write_meta(out_path: str, members: list[Member], summary: dict, score_column: str,
+                mos_columns: dict[str, str] | None = None) -> None:
+    """The ensemble's ``.meta.json``, as the scorer writes one: its members and, with several quality dimensions,
+    the dimensions and their MOS columns (so that ``iovqa eval`` knows what each column is)."""
+    from ..data.dimensions import OVERALL
+    from ..score.prediction_file import write_meta
+
+    meta = {"ensemble": {"members": [{"name": m.name, "predictions": m.predictions} for m in members],
+                         "score_column": score_column,
+                         "weights": summary.get("used_weights") or {d: part["used_weights"] for d, part in
+                                                                    summary.get("dimensions", {}).items()}}}
+    if mos_columns:
+        meta["dimensions"] = list(mos_columns)
+        meta["dimension_columns"] = {name: column for name, column in mos_columns.items() if name != OVERALL}
+    write_meta(out_path, meta)
 
 
 def _ensemble(members: list[Member], fit_labels: str | None, video_column: str, mos_column: str,

@@ -95,6 +95,14 @@ def _with_rows(frame, path: str):
     return frame
 
 
+def dimension_columns_of(path: str) -> list[str]:
+    """The per-dimension score columns (``pred_mos_<dimension>``) of a prediction table (none for a
+    LLaMA-Factory ``generated_predictions.jsonl``)."""
+    if path.endswith(".jsonl") and _is_llamafactory_output(path):
+        return []
+    return [c for c in read_table(path).columns if str(c).startswith(PRED + "_")]
+
+
 def _is_llamafactory_output(path: str) -> bool:
     with open(path, encoding="utf-8") as handle:
         first = handle.readline()
@@ -161,10 +169,14 @@ def match(
 
 
 def read_labels(path: str, video_column: str, mos_column: str):
+    """A labels table whose video ids and MOS pass training's checks (see ``annotations.check_labels``)."""
+    from ..data.annotations import check_labels
+
     frame = _table(path)
     if frame.empty:
         raise MatchError(f"{path}: no label rows")
     for column in (video_column, mos_column):
         if column not in frame.columns:
             raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
+    check_labels(path, frame, video_column, mos_column)
     return frame

@@ -27,17 +27,15 @@ import hashlib
 import json
 import os
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .prediction_file import (DamagedFile, PredictionFile, check_resumable, file_header, meta_path,
-                              one_per_video, read_meta, read_records, remove_prediction_file, score_todo,
-                              take_over, write_records)
+from .prediction_file import (DamagedFile, PredictionFile, Row, check_resumable, check_resume, file_header,
+                              meta_path, one_per_video, read_meta, read_records, remove_prediction_file, score_todo,
+                              take_over, warn, write_meta, write_records)
 
-Row = tuple[str, str, str]  # (video id, video path, text prompt)
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.csv$")
 
 
@@ -112,10 +110,6 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def warn(message: str) -> None:
-    print(f"iovqa score: {message}", file=sys.stderr, flush=True)
-
-
 class ScoringJob:
     """Rows scored into ``out`` by ``size`` processes: shares, part files, progress and the merge."""
 
@@ -150,10 +144,12 @@ class ScoringJob:
                  "videos_sha256": hashlib.sha256(videos.encode("utf-8")).hexdigest()}
         return dict(self.identity, shard=shard)
 
-    def check_out(self) -> None:
-        """Refuse early when ``out`` exists and was written by a different scoring run."""
-        if os.path.exists(self.out):
-            check_resumable(self.out, dict(self.identity, columns=self.header))
+    def check_resume(self, own_parts: bool = True) -> None:
+        """Refuse, before anything is loaded or written, what resuming could not use: ``out`` or a part file
+        written by a different scoring run, or damaged, or an ``out`` holding videos the input has not.
+        ``own_parts``: also this job's parts (not while its ranks may be writing them)."""
+        parts = [path for path, _, size in part_files(self.out) if own_parts or size != self.size]
+        check_resume(self.out, dict(self.identity, columns=self.header), self.rows, parts)
 
     def remove_all(self) -> None:
         """Start over: ``out``, its meta and every part file go."""
@@ -168,6 +164,8 @@ class ScoringJob:
         The model (``make_scorer``) is loaded only when something is left to score. ``claimed`` runs once this
         rank has taken its part over (its earlier completion mark removed), before any scoring.
         """
+        if not restart:
+            self.check_resume(own_parts=False)  # before touching anything
         part = self._open_part(rank, restart)
         rows = self.share(rank)
         if not restart:
@@ -176,7 +174,7 @@ class ScoringJob:
             claimed()
         todo = [row for row in rows if row[0] not in part.done]
         stats: dict[str, Any] = {"rows": len(rows), "skipped_done": len(rows) - len(todo), "scored": 0,
-                                 "errors": 0}
+                                 "errors": 0, "changed": part.changed}
         if todo:
             began = time.time()
             scorer = make_scorer()
@@ -201,7 +199,7 @@ class ScoringJob:
             os.remove(marker)  # the part is being worked on again
         if problem:
             warn(f"{path} {problem}: rank {rank} scores its share again")
-        return PredictionFile(path, self.part_identity(rank), self.save_probabilities,
+        return PredictionFile(path, self.part_identity(rank), self.save_probabilities, self.share(rank),
                               restart=restart or problem is not None)
 
     def _part_problem(self, rank: int) -> Optional[str]:
@@ -234,14 +232,8 @@ class ScoringJob:
 
     def _take_over(self, part: PredictionFile, rows: Sequence[Row]) -> None:
         """Rows of this share already scored in ``out`` or in parts of a run with another process count."""
-        take_over(part, rows, [self.out], ignore=("shard",))
-        for path, _, size in part_files(self.out):
-            if size == self.size:
-                continue  # this run's parts: being written by their ranks now
-            try:
-                take_over(part, rows, [path], ignore=("shard",))
-            except DamagedFile as err:
-                warn(f"{err}: not used")
+        others = [path for path, _, size in part_files(self.out) if size != self.size]  # not this run's: being written
+        take_over(part, rows, [self.out, *others], ignore=("shard",))
 
     def _mark_finished(self, rank: int, stats: dict[str, Any]) -> None:
         path = self.part(rank)
@@ -284,12 +276,7 @@ class ScoringJob:
             body, stats = self._verified_part(rank)
             records += body
             ranks.append(stats)
-        identity = dict(self.identity, columns=self.header)
-        tmp = f"{meta_path(self.out)}.{os.getpid()}.tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(identity, handle, indent=2, sort_keys=True)
-        os.replace(tmp, meta_path(self.out))
+        write_meta(self.out, dict(self.identity, columns=self.header))
         write_records(self.out, self.header, one_per_video(records, [row[0] for row in self.rows], self.out))
         remove_part_files(self.out)
         return summed(ranks)
@@ -323,7 +310,7 @@ class ScoringJob:
 def summed(ranks: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The job's counts from its ranks'; ``score_s``: from the first rank starting to score to the last ending."""
     total: dict[str, Any] = {key: sum(int(r.get(key, 0)) for r in ranks)
-                             for key in ("rows", "skipped_done", "scored", "errors")}
+                             for key in ("rows", "skipped_done", "scored", "errors", "changed")}
     starts = [r["score_start"] for r in ranks if "score_start" in r]
     ends = [r["score_end"] for r in ranks if "score_end" in r]
     total["score_s"] = max(ends) - min(starts) if starts and ends else 0.0

@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..config import IOVQAArguments
-from ..recipe import load_run_config, split_recipe
+from ..recipe import RUN_CONFIG_FILE, INPUT_KEYS, compare_with_run, load_run_keys, split_recipe
 
 # LLaMA-Factory keys of a recipe that change how a model is loaded or what its inputs are.
-MODEL_KEYS = ("video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen", "image_max_pixels",
-              "image_min_pixels", "trust_remote_code", "infer_dtype", "cache_dir", "enable_thinking")
+MODEL_KEYS = tuple(k for k in INPUT_KEYS if k != "template") + ("trust_remote_code", "infer_dtype", "cache_dir")
 # Plugin keys that change nothing in a score (where frames are cached, how bad rows of training data are handled).
 _SCORE_NEUTRAL_KEYS = ("iovqa_frame_cache_dir", "iovqa_frame_workers", "iovqa_on_bad_row", "iovqa_skip_report")
 
@@ -32,6 +31,7 @@ class ScorerSettings:
     model_keys: dict = field(default_factory=dict)  # video pixels etc., passed to LLaMA-Factory
     note: str = ""  # how the model and adapter were chosen, for the user
     device: Optional[str] = None  # e.g. "cuda:1" for one rank of a data-parallel job; None: LLaMA-Factory's placement
+    warnings: list = field(default_factory=list)  # what the user should know about this choice of model and keys
 
     @classmethod
     def from_recipe(cls, recipe_path: str, model: Optional[str] = None, adapter: Optional[str] = None):
@@ -45,7 +45,8 @@ class ScorerSettings:
         import yaml
 
         with open(recipe_path, encoding="utf-8") as handle:
-            recipe, plugin = split_recipe(yaml.safe_load(handle))
+            raw = yaml.safe_load(handle)
+        recipe, plugin = split_recipe(raw)
         whole_model = recipe.get("finetuning_type", "lora") in ("full", "freeze")
         if whole_model and model is None and adapter is None:
             model, adapter = recipe.get("output_dir"), ""
@@ -63,13 +64,24 @@ class ScorerSettings:
         if adapter and not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
             raise SettingsError(f"{adapter}: no trained adapter there (adapter_config.json missing); train first, "
                                 "or pass --adapter ''")
+        model = model or recipe["model_name_or_path"]
+        warnings = _stacked_adapter(model, adapter) if adapter else []
+        inputs = dict(recipe)
+        for where in (adapter, model):  # the run's keys: next to its adapter, or in a fine-tuned model's folder
+            saved = load_run_keys(where)
+            if saved is not None:
+                plugin, inputs, differences = compare_with_run(raw, saved, os.path.join(where, RUN_CONFIG_FILE))
+                inputs = {**recipe, **inputs}
+                warnings += differences
+                break
         return cls(
-            model=model or recipe["model_name_or_path"],
+            model=model,
             adapter=adapter or None,
-            template=recipe.get("template", "qwen2_vl"),
-            plugin=plugin or load_run_config(adapter) or load_run_config(model) or IOVQAArguments(),
-            model_keys={k: recipe[k] for k in MODEL_KEYS if k in recipe},
+            template=inputs.get("template", "qwen2_vl"),
+            plugin=plugin or IOVQAArguments(),
+            model_keys={k: inputs[k] for k in MODEL_KEYS if k in inputs},
             note=note,
+            warnings=warnings,
         )
 
     def identity(self) -> dict[str, Any]:
@@ -82,6 +94,28 @@ class ScorerSettings:
             "model_keys": dict(sorted(self.model_keys.items())),
             "plugin": plugin,
         }
+
+
+def _stacked_adapter(model: str, adapter: str) -> list[str]:
+    """A warning when the adapter was trained on another model than the one it is added to (a merged export
+    already holds the adapter's weights: adding them again scores another model)."""
+    import json
+
+    try:
+        with open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8") as handle:
+            base = json.load(handle).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not base or _same_model(base, model):
+        return []
+    return [f"the adapter {adapter} was trained on {base}, and is added to {model}: if that is a merged export of "
+            "this adapter, its weights are applied twice (score a merged export with --model alone, no --adapter)"]
+
+
+def _same_model(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return a.rstrip("/") == b.rstrip("/")
 
 
 def _path_identity(path: str) -> Any:
