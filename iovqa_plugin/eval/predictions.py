@@ -31,8 +31,7 @@ def read_predictions(path: str, label_format: str = "integer", score_column: str
     """
     import pandas as pd
 
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise MatchError(f"{path}: empty file, no predictions")
+    _refuse_empty(path)
     if path.endswith(".jsonl") and _is_llamafactory_output(path):
         with open(path, encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
@@ -89,6 +88,11 @@ def _table(path: str):
         raise MatchError(str(err)) from None
 
 
+def _refuse_empty(path: str) -> None:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MatchError(f"{path}: empty file, no predictions")
+
+
 def _with_rows(frame, path: str):
     if frame.empty:
         raise MatchError(f"{path}: no prediction rows")
@@ -98,9 +102,10 @@ def _with_rows(frame, path: str):
 def dimension_columns_of(path: str) -> list[str]:
     """The per-dimension score columns (``pred_mos_<dimension>``) of a prediction table (none for a
     LLaMA-Factory ``generated_predictions.jsonl``)."""
+    _refuse_empty(path)
     if path.endswith(".jsonl") and _is_llamafactory_output(path):
         return []
-    return [c for c in read_table(path).columns if str(c).startswith(PRED + "_")]
+    return [c for c in _with_rows(_table(path), path).columns if str(c).startswith(PRED + "_")]
 
 
 def _is_llamafactory_output(path: str) -> bool:
