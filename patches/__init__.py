@@ -22,25 +22,25 @@ from __future__ import annotations
 import sys
 
 from .converter import apply_dataset_converter
-from .loader import apply_annotation_loader
+from .loader import apply_annotation_loader, apply_dataset_entry_columns
 from .parser import apply_parser_read_args
-from .processor import apply_supervised_cutoff_check
+from .processor import apply_preprocessed_cutoff_report, apply_supervised_cutoff_check, apply_supervised_example_log
 from .model_loader import apply_init_adapter
 from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
-from .tuner import apply_tuner_read_args
+from .tuner import apply_tuner_read_args, apply_tuner_run_exp
 
 # module imported -> the patch that targets it
 PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
     "llamafactory.data.converter": (apply_dataset_converter,),
-    "llamafactory.data.loader": (apply_annotation_loader,),
-    "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check,),
+    "llamafactory.data.loader": (apply_annotation_loader, apply_dataset_entry_columns, apply_preprocessed_cutoff_report),
+    "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check, apply_supervised_example_log),
     "llamafactory.model.loader": (apply_init_adapter,),
     "llamafactory.train.sft.workflow": (
         apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
     ),
-    "llamafactory.train.tuner": (apply_tuner_read_args,),
+    "llamafactory.train.tuner": (apply_tuner_read_args, apply_tuner_run_exp),
 }
 
 _WARNED = []
@@ -76,14 +76,18 @@ __all__ = [
     "apply_all",
     "apply_annotation_loader",
     "apply_dataset_converter",
+    "apply_dataset_entry_columns",
     "apply_init_adapter",
     "apply_parser_read_args",
+    "apply_preprocessed_cutoff_report",
     "apply_sft_collator",
     "apply_sft_load_tokenizer",
     "apply_sft_template_check",
     "apply_sft_trainer",
     "apply_supervised_cutoff_check",
+    "apply_supervised_example_log",
     "apply_tuner_read_args",
+    "apply_tuner_run_exp",
     "check_version",
     "on_module_imported",
 ]

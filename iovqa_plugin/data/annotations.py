@@ -84,12 +84,18 @@ class AnnotationError(ValueError):
         )
 
 
+class AnnotationFileError(ValueError):
+    """An annotation file that cannot be read as one: its format, or a column it lacks."""
+
+
 # LLaMA-Factory's DatasetAttr defaults: a dataset_info entry without `columns` has these.
 STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
 
 
 def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
-    """dataset_info.json `columns` (videos, prompt, response) where given, else the plugin's column keys."""
+    """dataset_info.json `columns` (videos, prompt, response, std) where given, else the plugin's column keys.
+
+    The std column is read by soft-target runs only (the only ones with a use for it)."""
 
     def pick(attr: str, fallback: str) -> str:
         value = getattr(dataset_attr, attr, None)
@@ -99,7 +105,7 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
         video=pick("videos", config.video_column),
         prompt=pick("prompt", config.prompt_column),
         mos=pick("response", config.mos_column),
-        std=config.std_column,
+        std=(getattr(dataset_attr, "std", None) or config.std_column) if config.soft_targets else None,
     )
 
 
@@ -128,12 +134,14 @@ def read_table(path: str):
         elif ext == ".json":
             frame = pd.read_json(path, dtype=False, convert_dates=False, encoding="utf-8-sig")
         else:
-            raise ValueError(f"{path}: unsupported annotation format {ext!r}; use one of {EXTENSIONS}")
+            raise AnnotationFileError(f"{path}: unsupported annotation format {ext!r}; use one of {EXTENSIONS}")
+    except AnnotationFileError:
+        raise
     except (ValueError, UnicodeDecodeError) as err:
-        if isinstance(err, ValueError) and "unsupported annotation format" in str(err):
-            raise
-        raise ValueError(f"{path}: cannot be read as {ext[1:].upper()} ({err})") from None
+        raise AnnotationFileError(f"{path}: cannot be read as {ext[1:].upper()} ({err})") from None
     frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
+    if ext != ".csv":  # JSON has no NaN: a NaN pandas reads is a null or a missing key; keep it None
+        frame = frame.astype(object).where(frame.notna(), None)
     return frame
 
 
@@ -175,12 +183,17 @@ def check_columns(path: str, present: list[str], columns: Columns, mos: tuple[st
     hint = ""
     if len(present) == 1 and any(sep in present[0] for sep in (";", "\t", "|")):
         hint = " The header looks like one column: the file must be comma-separated."
-    raise ValueError(
+    raise AnnotationFileError(
         f"{path}: missing column(s) {missing}; the file has {present}.{hint} "
         "Map your names in dataset_info.json `columns` (videos, prompt, response) "
         "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column (iovqa_dimension_columns for the "
         "MOS of other dimensions, iovqa_std_column for the MOS's standard deviation)."
     )
+
+
+def _shown(value: Any) -> str:
+    """A cell as a report shows it (a JSON null or missing key: "null")."""
+    return "null" if value is None else str(value)
 
 
 def _is_missing(value: Any) -> bool:
@@ -196,10 +209,10 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
     issues = []
     video = record.get(columns.video)
     if _is_missing(video) or not isinstance(video, str):
-        issues.append(Issue(file, row, columns.video, str(video), "video path is empty or not text"))
+        issues.append(Issue(file, row, columns.video, _shown(video), "video path is empty or not text"))
     prompt = record.get(columns.prompt)
     if _is_missing(prompt):
-        issues.append(Issue(file, row, columns.prompt, str(prompt), "text prompt is empty"))
+        issues.append(Issue(file, row, columns.prompt, _shown(prompt), "text prompt is empty"))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
     labels = {}
@@ -207,13 +220,13 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
         try:
             labels[dimension] = mos_to_label(record.get(column), config.label_format)
         except LabelError as err:
-            issues.append(Issue(file, row, column, str(record.get(column)), str(err)))
+            issues.append(Issue(file, row, column, _shown(record.get(column)), str(err)))
     std = None
     if columns.std is not None:
         try:
             std = parse_std(record.get(columns.std))
         except LabelError as err:
-            issues.append(Issue(file, row, columns.std, str(record.get(columns.std)), str(err)))
+            issues.append(Issue(file, row, columns.std, _shown(record.get(columns.std)), str(err)))
     return labels, prompt, std, issues
 
 
