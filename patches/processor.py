@@ -26,12 +26,7 @@ _UNLIMITED = sys.maxsize
 
 def apply_supervised_cutoff_check() -> None:
     """Make IOVQA runs keep a training or evaluation sample that ``cutoff_len`` would cut uncut (reported)."""
-    _, processor_class = target(PROCESSOR, "SupervisedDatasetProcessor")
-    original = processor_class.__dict__.get("_encode_data_example")
-    if original is None:
-        raise PatchTargetError(f"{PROCESSOR}.SupervisedDatasetProcessor._encode_data_example not found")
-    if not is_patched(original):
-        processor_class._encode_data_example = mark_patched(_checked(original), original)
+    _patch_processor_method("_encode_data_example", _checked)
 
 
 def apply_preprocessed_cutoff_report() -> None:
@@ -41,12 +36,17 @@ def apply_preprocessed_cutoff_report() -> None:
 
 def apply_supervised_example_log() -> None:
     """Follow LLaMA-Factory's example sample (whose `labels:` are before the label mask) with what it trains on."""
+    _patch_processor_method("print_data_example", _with_masked_labels)
+
+
+def _patch_processor_method(name: str, make: Any) -> None:
+    """Replace ``SupervisedDatasetProcessor.<name>`` (its own, not an inherited one) by ``make(original)``, once."""
     _, processor_class = target(PROCESSOR, "SupervisedDatasetProcessor")
-    original = processor_class.__dict__.get("print_data_example")
+    original = processor_class.__dict__.get(name)
     if original is None:
-        raise PatchTargetError(f"{PROCESSOR}.SupervisedDatasetProcessor.print_data_example not found")
+        raise PatchTargetError(f"{PROCESSOR}.SupervisedDatasetProcessor.{name} not found")
     if not is_patched(original):
-        processor_class.print_data_example = mark_patched(_with_masked_labels(original), original)
+        setattr(processor_class, name, mark_patched(make(original), original))
 
 
 def _with_masked_labels(original):
