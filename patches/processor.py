@@ -96,7 +96,8 @@ def _reporting_long_samples(original):
     def _get_preprocessed_dataset(dataset, data_args, training_args, stage, template, tokenizer, processor=None,
                                   is_eval=False):
         encoded = original(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval)
-        if active_run() is None or encoded is None or data_args.streaming or data_args.packing:
+        if (active_run() is None or encoded is None or data_args.streaming or data_args.packing
+                or "input_ids" not in encoded.column_names):  # another stage's pairs, or nothing to check
             return encoded
         from iovqa_plugin.data.cutoff import check_fits
 
