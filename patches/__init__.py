@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 
 from .converter import apply_dataset_converter
+from .launcher import apply_launcher_launch
 from .loader import apply_annotation_loader, apply_dataset_entry_columns
 from .parser import apply_parser_read_args
 from .processor import apply_preprocessed_cutoff_report, apply_supervised_cutoff_check, apply_supervised_example_log
@@ -33,6 +34,7 @@ from .tuner import apply_tuner_read_args, apply_tuner_run_exp
 # module imported -> the patch that targets it
 PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
+    "llamafactory.launcher": (apply_launcher_launch,),
     "llamafactory.data.converter": (apply_dataset_converter,),
     "llamafactory.data.loader": (apply_annotation_loader, apply_dataset_entry_columns, apply_preprocessed_cutoff_report),
     "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check, apply_supervised_example_log),
@@ -78,6 +80,7 @@ __all__ = [
     "apply_dataset_converter",
     "apply_dataset_entry_columns",
     "apply_init_adapter",
+    "apply_launcher_launch",
     "apply_parser_read_args",
     "apply_preprocessed_cutoff_report",
     "apply_sft_collator",

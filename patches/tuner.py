@@ -2,8 +2,8 @@
 (which the launcher, and each torchrun rank, looks up at call time)."""
 
 import functools
-import sys
 
+from .launcher import report_input_error
 from .recipe import wrap_read_args
 from .support import patch_attribute
 
@@ -29,7 +29,7 @@ def _input_errors_reported(original):
             return original(args, callbacks)
         except input_errors() as err:
             # LLaMA-Factory's log stays above; the plugin's message is the last thing, without a traceback
-            print(f"[iovqa] error: {err}", file=sys.stderr, flush=True)
+            report_input_error(err)
             raise SystemExit(2) from None
 
     return run_exp

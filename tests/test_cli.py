@@ -233,3 +233,16 @@ def test_level_answers_without_a_level_word_are_named_so():
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(f'video,pred_mos,greedy_error\na,3.0,\nb,2.0,"{reason}"\n')
         assert _prediction_warnings(path)[0] == "1 of 2 greedy answers gave no MOS (1 no level word)"
+
+
+def test_a_torchrun_training_run_ends_with_the_plugins_message(tiny_model, demo_dir, tmp_path):
+    """Under torchrun, torchrun and the launcher report the failed rank after it: the message still comes last."""
+    from conftest import run_cli
+
+    data = _own_columns(demo_dir, tmp_path, {"Prompt": "text"})
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data, str(tmp_path / "o"), dataset="own"))
+    result = run_cli(["llamafactory-cli", "train", recipe], env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "1"})
+    lines = (result.stdout + result.stderr).rstrip().splitlines()
+    assert result.returncode == 2, "\n".join(lines[-40:])
+    assert lines[-1].startswith("[iovqa] error: ") and "own.csv: missing column(s) ['Prompt']" in lines[-1]
+    assert "CalledProcessError" not in result.stderr  # the launcher's own traceback is gone
