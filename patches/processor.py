@@ -1,6 +1,6 @@
 """Targets: ``SupervisedDatasetProcessor._encode_data_example`` (training and evaluation samples) and
-``print_data_example`` (LLaMA-Factory's example sample, followed by what the label mask trains on), and ``llamafactory.data.loader._get_preprocessed_dataset`` (looked up at call time by
-``get_dataset``).
+``print_data_example`` (LLaMA-Factory's example sample, followed by what the label mask trains on), and
+``llamafactory.data.loader._get_preprocessed_dataset`` (looked up at call time by ``get_dataset``).
 
 LLaMA-Factory fits a sample into ``cutoff_len`` by cutting it (``infer_seqlen``),
 the prompt first. For an IOVQA run that is an error instead (see
