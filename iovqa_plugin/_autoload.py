@@ -14,6 +14,7 @@ import sys
 
 # LLaMA-Factory modules whose import triggers a patch (see iovqa_plugin.patches).
 WATCHED_MODULES = (
+    "llamafactory.launcher",
     "llamafactory.hparams.parser",
     "llamafactory.data.converter",
     "llamafactory.data.loader",

@@ -62,14 +62,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Run the formatter's checks and frame extraction ahead of training."""
+    """Fill the frame cache with worker processes, then run every check training runs before the model loads."""
     from .data.annotations import AnnotationError, load_annotations, write_issue_report
     from .data.datasets import dataset_names, resolve_data
+    from .patches.preflight import check_training_data, training_args
+    from .patches.run import run_scope
     from .recipe import split_recipe
 
-    recipe, config = split_recipe(_load_recipe(args.recipe))
+    raw = _load_recipe(args.recipe)
+    recipe, config = split_recipe(raw)
     if config is None:
         raise UserError(f"{args.recipe}: the recipe has no iovqa_* key")
+    with run_scope(None):
+        training_args(raw)  # the recipe's own checks (keys, template) before any frame is extracted
     if args.workers:
         config.frame_workers = args.workers
     status = 0
@@ -92,7 +97,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if issues:
             write_issue_report(issues, config.skip_report_path, sorted({i.file for i in issues}))
             print(f"{name}: skipped rows and reasons: {config.skip_report_path}")
-    return status
+    if status:
+        return status
+    counts = check_training_data(raw)  # tokenizer, template, samples and their lengths, as training builds them
+    print(f"{args.recipe}: ready to train ({', '.join(f'{n} {split} samples' for split, n in counts.items())}); "
+          "every check before the model loads passed")
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -116,6 +126,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         die_with_parent(int(os.environ.get(PARENT_VARIABLE) or os.getppid()))
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
+    if args.frame_cache_dir:  # where frames are cached changes no score
+        settings.plugin.frame_cache_dir = args.frame_cache_dir
     source = resolve_data(args.data, _load_recipe(args.recipe), settings.plugin, media_dir=args.media_dir,
                           columns={"video": args.video_column, "prompt": args.prompt_column})
     rows = scoring_rows(source)
@@ -256,12 +268,13 @@ def _prediction_warnings(path: str) -> list[str]:
     """What a prediction file holds that a person should know before trusting it."""
     import pandas as pd
 
-    from .data.labels import NO_NUMBER, OUT_OF_RANGE
+    from .data.labels import NO_SCORE_REASONS
 
     table = pd.read_csv(path)
     warnings = []
     if "greedy_error" in table and table["greedy_error"].notna().any():
-        kinds = table["greedy_error"].dropna().map(lambda r: OUT_OF_RANGE if r.startswith(OUT_OF_RANGE) else NO_NUMBER)
+        kinds = table["greedy_error"].dropna().map(
+            lambda r: next((kind for kind in NO_SCORE_REASONS if r.startswith(kind)), r))
         reasons = kinds.value_counts()
         counts = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
         warnings.append(f"{table['greedy_error'].notna().sum()} of {len(table)} greedy answers gave no MOS ({counts})")
@@ -432,15 +445,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none (None, an unset flag) or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _subparser(sub, name: str, helptext: str, func) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=helptext, description=helptext,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = sub.add_parser(name, help=helptext, description=helptext, formatter_class=_HelpFormatter)
     parser.set_defaults(func=func)
     return parser
 
 
+RELATIVE_PATHS = ("Relative paths in a recipe (model_name_or_path, output_dir, dataset_dir, media_dir, "
+                  "iovqa_frame_cache_dir, ...) are read from the current folder, as llamafactory-cli reads them")
+
+
 def _recipe_option(parser: argparse.ArgumentParser, required: bool, what: str) -> None:
-    parser.add_argument("--recipe", required=required, default=None, help=what)
+    parser.add_argument("--recipe", required=required, default=None, help=f"{what}. {RELATIVE_PATHS}")
 
 
 def _score_column_option(parser: argparse.ArgumentParser) -> None:
@@ -469,11 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, as llamafactory-cli accepts")
 
     p = _subparser(sub, "prepare", "check a recipe's datasets and extract their frames into the cache", cmd_prepare)
-    p.add_argument("recipe", help="the training recipe (YAML)")
+    p.add_argument("recipe", help=f"the training recipe (YAML). {RELATIVE_PATHS}")
     p.add_argument("--workers", type=int, default=None, help="frame extraction processes (default: the recipe's)")
 
     p = _subparser(sub, "score", "score videos with a trained model", cmd_score)
-    _recipe_option(p, True, "the training recipe (model, template, frames, prompt)")
+    _recipe_option(p, True, "the training recipe (model, template, frames, prompt); run from the folder you trained "
+                   "from, or write its paths absolute")
     p.add_argument("--data", required=True, help="a dataset name in the recipe's dataset_info.json, or an annotation file")
     p.add_argument("--out", required=True, help="prediction CSV (re-running the same command resumes it)")
     p.add_argument("--mode", choices=["expected", "greedy", "both", "head"], default="expected",
@@ -488,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None,
                    help="LoRA adapter folder (default: the recipe's output_dir, unless --model is given); '' for none")
     p.add_argument("--media-dir", default=None, help="folder video paths are relative to (default: the recipe's)")
+    p.add_argument("--frame-cache-dir", default=None,
+                   help="folder of the frame cache (default: the recipe's iovqa_frame_cache_dir, else $IOVQA_CACHE_DIR, "
+                        "else ~/.cache/iovqa_plugin/frames); where frames are cached changes no score")
     p.add_argument("--batch-size", type=int, default=4, help="videos per forward pass")
     p.add_argument("--save-probs", action="store_true",
                    help="also write p_10..p_50 (level-word runs always write p_bad..p_excellent)")
@@ -555,17 +584,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type, ...]:
     """Exceptions that mean bad input, not a bug: shown as one message."""
-    from .config import PluginConfigError
-    from .data.annotations import AnnotationError
-    from .data.labels import LabelError
+    from .errors import input_errors
     from .eval.predictions import MatchError
     from .score.output_lock import OutputLocked
     from .score.parallel import ParallelError, PartError
     from .score.prediction_file import ResumeError
     from .score.settings import SettingsError
 
-    return (UserError, PluginConfigError, AnnotationError, LabelError, MatchError, ResumeError, SettingsError,
-            ParallelError, PartError, OutputLocked, FileNotFoundError)
+    return (UserError, *input_errors(), MatchError, ResumeError, SettingsError, ParallelError, PartError,
+            OutputLocked, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,7 +152,8 @@ class IOVQAArguments:
         default=0.5,
         metadata={
             "help": "Soft targets: the Gaussian's standard deviation (MOS units) for rows without a std column. "
-            "0.5 (half a level) keeps the target peaked yet lets its mean follow the MOS inside a level."
+            "0.5 (half a level) keeps the target peaked yet lets its mean follow the MOS inside a level. Another "
+            "value without iovqa_level_targets: soft is refused (it would be unused)."
         },
     )
     std_column: Optional[str] = field(
@@ -232,6 +233,9 @@ class IOVQAArguments:
             )
         if not self.level_sigma > 0:
             raise PluginConfigError(f"iovqa_level_sigma must be > 0, got {self.level_sigma}")
+        if self.level_sigma != _default("level_sigma") and not self.soft_targets:
+            raise PluginConfigError(f"iovqa_level_sigma ({self.level_sigma}) is read for iovqa_level_targets: soft only "
+                                    "(with iovqa_label_format: level)")
         if self.std_column is not None and not self.soft_targets:
             raise PluginConfigError("iovqa_std_column is read for iovqa_level_targets: soft only")
         if self.head_on and not self.integer_scores:
@@ -380,6 +384,10 @@ class IOVQAArguments:
 
 NOT_RECIPE_FIELDS = ("output_dir", "model_inputs")  # filled from the rest of the recipe, not iovqa_* keys
 RECIPE_FIELDS = tuple(f.name for f in fields(IOVQAArguments) if f.name not in NOT_RECIPE_FIELDS)
+
+
+def _default(name: str) -> Any:
+    return IOVQAArguments.__dataclass_fields__[name].default
 
 
 def _check_choice(args: IOVQAArguments, name: str) -> None:

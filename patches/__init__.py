@@ -24,25 +24,27 @@ from __future__ import annotations
 import sys
 
 from .converter import apply_dataset_converter
-from .loader import apply_annotation_loader
+from .launcher import apply_launcher_launch
+from .loader import apply_annotation_loader, apply_dataset_entry_columns
 from .parser import apply_parser_read_args
-from .processor import apply_supervised_cutoff_check
+from .processor import apply_preprocessed_cutoff_report, apply_supervised_cutoff_check, apply_supervised_example_log
 from .model_loader import apply_init_adapter
 from .sft_workflow import apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
 from .support import SUPPORTED_LLAMAFACTORY, PatchTargetError, UnsupportedVersionError, check_version
-from .tuner import apply_tuner_read_args
+from .tuner import apply_tuner_read_args, apply_tuner_run_exp
 
 # module imported -> the patch that targets it
 PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
+    "llamafactory.launcher": (apply_launcher_launch,),
     "llamafactory.data.converter": (apply_dataset_converter,),
-    "llamafactory.data.loader": (apply_annotation_loader,),
-    "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check,),
+    "llamafactory.data.loader": (apply_annotation_loader, apply_dataset_entry_columns, apply_preprocessed_cutoff_report),
+    "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check, apply_supervised_example_log),
     "llamafactory.model.loader": (apply_init_adapter,),
     "llamafactory.train.sft.workflow": (
         apply_sft_collator, apply_sft_load_tokenizer, apply_sft_template_check, apply_sft_trainer
     ),
-    "llamafactory.train.tuner": (apply_tuner_read_args,),
+    "llamafactory.train.tuner": (apply_tuner_read_args, apply_tuner_run_exp),
 }
 
 _WARNED = []
@@ -78,17 +80,19 @@ __all__ = [
     "apply_all",
     "apply_annotation_loader",
     "apply_dataset_converter",
-    "apply_flash_attention_sink_guard",
+    "apply_dataset_entry_columns",
     "apply_init_adapter",
+    "apply_launcher_launch",
     "apply_parser_read_args",
-    "apply_qwen2_5_vl_rope_index",
-    "apply_qwen2_vl_rope_index",
+    "apply_preprocessed_cutoff_report",
     "apply_sft_collator",
     "apply_sft_load_tokenizer",
     "apply_sft_template_check",
     "apply_sft_trainer",
     "apply_supervised_cutoff_check",
+    "apply_supervised_example_log",
     "apply_tuner_read_args",
+    "apply_tuner_run_exp",
     "check_version",
     "on_module_imported",
 ]

@@ -4,7 +4,7 @@ labels, the level-word mask with each row's MOS and soft-target sigma)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from llamafactory.data import SFTDataCollatorWith4DAttentionMask
@@ -12,14 +12,23 @@ from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, masked_texts, mos_from_labels, token_tables
-from iovqa_plugin.train.mask import mask_level_labels
+from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
+from iovqa_plugin.train.mask import token_tables, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 
 from .run import sample_targets
 from .score_position import level_tokens
 
 logger = get_logger()
+
+
+def label_mask(run: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The run's label mask, as a function of (B, L) labels (LabelMaskError for rows without a score)."""
+    if run.label_format == "level":
+        levels = level_tokens(template, tokenizer)
+        return lambda labels: mask_level_labels(labels, levels)[0]
+    is_number, digit_count = token_tables(tokenizer, run.label_format)
+    return lambda labels: mask_labels(labels, is_number, digit_count, scores=run.scores_per_answer)
 
 
 @dataclass
@@ -39,25 +48,17 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         super().__post_init__()
         if self.run is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
-        self._levels = None
-        if self.run.label_format == "level":
-            self._levels = level_tokens(self.template, self.tokenizer)
-        else:
-            self._is_number, self._digit_count = token_tables(self.tokenizer, self.run.label_format)
+        self._mask = label_mask(self.run, self.template, self.tokenizer)
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.run.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
-        targets = sample_targets([f.get("videos") for f in features]) if self._levels is not None else None
+        targets = sample_targets([f.get("videos") for f in features]) if self.run.label_format == "level" else None
         batch = super().__call__(features)
         try:
-            if self._levels is not None:
-                batch["labels"], _ = mask_level_labels(batch["labels"], self._levels)
-            else:
-                batch["labels"] = mask_labels(batch["labels"], self._is_number, self._digit_count,
-                                              scores=self.run.scores_per_answer)
+            batch["labels"] = self._mask(batch["labels"])
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
@@ -74,5 +75,6 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
                 if self.run.soft_targets:
                     extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
             logger.info("label mask active (digits): first batch targets %s%s",
-                        masked_texts(batch["labels"], self.tokenizer), extra)
+                        trained_texts(batch["labels"], self.tokenizer, self.run.dimension_names if self.run.joint else ()),
+                        extra)
         return batch

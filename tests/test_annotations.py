@@ -268,3 +268,39 @@ def test_bad_input_corpus_summary(tmp_path, media):
     table = pd.DataFrame(outcomes, columns=["case", "outcome"])
     print(f"\nbad-input corpus: {len(table)} cases, {table['outcome'].value_counts().to_dict()}\n{table.to_string(index=False)}")
     assert len(table) == len(cases) + 3 + extra
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_a_json_null_is_reported_as_null(tmp_path, media, fmt):
+    rows = [dict(GOOD[0], Overall_MOS=None), dict(GOOD[1], video_name=None), {"video_name": "c d.mp4", "Prompt": "p"}]
+    path = tmp_path / f"nulls.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps(rows))
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(AnnotationError) as info:
+        load_annotations(str(path), COLUMNS, config(tmp_path), media, progress=False)
+    found = {(i.row, i.field): (i.value, i.reason) for i in info.value.issues}
+    assert found[(1, "Overall_MOS")] == ("null", "MOS is missing (null, or no such key in the row)")
+    assert found[(2, "video_name")] == ("null", "video path is empty or not text")
+    assert found[(3, "Overall_MOS")][0] == "null"  # a key the row lacks
+    assert "'nan'" not in str(info.value)
+
+
+def test_dataset_columns_map_std_and_refuse_unknown_keys(tmp_path):
+    from iovqa_plugin.data.datasets import DatasetInfoError, resolve_data
+
+    def source(columns, **keys):
+        (tmp_path / "dataset_info.json").write_text(json.dumps(
+            {"own": {"file_name": "own.csv", "formatting": "iovqa", "columns": columns}}))
+        return resolve_data("own", {"dataset_dir": str(tmp_path)}, IOVQAArguments(**keys))
+
+    soft = dict(label_format="level", level_targets="soft")
+    mapped = {"videos": "clip", "prompt": "text", "response": "score", "std": "score_sd"}
+    assert source(mapped, **soft).columns == Columns("clip", "text", "score", std="score_sd")
+    assert source(mapped).columns.std is None  # read by soft-target runs only
+    with pytest.raises(DatasetInfoError) as info:
+        source(dict(mapped, mos="score", video="clip"))
+    message = str(info.value)
+    assert "dataset 'own'" in message and "['mos', 'video']" in message
+    assert "['videos', 'prompt', 'response', 'std']" in message

@@ -201,3 +201,123 @@ def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, ca
     assert overall in capsys.readouterr().err
     assert main(["eval", "--pred", multi, "--labels", labels]) == 2
     assert "row 5 (line 6): field 'Temporal_MOS' = '7': MOS 7 is outside [1, 5]" in capsys.readouterr().err
+
+
+def _own_columns(demo_dir, tmp_path, rename):
+    """A dataset_dir whose `own` dataset is the demo's validation rows with columns renamed (absolute videos)."""
+    import json
+
+    import pandas as pd
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "val.csv"))
+    table["video_name"] = [os.path.join(demo_dir, v) for v in table["video_name"]]
+    table.rename(columns=rename).to_csv(tmp_path / "own.csv", index=False)
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"own": {"file_name": "own.csv", "formatting": "iovqa"}}))
+    return str(tmp_path)
+
+
+def test_missing_columns_are_one_message_in_prepare_score_and_train(tiny_model, demo_dir, tmp_path, capsys,
+                                                                     monkeypatch, clean_plugin_state):
+    import pytest
+
+    data = _own_columns(demo_dir, tmp_path, {"Overall_MOS": "score", "Prompt": "text"})
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data, str(tmp_path / "o"), dataset="own"))
+    assert main(["prepare", recipe]) == 2
+    err = capsys.readouterr().err
+    # no traceback (whose last line would name the exception); LLaMA-Factory's log handlers may print a
+    # "Logging error" of their own under pytest's capture, which swaps stderr between tests
+    assert "own.csv: missing column(s) ['Prompt', 'Overall_MOS']" in err and "AnnotationFileError" not in err
+    assert main(["score", "--recipe", recipe, "--adapter", "", "--data", "own", "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "own.csv: no 'Prompt' column" in err and "AnnotationFileError" not in err
+
+    monkeypatch.setattr("sys.argv", ["iovqa"])  # `iovqa train` hands its arguments to llamafactory-cli
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", recipe])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    last = err.rstrip().splitlines()[-1]  # the message ends the output
+    assert last.startswith("[iovqa] error: ") and "own.csv: missing column(s) ['Prompt', 'Overall_MOS']" in last
+    assert "AnnotationFileError" not in err
+
+
+def test_prepare_runs_the_checks_training_runs_before_the_model(tiny_model, demo_dir, tmp_path, capsys,
+                                                                 clean_plugin_state):
+    import re
+
+    recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), eval_dataset="demo_val")
+    no_template = {k: v for k, v in recipe.items() if k != "template"}
+    assert main(["prepare", write_recipe(tmp_path / "t.yaml", no_template)]) == 2
+    assert "needs a `template`" in capsys.readouterr().err
+
+    # every sample longer than cutoff_len is named at once, with the cutoff_len that fits them all
+    assert main(["prepare", write_recipe(tmp_path / "c.yaml", dict(recipe, cutoff_len=6))]) == 2
+    err = capsys.readouterr().err
+    assert "30 IOVQA sample(s) longer than cutoff_len 6" in err and "... and 10 more" in err
+    assert "PromptCutError" not in err  # no traceback
+    rows = re.findall(r"train\.csv row (\d+) \(video '[^']+'\): (\d+) tokens \(prompt (\d+) tokens, (\d+) of them visual",
+                      err)
+    assert [int(r[0]) for r in rows] == list(range(1, 21))
+    assert all(int(total) > int(prompt) > int(visual) > 0 for _, total, prompt, visual in rows)
+    needed = int(re.search(r"cutoff_len: (\d+) fits them all", err).group(1))
+    assert needed >= max(int(r[1]) for r in rows)
+
+    assert main(["prepare", write_recipe(tmp_path / "ok.yaml", dict(recipe, cutoff_len=needed))]) == 0
+    out = capsys.readouterr().out
+    assert "ready to train (30 train samples, 10 eval samples)" in out
+    assert "iovqa label mask: trains on '" in out  # after LLaMA-Factory's example, whose labels end with <|im_end|>
+
+
+def test_help_shows_each_default_once_and_where_relative_paths_are_read(capsys):
+    import pytest
+
+    for command in ("train", "prepare", "score", "eval", "ensemble", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and "(default: False)" not in text, command
+        if command in ("prepare", "score", "eval", "ensemble"):
+            assert "Relative paths in a recipe" in text and "are read from the current folder" in text, command
+        if command == "score":
+            assert "(default: 4)" in text and "--frame-cache-dir" in text
+
+
+def test_score_places_the_frame_cache(tiny_model, demo_dir, tmp_path, capsys):
+    import pandas as pd
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(2)
+    table["video_name"] = [os.path.join(demo_dir, v) for v in table["video_name"]]
+    table.to_csv(tmp_path / "two.csv", index=False)
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "o")))
+    cache = tmp_path / "my cache"
+    assert main(["score", "--recipe", recipe, "--adapter", "", "--data", str(tmp_path / "two.csv"),
+                 "--out", str(tmp_path / "p.csv"), "--frame-cache-dir", str(cache)]) == 0
+    frames = [f for _, _, files in os.walk(cache) for f in files if f.endswith(".png")]
+    assert len(frames) == 2 * 2 and "2 scored" in capsys.readouterr().out
+
+
+def test_level_answers_without_a_level_word_are_named_so():
+    import tempfile
+
+    from iovqa_plugin.cli import _prediction_warnings
+    from iovqa_plugin.data.labels import read_answer
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "p.csv")
+        reason = read_answer("37", "level")[1].replace('"', '""')
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f'video,pred_mos,greedy_error\na,3.0,\nb,2.0,"{reason}"\n')
+        assert _prediction_warnings(path)[0] == "1 of 2 greedy answers gave no MOS (1 no level word)"
+
+
+def test_a_torchrun_training_run_ends_with_the_plugins_message(tiny_model, demo_dir, tmp_path):
+    """Under torchrun, torchrun and the launcher report the failed rank after it: the message still comes last."""
+    from conftest import run_cli
+
+    data = _own_columns(demo_dir, tmp_path, {"Prompt": "text"})
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data, str(tmp_path / "o"), dataset="own"))
+    result = run_cli(["llamafactory-cli", "train", recipe], env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "1"})
+    lines = (result.stdout + result.stderr).rstrip().splitlines()
+    assert result.returncode == 2, "\n".join(lines[-40:])
+    assert lines[-1].startswith("[iovqa] error: ") and "own.csv: missing column(s) ['Prompt']" in lines[-1]
+    assert "CalledProcessError" not in result.stderr  # the launcher's own traceback is gone

@@ -12,10 +12,10 @@ import torch
 from conftest import base_recipe, run_cli, write_recipe
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
-from iovqa_plugin.data.dimensions import joint_prefix, read_joint_answer, row_samples
+from iovqa_plugin.data.dimensions import joint_answer, joint_prefix, read_joint_answer, row_samples
 from iovqa_plugin.data.labels import mos_to_label
 from iovqa_plugin.data.prompt import build_prompt
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables
+from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables, trained_texts
 from test_mask import kept_text, labels_for
 
 FIVE = ("traditional", "alignment", "aesthetic", "temporal", "overall")
@@ -183,6 +183,26 @@ def test_mask_keeps_every_score_and_nothing_else(request, tokenizer_name, layout
     assert kept == [per_score * scores] * len(texts)
 
 
+def test_joint_prompt_names_a_custom_dimension_once():
+    cfg = config(dimensions="sharpness,motion,overall", dimension_layout="joint",
+                 dimension_columns={"sharpness": "S", "motion": "M"})
+    (_, prompt, answer), = row_samples("a cat", {"sharpness": "32", "motion": "49", "overall": "13"}, cfg)
+    assert "- sharpness\n- motion\n- overall: overall quality" in prompt and "sharpness: sharpness" not in prompt
+    assert answer == "sharpness 32, motion 49, overall 13"
+
+
+@pytest.mark.parametrize("tokenizer_name", ["qwen_tokenizer", "grouping_tokenizer"])
+def test_logged_targets_show_each_score_apart(request, tokenizer_name):
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    names = ("sharpness", "motion", "look", "overall")
+    answer = "sharpness 32, motion 49, look 13, overall 29"
+    masked = mask_labels(labels_for(tokenizer, [answer]), *token_tables(tokenizer), scores=4)
+    assert trained_texts(masked, tokenizer, names) == [answer]  # not '32491329'
+    assert trained_texts(masked, tokenizer) == ["32 49 13 29"]
+    single = mask_labels(labels_for(tokenizer, ["37"]), *token_tables(tokenizer))
+    assert trained_texts(single, tokenizer) == ["37"]
+
+
 @pytest.mark.parametrize("tokenizer_name", ["qwen_tokenizer", "grouping_tokenizer"])
 def test_joint_mask_refuses_a_missing_or_cut_score(request, tokenizer_name):
     tokenizer = request.getfixturevalue(tokenizer_name)
@@ -290,9 +310,10 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
     assert result.returncode == 0, log[-4000:]
     targets = eval(re.search(r"first batch targets (\[.*?\])", log).group(1))
     train = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
-    wanted = {"".join(mos_to_label(row[c]) for c in ("Traditional_MOS", "Temporal_MOS", "Overall_MOS"))
+    wanted = {joint_answer({n: mos_to_label(row[c]) for n, c in zip(names, ("Traditional_MOS", "Temporal_MOS",
+                                                                             "Overall_MOS"))}, names)
               for _, row in train.iterrows()}
-    assert len(targets) == 4 and set(targets) <= wanted  # the six digits of the three scores, nothing else
+    assert len(targets) == 4 and set(targets) <= wanted  # the six digits of the three scores (shown apart), nothing else
     with open(os.path.join(out, "eval_results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
     for name in names:

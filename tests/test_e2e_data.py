@@ -9,7 +9,7 @@ import pandas as pd
 from conftest import base_recipe, run_cli, write_recipe
 
 LENGTH = re.compile(
-    r"IOVQA sample (.+?) is (\d+) tokens long \(prompt (\d+) tokens, (\d+) of them visual.*?cutoff_len is (\d+)"
+    r"longer than cutoff_len (\d+).*?\n  (.+?): (\d+) tokens \(prompt (\d+) tokens, (\d+) of them visual", re.S
 )
 
 
@@ -93,17 +93,18 @@ def test_cutoff_len_cutting_a_prompt_is_an_error(tiny_model, demo_dir, tmp_path)
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), cutoff_len=6, max_steps=1)
     result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
     log = result.stdout + result.stderr
-    assert result.returncode != 0 and "PromptCutError" in log
-    name, total, prompt, visual, limit = LENGTH.search(log).groups()
+    assert result.returncode == 2 and "[iovqa] error: 30 IOVQA sample(s) longer than cutoff_len 6" in log
+    assert "Traceback" not in log
+    limit, name, total, prompt, visual = LENGTH.search(log).groups()
     assert re.fullmatch(r".*train\.csv row \d+ \(video '.+\.mp4'\)", name)
     assert int(limit) == 6 and int(total) > int(prompt) > int(visual) > 0
-    assert "Raise cutoff_len (this sample needs" in log and "video_max_pixels" in log
+    assert "fits them all" in log and "video_max_pixels" in log
 
     # a limit just below one sample's length: still refused before any training step, never cut
     recipe["cutoff_len"] = int(total) - 1
     result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r2.yaml", recipe)])
     log = result.stdout + result.stderr
-    assert result.returncode != 0 and "PromptCutError" in log
-    _, total2, _, _, limit2 = LENGTH.search(log).groups()
+    assert result.returncode == 2 and "[iovqa] error: " in log
+    limit2, _, total2, _, _ = LENGTH.search(log).groups()
     assert int(limit2) == int(total) - 1 < int(total2)
     assert "'loss'" not in log

@@ -53,7 +53,7 @@ def test_decimal_labels():
         (float("nan"), "NaN"),
         ("", "empty"),
         ("   ", "empty"),
-        (None, "number"),
+        (None, "missing"),
         ("abc", "not a number"),
         (0.5, "outside"),
         (5.4, "outside"),

@@ -34,7 +34,7 @@ def test_level_answers_read_back_as_levels_and_prompt_asks_for_a_word():
     assert read_answer("the video is poor, not good", "level") == (2.0, None)  # the first level word
     for text in ("goodness", "37", ""):
         mos, reason = read_answer(text, "level")
-        assert mos is None and reason.startswith("no number or level word")
+        assert mos is None and reason.startswith("no level word")
     prompt = build_prompt("a cat", "level")
     assert "one of bad, poor, fair, good, excellent" in prompt and "Output the word only" in prompt
     assert "Output the number only" in build_prompt("a cat", "integer")
@@ -365,3 +365,38 @@ def test_level_words_after_a_reasoning_templates_think_block(tiny_qwen3_vl):
     assert found.tolist() == [2, 4]
     plain = get_template_and_fix_tokenizer(tokenizer, DataArguments(template="qwen3_vl_nothink"))
     assert level_tokens(plain, tokenizer).lead == () and level_tokens(plain, tokenizer).paths == levels.paths
+
+
+def test_level_sigma_without_soft_targets_is_refused():
+    for keys in ({"iovqa_label_format": "decimal"}, {"iovqa_label_format": "level"}):
+        with pytest.raises(PluginConfigError, match=r"iovqa_level_sigma \(0.3\) is read for iovqa_level_targets: soft"):
+            build_config({**keys, "iovqa_level_sigma": 0.3})
+    assert build_config({"iovqa_label_format": "level", "iovqa_level_targets": "soft", "iovqa_level_sigma": 0.3})
+    assert build_config({"iovqa_label_format": "decimal"}).level_sigma == 0.5  # the default, unused: as saved runs hold
+
+
+def test_training_reads_a_dataset_std_column_and_refuses_unknown_columns(tmp_path, clean_plugin_state):
+    import json
+
+    import iovqa_plugin
+    from iovqa_plugin.data.annotations import resolve_columns
+    from iovqa_plugin.data.datasets import DatasetInfoError
+    from iovqa_plugin.patches.run import set_active_run
+
+    iovqa_plugin.apply()
+    from llamafactory.data import loader
+
+    columns = {"videos": "clip", "prompt": "text", "response": "score", "std": "score_sd"}
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"own": {"file_name": "own.csv", "formatting": "iovqa",
+                                                                     "columns": columns}}))
+    soft = build_config({"iovqa_label_format": "level", "iovqa_level_targets": "soft"})
+    set_active_run(soft)
+    attr, = loader.get_dataset_list(["own"], str(tmp_path))
+    assert resolve_columns(attr, soft).std == "score_sd"  # the soft target's sigma column of every row
+    set_active_run(build_config({"iovqa_label_format": "level"}))
+    with pytest.raises(PluginConfigError, match="maps the `std` column 'score_sd', which is read for"):
+        loader.get_dataset_list(["own"], str(tmp_path))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"own": {"file_name": "own.csv", "formatting": "iovqa",
+                                                                     "columns": {"video": "clip"}}}))
+    with pytest.raises(DatasetInfoError, match=r"maps \['video'\], which the plugin does not read"):
+        loader.get_dataset_list(["own"], str(tmp_path))

@@ -82,12 +82,18 @@ class AnnotationError(ValueError):
         super().__init__(f"{len(issues)} bad annotation row(s):\n  {shown}{more}\n{hint}")
 
 
+class AnnotationFileError(ValueError):
+    """An annotation file that cannot be read as one: its format, or a column it lacks."""
+
+
 # LLaMA-Factory's DatasetAttr defaults: a dataset_info entry without `columns` has these.
 STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
 
 
 def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
-    """dataset_info.json `columns` (videos, prompt, response) where given, else the plugin's column keys."""
+    """dataset_info.json `columns` (videos, prompt, response, std) where given, else the plugin's column keys.
+
+    The std column is read by soft-target runs only (the only ones with a use for it)."""
 
     def pick(attr: str, fallback: str) -> str:
         value = getattr(dataset_attr, attr, None)
@@ -97,7 +103,7 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
         video=pick("videos", config.video_column),
         prompt=pick("prompt", config.prompt_column),
         mos=pick("response", config.mos_column),
-        std=config.std_column,
+        std=(getattr(dataset_attr, "std", None) or config.std_column) if config.soft_targets else None,
     )
 
 
@@ -126,12 +132,14 @@ def read_table(path: str):
         elif ext == ".json":
             frame = pd.read_json(path, dtype=False, convert_dates=False, encoding="utf-8-sig")
         else:
-            raise ValueError(f"{path}: unsupported annotation format {ext!r}; use one of {EXTENSIONS}")
+            raise AnnotationFileError(f"{path}: unsupported annotation format {ext!r}; use one of {EXTENSIONS}")
+    except AnnotationFileError:
+        raise
     except (ValueError, UnicodeDecodeError) as err:
-        if isinstance(err, ValueError) and "unsupported annotation format" in str(err):
-            raise
-        raise ValueError(f"{path}: cannot be read as {ext[1:].upper()} ({err})") from None
+        raise AnnotationFileError(f"{path}: cannot be read as {ext[1:].upper()} ({err})") from None
     frame.columns = [str(c).lstrip("\ufeff").strip() for c in frame.columns]
+    if ext != ".csv":  # JSON has no NaN: a NaN pandas reads is a null or a missing key; keep it None
+        frame = frame.astype(object).where(frame.notna(), None)
     return frame
 
 
@@ -173,12 +181,17 @@ def check_columns(path: str, present: list[str], columns: Columns, mos: tuple[st
     hint = ""
     if len(present) == 1 and any(sep in present[0] for sep in (";", "\t", "|")):
         hint = " The header looks like one column: the file must be comma-separated."
-    raise ValueError(
+    raise AnnotationFileError(
         f"{path}: missing column(s) {missing}; the file has {present}.{hint} "
         "Map your names in dataset_info.json `columns` (videos, prompt, response) "
         "or with iovqa_video_column / iovqa_prompt_column / iovqa_mos_column (iovqa_dimension_columns for the "
         "MOS of other dimensions, iovqa_std_column for the MOS's standard deviation)."
     )
+
+
+def _shown(value: Any) -> str:
+    """A cell as a report shows it (a JSON null or missing key: "null")."""
+    return "null" if value is None else str(value)
 
 
 def _is_missing(value: Any) -> bool:
@@ -192,7 +205,7 @@ def _is_missing(value: Any) -> bool:
 def _video_issue(file: str, row: int, record: dict, column: str) -> Optional[Issue]:
     video = record.get(column)
     if _is_missing(video) or not isinstance(video, str):
-        return Issue(file, row, column, str(video), "video path is empty or not text")
+        return Issue(file, row, column, _shown(video), "video path is empty or not text")
     return None
 
 
@@ -201,7 +214,7 @@ def _label(file: str, row: int, record: dict, column: str, label_format: str) ->
     try:
         return mos_to_label(record.get(column), label_format), None
     except LabelError as err:
-        return None, Issue(file, row, column, str(record.get(column)), str(err))
+        return None, Issue(file, row, column, _shown(record.get(column)), str(err))
 
 
 def check_labels(file: str, table: Any, video_column: str, mos_column: str) -> None:
@@ -220,7 +233,7 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
     issues = [issue for issue in [_video_issue(file, row, record, columns.video)] if issue]
     prompt = record.get(columns.prompt)
     if _is_missing(prompt):
-        issues.append(Issue(file, row, columns.prompt, str(prompt), "text prompt is empty"))
+        issues.append(Issue(file, row, columns.prompt, _shown(prompt), "text prompt is empty"))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
     labels = {}
@@ -232,7 +245,7 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
         try:
             std = parse_std(record.get(columns.std))
         except LabelError as err:
-            issues.append(Issue(file, row, columns.std, str(record.get(columns.std)), str(err)))
+            issues.append(Issue(file, row, columns.std, _shown(record.get(columns.std)), str(err)))
     return labels, prompt, std, issues
 
 

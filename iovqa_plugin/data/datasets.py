@@ -19,6 +19,12 @@ from ..config import IOVQAArguments
 from .annotations import STOCK_COLUMN_DEFAULTS, Columns, resolve_columns
 
 DEFAULT_DATASET_DIR = "data"  # LLaMA-Factory's default dataset_dir
+# What an `iovqa` dataset's `columns` may map: video path, text prompt, MOS, the MOS's rater standard deviation.
+ENTRY_COLUMNS = (*STOCK_COLUMN_DEFAULTS, "std")
+
+
+class DatasetInfoError(ValueError):
+    """A dataset_info.json entry the plugin cannot read as asked."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +64,30 @@ def read_dataset_info(dataset_dir: str) -> dict:
         return json.load(handle)
 
 
-def entry_columns(entry: dict, config: IOVQAArguments) -> Columns:
-    """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
+def iovqa_columns(name: str, entry: dict) -> dict:
+    """The `columns` mapping of an `iovqa` dataset entry; a key the plugin does not read is refused (LLaMA-Factory
+    keeps the keys it knows and drops the others silently)."""
     columns = entry.get("columns")
-    if columns is None:  # without `columns`, LLaMA-Factory's own defaults apply
-        attr = SimpleNamespace(**STOCK_COLUMN_DEFAULTS)
-    else:
-        attr = SimpleNamespace(**{key: columns.get(key) for key in STOCK_COLUMN_DEFAULTS})
-    return resolve_columns(attr, config)
+    if columns is None:
+        return {}
+    if not isinstance(columns, dict):
+        raise DatasetInfoError(f"dataset {name!r}: `columns` must map names to columns, got {columns!r}")
+    unknown = sorted(set(columns) - set(ENTRY_COLUMNS))
+    if unknown:
+        raise DatasetInfoError(
+            f"dataset {name!r} (formatting iovqa): `columns` maps {unknown}, which the plugin does not read; an iovqa "
+            f"dataset maps {list(ENTRY_COLUMNS)} (video path, text prompt, MOS, the MOS's rater standard deviation); "
+            "the MOS columns of other dimensions are iovqa_dimension_columns"
+        )
+    return columns
+
+
+def entry_columns(name: str, entry: dict, config: IOVQAArguments) -> Columns:
+    """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
+    if "columns" not in entry:  # without `columns`, LLaMA-Factory's own defaults apply
+        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), config)
+    columns = iovqa_columns(name, entry) if entry.get("formatting") == "iovqa" else entry["columns"] or {}
+    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), config)
 
 
 def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, media_dir: Optional[str] = None,
@@ -92,7 +114,7 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
         data,
         os.path.join(dataset_dir, entry["file_name"]),
         media_dir or recipe_media_dir,
-        _override(entry_columns(entry, config), overrides),
+        _override(entry_columns(data, entry, config), overrides),
         entry.get("formatting", "alpaca"),
     )
 
@@ -103,14 +125,14 @@ def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
 
 def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
     """(video id, video path, text prompt) of every row of a source, in file order (labels not needed)."""
-    from .annotations import annotation_files, read_table
+    from .annotations import AnnotationFileError, annotation_files, read_table
 
     rows = []
     for file in annotation_files(source.path):
         table = read_table(file)
         for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
             if column not in table.columns:
-                raise ValueError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
+                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
                                  f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
         for row, record in enumerate(table.to_dict(orient="records"), start=1):
             video = str(record[source.columns.video] or "").strip()

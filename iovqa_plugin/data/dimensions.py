@@ -116,7 +116,9 @@ def prompt_template(dimension: Optional[str], dimensions: tuple[str, ...], templ
     if dimension is None:
         if base:
             return base
-        listing = "\n".join(f"- {name}: {DESCRIPTIONS.get(name, name)}" for name in dimensions)
+        # a dimension of the user's own is named only ("- sharpness", not "- sharpness: sharpness")
+        listing = "\n".join(f"- {name}: {DESCRIPTIONS[name]}" if name in DESCRIPTIONS else f"- {name}"
+                             for name in dimensions)
         return JOINT_TEMPLATE.format(listing=listing)
     if templates and dimension in templates:
         return templates[dimension]

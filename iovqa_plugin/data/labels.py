@@ -32,6 +32,8 @@ _TENTH = Decimal("0.1")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the sign is kept: "-12" is out of range, not 1.2
 OUT_OF_RANGE = "out of range"
 NO_NUMBER = "no number"
+NO_LEVEL_WORD = "no level word"
+NO_SCORE_REASONS = (OUT_OF_RANGE, NO_LEVEL_WORD, NO_NUMBER)  # what each reason for an answer without a MOS starts with
 # A complete score in an answer: the label's two digits. The digit-only loss trains these tokens and nothing
 # after them, so greedy decoding stops once an answer holds one (see score.decoding.greedy).
 _LEVEL = re.compile(r"\b(" + "|".join(LEVEL_WORDS) + r")\b", re.IGNORECASE)
@@ -44,7 +46,9 @@ class LabelError(ValueError):
 
 def _decimal(value: Any, what: str) -> tuple[Decimal, str]:
     """A numeric cell (number or text) as an exact finite Decimal, and its text."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        raise LabelError(f"{what} is missing (null, or no such key in the row)")
+    if isinstance(value, bool):
         raise LabelError(f"{what} must be a number, got {value!r}")
     if isinstance(value, float):
         if math.isnan(value):
@@ -126,13 +130,14 @@ def read_answer(text: str, label_format: str = "integer") -> tuple[Optional[floa
     integer 10..50 (divided by 10) or a decimal 1.0..5.0. Anything else
     ("100", "9", "55", "-12", "37.5" for integer labels) is out of range and
     never becomes a MOS; text with no number gives no MOS either. The reason
-    starts with :data:`OUT_OF_RANGE` or :data:`NO_NUMBER` and quotes the text.
+    starts with :data:`OUT_OF_RANGE`, :data:`NO_NUMBER` or (level answers) :data:`NO_LEVEL_WORD` and quotes the
+    text.
     Level answers: the first level word (any case, a whole word) is its level 1..5.
     """
     if label_format == "level":
         found = _LEVEL.search(text or "")
         if found is None:
-            return None, f"{NO_NUMBER} or level word in answer {text!r}"
+            return None, f"{NO_LEVEL_WORD} in answer {text!r}"
         return float(LEVEL_WORDS.index(found.group(1).lower()) + 1), None
     match = _NUMBER.search(text or "")
     if match is None:

@@ -178,6 +178,27 @@ def masked_texts(labels: torch.Tensor, tokenizer: Any) -> list[str]:
     return [tokenizer.decode(row[row != IGNORE_INDEX]) for row in labels]
 
 
+def trained_texts(labels: torch.Tensor, tokenizer: Any, names: tuple[str, ...] = ()) -> list[str]:
+    """What each row of masked ``labels`` trains on, for logs: each run of consecutive kept tokens (a score, a
+    level word) decoded apart, so a joint answer's scores do not run together. With ``names`` (the joint
+    layout's dimensions, one score each) a row reads like its answer: "sharpness 32, motion 49"."""
+    from ..data.dimensions import joint_answer
+
+    texts = []
+    for row in labels.tolist():
+        runs, run = [], []
+        for token in row + [IGNORE_INDEX]:
+            if token != IGNORE_INDEX:
+                run.append(token)
+            elif run:
+                runs, run = runs + [tokenizer.decode(run)], []
+        if names and len(names) == len(runs):
+            texts.append(joint_answer(dict(zip(names, runs)), names))
+        else:
+            texts.append(" ".join(runs))
+    return texts
+
+
 def mos_from_labels(labels: torch.Tensor, tokenizer: Any) -> torch.Tensor:
     """The MOS of each row, read back from its masked integer label ("37" -> 3.7)."""
     return torch.tensor([int(text) / 10 for text in masked_texts(labels, tokenizer)], dtype=torch.float32)

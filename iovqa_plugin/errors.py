@@ -1,0 +1,15 @@
+"""Which exceptions mean bad input (a recipe key, an annotation file or row, a sample too long for
+``cutoff_len``) rather than a bug: the ``iovqa`` commands and a command-line training run show them as one
+message, exit status 2, without a Python traceback."""
+
+from __future__ import annotations
+
+
+def input_errors() -> tuple[type, ...]:
+    from .config import PluginConfigError
+    from .data.annotations import AnnotationError, AnnotationFileError
+    from .data.cutoff import PromptCutError
+    from .data.datasets import DatasetInfoError
+    from .data.labels import LabelError
+
+    return (PluginConfigError, AnnotationError, AnnotationFileError, LabelError, PromptCutError, DatasetInfoError)
