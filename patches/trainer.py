@@ -141,8 +141,8 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
         groups = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
         term = rank_loss(scores.flatten(), variances.flatten(), mos.flatten(),
                          None if stds is None else stds.flatten(), groups.flatten(), self._rank)
-        if model.training:
-            self._rank_terms.append(float(term.detach()))
+        if model.training:  # logged as the global loss (gathered, it is scaled by the world size for DDP's mean)
+            self._rank_terms.append(float(term.detach()) / (self.accelerator.num_processes if self._rank.gather else 1))
             if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
                 # the Trainer then does not divide the loss by the accumulation steps; the rank term is a mean
                 term = term / getattr(self, "current_gradient_accumulation_steps", 1)
