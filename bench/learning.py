@@ -1,7 +1,7 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
-        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim]
+        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -13,10 +13,12 @@ scores the untouched model. The control arm is the IOVQA arm with each video's q
 in its prompt (a deliberate leak, on train and test): it checks the text -> label -> loss -> scorer
 side apart from the vision side. The multidim arm trains the ladder's five TaobaoVD-GC-style MOS (each from
 what its dimension judges, see iovqa_plugin/demo/ladder.py) in one joint answer; its table row is its
-overall score, and its expected SRCC per dimension is listed below the table. SRCC, PLCC and final =
+overall score, and its expected SRCC per dimension is listed below the table. The fidelity arm is the IOVQA arm
+plus DeQA-Score's fidelity ranking loss (weight 1.0) over each batch's 6 pairs. SRCC, PLCC and final =
 (SRCC + PLCC) / 2 are reported for greedy decoding (the answer's number or level word) and expected decoding
 (probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
-as mean +- standard deviation over seeds. Each run's result is stored next to its recipe
+as mean +- standard deviation over seeds, and the pairwise accuracy of the expected score over all pairs of
+test videos ("diff": pairs of different MOS; "tau": Deutsch et al.'s accuracy with ties). Each run's result is stored next to its recipe
 (work/bench_learning/runs/*.result.json).
 """
 
@@ -50,6 +52,8 @@ ARMS = {
     "multidim": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits",
                  "iovqa_dimensions": "traditional,alignment,aesthetic,temporal,overall",
                  "iovqa_dimension_layout": "joint"},
+    "fidelity": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rank_loss": "fidelity",
+                 "iovqa_rank_weight": 1.0},
 }
 # The multidim arm: each dimension's expected score against its ladder column (TaobaoVD-GC's names).
 DIMENSION_COLUMNS = TAOBAO_DIMENSION_COLUMNS
@@ -66,10 +70,12 @@ ARM_TITLES = {
     "levels_soft": "level words, soft targets (DeQA-Score, sigma 0.5)",
     "control": "control: IOVQA with the level written in the prompt (a leak)",
     "multidim": "five dimensions, joint answer (its overall score)",
+    "fidelity": "IOVQA + fidelity ranking loss (DeQA-Score, weight 1)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
-              "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both"}
+              "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
+              "fidelity": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
@@ -144,7 +150,10 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
     that model as it is (the untrained baseline), else what the recipe trained."""
     import pandas as pd
 
+    import numpy as np
+
     from iovqa_plugin.eval.metrics import compute_metrics
+    from iovqa_plugin.eval.pairwise import all_pairs, pairwise_accuracy
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
@@ -162,6 +171,8 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
             out[decoding] = {"no_number": len(values) - len(answered)}
             continue
         out[decoding] = compute_metrics(*zip(*answered))
+        scores, mos = (np.asarray(side, dtype=float) for side in zip(*answered))
+        out[decoding]["pairwise"] = pairwise_accuracy(*all_pairs(scores, mos))
         out[decoding]["no_number"] = len(values) - len(answered)  # metrics are over the answered rows
     if multidim:
         out["dimensions"] = {name: compute_metrics([results[v][f"expected_mos_{name}"] for v in table["video_name"]],
@@ -233,8 +244,8 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
         f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
         "",
         "| arm | greedy SRCC | greedy PLCC | greedy final | greedy answers with a score | expected SRCC | expected PLCC "
-        "| expected final | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| expected final | expected pairwise diff | expected pairwise tau | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, runs in results.items():
         row = [ARM_TITLES[arm]]
@@ -246,6 +257,7 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
             row += [cell(runs, source, metric, sizes["test"]) for metric in ("srcc", "plcc", "final")]
             if decoding == "greedy":
                 row.append(answer_rate(runs, sizes["test"]))
+        row += [pairwise_cell(runs, "expected", kind) for kind in ("diff", "tau")]
         seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
         row.append(f"{sum(seconds) / len(seconds):.0f}" if seconds else "-")
         lines.append("| " + " | ".join(row) + " |")
@@ -255,6 +267,16 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
     lines.append("")
     lines += summary_lines(results)
     return "\n".join(lines)
+
+
+def pairwise_cell(runs: list[dict], decoding: str, kind: str) -> str:
+    """Mean +- sd over seeds of a decoding's pairwise accuracy (``kind``: diff or tau)."""
+    import numpy as np
+
+    values = [r[decoding]["pairwise"][kind] for r in runs if "pairwise" in r.get(decoding, {})]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
 
 def answer_rate(runs: list[dict], videos: int) -> str:
@@ -274,13 +296,17 @@ def summary_lines(results: dict) -> list[str]:
     for name in DIMENSION_COLUMNS if multidim else ():
         values = [d[name]["srcc"] for d in multidim]
         lines.append(f"learning: multidim expected SRCC {name} {np.nanmean(values):.3f} ({len(values)} seeds)")
-    for arm in ("iovqa", "control"):
+    for arm in ("iovqa", "control", "fidelity"):
         values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
         plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]
         if values:
             sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
             lines.append(f"learning: {arm} expected SRCC {np.mean(values):.3f} ± {sd:.3f} ({len(values)} seeds)")
             lines.append(f"learning: {arm} expected PLCC {np.mean(plcc):.3f} ({len(plcc)} seeds)")
+    for arm, runs in results.items():
+        values = [r["expected"]["pairwise"]["diff"] for r in runs if "pairwise" in r.get("expected", {})]
+        if values:
+            lines.append(f"learning: pairwise accuracy {arm} {np.mean(values):.3f} ({len(values)} seeds)")
     return lines
 
 

@@ -344,20 +344,83 @@ def _unrecorded_dimensions(path: str, config) -> tuple[tuple[str, ...], dict]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.evaluation import evaluate, evaluate_dimensions
 
+    if args.labels is None:
+        if args.pairs is None:
+            raise UserError("give --labels (an annotation file or dataset with the MOS), --pairs (a pairs file), "
+                            "or both")
+        if args.pairwise:
+            raise UserError("--pairwise pairs the labelled videos: give --labels too (--pairs alone evaluates the "
+                            "pairs file)")
+        return _eval_pairs_only(args)
     labels, video_column, mos_column = _labels(args, args.labels)
     dimensions = _dimension_columns(args, [args.pred], mos_column)
     options = dict(label_format=args.label_format, labelled_only=args.labelled_only, score_column=args.score_column,
-                   answered_only=args.answered_only, by=args.by)
+                   answered_only=args.answered_only, by=args.by, pairwise=args.pairwise,
+                   tie_calibration=args.tie_calibration)
+    if args.pairs is not None:  # checked before the metrics are written
+        pairs = _pairs_report(args, list(dimensions))
     if dimensions:
         report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report, **options)
         parts = list(report["dimensions"].items())
     else:
         report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot, **options)
         parts = [("", report)]
+    if args.pairs is not None:
+        report["pairs_file"] = pairs
+        with open(report["report"], "w", encoding="utf-8") as handle:
+            json.dump({k: v for k, v in report.items() if k not in ("report", "plot")}, handle, indent=2)
     print(json.dumps(report, indent=2))
     for name, part in parts:
         _eval_notes(f"{name}: " if name else "", part)
+    if args.pairs is not None:
+        _pairs_notes(pairs)
     return 0
+
+
+def _pairs_report(args: argparse.Namespace, dimensions: list[str]) -> dict:
+    """Pairwise accuracy of --pred on the --pairs file (per dimension for multi-dimension predictions)."""
+    from dataclasses import fields
+
+    from .eval.pairwise import PairColumns, pairs_report
+
+    renamed = {}
+    for item in args.pair_column or ():
+        role, _, name = item.partition("=")
+        if role not in {f.name for f in fields(PairColumns)} or not name.strip():
+            raise UserError(f"--pair-column {item!r}: expected ROLE=NAME with ROLE one of "
+                            f"{[f.name for f in fields(PairColumns)]}")
+        renamed[role] = name.strip()
+    score_columns = ({d: f"{args.score_column}_{d}" for d in dimensions} if dimensions
+                     else {None: args.score_column})
+    result = pairs_report(args.pred, args.pairs, score_columns, PairColumns(**renamed), args.label_format,
+                          args.tie_calibration)
+    return {"pairs": args.pairs, **result}
+
+
+def _eval_pairs_only(args: argparse.Namespace) -> int:
+    """``iovqa eval --pred P --pairs F`` without labels: the pairwise report only."""
+    from .config import TAOBAO_MOS_COLUMN
+
+    dimensions = _dimension_columns(args, [args.pred], args.mos_column or TAOBAO_MOS_COLUMN)
+    report = {"predictions": args.pred, "score_column": args.score_column,
+              "pairs_file": _pairs_report(args, list(dimensions))}
+    stem = os.path.splitext(args.pred)[0] + ("" if args.score_column == "pred_mos" else f"_{args.score_column}")
+    report["report"] = args.report or f"{stem}_pairwise.json"
+    with open(report["report"], "w", encoding="utf-8") as handle:
+        json.dump({k: v for k, v in report.items() if k != "report"}, handle, indent=2)
+    print(json.dumps(report, indent=2))
+    _pairs_notes(report["pairs_file"])
+    return 0
+
+
+def _pairs_notes(result: dict) -> None:
+    from .eval.pairwise import summary
+
+    if "dimensions" in result:
+        for name, part in result["dimensions"].items():
+            print(summary(f"{name}: {result['pairs']}: ", part), file=sys.stderr)
+    else:
+        print(summary(f"{result['pairs']}: ", result), file=sys.stderr)
 
 
 def _eval_notes(prefix: str, result: dict) -> None:
@@ -374,6 +437,11 @@ def _eval_notes(prefix: str, result: dict) -> None:
     if "by" in result:
         print(f"{prefix}{result['score_column']} by {result['by']['column']}:\n{group_table(result['by'])}",
               file=sys.stderr)
+    if "pairwise" in result:
+        from .eval.pairwise import summary
+
+        for kind, part in result["pairwise"].items():
+            print(summary(f"{prefix}{kind.replace('_', ' ')}: ", part), file=sys.stderr)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -531,9 +599,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subparser(sub, "eval", "SRCC/PLCC/final and more of predictions against labels (several quality "
                    "dimensions: per dimension, against each one's MOS column, and their mean)", cmd_eval)
     p.add_argument("--pred", required=True, help="prediction CSV, or LLaMA-Factory's generated_predictions.jsonl")
-    p.add_argument("--labels", required=True, help="a dataset name (with --recipe) or an annotation file with the MOS")
+    p.add_argument("--labels", default=None,
+                   help="a dataset name (with --recipe) or an annotation file with the MOS (optional with --pairs)")
     _recipe_option(p, False, "recipe whose dataset_info.json resolves dataset names")
     p.add_argument("--report", default=None, help="JSON report path (default: next to --pred)")
+    p.add_argument("--pairwise", action="store_true",
+                   help="also the pairwise accuracy ('diff': ties excluded; 'tau': Deutsch et al. 2023's accuracy "
+                        "with ties) over all pairs of the labelled videos (with --by: also within each group)")
+    p.add_argument("--pairs", default=None, metavar="FILE",
+                   help="pairwise accuracy on the pairs of this CSV/JSON/JSONL file: video_a, video_b and a "
+                        "preference ('A', 'B', 'tie') or mos_a and mos_b; optional dimension (see --pair-column)")
+    p.add_argument("--pair-column", action="append", default=None, metavar="ROLE=NAME",
+                   help="column name of a pairs file role (video_a, video_b, preference, mos_a, mos_b, dimension), "
+                        "e.g. --pair-column preference=winner; repeatable")
+    p.add_argument("--tie-calibration", action="store_true",
+                   help="pairwise 'tau': tie the model's scores within the epsilon that maximises it (Deutsch et "
+                        "al. 2023's tie calibration; reported); default: only equal scores tie")
     p.add_argument("--plot", default=None, help="scatter plot PNG path (default: next to --pred)")
     p.add_argument("--label-format", default="integer", choices=list(LABEL_FORMATS),
                    help="how to read text answers of generated_predictions.jsonl (level: the first level word, 1..5)")

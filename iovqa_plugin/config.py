@@ -195,6 +195,36 @@ class IOVQAArguments:
             "(their loss is always computed at the labelled positions)."
         },
     )
+    rank_loss: Literal["none", "fidelity"] = field(
+        default="none",
+        metadata={
+            "help": "`fidelity` (DeQA-Score): adds iovqa_rank_weight x the fidelity ranking loss over every pair of "
+            "the micro-batch's rows (of the same dimension) to the SFT loss: p_hat = Phi((s_i - s_j) / "
+            "sqrt(var_i + var_j)) from each row's expected score and variance over the candidate tokens (integer "
+            "labels: the first digit's 1..5; level labels: the five level words), the target p from the MOS "
+            "(with the raters' stds when iovqa_std_column is set, else 1 / 0 / 0.5), loss 1 - sqrt(p_hat p) - "
+            "sqrt((1 - p_hat)(1 - p)). Needs integer labels (iovqa_labelled_logits on) or level labels, with the "
+            "mask, one dimension or the joint layout, no head."
+        },
+    )
+    rank_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the fidelity loss added to the SFT loss (0: computed and logged, not trained)."},
+    )
+    rank_sigma: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "A fixed standard deviation (MOS units) of every predicted score in p_hat instead of the "
+            "predicted variances (DeQA-Score's training script: 1.0). Default: the predicted variances."
+        },
+    )
+    rank_gather: bool = field(
+        default=False,
+        metadata={
+            "help": "Pair the rows of every rank's micro-batch (all_gather; each rank's gradient reaches its own "
+            "rows), not only one device's. No effect on one process."
+        },
+    )
     on_bad_row: Literal["error", "skip"] = field(
         default="error",
         metadata={
@@ -243,6 +273,7 @@ class IOVQAArguments:
                 "iovqa_head needs iovqa_label_format: integer and iovqa_label_mask: digits (the MOS is read from "
                 "the integer label)"
             )
+        self._check_rank()
         if not self.head_sigma > 0:
             raise PluginConfigError(f"iovqa_head_sigma must be > 0, got {self.head_sigma}")
         if self.head_inner_size < 0:
@@ -268,6 +299,29 @@ class IOVQAArguments:
                 check_template(self.prompt_template, label_token=self.head_on)
             except PromptTemplateError as err:
                 raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
+
+    def _check_rank(self) -> None:
+        _check_choice(self, "rank_loss")
+        if not self.rank_on:
+            if self.rank_sigma is not None or self.rank_gather:
+                raise PluginConfigError("iovqa_rank_sigma and iovqa_rank_gather are read for iovqa_rank_loss: "
+                                        "fidelity only")
+            return
+        if not (0 <= self.rank_weight < float("inf")):
+            raise PluginConfigError(f"iovqa_rank_weight must be a number >= 0, got {self.rank_weight}")
+        if self.rank_sigma is not None and not 0 < self.rank_sigma < float("inf"):
+            raise PluginConfigError(f"iovqa_rank_sigma must be > 0, got {self.rank_sigma}")
+        if self.head_on or not (self.level_scores or (self.integer_scores and self.labelled_logits)):
+            raise PluginConfigError(
+                "iovqa_rank_loss: fidelity reads each row's score distribution at the score position: it needs "
+                "iovqa_label_format integer (with iovqa_labelled_logits: true) or level, iovqa_label_mask: digits "
+                "and no iovqa_head"
+            )
+        if len(self.dimension_names) > 1 and not self.joint:
+            raise PluginConfigError(
+                "iovqa_rank_loss: fidelity pairs rows of the same dimension, which per_sample rows of several "
+                "dimensions do not tell apart in a batch: use one dimension or iovqa_dimension_layout: joint"
+            )
 
     def _check_dimensions(self) -> None:
         from .data.dimensions import DimensionError, OVERALL, default_column, parse_dimensions
@@ -361,6 +415,11 @@ class IOVQAArguments:
     def soft_targets(self) -> bool:
         """The level token is trained against a Gaussian around the MOS (DeQA-Score)."""
         return self.level_targets == "soft"
+
+    @property
+    def rank_on(self) -> bool:
+        """The fidelity ranking loss is added to the SFT loss."""
+        return self.rank_loss != "none"
 
     @property
     def cache_dir(self) -> str:

@@ -54,6 +54,7 @@ def apply_sft_template_check() -> None:
 
 def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
     from iovqa_plugin.recipe import save_run_config
+    from iovqa_plugin.train.rank_loss import RankSettings
 
     training_args = kwargs["args"]
     if os.environ.get("LOCAL_RANK", "0") == "0":  # one writer per node
@@ -76,7 +77,7 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
 
             kwargs["compute_metrics"], kwargs["preprocess_logits_for_metrics"] = ComputeScoreMetrics(), None
         levels = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"])
-        return LevelTrainer(*args, run=run, levels=levels, **kwargs)
+        return LevelTrainer(*args, run=run, levels=levels, rank=RankSettings.of_run(run), **kwargs)
     if run.head_on:
         from .trainer import HeadTrainer
 
@@ -84,6 +85,12 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
     if run.labelled_logits:
         from .trainer import LabelledLogitsTrainer
 
+        rank = RankSettings.of_run(run)
+        if rank is not None:  # the rank loss reads each row's score distribution on the tokenizer's score grid
+            from iovqa_plugin.data.grid import ScoreGrid
+
+            kwargs.update(rank=rank, grid=ScoreGrid.from_tokenizer(kwargs["tokenizer"]),
+                          scores=run.scores_per_answer)
         return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
 

@@ -12,7 +12,8 @@ layer runs only at positions whose next label is trained, with the same loss val
 the stock step (see that module for what is reproduced and what is refused); evaluation returns each
 row's labelled-position logits packed to the front instead of full-sequence logits, which the score
 metrics (or LLaMA-Factory's argmax accuracy) read with the same results. ``predict_with_generate``
-keeps the stock evaluation step.
+keeps the stock evaluation step. With ``iovqa_rank_loss: fidelity`` it adds the weighted fidelity ranking
+loss over the micro-batch's pairs (``train.rank_loss``) to the SFT loss, logged as ``rank_loss``.
 
 ``LevelTrainer``: level-word label runs (``iovqa_label_format: level``), always on labelled-position
 logits. Hard targets: the same causal-LM loss; soft targets (``iovqa_level_targets: soft``): the
@@ -23,7 +24,7 @@ the level position, dotted with 1..5) and the row's MOS, for ``eval_srcc`` / ``e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
@@ -31,9 +32,10 @@ from transformers.loss.loss_utils import LOSS_MAPPING
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
-from iovqa_plugin.data.levels import LevelTokens, expected_level
+from iovqa_plugin.data.levels import LEVELS, LevelTokens, expected_level
 from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
 from iovqa_plugin.train.labelled_logits import LabelledLogitsError, causal_lm_loss, compact_for_metrics, labelled_loss
+from iovqa_plugin.train.rank_loss import RankSettings, integer_score_distributions, rank_loss, score_moments
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, gaussian_levels, level_logits, soft_level_loss
 
 
@@ -104,8 +106,15 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
     """LLaMA-Factory's SFT trainer whose loss and evaluation step run the output layer at labelled positions only."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, rank: Optional[RankSettings] = None, grid: Any = None, scores: int = 1,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # the fidelity ranking loss (None: off); integer runs read each row's score on ``grid``, ``scores`` per answer
+        self._rank, self._grid, self._scores, self._rank_terms = rank, grid, scores, []
+        if rank is not None:
+            get_logger().info("fidelity ranking loss, weight %s, %s, pairs %s", rank.weight,
+                              f"fixed sigma {rank.sigma}" if rank.sigma else "predicted variances",
+                              "across ranks" if rank.gather else "within each micro-batch")
         found = unsupported_loss_settings(self)
         if found:
             raise LabelledLogitsError(
@@ -116,7 +125,34 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch)
+        loss = self._with_rank(model, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _rank_distributions(self, outputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(probabilities (B, S, C), values (C,), MOS (B, S), stds (B, S) or None) of the rows' S scores."""
+        return (*integer_score_distributions(outputs["logits"], outputs["targets"], self._grid, self._scores), None)
+
+    def _with_rank(self, model, loss, outputs, num_items_in_batch):
+        """``loss`` plus the weighted fidelity ranking loss of the batch's rows (pairs of the same score index)."""
+        if self._rank is None:
+            return loss
+        probabilities, values, mos, stds = self._rank_distributions(outputs)
+        scores, variances = score_moments(probabilities, values)
+        groups = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
+        term = rank_loss(scores.flatten(), variances.flatten(), mos.flatten(),
+                         None if stds is None else stds.flatten(), groups.flatten(), self._rank)
+        if model.training:  # logged as the global loss (gathered, it is scaled by the world size for DDP's mean)
+            self._rank_terms.append(float(term.detach()) / (self.accelerator.num_processes if self._rank.gather else 1))
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                # the Trainer then does not divide the loss by the accumulation steps; the rank term is a mean
+                term = term / getattr(self, "current_gradient_accumulation_steps", 1)
+        return loss + self._rank.weight * term.to(loss.device)
+
+    def log(self, logs, *args, **kwargs):
+        if self._rank_terms and "loss" in logs:  # the mean unweighted rank term since the last training log
+            logs["rank_loss"] = round(sum(self._rank_terms) / len(self._rank_terms), 6)
+            self._rank_terms.clear()
+        return super().log(logs, *args, **kwargs)
 
     def _labelled_loss(self, model, inputs, num_items_in_batch, loss_function=causal_lm_loss):
         # The Trainer hands the model the token count only when it accepts loss kwargs (not for LLaMA-Factory's
@@ -172,8 +208,16 @@ class LevelTrainer(LabelledLogitsTrainer):
 
             loss_function = soft
         loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch, loss_function)
-        outputs[MOS_KEY] = mos
+        outputs[MOS_KEY], outputs[SIGMA_KEY] = mos, sigma
+        loss = self._with_rank(model, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _rank_distributions(self, outputs):
+        """Q-Align's distribution over the five level tokens, the rows' MOS and their sigmas (the raters' stds)."""
+        at_level = level_logits(outputs["logits"], outputs["targets"], self._levels.prefix)
+        values = torch.tensor(LEVELS, device=at_level.device)
+        mos, sigma = outputs[MOS_KEY].to(at_level.device), outputs[SIGMA_KEY].to(at_level.device)
+        return self._levels.probabilities(at_level).unsqueeze(1), values, mos.unsqueeze(1), sigma.unsqueeze(1)
 
     def _generation_inputs(self, inputs):
         return {k: v for k, v in inputs.items() if k not in (MOS_KEY, SIGMA_KEY)}

@@ -58,7 +58,12 @@ PLUGIN = {
     "qalign_levels_7b.yaml": ("level", "digits"),
     "iovqa_qwen3vl_8b.yaml": ("integer", "digits"),
     "iovqa_qwen3_5_9b.yaml": ("integer", "digits"),
+    "deqa_fidelity_7b.yaml": ("level", "digits"),
+    "deqa_fidelity_cpu.yaml": ("level", "digits"),
 }
+# DeQA-Score's recipe (its own optimiser settings, not the paper's) and its CPU-size version
+DEQA_RECIPES = {"deqa_fidelity_7b.yaml", "deqa_fidelity_cpu.yaml"}
+SOFT_TARGETS = {"qalign_levels_7b.yaml"} | DEQA_RECIPES
 MULTIDIM_RECIPES = {"iovqa_7b_multidim.yaml": ("traditional", "alignment", "aesthetic", "temporal", "overall")}
 LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
 HEAD_RECIPES = {"softmax_regression_qwen2vl_7b.yaml", "softmax_regression_7b.yaml", "softmax_regression_demo_cpu.yaml"}
@@ -88,13 +93,17 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
         assert plugin.dimension_names == MULTIDIM_RECIPES[name] and plugin.joint
     else:
         assert not plugin.multi_dimension
-    assert plugin.level_targets == ("soft" if name == "qalign_levels_7b.yaml" else "hard")
+    assert plugin.level_targets == ("soft" if name in SOFT_TARGETS else "hard")
+    assert plugin.rank_on == (name in DEQA_RECIPES)
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
     deepspeed = recipe.pop("deepspeed", None)  # LLaMA-Factory takes it only under torchrun: test_deepspeed.py
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(recipe)
 
+    if name in DEQA_RECIPES:
+        _check_deqa(name, path, plugin, training_args, finetuning_args, deepspeed)
+        return
     # paper Table 2 (and Table 1's LoRA settings); the learnable CPU demo keeps the optimiser and documents
     # where it departs (learning rate, freeze tuning of a random tiny model)
     if name in LEARNABLE_DEMOS:
@@ -128,6 +137,22 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
         assert model_args.video_max_pixels <= 1024 * 28 * 28 and data_args.cutoff_len >= 1024
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
         assert plugin.num_frames in (1, 2)
+
+
+def _check_deqa(name, path, plugin, training_args, finetuning_args, deepspeed):
+    """DeQA-Score's scripts/train.sh: lr 2e-5, no weight decay, warmup 0.03, cosine; rank 1.0 : next-token 0.05."""
+    assert training_args.learning_rate == 2e-5 and training_args.weight_decay == 0
+    assert training_args.get_warmup_steps(1000) == 30
+    assert training_args.lr_scheduler_type.value == "cosine" and training_args.optim.value == "adamw_torch"
+    assert plugin.rank_weight == 20.0 and plugin.rank_sigma == 1.0
+    if name == "deqa_fidelity_7b.yaml":
+        text = open(path, encoding="utf-8").read()
+        assert "DeQA-Score" in text and "scripts/train.sh" in text and "not mapped" in text
+        assert load(path)["model_name_or_path"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+        assert training_args.num_train_epochs == 3 and training_args.per_device_train_batch_size == 16
+        assert finetuning_args.finetuning_type == "full" and not finetuning_args.freeze_vision_tower
+        assert training_args.bf16 and plugin.rank_gather
+        assert deepspeed == "examples/deepspeed/ds_z3_config.json"
 
 
 def test_deepspeed_config_is_zero3():

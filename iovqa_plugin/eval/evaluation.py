@@ -11,6 +11,7 @@ import numpy as np
 from .metrics import PLCC_LOGISTIC_NOTE, compute_metrics, fit_logistic, logistic4
 from ..config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
 from .grouping import MIN_GROUP, group_values, grouped_metrics
+from .pairwise import labelled_pairs_report
 from .predictions import PRED, MatchError, error_column, match, read_labels, read_predictions
 
 
@@ -27,6 +28,8 @@ def evaluate(
     answered_only: bool = False,
     by: Optional[str] = None,
     title: Optional[str] = None,
+    pairwise: bool = False,
+    tie_calibration: bool = False,
 ) -> dict:
     """Metrics of ``pred_path`` against ``labels_path`` (rows matched by video id); writes report and plot.
 
@@ -38,6 +41,8 @@ def evaluate(
     value of that column (of the labels or the predictions) and the within-group SRCC (see ``grouping``).
     The report and plot are named after the prediction file and, for another column than ``pred_mos``, the
     column (``preds_greedy_mos_metrics.json``), so evaluating another column writes files of its own.
+    ``pairwise``: also the pairwise accuracy over all pairs of the evaluated videos (and, with ``by``, over the
+    pairs within a group), ``tie_calibration`` as in ``pairwise``.
     """
     pred = read_predictions(pred_path, label_format, score_column)
     labels = read_labels(labels_path, video_column, mos_column)
@@ -57,9 +62,11 @@ def evaluate(
     warnings = constant_warnings(scores, mos, score_column, mos_column, pred_path, labels_path)
     if warnings:
         result["warnings"] = warnings
+    groups = group_values(by, ids, pred, pred_path, labels, labels_path, video_column) if by else None
     if by:
-        groups = group_values(by, ids, pred, pred_path, labels, labels_path, video_column)
         result["by"] = grouped_metrics(by, groups, scores, mos)
+    if pairwise:
+        result["pairwise"] = labelled_pairs_report(scores, mos, groups, tie_calibration)
     result["notes"] = {"plcc_logistic": PLCC_LOGISTIC_NOTE}
     stem = os.path.splitext(pred_path)[0] + ("" if score_column == PRED else f"_{score_column}")
     report = report or f"{stem}_metrics.json"
@@ -121,6 +128,8 @@ def evaluate_dimensions(
     score_column: str = PRED,
     answered_only: bool = False,
     by: Optional[str] = None,
+    pairwise: bool = False,
+    tie_calibration: bool = False,
 ) -> dict:
     """Metrics of each quality dimension of a multi-dimension prediction file, and their mean.
 
@@ -137,6 +146,7 @@ def evaluate_dimensions(
         result = evaluate(pred_path, labels_path, video_column, mos_column, report=f"{stem}_{name}_metrics.json",
                           plot=f"{stem}_{name}_scatter.png", label_format=label_format,
                           labelled_only=labelled_only, score_column=column, answered_only=answered_only, by=by,
+                          pairwise=pairwise, tie_calibration=tie_calibration,
                           title=f"{os.path.basename(pred_path)}: {name} ({column} vs {mos_column})")
         per_dimension[name] = result
     mean = {key: float(np.mean([r[key] for r in per_dimension.values()])) for key in ("srcc", "plcc", "final")}
