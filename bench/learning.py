@@ -339,22 +339,24 @@ def summary_lines(results: dict) -> list[str]:
     return lines
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], spec: str = ".3f") -> str:
     import numpy as np
 
     values = [v for v in values if v is not None and v == v]
     if not values:
         return "n/a"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+    return f"{np.mean(values):{spec}} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:{spec}}"
 
 
 def confidence_line(arm: str, runs: list[dict]) -> list[str]:
     """How much probability the arm's answers hold on valid scores, and its training loss per label token."""
     if not any("integer_mass" in r for r in runs):
         return []
-    return [f"learning: {arm} integer mass {mean_sd([r.get('integer_mass') for r in runs])}, training loss per label "
-            f"token {mean_sd([r.get('train_loss') for r in runs])} (mean over the run), "
-            f"{mean_sd([r.get('last_loss') for r in runs])} (last logged) ({len(runs)} runs)"]
+    line = f"learning: {arm} integer mass {mean_sd([r.get('integer_mass') for r in runs], '.3g')}"
+    if any("train_loss" in r for r in runs):
+        line += (f", training loss per label token {mean_sd([r.get('train_loss') for r in runs])} (mean over the "
+                 f"run), {mean_sd([r.get('last_loss') for r in runs])} (last logged)")
+    return [line + f" ({len(runs)} runs)"]
 
 
 def degradation_lines(arm: str, runs: list[dict]) -> list[str]:

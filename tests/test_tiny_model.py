@@ -31,7 +31,7 @@ def test_wide_head_variant_loads_untied(tmp_path):
     assert logits.shape[-1] == embedding.shape[0] and logits.std().item() > 2.0
 
 
-def test_the_default_model_can_become_confident(tiny_model, monkeypatch, tmp_path):
+def test_the_default_model_has_an_untied_output_layer_behind_a_wide_final_norm(tiny_model, monkeypatch, tmp_path):
     """Untied 0.02-scale output rows behind a final norm of gain 8: logits wide enough for a trained answer to hold
     nearly all the probability (a unit gain caps them near +-1); an older tied build is rebuilt, not reused."""
     import json
