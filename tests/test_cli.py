@@ -111,7 +111,7 @@ def test_score_summary_flags_answers_without_a_mos_and_low_integer_mass(tmp_path
     )
     warnings = _prediction_warnings(str(path))
     assert "2 of 3 greedy answers gave no MOS (1 out of range, 1 no number)" in warnings[0]
-    assert warnings[1].startswith("1 of 3 videos: the model put under 5%")
+    assert warnings[1].startswith("1 of 3 videos: the model put under 50%")
 
 
 def test_eval_picks_a_decoding_column(tmp_path, capsys):

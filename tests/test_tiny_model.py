@@ -1,4 +1,4 @@
-"""The offline tiny Qwen2.5-VL: its rotary split and the wide-head variant the learning benchmark trains."""
+"""The offline tiny Qwen2.5-VL: its rotary split, its output side and the wide-head variant."""
 
 import pytest
 
@@ -29,6 +29,31 @@ def test_wide_head_variant_loads_untied(tmp_path):
         logits = model(input_ids=ids).logits
     # the wide head spreads logits far beyond the tied 0.02-scale embedding's range
     assert logits.shape[-1] == embedding.shape[0] and logits.std().item() > 2.0
+
+
+def test_the_default_model_has_an_untied_output_layer_behind_a_wide_final_norm(tiny_model, monkeypatch, tmp_path):
+    """Untied 0.02-scale output rows behind a final norm of gain 8: logits wide enough for a trained answer to hold
+    nearly all the probability (a unit gain caps them near +-1); an older tied build is rebuilt, not reused."""
+    import json
+
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from iovqa_plugin.demo import tiny_model as tiny
+    from iovqa_plugin.demo.tiny_model import OUTPUT_GAIN, ensure_tiny_model
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model)
+    assert model.config.tie_word_embeddings is False
+    assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert torch.all(model.model.language_model.norm.weight == OUTPUT_GAIN)
+    assert model.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert ensure_tiny_model(tiny_model) == tiny_model  # current: kept
+
+    rebuilt = []
+    monkeypatch.setattr(tiny, "build_tiny_model", lambda path: rebuilt.append(path) or path)
+    older = str(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"tie_word_embeddings": True}))
+    assert ensure_tiny_model(older) == older and rebuilt == [older]
 
 
 def pooled_visual_features(vision: str, image):

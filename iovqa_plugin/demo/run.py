@@ -28,7 +28,7 @@ def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...
     import yaml
 
     from .ladder import make_demo_dataset
-    from .tiny_model import build_tiny_model
+    from .tiny_model import ensure_tiny_model
 
     start = time.time()
     with open(recipe, encoding="utf-8") as handle:
@@ -37,9 +37,7 @@ def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...
         key, _, value = override.partition("=")
         settings[key] = yaml.safe_load(value)
     model_dir, output_dir = settings["model_name_or_path"], settings["output_dir"]
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        print(f"building the tiny model in {model_dir}", flush=True)
-        build_tiny_model(model_dir)
+    ensure_tiny_model(model_dir)
     if not os.path.isfile(os.path.join(DEMO_DATA_DIR, "test.csv")):
         make_demo_dataset(DEMO_DATA_DIR, media_root=DEMO_MEDIA_ROOT, progress=True)
     os.makedirs(output_dir, exist_ok=True)
@@ -115,7 +113,8 @@ def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
             entry.update(evaluate(predictions, test_csv, score_column=column, answered_only=True))
             plot = plot or entry["plot"]
         decodings[decoding] = entry
-    return {"predictions": predictions, "decodings": decodings, "plot": plot}
+    mass = float(table["integer_mass"].mean()) if "integer_mass" in table else float("nan")
+    return {"predictions": predictions, "decodings": decodings, "plot": plot, "integer_mass": mass}
 
 
 def report(summary: dict, output_dir: str, log: str, train_seconds: float, total_seconds: float) -> str:
@@ -135,6 +134,8 @@ def report(summary: dict, output_dir: str, log: str, train_seconds: float, total
         f"  training log  {log}",
         f"  time          {train_seconds:.0f} s to train, {total_seconds:.0f} s in all",
     ]
+    # the mean probability on valid scores at the answer position: near 1 once the model answers with a score
+    lines.append(f"integer mass {summary['integer_mass']:.3f}")
     expected = summary["decodings"]["expected"]
     if "srcc" in expected:
         lines.append(f"expected SRCC {expected['srcc']:.3f}")

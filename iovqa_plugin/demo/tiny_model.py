@@ -4,12 +4,13 @@ For the demo and the tests: no model hub is needed. The tokenizer is Qwen's
 byte-level BPE (the 151,643 ranks shipped as ``qwen.tiktoken`` in the
 ``dashscope`` package) with Qwen2.5-VL's special tokens, so it splits digits
 exactly like the released models. The model is a randomly initialised
-Qwen2.5-VL (2 layers, hidden size 64; ~10 M parameters, nearly all in the
-embedding) whose vision tower gets a first stage like a pretrained one
-(``vision_init``: frequency filters and an energy-forming merger, analytic,
-no data), so that what fine-tuning must learn can be learned from frames;
-saved with ``save_pretrained`` and loaded back by LLaMA-Factory through the
-ordinary ``from_pretrained`` path.
+Qwen2.5-VL (2 layers, hidden size 64; ~20 M parameters, nearly all in the
+embedding and the output layer) whose vision tower gets a first stage like a
+pretrained one (``vision_init``: frequency filters and an energy-forming
+merger, analytic, no data), so that what fine-tuning must learn can be
+learned from frames, and whose output side can become as confident as a
+trained model's (:data:`OUTPUT_GAIN`); saved with ``save_pretrained`` and
+loaded back by LLaMA-Factory through the ordinary ``from_pretrained`` path.
 
 The processors keep frames at their size between ``min_pixels`` and
 ``max_pixels`` (the processors' defaults would upscale a 224x224 frame to
@@ -110,17 +111,28 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 224 * 224
 
 
-def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head_std: float | None = None,
-                     vision: str = "pretrained_like", min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> str:
+# The output side of the default tiny model. Its final norm's gain: a unit-gain norm gives hidden states of norm
+# sqrt(64) = 8 and, against 0.02-scale output rows, logits within about +-1, so no answer can hold more than a
+# few 1e-5 of the probability over a 151,936-token vocabulary (ln V = 11.9), whatever fine-tuning does. Pretrained
+# LMs end with gains of several units; at 8, an output layer trained at the labelled positions (untied, so the
+# input embedding stays as it is) puts > 0.9 of the mass on the label digits within the demo's 100 steps (a
+# simulation of the answer positions: 0.97 at gain 8, 0.98 at 16, 0.01 at gain 1; a frozen random head cannot
+# spread its mass over several digits at any scale: 0.03 over five digits at std 0.5).
+OUTPUT_GAIN = 8.0
+OUTPUT_STD = 0.02  # the untied output layer's init, the embedding's own scale
+
+
+def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head_std: float | None = OUTPUT_STD,
+                     vision: str = "pretrained_like", min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                     output_gain: float = OUTPUT_GAIN) -> str:
     """Save a tiny Qwen2.5-VL (model, tokenizer, processor) to ``output_dir``.
 
     ``vision``: ``pretrained_like`` (default) gives the vision tower the analytic first stage of
     ``vision_init``; ``random`` leaves it as initialised (it then hides frame quality: see ``vision_init``).
 
-    ``head_std`` unties the output layer and draws it with that standard deviation. With the
-    tied 0.02-scale embedding, logits span about +-1, so no frozen-head fine-tune can make the
-    model confident (the loss stays near ln(vocab)); a wider head gives the logit range a
-    pretrained model has, which the learning benchmark needs.
+    ``head_std`` unties the output layer and draws it with that standard deviation (``None``: tied to the
+    embedding); ``output_gain`` is the final norm's gain (see :data:`OUTPUT_GAIN`). A recipe makes the untied
+    output layer trainable with ``freeze_extra_modules: lm_head`` (the demo's does).
     """
     import torch
     from transformers import (
@@ -173,9 +185,10 @@ def build_tiny_model(output_dir: str, seed: int = 0, hidden_size: int = 64, head
         raise ValueError(f"vision must be 'pretrained_like' or 'random', got {vision!r}")
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    if head_std is not None:
-        with torch.no_grad():
+    with torch.no_grad():
+        if head_std is not None:
             model.lm_head.weight.normal_(0.0, head_std)
+        model.model.language_model.norm.weight.fill_(output_gain)
     if vision == "pretrained_like":
         from .vision_init import init_vision_like_pretrained
 
@@ -213,3 +226,18 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def ensure_tiny_model(output_dir: str) -> str:
+    """The default tiny model in ``output_dir``, built when missing or when it is an older build whose output
+    layer is tied to the embedding (a recipe training ``lm_head`` needs it untied)."""
+    import json
+
+    config = os.path.join(output_dir, "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as handle:
+            settings = json.load(handle)
+        if not settings.get("tie_word_embeddings", settings.get("text_config", {}).get("tie_word_embeddings")):
+            return output_dir
+    print(f"building the tiny model in {output_dir}", flush=True)
+    return build_tiny_model(output_dir)

@@ -1,0 +1,67 @@
+"""The quality ladder: each degradation kind alone at rising strengths, and the names that say which."""
+
+import numpy as np
+import pytest
+
+from iovqa_plugin.demo.ladder import DEGRADATIONS, KINDS, MIXED, degrade, make_ladder, video_degradation, video_name
+
+
+def moving_frames(count: int = 16, size: int = 56) -> list:
+    """A textured scene panning one pixel a frame (so every frame differs from the others)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (size, size + count, 3)).astype(np.uint8)
+    return [Image.fromarray(np.ascontiguousarray(texture[:, i:i + size])) for i in range(count)]
+
+
+def psnr(a, b) -> float:
+    error = np.mean((np.asarray(a, dtype=float) - np.asarray(b, dtype=float)) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(255 ** 2 / error)
+
+
+def distinct(frames) -> int:
+    return len({np.asarray(f).tobytes() for f in frames})
+
+
+@pytest.mark.parametrize("kind", [k for k in DEGRADATIONS if k != "drop"])
+def test_a_spatial_kind_alone_degrades_every_frame_more_at_each_level_and_drops_none(kind):
+    base = moving_frames()
+    quality = []
+    for level in range(5):
+        frames = degrade(base, kind, level, np.random.default_rng(level))
+        assert distinct(frames) == len(base)  # no frame dropped
+        quality.append(np.mean([psnr(a, b) for a, b in zip(frames, base)]))
+    assert quality[0] == float("inf") and all(a > b for a, b in zip(quality, quality[1:])), quality
+
+
+def test_dropped_frames_alone_repeat_frames_and_leave_the_kept_ones_untouched():
+    base = moving_frames()
+    counts = []
+    for level in range(1, 5):
+        frames = degrade(base, "drop", level, np.random.default_rng(0))
+        counts.append(distinct(frames))
+        assert all(any(psnr(f, b) == float("inf") for b in base) for f in frames)  # no spatial change
+    assert counts == sorted(counts, reverse=True) and counts[0] < len(base) and counts[-1] < counts[0]
+
+
+def test_mixed_rises_every_kind_together():
+    base = moving_frames()
+    heavy = degrade(base, MIXED, 4, np.random.default_rng(0))
+    assert distinct(heavy) < len(base)  # dropped frames
+    assert np.mean([psnr(a, b) for a, b in zip(heavy, base)]) < 20
+
+
+def test_video_names_say_kind_and_level():
+    for kind in KINDS:
+        for level in range(5):
+            expected = (None, 0) if level == 0 else (kind, level)
+            assert video_degradation("videos/bikes_mid_" + video_name("x", kind, level)[2:]) == expected
+    with pytest.raises(ValueError, match="not a ladder video name"):
+        video_degradation("videos/clip.mp4")
+
+
+def test_unknown_kinds_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="unknown degradation kinds \\['ringing'\\]"):
+        make_ladder(str(tmp_path / "ladder"), [], {"train": ()}, kinds=("blur", "ringing"))
+    assert not (tmp_path / "ladder").exists()
