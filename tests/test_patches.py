@@ -146,3 +146,12 @@ def test_recipe_problems_are_caught_when_it_is_read(tmp_path, clean_plugin_state
         tuner.read_args({"stage": "sft", "dataset_dir": str(tmp_path), "dataset": "plain,mine"})
     plain = {"stage": "sft", "dataset_dir": str(tmp_path), "dataset": "plain"}
     assert tuner.read_args(plain) is plain  # a stock recipe stays untouched
+
+
+def test_the_start_up_hook_watches_exactly_the_patched_modules():
+    """A patch whose module the hook does not watch is never applied under the stock llamafactory-cli; a watched
+    module without a patch costs an import wrapper for nothing."""
+    from iovqa_plugin._autoload import WATCHED_MODULES
+    from iovqa_plugin.patches import PATCHES
+
+    assert sorted(WATCHED_MODULES) == sorted(PATCHES)

@@ -165,7 +165,7 @@ def test_gathered_pairs_across_ranks_give_the_global_loss_and_gradient(tmp_path)
     full = fidelity_loss(scores, variances, mos)
     (full_grad,) = torch.autograd.grad(full, logits)
     for rank in (0, 1):  # each rank: the loss over all 10 pairs x 2 (DDP averages the two ranks' gradients)
-        assert results[rank][0] == pytest.approx(2 * float(full), abs=1e-12)
+        assert results[rank][0] == pytest.approx(2 * float(full.detach()), abs=1e-12)
     # each rank's gradient reaches its own rows; DDP's mean of the ranks' parameter gradients is then the
     # gradient of the global loss
     stacked = torch.tensor(results[0][1] + results[1][1], dtype=torch.float64) / 2
