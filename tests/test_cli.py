@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from conftest import base_recipe, write_recipe
 from iovqa_plugin.cli import main
 
@@ -310,6 +312,7 @@ def test_level_answers_without_a_level_word_are_named_so():
         assert _prediction_warnings(path)[0] == "1 of 2 greedy answers gave no MOS (1 no level word)"
 
 
+@pytest.mark.slow
 def test_a_torchrun_training_run_ends_with_the_plugins_message(tiny_model, demo_dir, tmp_path):
     """Under torchrun, torchrun and the launcher report the failed rank after it: the message still comes last."""
     from conftest import run_cli

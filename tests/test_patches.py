@@ -41,10 +41,12 @@ PROBE = (
 )
 
 
+@pytest.mark.slow
 def test_stock_llamafactory_import_is_patched_in_a_fresh_interpreter():
     assert json.loads(run_python(PROBE)) == [True, True, True, True]
 
 
+@pytest.mark.slow
 def test_autoload_can_be_disabled():
     assert json.loads(run_python(PROBE, IOVQA_DISABLE_AUTOLOAD="1")) == [False, False, False, False]
 

@@ -49,16 +49,6 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_a_damaged_file_refused(tmp_pat
 
 # ---------------------------------------------------------------- ranks in this process
 @pytest.fixture(scope="module")
-def scorer(tiny_model, demo_dir, tmp_path_factory):
-    from iovqa_plugin.score.scorer import Scorer
-    from iovqa_plugin.score.settings import ScorerSettings
-
-    tmp = tmp_path_factory.mktemp("score_parallel")
-    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
-    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
-
-
-@pytest.fixture(scope="module")
 def rows(demo_dir):
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
     return [(v, os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
@@ -227,6 +217,7 @@ def score_command(recipe, out, *options, data="demo_test"):
     return ["score", "--recipe", recipe, "--adapter", "", "--data", data, "--out", str(out), *options]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(recipe, tmp_path, capsys):
     from iovqa_plugin.cli import main
 
@@ -270,6 +261,7 @@ def data_rows(path):
     return len(read_records(path)[1]) if os.path.exists(path) else 0
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_command_and_the_same_command_completes(tiny_model, demo_dir, reference,
                                                                       tmp_path):
     # a frame cache of its own: frames are extracted as videos are scored, so the kill lands mid-share
@@ -299,6 +291,7 @@ def test_a_killed_rank_fails_the_command_and_the_same_command_completes(tiny_mod
     assert sorted(os.listdir(tmp_path)) == ["frames", "preds.csv", "preds.csv.meta.json", "r.yaml"]
 
 
+@pytest.mark.slow
 def test_more_processes_than_rows_from_the_command(recipe, demo_dir, reference, tmp_path):
     from iovqa_plugin.cli import main
 
@@ -339,6 +332,7 @@ def process_gone(pid):
         return True
 
 
+@pytest.mark.slow
 def test_killing_the_launcher_ends_its_workers_and_the_rerun_scores_each_video_once(tiny_model, demo_dir,
                                                                                     reference, tmp_path, capsys):
     from iovqa_plugin.cli import main
@@ -420,6 +414,7 @@ def test_a_rank_ends_with_the_process_that_started_it(tmp_path, death_signal):
     assert process_gone(worker)
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_an_output_another_run_is_writing_before_any_rank_touches_it(recipe, tmp_path):
     from iovqa_plugin.score.output_lock import OutputLock
 

@@ -1,4 +1,5 @@
-"""The scorer on the offline tiny model: expected score vs brute force, greedy vs a manual argmax loop."""
+"""The scorer on the offline tiny model (conftest's `scorer`): expected score vs brute force, greedy vs a manual
+argmax loop, prediction files."""
 
 import math
 import os
@@ -9,17 +10,6 @@ import pytest
 import torch
 
 from conftest import base_recipe, write_recipe
-
-
-@pytest.fixture(scope="module")
-def scorer(tiny_model, demo_dir, tmp_path_factory):
-    from iovqa_plugin.score.scorer import Scorer
-    from iovqa_plugin.score.settings import ScorerSettings
-
-    tmp = tmp_path_factory.mktemp("score")
-    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
-    settings = ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter="")
-    return Scorer(settings)
 
 
 def demo_rows(demo_dir, n=3):

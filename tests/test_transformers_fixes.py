@@ -33,6 +33,7 @@ def test_the_fixes_target_the_pinned_transformers():
     assert _constraints_pin("transformers") == FIXED_TRANSFORMERS == transformers.__version__
 
 
+@pytest.mark.slow
 def test_the_fixes_come_with_a_plugin_model_load_and_stock_recipes_stay_stock():
     """What `llamafactory-cli train` imports (every torchrun rank too) leaves transformers alone; the patched
     init_adapter, which a plugin run's model load (training and the scorer) passes through, applies the fixes."""
