@@ -6,6 +6,7 @@ from conftest import base_recipe, write_recipe
 from iovqa_plugin.cli import main
 
 
+@pytest.mark.slow
 def test_prepare_fills_the_cache_and_reports(tiny_model, demo_dir, tmp_path, capsys):
     cache = tmp_path / "cache"
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), eval_dataset="demo_val", iovqa_frame_cache_dir=str(cache))
@@ -41,6 +42,7 @@ def test_keys(capsys):
     assert "iovqa_label_mask (default: 'digits')" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_score_eval_ensemble_commands(tiny_model, demo_dir, tmp_path, capsys):
     import json
 
@@ -218,6 +220,7 @@ def _own_columns(demo_dir, tmp_path, rename):
     return str(tmp_path)
 
 
+@pytest.mark.slow
 def test_missing_columns_are_one_message_in_prepare_score_and_train(tiny_model, demo_dir, tmp_path, capsys,
                                                                      monkeypatch, clean_plugin_state):
     import pytest
@@ -243,6 +246,7 @@ def test_missing_columns_are_one_message_in_prepare_score_and_train(tiny_model, 
     assert "AnnotationFileError" not in err
 
 
+@pytest.mark.slow
 def test_prepare_runs_the_checks_training_runs_before_the_model(tiny_model, demo_dir, tmp_path, capsys,
                                                                  clean_plugin_state):
     import re
@@ -284,6 +288,7 @@ def test_help_shows_each_default_once_and_where_relative_paths_are_read(capsys):
             assert "(default: 4)" in text and "--frame-cache-dir" in text
 
 
+@pytest.mark.slow
 def test_score_places_the_frame_cache(tiny_model, demo_dir, tmp_path, capsys):
     import pandas as pd
 

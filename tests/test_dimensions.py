@@ -268,6 +268,7 @@ def test_metrics_read_each_score_at_its_own_first_token(qwen_tokenizer):
         assert metrics[key] == pytest.approx((metrics[f"{key}_traditional"] + metrics[f"{key}_overall"]) / 2)
 
 
+@pytest.mark.slow
 def test_labelled_logits_loss_matches_stock_with_several_scores(qwen_tokenizer, tmp_path):
     from iovqa_plugin.demo.tiny_model import build_tiny_model
     from test_labelled_logits import assert_same, batch, load as load_model
@@ -384,6 +385,7 @@ def scoring_rows_of(demo_dir, n=2):
 
 
 
+@pytest.mark.slow
 def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
     rows = scoring_rows_of(demo_dir)
     single = list(scorer_for(tiny_model, demo_dir).score_rows(rows, mode="both"))
@@ -400,6 +402,7 @@ def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
         assert row["expected_mos_temporal"] == temporal.expected_mos and row["pred_mos"] == many.expected_mos
 
 
+@pytest.mark.slow
 def test_joint_scores_are_decoded_one_by_one_after_the_earlier_ones(tiny_model, demo_dir, monkeypatch):
     scorer = scorer_for(tiny_model, demo_dir, dimensions="traditional,temporal,overall", dimension_layout="joint")
     names = scorer.plugin.dimension_names

@@ -1,5 +1,6 @@
-"""End to end: the stock `llamafactory-cli train` (and `iovqa train`) in fresh interpreters, and LLaMA-Factory's
-predict path with the plugin (in this process)."""
+"""End to end: the stock `llamafactory-cli train` (and `iovqa train`) in fresh interpreters; a bad row and LLaMA-Factory's
+predict path with the plugin (in this process). Training under torchrun: test_faults.py's 2-rank run, which
+also checks what a torchrun run of its own checked here (every rank masks real scores, the adapter is saved)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import base_recipe, run_cli, train_in_process, write_recipe
+from iovqa_plugin.errors import input_errors
 
 MASK_LINE = re.compile(r"\[iovqa(?: rank (\d))?\] INFO label mask active \(digits\): first batch targets (\[.*?\])")
 
@@ -60,20 +62,6 @@ def test_stock_cli_trains_with_the_digit_mask(tiny_model, demo_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(tiny_model, demo_dir, tmp_path):
-    out = str(tmp_path / "ddp")
-    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, out, max_steps=2, save_steps=2))
-    result = run_cli(["llamafactory-cli", "train", recipe], env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"})
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    batches = first_batches(log)
-    assert set(batches) == {0, 1}, "every rank must run with the plugin active"
-    assert all(set(targets) <= train_labels(demo_dir) for targets in batches.values())
-    assert batches[0] != batches[1]  # each rank got its own shard
-    assert_adapter_saved(out)
-
-
-@pytest.mark.slow
 def test_console_script_with_decimal_labels(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "dec")
     recipe = write_recipe(
@@ -89,7 +77,9 @@ def test_console_script_with_decimal_labels(tiny_model, demo_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_row_stops_the_stock_cli_with_file_row_and_field(tiny_model, demo_dir, tmp_path):
+def test_bad_row_stops_training_with_file_row_and_field(tiny_model, demo_dir, tmp_path):
+    """In this process (test_e2e_data.py checks how `llamafactory-cli train` ends on bad input: exit 2, the
+    message last, no traceback)."""
     bad_dir = tmp_path / "data"
     bad_dir.mkdir()
     table = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
@@ -100,12 +90,11 @@ def test_bad_row_stops_the_stock_cli_with_file_row_and_field(tiny_model, demo_di
     (bad_dir / "dataset_info.json").write_text(json.dumps(info))
     recipe = base_recipe(tiny_model, str(bad_dir), str(tmp_path / "o"), dataset="bad",
                          iovqa_frame_cache_dir=os.path.join(demo_dir, "frame_cache"))  # the demo videos' frames
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "train.csv: row 7 (line 8): field 'Overall_MOS' = '7.5': MOS 7.5 is outside [1, 5]" in log
+    with pytest.raises(input_errors()) as stopped:
+        train_in_process(recipe)
+    assert "train.csv: row 7 (line 8): field 'Overall_MOS' = '7.5': MOS 7.5 is outside [1, 5]" in str(stopped.value)
 
-    recipe["iovqa_on_bad_row"] = "skip"  # the same training in this process: the row is skipped and reported
+    recipe["iovqa_on_bad_row"] = "skip"
     assert "30 rows, 29 used, 1 skipped" in train_in_process(recipe)
     report = pd.read_csv(tmp_path / "o" / "iovqa_skipped_rows.csv")
     assert report[["row", "field"]].values.tolist() == [[7, "Overall_MOS"]]

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BIN, REPO, base_recipe, run_cli, train_in_process, write_recipe
-from test_e2e_train import first_batches
+from test_e2e_train import assert_adapter_saved, first_batches, train_labels
 
 
 def adapter(path):
@@ -84,8 +84,10 @@ def test_torchrun_two_ranks_match_single_process_loss_curve(tiny_model, demo_dir
 
     assert set(single_first) == {0} and len(single_first[0]) == 4
     assert set(ddp_first) == {0, 1}, "every rank must run with the plugin active"
+    assert all(len(targets) == 2 and set(targets) <= train_labels(demo_dir) for targets in ddp_first.values())
     # the two ranks' first batches together are the single process's first batch: same rows, same targets
     assert ddp_first[0] + ddp_first[1] == single_first[0]
+    assert_adapter_saved(tmp_path / "ddp")
 
     assert [e["step"] for e in single_log] == [e["step"] for e in ddp_log] == list(range(1, steps + 1))
     # Every sample has 2 target tokens and transformers (average_tokens_across_devices) divides each rank's

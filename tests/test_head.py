@@ -62,6 +62,7 @@ def test_label_token_only_with_the_head():
     assert config.build_config({**HEAD_KEYS, "iovqa_prompt_template": "Rate {prompt}{label_token}"}).head != "none"
 
 
+@pytest.mark.slow
 def test_trainable_parameters_are_lora_head_and_one_row(tiny_model, demo_dir, tmp_path, clean_plugin_state):
     import iovqa_plugin
     from llamafactory.hparams import get_train_args

@@ -97,6 +97,7 @@ def test_full_fine_tuning_matches_stock(model_dir, qwen_tokenizer, answers, fmt,
     assert outputs["logits"].shape[1] == len(union) < inputs["input_ids"].shape[1] // 2
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_with_num_items_in_batch(model_dir, qwen_tokenizer):
     first = batch(qwen_tokenizer, ("37", "12"), mask=False, prompts=PROMPTS[:2])
     second = batch(qwen_tokenizer, ("45", "20", "33"), mask=True, prompts=PROMPTS[::-1])

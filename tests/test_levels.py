@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DEMO_COLUMNS, base_recipe, write_recipe
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
 from iovqa_plugin.data.labels import LEVEL_WORDS, label_to_mos, mos_to_label, mos_to_level, read_answer
@@ -316,6 +315,7 @@ def test_level_expected_score_equals_brute_force_enumeration(level_run):
         assert results[i].expected_mos == pytest.approx(float((reference * torch.arange(1, 6)).sum()), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_level_words_after_a_reasoning_templates_think_block(tiny_qwen3_vl):
     """qwen3_vl writes an empty think block before every answer: it is the lead (the scoring prompt's end,
     never trained); the level words and their mask are those of a plain template."""

@@ -103,6 +103,7 @@ def test_read_args_strips_plugin_keys_and_activates(clean_plugin_state):
         tuner.read_args({"iovqa_nope": 1})
 
 
+@pytest.mark.slow
 def test_collator_is_stock_unless_the_mask_is_on(tiny_model, clean_plugin_state):
     import llamafactory.train.sft.workflow as workflow
     from llamafactory.data import get_template_and_fix_tokenizer

@@ -22,6 +22,7 @@ THINK = "<think>\n\n</think>\n\n"
 QWEN3_PIXELS = dict(video_max_pixels=224 * 224, video_min_pixels=64 * 64)
 
 
+@pytest.mark.slow
 def test_tiny_models_are_valid_for_their_families(tiny_qwen3_vl, tiny_qwen3_5):
     from transformers import AutoConfig, AutoProcessor
 
@@ -61,6 +62,7 @@ def _scorer(model, demo_dir, tmp_path, template, frames):
     return Scorer(ScorerSettings.from_recipe(write_recipe(tmp_path / f"{template}.yaml", recipe), adapter=""))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,template,frames", [("qwen3_vl", "qwen3_vl", 1), ("qwen3_5", "qwen3_5_nothink", 2)])
 def test_scoring_asks_where_the_score_starts(family, template, frames, tiny_qwen3_vl, tiny_qwen3_5, demo_dir, tmp_path):
     model = tiny_qwen3_vl if family == "qwen3_vl" else tiny_qwen3_5

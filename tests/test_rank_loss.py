@@ -152,6 +152,7 @@ def _gather_worker(rank, world, init_file, results):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_pairs_across_ranks_give_the_global_loss_and_gradient(tmp_path):
     import torch.multiprocessing as mp
 

@@ -88,7 +88,7 @@ def run_ranks(job, scorer, ranks=None, mode="expected"):
     return [job.run_rank(rank, lambda: scorer, mode, batch_size=2) for rank in (ranks or range(job.size))]
 
 
-@pytest.mark.parametrize("size", [3, 4, 12])
+@pytest.mark.parametrize("size", [3, pytest.param(4, marks=pytest.mark.slow), pytest.param(12, marks=pytest.mark.slow)])
 def test_uneven_shares_and_more_processes_than_rows_merge_to_the_single_process_file(scorer, rows, reference,
                                                                                       tmp_path, size):
     from iovqa_plugin.score.prediction_file import meta_path

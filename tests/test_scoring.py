@@ -36,6 +36,7 @@ def brute_force(scorer, video_path, prompt):
     return torch.softmax(logps, dim=0)
 
 
+@pytest.mark.slow
 def test_expected_score_equals_brute_force_enumeration(scorer, demo_dir):
     rows = demo_rows(demo_dir, n=3)
     features = [scorer.encode(p, scorer.cache.get(path)) for _, path, p in rows]
@@ -228,6 +229,7 @@ def test_rows_scored_from_another_input_are_scored_again(scorer, demo_dir, tmp_p
     assert saved == {name: open(os.path.join(tmp_path, name), "rb").read() for name in saved}
 
 
+@pytest.mark.slow
 def test_a_refused_resume_writes_nothing_and_loads_no_model(scorer, tiny_model, demo_dir, tmp_path, monkeypatch,
                                                             capsys):
     """Adding --save-probs to a finished run is refused before the model loads, in one process and as a

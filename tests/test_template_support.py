@@ -82,6 +82,7 @@ def support_table(qwen3_tokenizer, grouping_tokenizer):
     return TABLE_HEADER + "\n" + "\n".join(row for row, _ in rows), rows
 
 
+@pytest.mark.slow
 def test_every_video_template_masks_exactly_the_score(qwen3_tokenizer, grouping_tokenizer):
     table, rows = support_table(qwen3_tokenizer, grouping_tokenizer)
     print("\n" + table)
