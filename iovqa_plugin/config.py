@@ -17,6 +17,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
 
+from .data.label_formats import LABEL_FORMATS, get_label_format, label_format_help
+
 PREFIX = "iovqa_"
 
 TAOBAO_VIDEO_COLUMN = "video_name"
@@ -31,14 +33,9 @@ class PluginConfigError(ValueError):
 class IOVQAArguments:
     """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``)."""
 
-    label_format: Literal["integer", "decimal", "level"] = field(
+    label_format: str = field(
         default="integer",
-        metadata={
-            "help": "Response label. `integer`: MOS rounded to one decimal and x10, e.g. 3.666 -> '37' (the paper). "
-            "`decimal`: the rounded MOS as written, e.g. '3.7' (the paper's ablation). `level`: the nearest level "
-            "word (Q-Align), round(MOS) half up: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent (3.666 -> 'good'); "
-            "scored as Q-Align does, softmax over the five level tokens dotted with 1..5."
-        },
+        metadata={"help": label_format_help(), "choices": lambda: tuple(LABEL_FORMATS)},
     )
     label_mask: Literal["digits", "none"] = field(
         default="digits",
@@ -356,7 +353,7 @@ class IOVQAArguments:
         if self.dimension_layout == "joint" and len(names) < 2:
             raise PluginConfigError("iovqa_dimension_layout: joint needs at least two dimensions (one dimension "
                                     "is the bare-integer answer of per_sample)")
-        if self.multi_dimension and (self.label_format != "integer" or self.head_on):
+        if self.multi_dimension and (not self.format.grid or self.head_on):
             raise PluginConfigError("iovqa_dimensions other than overall need iovqa_label_format: integer and no "
                                     "iovqa_head")
         if self.dimension_prompts:
@@ -390,6 +387,11 @@ class IOVQAArguments:
         return len(self.dimension_names) if self.joint else 1
 
     @property
+    def format(self):
+        """The label format's registry entry (``data.label_formats``)."""
+        return get_label_format(self.label_format)
+
+    @property
     def head_on(self) -> bool:
         """The softmax-regression head variant is trained / scored."""
         return self.head != "none"
@@ -403,13 +405,13 @@ class IOVQAArguments:
     def integer_scores(self) -> bool:
         """Integer labels under the digit mask: every labelled token is a score digit, so the score's
         distribution can be read off the logits (in-training SRCC/PLCC, the head's MOS target)."""
-        return self.label_format == "integer" and self.mask_on
+        return self.format.grid and self.mask_on
 
     @property
     def level_scores(self) -> bool:
         """Level-word labels under the mask: the level's distribution is read off the level tokens' logits
         (expected score, in-training SRCC/PLCC)."""
-        return self.label_format == "level" and self.mask_on
+        return self.format.words and self.mask_on
 
     @property
     def soft_targets(self) -> bool:
@@ -450,8 +452,8 @@ def _default(name: str) -> Any:
 
 
 def _check_choice(args: IOVQAArguments, name: str) -> None:
-    hint = typing.get_type_hints(IOVQAArguments)[name]
-    choices = typing.get_args(hint)
+    registry = IOVQAArguments.__dataclass_fields__[name].metadata.get("choices")  # a registry's current names
+    choices = registry() if registry else typing.get_args(typing.get_type_hints(IOVQAArguments)[name])
     value = getattr(args, name)
     if value not in choices:
         raise PluginConfigError(f"iovqa_{name} must be one of {list(choices)}, got {value!r}")

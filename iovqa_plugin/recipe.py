@@ -10,6 +10,7 @@ import os
 from typing import Any, Optional
 
 from .config import PREFIX, IOVQAArguments, PluginConfigError, build_config
+from .errors import UserError
 
 RUN_CONFIG_FILE = "iovqa_config.json"  # the run's plugin keys, saved next to its adapter for the scorer
 
@@ -66,6 +67,26 @@ class PluginArgList(list):
     """The ``--key value`` form of :class:`PluginArgs`."""
 
     iovqa: Optional[IOVQAArguments] = None
+
+
+def load_recipe_file(path: Optional[str]) -> dict:
+    """A recipe YAML as a dict ({} for no path); UserError for a missing file or one that is no mapping."""
+    import yaml
+
+    if path is None:
+        return {}
+    if not os.path.isfile(path):
+        raise UserError(f"recipe not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle)
+    if not isinstance(recipe, dict):
+        raise UserError(f"{path}: not a YAML mapping")
+    return recipe
+
+
+def recipe_settings(recipe: dict) -> IOVQAArguments:
+    """The plugin settings of a recipe dict (the defaults when it has no iovqa_* key)."""
+    return split_recipe(recipe)[1] or IOVQAArguments()
 
 
 def split_recipe(args: Any) -> tuple[Any, Optional[IOVQAArguments]]:

@@ -24,11 +24,12 @@ logger = get_logger()
 
 def label_mask(run: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The run's label mask, as a function of (B, L) labels (LabelMaskError for rows without a score)."""
-    if run.label_format == "level":
+    if run.format.words:
         levels = level_tokens(template, tokenizer)
         return lambda labels: mask_level_labels(labels, levels)[0]
     is_number, digit_count = token_tables(tokenizer, run.label_format)
-    return lambda labels: mask_labels(labels, is_number, digit_count, scores=run.scores_per_answer)
+    digits = run.format.score_digits
+    return lambda labels: mask_labels(labels, is_number, digit_count, digits, scores=run.scores_per_answer)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         if self.run.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
-        targets = sample_targets([f.get("videos") for f in features]) if self.run.label_format == "level" else None
+        targets = sample_targets([f.get("videos") for f in features]) if self.run.format.words else None
         batch = super().__call__(features)
         try:
             batch["labels"] = self._mask(batch["labels"])

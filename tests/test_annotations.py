@@ -19,7 +19,8 @@ from iovqa_plugin.data.annotations import (
 )
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.demo.ladder import write_video
-from iovqa_plugin.data.labels import OUT_OF_RANGE, read_answer
+from iovqa_plugin.data.label_formats import read_answer
+from iovqa_plugin.data.labels import OUT_OF_RANGE
 
 COLUMNS = Columns("video_name", "Prompt", "Overall_MOS")
 

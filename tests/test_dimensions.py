@@ -13,7 +13,7 @@ from conftest import base_recipe, run_cli, write_recipe
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
 from iovqa_plugin.data.dimensions import joint_answer, joint_prefix, read_joint_answer, row_samples
-from iovqa_plugin.data.labels import mos_to_label
+from iovqa_plugin.data.label_formats import mos_to_label
 from iovqa_plugin.data.prompt import build_prompt
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables, trained_texts
 from test_mask import kept_text, labels_for

@@ -146,7 +146,7 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     assert metrics["srcc"] == pytest.approx(trained["eval_srcc"], abs=1e-4)
     assert metrics["plcc"] == pytest.approx(trained["eval_plcc"], abs=1e-4)
 
-    from iovqa_plugin.score.prediction_file import score_file
+    from iovqa_plugin.score.scoring_loop import score_file
 
     out = head_run["tmp"] / "head_preds.csv"
     stats = score_file(scorer, os.path.join(demo_dir, "demo", "val.csv"), str(out), demo_dir, mode="head", progress=False)

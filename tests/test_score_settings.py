@@ -86,7 +86,7 @@ def test_an_adapter_on_another_model_is_a_warning(trained, tmp_path):
 
 
 def test_a_head_model_scored_without_the_head_gets_a_hint():
-    from iovqa_plugin.cli import mode_hints
+    from iovqa_plugin.score.command import mode_hints
     from iovqa_plugin.config import IOVQAArguments
 
     head = IOVQAArguments(head="softmax_regression")

@@ -18,7 +18,8 @@ from typing import Any, Optional
 from ..config import IOVQAArguments
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
-from .labels import LabelError, mos_to_label, parse_std
+from .label_formats import mos_to_label
+from .labels import LabelError, parse_std
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
 _SHOWN_ISSUES = 20

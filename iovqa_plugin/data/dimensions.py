@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .labels import read_answer
+from .label_formats import read_answer
 
 OVERALL = "overall"
 DEFAULT_DIMENSIONS = (OVERALL,)
@@ -165,7 +165,7 @@ def row_samples(user_prompt: str, labels: dict[str, str], config) -> list[tuple[
     exactly as without dimensions (dimension None); ``joint`` is one sample (dimension None) whose answer
     holds every score; ``per_sample`` one sample per dimension.
     """
-    from .prompt import ANSWER_FORMATS, build_prompt
+    from .prompt import build_prompt
 
     names = config.dimension_names
     if not config.multi_dimension:
@@ -173,7 +173,7 @@ def row_samples(user_prompt: str, labels: dict[str, str], config) -> list[tuple[
                  labels[OVERALL])]
     if config.joint:
         template = prompt_template(None, names, base=config.prompt_template)
-        answer_format = joint_answer_format(names, ANSWER_FORMATS[config.label_format])
+        answer_format = joint_answer_format(names, config.format.answer_format)
         prompt = build_prompt(user_prompt, config.label_format, template, answer_format=answer_format)
         return [(None, prompt, joint_answer(labels, names))]
     return [(name, build_prompt(user_prompt, config.label_format,

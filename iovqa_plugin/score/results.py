@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from ..data.grid import VALUES
 from ..train.head import GRADE_NAMES
+from .modes import get_scoring_mode
 
-MODES = ("greedy", "expected", "both", "head")
 COLUMNS = [
     "video",
     "pred_mos",
@@ -60,7 +60,7 @@ class VideoResult:
     @property
     def pred_mos(self) -> Optional[float]:
         """The mode's score: greedy's number, the head's expectation, else the expected score (``both`` too)."""
-        return {"greedy": self.greedy_mos, "head": self.head_mos}.get(self.mode, self.expected_mos)
+        return getattr(self, get_scoring_mode(self.mode).score)
 
     def row(self) -> dict[str, Any]:
         row = {c: getattr(self, c, None) for c in COLUMNS}
@@ -85,5 +85,5 @@ class VideoResult:
         self.integer_mass = min(masses) if masses else None
         errors = [f"{name}: {p.greedy_error}" for name, p in self.dimensions.items() if p.greedy_error]
         self.greedy_error = "; ".join(errors) or None
-        if self.mode == "greedy" and errors:
+        if get_scoring_mode(self.mode).greedy_error_fails and errors:
             self.error = f"greedy {self.greedy_error}"

@@ -38,10 +38,11 @@ from typing import Any, Iterable, Iterator
 
 from ..data import dimensions as dims
 from ..data.frames import FrameCache, FrameSpec
-from ..data.labels import read_answer
+from ..data.label_formats import read_answer
 from ..train.mask import IGNORE_INDEX
 from . import decoding
-from .results import MODES, VideoResult
+from .modes import get_scoring_mode
+from .results import VideoResult
 from .settings import ScorerSettings
 
 
@@ -58,8 +59,8 @@ class Scorer:
         self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, plugin,
                                      device=settings.device)
         self.cache = FrameCache(plugin.cache_dir, FrameSpec(plugin.num_frames, plugin.frame_strategy, plugin.frame_format))
-        self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.label_format == "integer" else None
-        self.levels = self.loaded.level_tokens() if plugin.label_format == "level" else None
+        self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.format.expected == "grid" else None
+        self.levels = self.loaded.level_tokens() if plugin.format.expected == "levels" else None
         self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if plugin.head_on else None
 
     def prompts(self, prompt_text: str) -> list[tuple[Any, str]]:
@@ -131,7 +132,7 @@ class Scorer:
         results = []
         for video, video_parts in zip(videos, parts):
             text = None
-            if mode in ("greedy", "both"):
+            if get_scoring_mode(mode).greedy:
                 text = dims.joint_answer({n: (p.greedy_text or "").strip() for n, p in video_parts.items()}, names)
             result = VideoResult(video=video, mode=mode, greedy_text=text, dimensions=video_parts)
             result.summarise_dimensions()
@@ -151,23 +152,24 @@ class Scorer:
         from ..data.grid import expected_mos
 
         batch = self.batch(features)
-        if mode == "head":
+        decoders = get_scoring_mode(mode)
+        if decoders.head:
             if self.head is None:
                 raise ValueError("mode 'head' needs a model trained with iovqa_head: softmax_regression")
             mean, grades = decoding.head_scores(self.loaded.model, batch, self.head)
-            return [VideoResult(video=v, mode="head", head_mos=float(mean[i]), grades=grades[i].tolist())
+            return [VideoResult(video=v, mode=mode, head_mos=float(mean[i]), grades=grades[i].tolist())
                     for i, v in enumerate(videos)]
         results = [VideoResult(video=v, mode=mode) for v in videos]
-        if mode in ("greedy", "both"):
+        if decoders.greedy:
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
                 answer = decoding.answer_text(text, self.loaded.thought_tags)
                 result.greedy_mos, reason = read_answer(answer, self.plugin.label_format)
                 if reason is not None:  # never a MOS: no number, or one off the label grid
                     result.greedy_error = reason
-                    if mode == "greedy":
+                    if decoders.greedy_error_fails:
                         result.error = f"greedy {reason}"
-        if mode in ("expected", "both") and self.levels is not None:
+        if decoders.expected and self.levels is not None:
             from ..data.levels import expected_level
 
             probabilities, mass = decoding.level_distribution(self.loaded.model, batch, self.levels)
@@ -175,7 +177,7 @@ class Scorer:
             for i, result in enumerate(results):
                 result.expected_mos, result.expected_std = float(mean[i]), float(std[i])
                 result.integer_mass, result.grades = float(mass[i]), probabilities[i].tolist()
-        elif mode in ("expected", "both"):
+        elif decoders.expected:
             probabilities, mass = self.distribution(batch)
             mean, std = expected_mos(probabilities)
             for i, result in enumerate(results):
@@ -188,8 +190,7 @@ class Scorer:
     def score_rows(self, rows: Iterable[tuple[str, str, str]], mode: str = "expected",
                    batch_size: int = 4) -> Iterator[VideoResult]:
         """Yield a :class:`VideoResult` per (video id, video path, text prompt); failures become error rows."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        get_scoring_mode(mode)  # an unknown mode is refused before any video is read
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         pending: list[tuple[str, list[dict]]] = []
