@@ -12,7 +12,8 @@ from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
 from iovqa_plugin.train.mask import token_tables, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 

@@ -16,7 +16,7 @@ import torch
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.train.head import add_label_token
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 
 from .run import run_scope
 from .score_position import check_template_support

@@ -25,7 +25,8 @@ from iovqa_plugin.config import PluginConfigError
 from iovqa_plugin.data.label_formats import get_label_format
 from iovqa_plugin.data.labels import LEVEL_WORDS
 from iovqa_plugin.data.levels import LevelTokens
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, token_tables
 
 from .transformers_fixes import check_video_positions
 

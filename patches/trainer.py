@@ -32,7 +32,8 @@ from transformers.loss.loss_utils import LOSS_MAPPING
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
-from iovqa_plugin.data.levels import LEVELS, LevelTokens, expected_level
+from iovqa_plugin.data.labels import LEVELS
+from iovqa_plugin.data.levels import LevelTokens, expected_level
 from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
 from iovqa_plugin.train.labelled_logits import LabelledLogitsError, causal_lm_loss, compact_for_metrics, labelled_loss
 from iovqa_plugin.train.rank_loss import RankSettings, integer_score_distributions, rank_loss, score_moments

@@ -24,7 +24,11 @@ from typing import Any
 MOS_MIN = Decimal(1)
 MOS_MAX = Decimal(5)
 INTEGER_MIN, INTEGER_MAX = 10, 50
-LEVEL_WORDS = ("bad", "poor", "fair", "good", "excellent")  # levels 1..5 (Q-Align's words)
+INTEGER_LABELS = tuple(range(INTEGER_MIN, INTEGER_MAX + 1))  # the score grid 10..50 (MOS x 10)
+# The five levels 1..5 and their words (Q-Align's): level labels, the head's grades, soft and ranking targets.
+LEVEL_WORDS = ("bad", "poor", "fair", "good", "excellent")
+LEVELS = tuple(float(level) for level in range(1, len(LEVEL_WORDS) + 1))
+IGNORE_INDEX = -100  # a label position the loss skips (LLaMA-Factory's and transformers' value)
 
 _TENTH = Decimal("0.1")
 OUT_OF_RANGE = "out of range"

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..data.grid import VALUES
-from ..train.head import GRADE_NAMES
+from ..data.labels import INTEGER_LABELS, LEVEL_WORDS
 from .modes import get_scoring_mode
 
 COLUMNS = [
@@ -29,10 +28,10 @@ COLUMNS = [
     "expected_std",
     "integer_mass",
     "head_mos",
-    *(f"p_{name}" for name in GRADE_NAMES),
+    *(f"p_{name}" for name in LEVEL_WORDS),
     "error",
 ]
-PROBABILITY_COLUMNS = [f"p_{v}" for v in VALUES]  # with --save-probs
+PROBABILITY_COLUMNS = [f"p_{v}" for v in INTEGER_LABELS]  # with --save-probs
 DIMENSION_COLUMNS = ["pred_mos", "greedy_mos", "greedy_error", "expected_mos", "expected_std", "integer_mass"]
 
 
@@ -65,7 +64,7 @@ class VideoResult:
     def row(self) -> dict[str, Any]:
         row = {c: getattr(self, c, None) for c in COLUMNS}
         if self.grades is not None:
-            row.update({f"p_{name}": p for name, p in zip(GRADE_NAMES, self.grades)})
+            row.update({f"p_{name}": p for name, p in zip(LEVEL_WORDS, self.grades)})
         if self.probabilities is not None:
             row.update(dict(zip(PROBABILITY_COLUMNS, self.probabilities)))
         for name, result in (self.dimensions or {}).items():

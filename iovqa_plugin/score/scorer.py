@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 from ..data import dimensions as dims
 from ..data.frames import FrameCache, FrameSpec
 from ..data.label_formats import read_answer
-from ..train.mask import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX
 from . import decoding
 from .modes import get_scoring_mode
 from .results import VideoResult

@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from ..data.labels import IGNORE_INDEX
+
 SCORE_DIGITS = 2  # "10".."50" and "1.0".."5.0" both have two digits (each format's score_digits)
 
 _TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
