@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from ..config import IOVQAArguments
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
 from .label_formats import mos_to_label
 from .labels import LabelError, parse_std
+from .prompt import cut_prompt
+
+if TYPE_CHECKING:  # the settings are handed in; config.py stands above data/
+    from ..config import IOVQAArguments
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
 _SHOWN_ISSUES = 20
@@ -144,6 +147,14 @@ def read_table(path: str):
     return frame
 
 
+def annotation_tables(path: str) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
+    """(file, its columns, its rows as records) of each annotation file at ``path``: the one reader of annotation
+    files, for training (LLaMA-Factory's dataset and the converter), scoring, ``iovqa eval`` and ensembles."""
+    for file in annotation_files(path):
+        table = read_table(file)
+        yield file, list(table.columns), table.to_dict(orient="records")
+
+
 ROW_COLUMN = "_iovqa_row"  # the row's identity, carried through LLaMA-Factory's dataset to the converter
 
 
@@ -165,8 +176,8 @@ def annotation_rows(path: str, dimensions: tuple[str, ...] = ()) -> list[dict[st
     ``ROW_COLUMN`` names the (row, dimension) sample.
     """
     rows = []
-    for file in annotation_files(path):
-        for row, record in enumerate(read_table(file).to_dict(orient="records"), start=1):
+    for file, _, records in annotation_tables(path):
+        for row, record in enumerate(records, start=1):
             cells = {str(k): None if _is_missing(v) and not isinstance(v, str) else str(v) for k, v in record.items()}
             for dimension in dimensions or (None,):
                 rows.append({**cells, ROW_COLUMN: row_id(file, row, dimension)})
@@ -229,14 +240,20 @@ def check_labels(file: str, table: Any, video_column: str, mos_column: str) -> N
         raise AnnotationError(issues, hint=f"Fix the rows: {mos_column} is checked as training checks a MOS.")
 
 
-def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
-    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
+def row_input(file: str, row: int, record: dict, columns: Columns) -> tuple[Any, Any, list[Issue]]:
+    """(video, text prompt, issues) of one record: what scoring reads of a row, checked as training checks it."""
     issues = [issue for issue in [_video_issue(file, row, record, columns.video)] if issue]
     prompt = record.get(columns.prompt)
     if _is_missing(prompt):
         issues.append(Issue(file, row, columns.prompt, _shown(prompt), "text prompt is empty"))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
+    return record.get(columns.video), prompt, issues
+
+
+def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
+    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
+    _, prompt, issues = row_input(file, row, record, columns)
     labels = {}
     for dimension, column in mos_columns(config.dimension_names, config.dimension_columns, columns.mos).items():
         labels[dimension], issue = _label(file, row, record, column, config.label_format)
@@ -260,10 +277,9 @@ def load_annotations(
     """
     records = []
     mos_of = mos_columns(config.dimension_names, config.dimension_columns, columns.mos)
-    for file in annotation_files(path):
-        table = read_table(file)
-        check_columns(file, list(table.columns), columns, tuple(dict.fromkeys(mos_of.values())))
-        records.extend((file, row, rec) for row, rec in enumerate(table.to_dict(orient="records"), start=1))
+    for file, present, rows in annotation_tables(path):
+        check_columns(file, present, columns, tuple(dict.fromkeys(mos_of.values())))
+        records.extend((file, row, rec) for row, rec in enumerate(rows, start=1))
 
     # A video named by several rows is ambiguous. In error mode every one of those rows is reported; when bad
     # rows are skipped, the first row (in file order) is kept and the later ones are reported as its duplicates.
@@ -292,9 +308,9 @@ def load_annotations(
             key = video if isinstance(video, str) else ""
             issues.extend(Issue(i.file, i.row, i.field, i.value, i.reason, key) for i in row_issues)
             continue
-        if len(prompt) > config.max_prompt_chars:
-            prompt = prompt[: config.max_prompt_chars]
-            stats["prompts_cut"] += 1
+        cut = cut_prompt(prompt, config.max_prompt_chars)
+        stats["prompts_cut"] += cut != prompt
+        prompt = cut
         for dimension, full_prompt, answer in row_samples(prompt, labels, config):
             column = mos_of[dimension or config.dimension_names[0]]  # joint: the first dimension's MOS
             samples.append(

@@ -13,10 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..config import IOVQAArguments
 from .annotations import STOCK_COLUMN_DEFAULTS, Columns, resolve_columns
+
+if TYPE_CHECKING:  # the settings are handed in; config.py stands above data/
+    from ..config import IOVQAArguments
 
 DEFAULT_DATASET_DIR = "data"  # LLaMA-Factory's default dataset_dir
 # What an `iovqa` dataset's `columns` may map: video path, text prompt, MOS, the MOS's rater standard deviation.
@@ -125,18 +127,20 @@ def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
 
 def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
     """(video id, video path, text prompt) of every row of a source, in file order (labels not needed)."""
-    from .annotations import AnnotationFileError, annotation_files, read_table
+    from .annotations import AnnotationError, AnnotationFileError, annotation_tables, row_input
 
-    rows = []
-    for file in annotation_files(source.path):
-        table = read_table(file)
+    rows, issues = [], []
+    for file, present, records in annotation_tables(source.path):
         for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
-            if column not in table.columns:
-                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
+            if column not in present:
+                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {present}); name yours with "
                                  f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
-        for row, record in enumerate(table.to_dict(orient="records"), start=1):
-            video = str(record[source.columns.video] or "").strip()
-            if not video:
-                raise ValueError(f"{file}: row {row}: field {source.columns.video!r} is empty")
-            rows.append((video, os.path.join(source.media_dir, video), str(record[source.columns.prompt])))
+        for row, record in enumerate(records, start=1):
+            video, prompt, found = row_input(file, row, record, source.columns)
+            issues += found
+            if not found:
+                rows.append((video.strip(), os.path.join(source.media_dir, video.strip()), prompt))
+    if issues:
+        raise AnnotationError(issues, hint="Fix the rows: a scored row's video and text prompt are checked as "
+                                           "training checks them.")
     return rows

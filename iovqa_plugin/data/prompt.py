@@ -58,6 +58,12 @@ def check_template(template: str, label_token: bool = False) -> None:
         raise PromptTemplateError("{label_token} is only for iovqa_head: softmax_regression")
 
 
+def cut_prompt(text: str, max_chars: int) -> str:
+    """A row's text prompt as the model sees it: its first ``max_chars`` characters (iovqa_max_prompt_chars), in
+    training and scoring alike."""
+    return text[:max_chars]
+
+
 def neutralize_placeholders(text: str) -> str:
     """Rewrite literal ``<video>``-style text so LLaMA-Factory does not count it as media."""
     for placeholder in _MEDIA_PLACEHOLDERS:

@@ -40,6 +40,7 @@ from ..data import dimensions as dims
 from ..data.frames import FrameCache, FrameSpec
 from ..data.label_formats import read_answer
 from ..data.labels import IGNORE_INDEX
+from ..data.prompt import cut_prompt
 from . import decoding
 from .modes import get_scoring_mode
 from .results import VideoResult
@@ -67,7 +68,8 @@ class Scorer:
         """(dimension, training prompt) of each sample of this text prompt (one, except per_sample dimensions)."""
         blank = {name: "" for name in self.plugin.dimension_names}
         return [(dimension, prompt) for dimension, prompt, _ in
-                dims.row_samples(prompt_text[: self.plugin.max_prompt_chars], blank, self.plugin)]
+                dims.row_samples(cut_prompt(prompt_text, self.plugin.max_prompt_chars), blank,
+                                 self.plugin)]
 
     def encode(self, prompt_text: str, frames: list[str]) -> dict[str, Any]:
         """One sample's features: the training prompt for this text and these frames, without the answer."""
