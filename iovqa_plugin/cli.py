@@ -122,7 +122,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from .config import help_text
+    from .config_parser import help_text
 
     print(help_text())
     return 0

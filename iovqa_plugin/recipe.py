@@ -9,7 +9,8 @@ import json
 import os
 from typing import Any, Optional
 
-from .config import PREFIX, IOVQAArguments, PluginConfigError, build_config
+from .config import PREFIX, IOVQAArguments, PluginConfigError
+from .config_parser import build_config
 from .errors import UserError
 
 RUN_CONFIG_FILE = "iovqa_config.json"  # the run's plugin keys, saved next to its adapter for the scorer

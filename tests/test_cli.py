@@ -135,7 +135,7 @@ def test_eval_and_ensemble_know_the_dimensions_from_the_prediction_files(demo_di
 
     import pandas as pd
 
-    from iovqa_plugin.config import build_config
+    from iovqa_plugin.config_parser import build_config
     from iovqa_plugin.score.scoring_loop import run_identity
     from iovqa_plugin.score.settings import ScorerSettings
 
@@ -176,7 +176,7 @@ def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, ca
 
     import pandas as pd
 
-    from iovqa_plugin.config import build_config
+    from iovqa_plugin.config_parser import build_config
     from iovqa_plugin.score.scoring_loop import run_identity
     from iovqa_plugin.score.settings import ScorerSettings
 

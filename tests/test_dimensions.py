@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import base_recipe, run_cli, write_recipe
-from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
 from iovqa_plugin.data.dimensions import joint_answer, joint_prefix, read_joint_answer, row_samples
 from iovqa_plugin.data.label_formats import mos_to_label

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from conftest import base_recipe, run_cli, write_recipe
-from iovqa_plugin import config
+from iovqa_plugin import config, config_parser
 from iovqa_plugin.train.head import head_loss, label_positions, soft_target
 
 HEAD_KEYS = {"iovqa_head": "softmax_regression"}
@@ -52,13 +52,13 @@ def test_label_token_must_be_there_once():
 )
 def test_bad_head_configurations(keys, message):
     with pytest.raises(config.PluginConfigError, match=message):
-        config.build_config({**HEAD_KEYS, **keys})
+        config_parser.build_config({**HEAD_KEYS, **keys})
 
 
 def test_label_token_only_with_the_head():
     with pytest.raises(config.PluginConfigError, match="only for iovqa_head"):
-        config.build_config({"iovqa_prompt_template": "{prompt}{label_token}"})
-    assert config.build_config({**HEAD_KEYS, "iovqa_prompt_template": "Rate {prompt}{label_token}"}).head != "none"
+        config_parser.build_config({"iovqa_prompt_template": "{prompt}{label_token}"})
+    assert config_parser.build_config({**HEAD_KEYS, "iovqa_prompt_template": "Rate {prompt}{label_token}"}).head != "none"
 
 
 def test_trainable_parameters_are_lora_head_and_one_row(tiny_model, demo_dir, tmp_path, clean_plugin_state):

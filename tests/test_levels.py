@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import DEMO_COLUMNS, base_recipe, run_cli, write_recipe
-from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
 from iovqa_plugin.data.label_formats import label_to_mos, mos_to_label, read_answer
 from iovqa_plugin.data.labels import LEVEL_WORDS, mos_to_level

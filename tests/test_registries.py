@@ -49,7 +49,8 @@ def greedy_first():
 
 
 def test_a_registered_format_is_a_config_choice_until_removed(out_of_fifty):
-    from iovqa_plugin.config import PluginConfigError, build_config
+    from iovqa_plugin.config import PluginConfigError
+    from iovqa_plugin.config_parser import build_config
 
     config = build_config({"iovqa_label_format": NAME})
     assert config.format is out_of_fifty and config.integer_scores  # read off the grid like integer labels
@@ -71,7 +72,7 @@ def test_the_registry_refuses_a_second_entry_of_a_name():
 
 
 def test_the_formatter_writes_the_new_format(out_of_fifty, demo_dir):
-    from iovqa_plugin.config import build_config
+    from iovqa_plugin.config_parser import build_config
     from iovqa_plugin.data.annotations import Columns, load_annotations
 
     config = build_config({"iovqa_label_format": NAME, "iovqa_frame_cache_dir": os.path.join(demo_dir, "frame_cache")})
