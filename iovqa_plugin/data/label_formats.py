@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Optional
 
+from ..registry import Registry
 from .labels import (
     INTEGER_MAX, INTEGER_MIN, LEVEL_WORDS, MOS_MAX, MOS_MIN, NO_LEVEL_WORD, NO_NUMBER, OUT_OF_RANGE, mos_to_integer,
     mos_to_level, round_mos,
@@ -72,21 +73,9 @@ class LabelFormat:
         return self.mask == "words"
 
 
-LABEL_FORMATS: dict[str, LabelFormat] = {}
-
-
-def register_label_format(label_format: LabelFormat) -> LabelFormat:
-    """Add a format (its name becomes a choice of ``iovqa_label_format``)."""
-    if label_format.name in LABEL_FORMATS:
-        raise ValueError(f"label format {label_format.name!r} is registered already")
-    LABEL_FORMATS[label_format.name] = label_format
-    return label_format
-
-
-def get_label_format(name: str) -> LabelFormat:
-    if name not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {tuple(LABEL_FORMATS)}, got {name!r}")
-    return LABEL_FORMATS[name]
+LABEL_FORMATS: Registry[LabelFormat] = Registry("label format", "label_format")
+register_label_format = LABEL_FORMATS.register
+get_label_format = LABEL_FORMATS.lookup
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the sign is kept: "-12" is out of range, not 1.2

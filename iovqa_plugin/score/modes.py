@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..registry import Registry
+
 MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; greedy stops at a complete one sooner)
 SCORES = ("greedy_mos", "expected_mos", "head_mos")  # the result fields a mode's pred_mos can be
 
@@ -32,20 +34,9 @@ class ScoringMode:
             raise ValueError(f"scoring mode {self.name!r}: the head is scored alone")
 
 
-SCORING_MODES: dict[str, ScoringMode] = {}
-
-
-def register_scoring_mode(mode: ScoringMode) -> ScoringMode:
-    if mode.name in SCORING_MODES:
-        raise ValueError(f"scoring mode {mode.name!r} is registered already")
-    SCORING_MODES[mode.name] = mode
-    return mode
-
-
-def get_scoring_mode(name: str) -> ScoringMode:
-    if name not in SCORING_MODES:
-        raise ValueError(f"mode must be one of {tuple(SCORING_MODES)}, got {name!r}")
-    return SCORING_MODES[name]
+SCORING_MODES: Registry[ScoringMode] = Registry("scoring mode", "mode")
+register_scoring_mode = SCORING_MODES.register
+get_scoring_mode = SCORING_MODES.lookup
 
 
 register_scoring_mode(ScoringMode("expected", expected=True))
