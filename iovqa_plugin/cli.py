@@ -45,33 +45,33 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .recipe import load_recipe_file, split_recipe
 
     raw = load_recipe_file(args.recipe)
-    recipe, config = split_recipe(raw)
-    if config is None:
+    recipe, iovqa_args = split_recipe(raw)
+    if iovqa_args is None:
         raise UserError(f"{args.recipe}: the recipe has no iovqa_* key")
     with run_scope(None):
         training_args(raw)  # the recipe's own checks (keys, template) before any frame is extracted
     if args.workers:
-        config.frame_workers = args.workers
+        iovqa_args.frame_workers = args.workers
     status = 0
     for name in dataset_names(recipe):
-        source = resolve_data(name, recipe, config)
+        source = resolve_data(name, recipe, iovqa_args)
         if source.formatting != "iovqa":
             print(f"{name}: formatting is {source.formatting!r}, not iovqa: skipped")
             continue
         start = time.time()
         try:
-            samples, issues, stats = load_annotations(source.path, source.columns, config, source.media_dir)
+            samples, issues, stats = load_annotations(source.path, source.columns, iovqa_args, source.media_dir)
         except AnnotationError as err:
             print(f"{name}: {err}", file=sys.stderr)
             status = 1
             continue
         print(
             f"{name}: {stats['rows']} rows, {stats['used']} ready, {stats['skipped_rows']} skipped "
-            f"({time.time() - start:.1f}s); frames in {config.cache_dir}"
+            f"({time.time() - start:.1f}s); frames in {iovqa_args.cache_dir}"
         )
         if issues:
-            write_issue_report(issues, config.skip_report_path, sorted({i.file for i in issues}))
-            print(f"{name}: skipped rows and reasons: {config.skip_report_path}")
+            write_issue_report(issues, iovqa_args.skip_report_path, sorted({i.file for i in issues}))
+            print(f"{name}: skipped rows and reasons: {iovqa_args.skip_report_path}")
     if status:
         return status
     counts = check_training_data(raw)  # tokenizer, template, samples and their lengths, as training builds them

@@ -31,7 +31,8 @@ class PluginConfigError(ValueError):
 
 @dataclass
 class IOVQAArguments:
-    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``)."""
+    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``). An instance is called ``iovqa_args``
+    wherever it is passed, beside LLaMA-Factory's ``model_args``, ``data_args`` and ``finetuning_args``."""
 
     label_format: str = field(
         default="integer",

@@ -133,7 +133,7 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     from iovqa_plugin.score.settings import ScorerSettings
 
     settings = ScorerSettings.from_recipe(write_recipe(head_run["tmp"] / "s.yaml", head_run["recipe"]))
-    assert settings.plugin.head == "softmax_regression" and settings.adapter == str(head_run["out"])
+    assert settings.iovqa_args.head == "softmax_regression" and settings.adapter == str(head_run["out"])
     scorer = Scorer(settings)
     val = pd.read_csv(os.path.join(demo_dir, "demo", "val.csv"))
     rows = [(v, os.path.join(demo_dir, v), p) for v, p in zip(val["video_name"], val["Prompt"])]
@@ -163,7 +163,7 @@ def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
 
     recipe = {k: v for k, v in head_run["recipe"].items() if k != "iovqa_head"}
     settings = ScorerSettings.from_recipe(write_recipe(head_run["tmp"] / "plain.yaml", recipe))
-    settings.plugin = config.IOVQAArguments(frame_cache_dir=recipe["iovqa_frame_cache_dir"])
+    settings.iovqa_args = config.IOVQAArguments(frame_cache_dir=recipe["iovqa_frame_cache_dir"])
     with pytest.raises(ValueError, match="trained with the softmax-regression head"):
         Scorer(settings)
 
@@ -208,6 +208,6 @@ def test_merged_export_keeps_the_head(head_run, tiny_model, demo_dir, clean_plug
     assert [r.head_mos for r in merged.score_rows(rows, mode="head")] == pytest.approx(expected, abs=1e-4)
 
     plain = ScorerSettings.from_recipe(train_recipe, model=str(export), adapter="")
-    plain.plugin = config.IOVQAArguments(frame_cache_dir=head_run["recipe"]["iovqa_frame_cache_dir"])
+    plain.iovqa_args = config.IOVQAArguments(frame_cache_dir=head_run["recipe"]["iovqa_frame_cache_dir"])
     with pytest.raises(ValueError, match="would drop the head"):
         Scorer(plain)

@@ -256,7 +256,7 @@ def test_a_refused_resume_writes_nothing_and_loads_no_model(scorer, tiny_model, 
     recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "none")))
     annotations, out = tmp_path / "a.csv", tmp_path / "preds.csv"
     pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(3).to_csv(annotations, index=False)
-    rows = scoring_rows(resolve_data(str(annotations), None, scorer.plugin, media_dir=demo_dir))
+    rows = scoring_rows(resolve_data(str(annotations), None, scorer.iovqa_args, media_dir=demo_dir))
     score_rows_into(scorer, rows, str(out), "expected", 3, False, progress=False, extra_identity=score_options())
     written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("preds")}
     assert set(written) == {"preds.csv", "preds.csv.meta.json"}

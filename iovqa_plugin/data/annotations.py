@@ -94,7 +94,7 @@ class AnnotationFileError(ValueError):
 STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
 
 
-def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
+def resolve_columns(dataset_attr: Any, iovqa_args: IOVQAArguments) -> Columns:
     """dataset_info.json `columns` (videos, prompt, response, std) where given, else the plugin's column keys.
 
     The std column is read by soft-target runs only (the only ones with a use for it)."""
@@ -104,10 +104,10 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
         return fallback if value is None or value == STOCK_COLUMN_DEFAULTS[attr] else value
 
     return Columns(
-        video=pick("videos", config.video_column),
-        prompt=pick("prompt", config.prompt_column),
-        mos=pick("response", config.mos_column),
-        std=(getattr(dataset_attr, "std", None) or config.std_column) if config.soft_targets else None,
+        video=pick("videos", iovqa_args.video_column),
+        prompt=pick("prompt", iovqa_args.prompt_column),
+        mos=pick("response", iovqa_args.mos_column),
+        std=(getattr(dataset_attr, "std", None) or iovqa_args.std_column) if iovqa_args.soft_targets else None,
     )
 
 
@@ -251,12 +251,12 @@ def row_input(file: str, row: int, record: dict, columns: Columns) -> tuple[Any,
     return record.get(columns.video), prompt, issues
 
 
-def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
+def _row_issues(file: str, row: int, record: dict, columns: Columns, iovqa_args: IOVQAArguments):
     """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
     _, prompt, issues = row_input(file, row, record, columns)
     labels = {}
-    for dimension, column in mos_columns(config.dimension_names, config.dimension_columns, columns.mos).items():
-        labels[dimension], issue = _label(file, row, record, column, config.label_format)
+    for dimension, column in mos_columns(iovqa_args.dimension_names, iovqa_args.dimension_columns, columns.mos).items():
+        labels[dimension], issue = _label(file, row, record, column, iovqa_args.label_format)
         issues += [issue] if issue else []
     std = None
     if columns.std is not None:
@@ -268,15 +268,15 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
 
 
 def load_annotations(
-    path: str, columns: Columns, config: IOVQAArguments, media_dir: str, progress: bool = True
+    path: str, columns: Columns, iovqa_args: IOVQAArguments, media_dir: str, progress: bool = True
 ) -> tuple[list[Sample], list[Issue], dict[str, int]]:
     """Check every row of the annotation file(s) at ``path`` and sample frames.
 
     Returns (samples, issues, stats). Raises :class:`AnnotationError` listing
-    all bad rows unless ``config.on_bad_row == "skip"``.
+    all bad rows unless ``iovqa_args.on_bad_row == "skip"``.
     """
     records = []
-    mos_of = mos_columns(config.dimension_names, config.dimension_columns, columns.mos)
+    mos_of = mos_columns(iovqa_args.dimension_names, iovqa_args.dimension_columns, columns.mos)
     for file, present, rows in annotation_tables(path):
         check_columns(file, present, columns, tuple(dict.fromkeys(mos_of.values())))
         records.extend((file, row, rec) for row, rec in enumerate(rows, start=1))
@@ -293,11 +293,11 @@ def load_annotations(
     issues: list[Issue] = []
     stats = {"rows": len(records), "prompts_cut": 0}
     for file, row, record in records:
-        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, config)
+        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, iovqa_args)
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
         if video in rows_of and len(rows_of[video]) > 1:
-            (first_file, first_row), keep_first = rows_of[video][0], config.on_bad_row == "skip"
+            (first_file, first_row), keep_first = rows_of[video][0], iovqa_args.on_bad_row == "skip"
             if not keep_first:
                 others = ", ".join(f"{os.path.basename(f)} row {r}" for f, r in rows_of[video] if (f, r) != (file, row))
                 row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id (also {others})"))
@@ -308,11 +308,11 @@ def load_annotations(
             key = video if isinstance(video, str) else ""
             issues.extend(Issue(i.file, i.row, i.field, i.value, i.reason, key) for i in row_issues)
             continue
-        cut = cut_prompt(prompt, config.max_prompt_chars)
+        cut = cut_prompt(prompt, iovqa_args.max_prompt_chars)
         stats["prompts_cut"] += cut != prompt
         prompt = cut
-        for dimension, full_prompt, answer in row_samples(prompt, labels, config):
-            column = mos_of[dimension or config.dimension_names[0]]  # joint: the first dimension's MOS
+        for dimension, full_prompt, answer in row_samples(prompt, labels, iovqa_args):
+            column = mos_of[dimension or iovqa_args.dimension_names[0]]  # joint: the first dimension's MOS
             samples.append(
                 Sample(
                     file=file,
@@ -327,10 +327,10 @@ def load_annotations(
                 )
             )
 
-    samples, video_issues = _attach_frames(samples, columns, config, progress)
+    samples, video_issues = _attach_frames(samples, columns, iovqa_args, progress)
     issues.extend(dict.fromkeys(video_issues))  # per_sample: a row's samples share its video (one issue)
     issues.sort(key=lambda i: (i.file, i.row))
-    if issues and config.on_bad_row == "error":
+    if issues and iovqa_args.on_bad_row == "error":
         raise AnnotationError(issues)
     stats["used"] = len({(s.file, s.row) for s in samples})
     stats["samples"] = len(samples)  # per_sample dimensions: several per row
@@ -338,10 +338,10 @@ def load_annotations(
     return samples, issues, stats
 
 
-def _attach_frames(samples: list[Sample], columns: Columns, config: IOVQAArguments, progress: bool):
-    cache = FrameCache(config.cache_dir, FrameSpec(config.num_frames, config.frame_strategy, config.frame_format))
+def _attach_frames(samples: list[Sample], columns: Columns, iovqa_args: IOVQAArguments, progress: bool):
+    cache = FrameCache(iovqa_args.cache_dir, FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format))
     results = extract_many(
-        [s.video_path for s in samples], cache, workers=config.frame_workers, progress=progress, desc="iovqa frames"
+        [s.video_path for s in samples], cache, workers=iovqa_args.frame_workers, progress=progress, desc="iovqa frames"
     )
     kept, issues = [], []
     for sample in samples:

@@ -84,15 +84,15 @@ def iovqa_columns(name: str, entry: dict) -> dict:
     return columns
 
 
-def entry_columns(name: str, entry: dict, config: IOVQAArguments) -> Columns:
+def entry_columns(name: str, entry: dict, iovqa_args: IOVQAArguments) -> Columns:
     """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
     if "columns" not in entry:  # without `columns`, LLaMA-Factory's own defaults apply
-        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), config)
+        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), iovqa_args)
     columns = iovqa_columns(name, entry) if entry.get("formatting") == "iovqa" else entry["columns"] or {}
-    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), config)
+    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), iovqa_args)
 
 
-def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, media_dir: Optional[str] = None,
+def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, media_dir: Optional[str] = None,
                  columns: Optional[dict[str, Optional[str]]] = None) -> DataSource:
     """A dataset name (through the recipe's dataset_info.json) or an annotation file.
 
@@ -102,7 +102,7 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
     dataset_dir, recipe_media_dir = data_dirs(recipe)
     overrides = {k: v for k, v in (columns or {}).items() if v}
     if os.path.exists(data):
-        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), config)
+        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), iovqa_args)
         return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides))
     info = read_dataset_info(dataset_dir)
     entry = info.get(data)
@@ -116,7 +116,7 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
         data,
         os.path.join(dataset_dir, entry["file_name"]),
         media_dir or recipe_media_dir,
-        _override(entry_columns(data, entry, config), overrides),
+        _override(entry_columns(data, entry, iovqa_args), overrides),
         entry.get("formatting", "alpaca"),
     )
 

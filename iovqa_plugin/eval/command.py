@@ -32,15 +32,15 @@ def _dimension_columns(args: argparse.Namespace, pred_paths: list[str], mos_colu
     from ..data.dimensions import mos_columns
     from ..score.prediction_file import recorded_dimensions
 
-    config = recipe_settings(load_recipe_file(args.recipe))
-    recorded = {path: recorded_dimensions(path) or _unrecorded_dimensions(path, config) for path in pred_paths}
+    iovqa_args = recipe_settings(load_recipe_file(args.recipe))
+    recorded = {path: recorded_dimensions(path) or _unrecorded_dimensions(path, iovqa_args) for path in pred_paths}
     if len({names for names, _ in recorded.values()}) > 1:
         shown = "; ".join(f"{path}: {list(names) or 'one score'}" for path, (names, _) in recorded.items())
         raise UserError(f"the prediction files score different quality dimensions ({shown})")
     names, columns = next(iter(recorded.values()))
     if not names:
         return {}
-    found = mos_columns(names, {**columns, **(config.dimension_columns or {})}, mos_column)
+    found = mos_columns(names, {**columns, **(iovqa_args.dimension_columns or {})}, mos_column)
     unknown = [name for name, column in found.items() if column is None]
     if unknown:
         raise UserError(f"no MOS column known for dimension(s) {unknown} of {pred_paths[0]}: give --recipe with "
@@ -48,13 +48,13 @@ def _dimension_columns(args: argparse.Namespace, pred_paths: list[str], mos_colu
     return found
 
 
-def _unrecorded_dimensions(path: str, config) -> tuple[tuple[str, ...], dict]:
+def _unrecorded_dimensions(path: str, iovqa_args) -> tuple[tuple[str, ...], dict]:
     """The dimensions of a prediction file without ``.meta.json``: the recipe's; per-dimension columns without
     a recipe naming their dimensions are refused (their mean is no overall score)."""
     from .predictions import dimension_columns_of
 
-    if config.multi_dimension:
-        return config.dimension_names, dict(config.dimension_columns or {})
+    if iovqa_args.multi_dimension:
+        return iovqa_args.dimension_names, dict(iovqa_args.dimension_columns or {})
     found = dimension_columns_of(path)
     if found:
         raise UserError(f"{path} has per-dimension columns ({', '.join(found)}) but no .meta.json saying which "
@@ -171,9 +171,9 @@ def ensemble_command(args: argparse.Namespace) -> int:
     from ..config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
     from .ensemble import load_config, members_from_files, run_ensemble, run_ensemble_dimensions
 
-    if bool(args.config) == bool(args.pred):
+    if bool(args.iovqa_args) == bool(args.pred):
         raise UserError("give either --config (a YAML of members) or --pred (prediction files)")
-    members = args.config or members_from_files(args.pred, args.weights)
+    members = args.iovqa_args or members_from_files(args.pred, args.weights)
     fit_labels, video_column, mos_column = None, TAOBAO_VIDEO_COLUMN, TAOBAO_MOS_COLUMN
     if args.fit_labels:
         fit_labels, video_column, mos_column = _labels(args, args.fit_labels)

@@ -40,8 +40,8 @@ def score_command(args: argparse.Namespace) -> int:
         die_with_parent(int(os.environ.get(PARENT_VARIABLE) or os.getppid()))
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
     if args.frame_cache_dir:  # where frames are cached changes no score
-        settings.plugin.frame_cache_dir = args.frame_cache_dir
-    source = resolve_data(args.data, load_recipe_file(args.recipe), settings.plugin, media_dir=args.media_dir,
+        settings.iovqa_args.frame_cache_dir = args.frame_cache_dir
+    source = resolve_data(args.data, load_recipe_file(args.recipe), settings.iovqa_args, media_dir=args.media_dir,
                           columns={"video": args.video_column, "prompt": args.prompt_column})
     rows = scoring_rows(source)
     identity = run_identity(settings, args.mode, score_options())
@@ -53,7 +53,7 @@ def score_command(args: argparse.Namespace) -> int:
         how = f"; {processes} processes" if processes > 1 else ""
         print(f"iovqa score: {len(rows)} videos of {source.name}; model {settings.model}; {settings.note}{how}",
               file=sys.stderr)
-        for warning in settings.warnings + mode_hints(settings.plugin, args.mode):
+        for warning in settings.warnings + mode_hints(settings.iovqa_args, args.mode):
             print(f"iovqa score: warning: {warning}", file=sys.stderr)
     if processes == 1:
         return _score_single(args, settings, rows, began)
@@ -62,10 +62,10 @@ def score_command(args: argparse.Namespace) -> int:
     return _score_rank(args, job, world, settings, began)
 
 
-def mode_hints(plugin, mode: str) -> list[str]:
+def mode_hints(iovqa_args, mode: str) -> list[str]:
     """What a person choosing ``mode`` for this run's model should know."""
-    if plugin.head_on and not get_scoring_mode(mode).head:
-        return [f"this model was trained with iovqa_head: {plugin.head}: --mode head scores with the head it "
+    if iovqa_args.head_on and not get_scoring_mode(mode).head:
+        return [f"this model was trained with iovqa_head: {iovqa_args.head}: --mode head scores with the head it "
                 f"trained; --mode {mode} reads the language model's answer instead"]
     return []
 

@@ -56,20 +56,20 @@ class Scorer:
         from ..train.head import HeadForward
 
         self.settings = settings
-        self.plugin = plugin = settings.plugin
-        self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, plugin,
+        self.iovqa_args = iovqa_args = settings.iovqa_args
+        self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, iovqa_args,
                                      device=settings.device)
-        self.cache = FrameCache(plugin.cache_dir, FrameSpec(plugin.num_frames, plugin.frame_strategy, plugin.frame_format))
-        self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.format.expected == "grid" else None
-        self.levels = self.loaded.level_tokens() if plugin.format.expected == "levels" else None
-        self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if plugin.head_on else None
+        self.cache = FrameCache(iovqa_args.cache_dir, FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format))
+        self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if iovqa_args.format.expected == "grid" else None
+        self.levels = self.loaded.level_tokens() if iovqa_args.format.expected == "levels" else None
+        self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if iovqa_args.head_on else None
 
     def prompts(self, prompt_text: str) -> list[tuple[Any, str]]:
         """(dimension, training prompt) of each sample of this text prompt (one, except per_sample dimensions)."""
-        blank = {name: "" for name in self.plugin.dimension_names}
+        blank = {name: "" for name in self.iovqa_args.dimension_names}
         return [(dimension, prompt) for dimension, prompt, _ in
-                dims.row_samples(cut_prompt(prompt_text, self.plugin.max_prompt_chars), blank,
-                                 self.plugin)]
+                dims.row_samples(cut_prompt(prompt_text, self.iovqa_args.max_prompt_chars), blank,
+                                 self.iovqa_args)]
 
     def encode(self, prompt_text: str, frames: list[str]) -> dict[str, Any]:
         """One sample's features: the training prompt for this text and these frames, without the answer."""
@@ -84,11 +84,11 @@ class Scorer:
 
     def greedy(self, batch: dict[str, Any]) -> list[str]:
         """Temperature-0 answers (the paper's decoding)."""
-        loaded, plugin = self.loaded, self.plugin
+        loaded, iovqa_args = self.loaded, self.iovqa_args
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
+                               loaded.mm_token_type_ids(batch["input_ids"]), iovqa_args.label_format, limit,
                                loaded.thought_tags)
 
     def distribution(self, batch: dict[str, Any]):
@@ -99,12 +99,12 @@ class Scorer:
 
     def score_videos(self, videos: list[str], features: list[list[dict[str, Any]]], mode: str) -> list[VideoResult]:
         """Results of videos given the features of each one's samples (see :meth:`encode_all`)."""
-        plugin = self.plugin
-        if not plugin.multi_dimension:
+        iovqa_args = self.iovqa_args
+        if not iovqa_args.multi_dimension:
             return self.score_features(videos, [f[0] for f in features], mode)
-        if plugin.joint:
+        if iovqa_args.joint:
             return self._score_joint(videos, features, mode)
-        names = plugin.dimension_names
+        names = iovqa_args.dimension_names
         flat = self.score_features([f"{v}#{n}" for v in videos for n in names], [x for f in features for x in f], mode)
         results = []
         for i, video in enumerate(videos):
@@ -121,7 +121,7 @@ class Scorer:
         the wording and the earlier scores as decoded (greedy's text; in expected mode, or where greedy gave no
         score, the rounded expected score). The wording is never trained (the digit mask keeps the scores
         only), so it is written for the model rather than generated."""
-        names = self.plugin.dimension_names
+        names = self.iovqa_args.dimension_names
         parts: list[dict[str, VideoResult]] = [{} for _ in videos]
         earlier: list[list[str]] = [[] for _ in videos]
         for k, name in enumerate(names):
@@ -166,7 +166,7 @@ class Scorer:
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
                 answer = decoding.answer_text(text, self.loaded.thought_tags)
-                result.greedy_mos, reason = read_answer(answer, self.plugin.label_format)
+                result.greedy_mos, reason = read_answer(answer, self.iovqa_args.label_format)
                 if reason is not None:  # never a MOS: no number, or one off the label grid
                     result.greedy_error = reason
                     if decoders.greedy_error_fails:

@@ -21,10 +21,10 @@ def run_identity(scorer_settings: Any, mode: str, extra_identity: Optional[dict]
     """What identifies a scoring run's predictions: the model and inputs, the mode and decoding options (and the
     quality dimensions scored, when they are not the default single score)."""
     identity = dict(scorer_settings.identity(), mode=mode, **(extra_identity or {}))
-    plugin = scorer_settings.plugin
-    if plugin.multi_dimension:  # what `iovqa eval` reads to pair each dimension's column with its MOS column
-        identity["dimensions"] = list(plugin.dimension_names)
-        identity["dimension_columns"] = dict(plugin.dimension_columns or {})
+    iovqa_args = scorer_settings.iovqa_args
+    if iovqa_args.multi_dimension:  # what `iovqa eval` reads to pair each dimension's column with its MOS column
+        identity["dimensions"] = list(iovqa_args.dimension_names)
+        identity["dimension_columns"] = dict(iovqa_args.dimension_columns or {})
     return identity
 
 
@@ -71,6 +71,6 @@ def score_file(scorer: Any, annotations: str, out_path: str, media_dir: str, mod
     """Score every row of an annotation file (the run's column keys) into ``out_path``, resuming."""
     from ..data.datasets import resolve_data, scoring_rows
 
-    rows = scoring_rows(resolve_data(annotations, None, scorer.plugin, media_dir=media_dir))
+    rows = scoring_rows(resolve_data(annotations, None, scorer.iovqa_args, media_dir=media_dir))
     return score_rows_into(scorer, rows, out_path, mode, batch_size, save_probabilities, restart=restart,
                            progress=progress)
