@@ -171,9 +171,9 @@ def ensemble_command(args: argparse.Namespace) -> int:
     from ..config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
     from .ensemble import load_config, members_from_files, run_ensemble, run_ensemble_dimensions
 
-    if bool(args.iovqa_args) == bool(args.pred):
+    if bool(args.config) == bool(args.pred):
         raise UserError("give either --config (a YAML of members) or --pred (prediction files)")
-    members = args.iovqa_args or members_from_files(args.pred, args.weights)
+    members = args.config or members_from_files(args.pred, args.weights)
     fit_labels, video_column, mos_column = None, TAOBAO_VIDEO_COLUMN, TAOBAO_MOS_COLUMN
     if args.fit_labels:
         fit_labels, video_column, mos_column = _labels(args, args.fit_labels)
