@@ -62,11 +62,11 @@ class InferenceModel:
     def encode(self, prompt: str, frames: list[str]) -> dict[str, Any]:
         """One sample's features: the evaluation prompt and its frames, built like a training sample without answer."""
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
-        iovqa_args = self.template.mm_plugin
-        messages = iovqa_args.process_messages(messages, [], [frames], [], self.processor)
+        mm_plugin = self.template.mm_plugin
+        messages = mm_plugin.process_messages(messages, [], [frames], [], self.processor)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
         prompt_ids = prompt_ids + self.answer_prefix
-        prompt_ids, _ = iovqa_args.process_token_ids(prompt_ids, None, [], [frames], [], self.tokenizer, self.processor)
+        prompt_ids, _ = mm_plugin.process_token_ids(prompt_ids, None, [], [frames], [], self.tokenizer, self.processor)
         return {
             "input_ids": prompt_ids,
             "attention_mask": [1] * len(prompt_ids),

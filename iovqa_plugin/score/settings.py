@@ -86,13 +86,13 @@ class ScorerSettings:
 
     def identity(self) -> dict[str, Any]:
         """What makes two scoring runs give the same scores: model, adapter weights, template, inputs, plugin keys."""
-        iovqa_args = {k: v for k, v in self.iovqa_args.to_recipe().items() if k not in _SCORE_NEUTRAL_KEYS}
+        keys = {k: v for k, v in self.iovqa_args.to_recipe().items() if k not in _SCORE_NEUTRAL_KEYS}
         return {
             "model": _path_identity(self.model),
             "adapter": _path_identity(self.adapter) if self.adapter else None,
             "template": self.template,
             "model_keys": dict(sorted(self.model_keys.items())),
-            "plugin": iovqa_args,
+            "plugin": keys,
         }
 
 
