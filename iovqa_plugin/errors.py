@@ -16,4 +16,5 @@ def input_errors() -> tuple[type, ...]:
     from .data.datasets import DatasetInfoError
     from .data.labels import LabelError
 
-    return (UserError, PluginConfigError, AnnotationError, AnnotationFileError, LabelError, PromptCutError, DatasetInfoError)
+    return (UserError, PluginConfigError, AnnotationError, AnnotationFileError, LabelError, PromptCutError,
+            DatasetInfoError)

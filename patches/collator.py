@@ -77,6 +77,7 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
                 if self.iovqa_args.soft_targets:
                     extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
             logger.info("label mask active (digits): first batch targets %s%s",
-                        trained_texts(batch["labels"], self.tokenizer, self.iovqa_args.dimension_names if self.iovqa_args.joint else ()),
+                        trained_texts(batch["labels"], self.tokenizer,
+                                      self.iovqa_args.dimension_names if self.iovqa_args.joint else ()),
                         extra)
         return batch

@@ -43,7 +43,8 @@ class InferenceModel:
             add_label_token(self.tokenizer)
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         # the template's tokens between the prompt and the score (e.g. "<think>\n\n</think>\n\n"), or none
-        self.answer_prefix = check_template_support(self.template, self.tokenizer, template, iovqa_args.label_format).prefix
+        self.answer_prefix = check_template_support(self.template, self.tokenizer, template,
+                                                    iovqa_args.label_format).prefix
         self.thought_tags = tuple(word.strip() for word in self.template.thought_words)
         with run_scope(iovqa_args):  # the patched init_adapter reads the run: the head is attached before PEFT loads it
             self.model = load_model(self.tokenizer, model_args, finetuning_args, is_trainable=False)

@@ -23,7 +23,8 @@ def _masking_collator(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any)
 
 def apply_sft_collator() -> None:
     """Make run_sft build the digit-only label-mask collator when a recipe asks for it."""
-    patch_attribute(WORKFLOW, "SFTDataCollatorWith4DAttentionMask", stock_unless(lambda iovqa_args: iovqa_args.mask_on, _masking_collator))
+    patch_attribute(WORKFLOW, "SFTDataCollatorWith4DAttentionMask", stock_unless(lambda iovqa_args: iovqa_args.mask_on,
+                                                                                  _masking_collator))
 
 
 def _tokenizer_with_label_token(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
@@ -36,7 +37,8 @@ def _tokenizer_with_label_token(original: Any, iovqa_args: Any, *args: Any, **kw
 
 def apply_sft_load_tokenizer() -> None:
     """Add ``<LABEL_1>`` to the tokenizer run_sft loads when the softmax-regression head is on."""
-    patch_attribute(WORKFLOW, "load_tokenizer", stock_unless(lambda iovqa_args: iovqa_args.head_on, _tokenizer_with_label_token))
+    patch_attribute(WORKFLOW, "load_tokenizer", stock_unless(lambda iovqa_args: iovqa_args.head_on,
+                                                                     _tokenizer_with_label_token))
 
 
 def _checked_template(original: Any, iovqa_args: Any, tokenizer: Any, data_args: Any, *args: Any, **kwargs: Any):

@@ -339,7 +339,8 @@ def load_annotations(
 
 
 def _attach_frames(samples: list[Sample], columns: Columns, iovqa_args: IOVQAArguments, progress: bool):
-    cache = FrameCache(iovqa_args.cache_dir, FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format))
+    spec = FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format)
+    cache = FrameCache(iovqa_args.cache_dir, spec)
     results = extract_many(
         [s.video_path for s in samples], cache, workers=iovqa_args.frame_workers, progress=progress, desc="iovqa frames"
     )

@@ -169,7 +169,8 @@ def row_samples(user_prompt: str, labels: dict[str, str], iovqa_args) -> list[tu
 
     names = iovqa_args.dimension_names
     if not iovqa_args.multi_dimension:
-        return [(None, build_prompt(user_prompt, iovqa_args.label_format, iovqa_args.prompt_template, iovqa_args.head_on),
+        return [(None, build_prompt(user_prompt, iovqa_args.label_format, iovqa_args.prompt_template,
+                                    iovqa_args.head_on),
                  labels[OVERALL])]
     if iovqa_args.joint:
         template = prompt_template(None, names, base=iovqa_args.prompt_template)

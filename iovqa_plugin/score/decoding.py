@@ -68,7 +68,8 @@ def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int
     # which LLaMA-Factory's collator keeps for the frame timestamps already written into the prompt)
     inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
     inputs["mm_token_type_ids"] = mm_token_type_ids
-    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], get_label_format(label_format).complete, thought_tags)
+    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], get_label_format(label_format).complete,
+                             thought_tags)
     with torch.inference_mode():
         out = model.generate(
             **inputs,

@@ -59,7 +59,8 @@ class Scorer:
         self.iovqa_args = iovqa_args = settings.iovqa_args
         self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, iovqa_args,
                                      device=settings.device)
-        self.cache = FrameCache(iovqa_args.cache_dir, FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format))
+        spec = FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format)
+        self.cache = FrameCache(iovqa_args.cache_dir, spec)
         self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if iovqa_args.format.expected == "grid" else None
         self.levels = self.loaded.level_tokens() if iovqa_args.format.expected == "levels" else None
         self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if iovqa_args.head_on else None
