@@ -18,6 +18,7 @@ def test_prepare_fills_the_cache_and_reports(tiny_model, demo_dir, tmp_path, cap
     assert len(frames) == 2 * 40
 
 
+@pytest.mark.slow
 def test_prepare_reports_bad_rows(tiny_model, demo_dir, tmp_path, capsys):
     import json
 

@@ -75,6 +75,7 @@ def assert_same(model, batches, num_items=None):
     assert nonzero >= len(stock_grads) // 2  # the comparison is not between zeros
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "answers, fmt, mask, labelled_per_row",
     [
@@ -128,6 +129,7 @@ def test_bf16_matches_stock_in_bf16(model_dir, qwen_tokenizer):
     assert loss.item() == pytest.approx(stock.item(), rel=1e-3)  # bf16 matmul blocking differs by shape
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_matches_stock(model_dir, qwen_tokenizer):
     model = load(model_dir)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -104,6 +104,7 @@ def test_uneven_shares_and_more_processes_than_rows_merge_to_the_single_process_
     assert sorted(os.listdir(tmp_path)) == ["preds.csv", "preds.csv.meta.json"]  # parts removed
 
 
+@pytest.mark.slow
 def test_another_process_count_resumes_from_the_parts_left_behind(scorer, rows, reference, tmp_path):
     out = tmp_path / "preds.csv"
     three = job_for(scorer, rows, out, 3)
@@ -121,6 +122,7 @@ def test_another_process_count_resumes_from_the_parts_left_behind(scorer, rows, 
     assert_same_predictions(str(out), reference)
 
 
+@pytest.mark.slow
 def test_a_damaged_or_changed_part_is_scored_again_never_merged(scorer, rows, reference, tmp_path):
     from iovqa_plugin.score.parallel import PartError
 
@@ -162,6 +164,7 @@ def test_a_failing_video_is_an_error_row_and_is_tried_again(scorer, rows, tmp_pa
     assert (merged["scored"], merged["errors"], merged["skipped_done"]) == (0, 1, 3)  # only the failed one again
 
 
+@pytest.mark.slow
 def test_parts_scored_from_another_input_are_scored_again(scorer, rows, tmp_path):
     """Rewritten prompts: neither a part of the same share, nor one of another process count, gives its rows;
     a merged file holding videos outside the input is refused before any part is written."""
@@ -310,6 +313,7 @@ def test_more_processes_than_rows_from_the_command(recipe, demo_dir, reference, 
 
 
 # ---------------------------------------------------------------- one run per output, workers die with the launcher
+@pytest.mark.slow
 def test_a_part_holding_a_video_twice_merges_to_its_newest_row(scorer, rows, reference, tmp_path):
     job = job_for(scorer, rows, tmp_path / "preds.csv", 2)
     stats = run_ranks(job, scorer)

@@ -66,6 +66,7 @@ def manual_greedy(scorer, feature, steps=6):
     return scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True).strip()
 
 
+@pytest.mark.slow
 def test_greedy_equals_argmax_decoding_batched_or_not(scorer, demo_dir):
     rows = demo_rows(demo_dir, n=3)
     features = [scorer.encode(p, scorer.cache.get(path)) for _, path, p in rows]
@@ -109,6 +110,7 @@ def test_decimal_recipe_has_no_expected_mode(scorer):
     assert grid.steps == 2 and grid.first_ids.numel() == 5 and grid.second_ids.numel() == 10
 
 
+@pytest.mark.slow
 def test_resuming_with_a_different_run_is_refused(scorer, demo_dir, tmp_path):
     import copy
 
