@@ -17,6 +17,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
 
+from .rl.settings import GRPO_CHOICES, GRPOArguments
+
 PREFIX = "iovqa_"
 
 TAOBAO_VIDEO_COLUMN = "video_name"
@@ -28,8 +30,8 @@ class PluginConfigError(ValueError):
 
 
 @dataclass
-class IOVQAArguments:
-    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``)."""
+class IOVQAArguments(GRPOArguments):
+    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``); the GRPO keys are inherited."""
 
     label_format: Literal["integer", "decimal", "level"] = field(
         default="integer",
@@ -299,6 +301,9 @@ class IOVQAArguments:
                 check_template(self.prompt_template, label_token=self.head_on)
             except PromptTemplateError as err:
                 raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
+        for name in GRPO_CHOICES:
+            _check_choice(self, name)
+        self._check_grpo()
 
     def _check_rank(self) -> None:
         _check_choice(self, "rank_loss")

@@ -10,6 +10,7 @@ import os
 from typing import Any, Optional
 
 from .config import PREFIX, IOVQAArguments, PluginConfigError, build_config
+from .rl.settings import check_batch
 
 RUN_CONFIG_FILE = "iovqa_config.json"  # the run's plugin keys, saved next to its adapter for the scorer
 
@@ -39,6 +40,7 @@ _MASK_CONFLICTS = {
 
 def check_compatible(config: IOVQAArguments, recipe: dict[str, Any]) -> None:
     """Reject LLaMA-Factory options that would silently defeat the plugin."""
+    check_batch(config, recipe)
     if not config.mask_on:
         return
     for key, why in _MASK_CONFLICTS.items():
