@@ -1,0 +1,187 @@
+"""Rollouts: from a training batch to sampled answers and their per-token log-probs.
+
+A batch is LLaMA-Factory's SFT batch (right-padded prompt + answer, the labels masked to the answer's score
+tokens), ``num_generations`` consecutive rows per prompt. Each row's *start* is where its answer begins.
+
+*Exact-distribution rollouts* (answer-only mode): where the answers form a closed set (the 41 integers
+10..50, the five level words), the policy's distribution over that set comes from the answer position's
+logits, as the scorer's expected decoding computes it (``score.decoding.distribution`` /
+``level_distribution``: one prefill of each prompt, plus one batched step for the second digit). The group's
+answers are drawn from it (:func:`sample_answers`) instead of calling ``generate``; the sampling distribution is
+the policy restricted to the valid answers (its probability on anything else is left out, and such answers,
+which score 0, are never drawn), sharpened by the temperature (q ∝ p^(1/T)) and cut by top-p.
+
+*Teacher-forced log-probs*: every sampled (or generated) completion is written after its row's prompt
+(:func:`completion_batch`) and one forward, with the output layer at the completion's positions only
+(``train.labelled_logits.forward_at``), gives log π(o_t | prompt, o_<t) per completion token
+(:func:`completion_logps`): the ratio, the KL and the gradient are taken on those, as TRL takes them on
+generated tokens.
+
+Torch only (no LLaMA-Factory): the adapter hands in the model and the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..data.grid import VALUES, ScoreGrid
+from ..data.labels import LEVEL_WORDS
+from ..data.levels import LevelTokens
+from ..train.labelled_logits import forward_at
+from ..train.mask import IGNORE_INDEX
+
+# keys of an SFT batch laid out along the sequence (the rest, pixels and grids, are per sample and kept)
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "token_type_ids", "mm_token_type_ids")
+
+
+@dataclass(frozen=True)
+class AnswerSet:
+    """A closed answer set: each answer's text and token path (as the template writes the answer)."""
+
+    texts: tuple[str, ...]
+    paths: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def integers(cls, grid: ScoreGrid) -> "AnswerSet":
+        """The integers 10..50 (one token each, or first digit then second digit)."""
+        if grid.steps == 1:
+            paths = tuple((int(t),) for t in grid.first_ids)
+        else:
+            paths = tuple((int(grid.first_ids[v // 10 - 1]), int(grid.second_ids[v % 10])) for v in VALUES)
+        return cls(tuple(str(v) for v in VALUES), paths)
+
+    @classmethod
+    def levels(cls, levels: LevelTokens) -> "AnswerSet":
+        """The five level words (their whole token paths; drawn by their distinguishing token)."""
+        return cls(LEVEL_WORDS, levels.paths)
+
+
+def answer_starts(labels: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """(B,) each row's first labelled position (the score's first token) minus ``lead`` tokens before it."""
+    labelled = labels != IGNORE_INDEX
+    if not bool(labelled.any(dim=1).all()):
+        raise ValueError("a batch row has no labelled token: its answer cannot be located")
+    return labelled.float().argmax(dim=1) - lead
+
+
+def prompt_batch(batch: dict[str, Any], starts: torch.Tensor, pad_id: int) -> dict[str, Any]:
+    """The rows' prompts (tokens before ``starts``) left-padded, so that every row's next token is its answer's:
+    the layout the scorer's decoders and ``generate`` take. Per-sample tensors (pixels, grids) are kept."""
+    out = {k: v for k, v in batch.items() if k not in SEQUENCE_KEYS and k not in ("rope_deltas",)}
+    width = int(starts.max())
+    rows = range(batch["input_ids"].shape[0])
+    for key in ("input_ids", "attention_mask", "position_ids", "mm_token_type_ids", "token_type_ids"):
+        value = batch.get(key)
+        if value is None:
+            continue
+        fill = pad_id if key == "input_ids" else 1 if key == "position_ids" else 0
+        shape = (*value.shape[:-1], width)
+        left = value.new_full(shape, fill)
+        for i in rows:
+            s = int(starts[i])
+            left[..., i, width - s:] = value[..., i, :s]
+        out[key] = left
+    return out
+
+
+def closed_distribution(model: Any, prompts: dict[str, Any], answers: AnswerSet,
+                        grid: Optional[ScoreGrid] = None, levels: Optional[LevelTokens] = None) -> torch.Tensor:
+    """(B, K) the policy's distribution over the closed answer set at the prompts' next token (no gradient)."""
+    from ..score.decoding import distribution, level_distribution
+
+    if grid is not None:
+        return distribution(model, prompts, grid)[0]
+    if levels is not None:
+        return level_distribution(model, prompts, levels)[0]
+    raise ValueError("closed_distribution needs the score grid or the level tokens")
+
+
+def sampling_distribution(probabilities: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+    """q ∝ p^(1/T) over the answer set, then the smallest set of most likely answers holding top_p of q."""
+    logq = torch.log(probabilities.double().clamp(min=1e-300)) / temperature
+    q = torch.softmax(logq, dim=-1)
+    if top_p < 1.0:
+        ordered, order = q.sort(dim=-1, descending=True)
+        before = ordered.cumsum(dim=-1) - ordered  # mass of the more likely answers
+        keep = torch.zeros_like(q, dtype=torch.bool).scatter(-1, order, before < top_p)
+        q = torch.where(keep, q, torch.zeros_like(q))
+        q = q / q.sum(dim=-1, keepdim=True)
+    return q.to(probabilities.dtype)
+
+
+def sample_answers(q: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B, n) answer indices drawn with replacement from each row of q (B, K)."""
+    return torch.multinomial(q.float().cpu(), n, replacement=True, generator=generator).to(q.device)
+
+
+@dataclass
+class Completions:
+    """A batch with each row's completion written after its prompt, ready for one teacher-forced forward."""
+
+    inputs: dict[str, Any]  # model inputs (no labels)
+    targets: torch.Tensor  # (B, W) next-token targets: the completion's tokens, IGNORE_INDEX elsewhere
+    mask: torch.Tensor  # (B, T) 1 on the completion tokens (T = the longest completion)
+    tokens: torch.Tensor  # (B, T) the completion tokens (pad where mask is 0)
+
+
+def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: Sequence[Sequence[int]],
+                     pad_id: int) -> Completions:
+    """Row i = its prompt (tokens before ``starts[i]``), then ``completions[i]``, right-padded.
+
+    Positions continue the prompt's: every completion token is a text token, one further on each rope axis.
+    """
+    size = batch["input_ids"].shape[0]
+    ends = [int(starts[i]) + len(completions[i]) for i in range(size)]
+    width = max(ends)
+    longest = max(len(c) for c in completions)
+    device = batch["input_ids"].device
+    input_ids = torch.full((size, width), pad_id, dtype=torch.long, device=device)
+    attention = torch.zeros((size, width), dtype=batch["attention_mask"].dtype, device=device)
+    targets = torch.full((size, width), IGNORE_INDEX, dtype=torch.long, device=device)
+    mask = torch.zeros((size, longest), dtype=torch.long, device=device)
+    tokens = torch.full((size, longest), pad_id, dtype=torch.long, device=device)
+    position_ids = batch.get("position_ids")
+    positions = None
+    if position_ids is not None:
+        positions = position_ids.new_ones((*position_ids.shape[:-1], width))
+    for i in range(size):
+        s, completion = int(starts[i]), torch.tensor(list(completions[i]), dtype=torch.long, device=device)
+        n = completion.numel()
+        input_ids[i, :s] = batch["input_ids"][i, :s]
+        input_ids[i, s:s + n] = completion
+        attention[i, :s] = batch["attention_mask"][i, :s]  # a left-padded batch keeps its pads
+        attention[i, s:s + n] = 1
+        if n:
+            targets[i, s - 1:s - 1 + n] = completion  # position t predicts token t + 1
+            mask[i, :n] = 1
+            tokens[i, :n] = completion
+        if positions is not None:
+            prefix = position_ids[..., i, :s]
+            positions[..., i, :s] = prefix
+            positions[..., i, s:s + n] = prefix[..., -1:] + torch.arange(1, n + 1, device=device)
+    inputs = {k: v for k, v in batch.items() if k not in SEQUENCE_KEYS and k != "rope_deltas"}
+    inputs.update(input_ids=input_ids, attention_mask=attention)
+    if positions is not None:
+        inputs["position_ids"] = positions
+    return Completions(inputs=inputs, targets=targets, mask=mask, tokens=tokens)
+
+
+def completion_logps(model: Any, completions: Completions) -> torch.Tensor:
+    """(B, T) log π(o_t | prompt, o_<t) of each completion token (0 where the mask is 0), with gradient when
+    the caller has it on; the output layer runs at the completions' positions only."""
+    targets = completions.targets
+    positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    outputs = forward_at(model, completions.inputs, positions)
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    kept = targets[:, positions]  # (B, K)
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, kept.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    labelled = kept != IGNORE_INDEX
+    # the k-th labelled position of a row holds its k-th completion token
+    slot = labelled.long().cumsum(dim=1) - 1
+    out = logps.new_zeros(completions.mask.shape)
+    rows, cols = labelled.nonzero(as_tuple=True)
+    out[rows, slot[rows, cols]] = logps[rows, cols]
+    return out

@@ -1,0 +1,109 @@
+"""Exact-distribution rollouts on the tiny model: the scorer's distribution, teacher-forced log-probs, a chi-square
+test of the sampled answers."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from conftest import base_recipe, write_recipe
+from iovqa_plugin.data.grid import ScoreGrid
+from iovqa_plugin.rl.rollouts import (AnswerSet, answer_starts, closed_distribution, completion_batch,
+                                      completion_logps, prompt_batch, sample_answers, sampling_distribution)
+from iovqa_plugin.train.mask import IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model, demo_dir, tmp_path_factory):
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    tmp = tmp_path_factory.mktemp("rollouts")
+    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
+    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
+
+
+@pytest.fixture(scope="module")
+def features(scorer, demo_dir):
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
+    rows = [(os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])][:7]
+    chosen = [rows[i] for i in (0, 5, 6)]  # prompts of different lengths
+    return [scorer.encode(p, scorer.cache.get(path)) for path, p in chosen]
+
+
+def sft_batch(scorer, features, answers):
+    """A right-padded SFT batch as training collates it: prompt, then the answer's digits (labelled) and <|im_end|>."""
+    tokenizer = scorer.loaded.tokenizer
+    rows = []
+    for feature, answer in zip(features, answers):
+        digits = tokenizer.encode(answer, add_special_tokens=False)
+        end = tokenizer.encode("<|im_end|>\n", add_special_tokens=False)
+        ids = feature["input_ids"] + digits + end
+        labels = [IGNORE_INDEX] * len(feature["input_ids"]) + digits + [IGNORE_INDEX] * len(end)
+        rows.append(dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=labels))
+    tokenizer.padding_side = "right"
+    try:
+        batch = scorer.loaded.collator([dict(r) for r in rows])
+    finally:
+        tokenizer.padding_side = "left"
+    return batch
+
+
+def teacher_forced(scorer, feature, answer_ids):
+    """log p(answer | prompt) from one full forward of prompt + answer (no padding)."""
+    ids = feature["input_ids"] + answer_ids
+    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+    with torch.no_grad():
+        logits = scorer.loaded.model(**batch).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    start = len(feature["input_ids"])
+    return sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer_ids))
+
+
+def test_rollout_distribution_and_log_probs_are_the_scorers_and_teacher_forcing(scorer, features):
+    model, tokenizer = scorer.loaded.model, scorer.loaded.tokenizer
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    answers = AnswerSet.integers(grid)
+    batch = sft_batch(scorer, features, ["37", "12", "50"])
+    starts = answer_starts(batch["labels"])
+    assert starts.tolist() == [len(f["input_ids"]) for f in features]
+    # the prompts cut from the training batch give the scorer's distribution on its own prompt batch
+    probabilities = closed_distribution(model, prompt_batch(batch, starts, tokenizer.pad_token_id), answers, grid=grid)
+    reference, _ = scorer.distribution(scorer.batch(features))
+    assert torch.allclose(probabilities, reference, atol=1e-6)
+    # the sampled answers' log-probs, teacher-forced in one batch, equal a forward of each prompt + answer alone
+    picked = sample_answers(sampling_distribution(probabilities), 1, torch.Generator().manual_seed(0))[:, 0]
+    picked[1] = answers.texts.index("50")  # and one whose first digit differs from the batch's label
+    completions = completion_batch(batch, starts, [answers.paths[k] for k in picked.tolist()], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps = completion_logps(model, completions)
+    assert completions.mask.sum(1).tolist() == [2, 2, 2]
+    for i, k in enumerate(picked.tolist()):
+        expected = teacher_forced(scorer, features[i], list(answers.paths[k]))
+        assert float(logps[i].sum()) == pytest.approx(expected, abs=1e-4)
+        assert tokenizer.decode(completions.tokens[i]) == answers.texts[k]
+
+
+def test_sampled_answer_frequencies_match_the_distribution():
+    torch.manual_seed(1)
+    p = torch.softmax(torch.randn(2, 41) * 1.5, dim=-1)
+    q = sampling_distribution(p, temperature=0.7)
+    sharp = p ** (1 / 0.7)
+    assert torch.allclose(q, sharp / sharp.sum(-1, keepdim=True), atol=1e-6)
+    draws = sample_answers(q, 20000, torch.Generator().manual_seed(123))
+    for row in range(2):
+        counts = np.bincount(draws[row].numpy(), minlength=41)
+        expected = q[row].double().numpy() * 20000
+        big = expected >= 5  # chi-square needs >= 5 expected per cell: pool the rare answers into one cell
+        observed = np.append(counts[big], counts[~big].sum())
+        expected = np.append(expected[big], expected[~big].sum())
+        assert stats.chisquare(observed, expected).pvalue > 0.01
+    # top-p keeps the most likely answers holding top_p of the mass, and nothing else is drawn
+    cut = sampling_distribution(p, top_p=0.5)
+    order = p[0].argsort(descending=True)
+    kept = int((p[0][order].cumsum(0) - p[0][order] < 0.5).sum())
+    assert set(cut[0].nonzero().flatten().tolist()) == set(order[:kept].tolist())
+    assert set(sample_answers(cut, 500).flatten().tolist()) <= set(cut.nonzero()[:, 1].tolist())
