@@ -77,7 +77,11 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
 
             kwargs["compute_metrics"], kwargs["preprocess_logits_for_metrics"] = ComputeScoreMetrics(), None
         levels = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"])
+        if run.rl_on:
+            return _grpo_trainer(run, args, kwargs)
         return LevelTrainer(*args, run=run, levels=levels, rank=RankSettings.of_run(run), **kwargs)
+    if run.rl_on:
+        return _grpo_trainer(run, args, kwargs)
     if run.head_on:
         from .trainer import HeadTrainer
 
@@ -93,6 +97,28 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
                           scores=run.scores_per_answer)
         return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
+
+
+def _grpo_trainer(run: Any, args: tuple, kwargs: dict):
+    """The GRPO trainer of an ``iovqa_rl: grpo`` run, with the answer set and template tokens it needs."""
+    from iovqa_plugin.rl.rollouts import AnswerSet
+
+    from .grpo_trainer import GRPOTrainer, LevelGRPOTrainer
+    from .score_position import check_template_support, level_tokens
+
+    tokenizer = kwargs["tokenizer"]
+    template = kwargs["data_collator"].template
+    stop_ids = tuple(template.get_stop_token_ids(tokenizer))
+    if run.level_scores:
+        levels = level_tokens(template, tokenizer)
+        return LevelGRPOTrainer(*args, run=run, answers=AnswerSet.levels(levels), levels=levels,
+                                lead=len(levels.lead), stop_ids=stop_ids, **kwargs)
+    from iovqa_plugin.data.grid import ScoreGrid
+
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    layout = check_template_support(template, tokenizer, template.__class__.__name__, run.label_format)
+    return GRPOTrainer(*args, run=run, answers=AnswerSet.integers(grid), grid=grid, lead=len(layout.prefix),
+                       stop_ids=stop_ids, **kwargs)
 
 
 def apply_sft_trainer() -> None:

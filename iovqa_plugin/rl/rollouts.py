@@ -87,6 +87,44 @@ def prompt_batch(batch: dict[str, Any], starts: torch.Tensor, pad_id: int) -> di
     return out
 
 
+# per-sample visual inputs: grid key -> the pixel tensor whose rows it counts (Qwen2-VL family layout)
+PIXELS_OF_GRID = {"video_grid_thw": "pixel_values_videos", "image_grid_thw": "pixel_values"}
+
+
+def select_rows(batch: dict[str, Any], rows: Sequence[int]) -> Optional[dict[str, Any]]:
+    """The batch's ``rows`` (their tokens and their visual inputs), or None when its visual inputs are not one
+    video or image per row of the Qwen2-VL layout (flattened patches counted by a ``*_grid_thw``)."""
+    size = batch["input_ids"].shape[0]
+    index = torch.tensor(list(rows), device=batch["input_ids"].device)
+    out = {}
+    for key, value in batch.items():
+        if key in SEQUENCE_KEYS or key == "rope_deltas":
+            out[key] = value.index_select(value.dim() - 2 if key == "position_ids" and value.dim() == 3 else 0,
+                                          index) if value is not None else None
+        elif key in PIXELS_OF_GRID:
+            if value is None:
+                out[key] = None
+                continue
+            if value.shape[0] != size:
+                return None
+            pixels = batch[PIXELS_OF_GRID[key]]
+            counts = value.prod(dim=-1).tolist()
+            offsets = [0]
+            for count in counts:
+                offsets.append(offsets[-1] + int(count))
+            out[key] = value.index_select(0, index)
+            out[PIXELS_OF_GRID[key]] = torch.cat([pixels[offsets[r]:offsets[r + 1]] for r in rows])
+        elif key in PIXELS_OF_GRID.values():
+            continue
+        elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == size:
+            out[key] = value.index_select(0, index)
+        elif value is None:
+            out[key] = None
+        else:
+            return None  # an input this function does not know how to split by row
+    return out
+
+
 def closed_distribution(model: Any, prompts: dict[str, Any], answers: AnswerSet,
                         grid: Optional[ScoreGrid] = None, levels: Optional[LevelTokens] = None) -> torch.Tensor:
     """(B, K) the policy's distribution over the closed answer set at the prompts' next token (no gradient)."""

@@ -120,6 +120,9 @@ class GRPOArguments:
                 "iovqa_rl: grpo needs iovqa_label_format integer or level with iovqa_label_mask: digits (the "
                 "label carries the MOS and marks where the answer starts), no iovqa_head and no iovqa_rank_loss"
             )
+        if self.joint:
+            raise PluginConfigError("iovqa_rl: grpo reads one score per answer; iovqa_dimension_layout: joint is not "
+                                    "supported yet (per_sample dimensions are)")
         if self.grpo_num_generations < 2:
             raise PluginConfigError(f"iovqa_grpo_num_generations must be >= 2 (a group), got {self.grpo_num_generations}")
         if not 0 <= self.grpo_beta < math.inf:

@@ -1,0 +1,253 @@
+"""GRPO on LLaMA-Factory's SFT trainer (``iovqa_rl: grpo``): rollouts, rewards, the clipped KL-regularised loss.
+
+The trainer is the run's SFT trainer (``LabelledLogitsTrainer`` for integer labels, ``LevelTrainer`` for level
+words) with :class:`GRPOSteps` in front: training steps are GRPO, evaluation stays the SFT trainer's (the
+SFT loss and eval_srcc / eval_plcc on the eval set), so an RL run is compared with its SFT start on the
+same numbers.
+
+One training micro-batch holds ``per_device_train_batch_size / num_generations`` prompts, each
+``num_generations`` times in a row (TRL's ``RepeatSampler`` does this, and repeats each generation batch
+``num_iterations`` times, as in TRL). For each micro-batch:
+
+1. **rollouts** (model in eval mode, no gradient: generation and the scorer's KV-cache step are not
+   compatible with gradient checkpointing): answer-only runs draw each group's answers from the policy's
+   exact distribution over the closed answer set (``rl.rollouts``: one prefill per prompt, one batched step);
+   thinking runs sample ``<think>…</think><answer>…</answer>`` with ``model.generate`` (temperature, top-p,
+   max_completion_length);
+2. **rewards** (``rl.rewards.combine``) on the answers read by ``rl.answers.parse_answer``, with each row's
+   MOS (integer labels: the label's, one decimal; level labels: the annotation row's); **advantages**
+   within each group (``rl.loss.group_advantages``);
+3. the completions' **per-token log-probs**, teacher-forced in one forward with gradient
+   (``rl.rollouts.completion_logps``); the old policy's (kept from step 1's batch when num_iterations > 1)
+   and the reference's (``beta > 0``: the same model with its LoRA adapter disabled, no second copy);
+4. the **loss** (``rl.loss.grpo_loss``). Logged every logging step: each reward's mean (``reward/<name>``),
+   the total (``reward``), the share of answers from which a value was read (``parseable``), the mean
+   group reward std (``reward_std``), ``kl`` (beta > 0) and ``clip_ratio``.
+
+Reused from TRL 0.24: ``RepeatSampler`` and ``disable_dropout_in_model`` (TRL's default for GRPO); its loss
+formulation is rewritten as a pure function in ``rl.loss`` (TRL's lives inside its trainer's methods, which
+wire no video inputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any, Optional
+
+import torch
+from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
+
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.logs import get_logger
+from iovqa_plugin.rl.answers import parse_answer
+from iovqa_plugin.rl.loss import group_advantages, grpo_loss
+from iovqa_plugin.rl.rewards import combine
+from iovqa_plugin.rl.rollouts import (AnswerSet, Completions, answer_starts, closed_distribution, completion_batch,
+                                      completion_logps, prompt_batch, sample_answers, sampling_distribution,
+                                      select_rows)
+from iovqa_plugin.train.head import MOS_KEY
+from iovqa_plugin.train.mask import mos_from_labels
+from iovqa_plugin.train.soft_targets import SIGMA_KEY
+
+from .trainer import LabelledLogitsTrainer, LevelTrainer
+
+ROLLOUT_KEYS = (MOS_KEY, SIGMA_KEY)  # what the collator adds for the trainer, never a model input
+
+
+@dataclass
+class Rollouts:
+    """One micro-batch's sampled answers, scored, ready for the loss (kept for num_iterations updates)."""
+
+    completions: Completions
+    advantages: torch.Tensor
+    old_logps: Optional[torch.Tensor]
+    ref_logps: Optional[torch.Tensor]
+
+
+class GRPOSteps:
+    """The GRPO training step, in front of an SFT trainer class (see the module docstring)."""
+
+    def __init__(self, *args: Any, run: IOVQAArguments, answers: Optional[AnswerSet] = None, grid: Any = None,
+                 levels: Any = None, lead: int = 0, stop_ids: tuple = (), **kwargs: Any):
+        if run.label_format == "level":
+            kwargs.update(run=run, levels=levels)
+        super().__init__(*args, **kwargs)
+        self._run, self._answers, self._grid, self._levels = run, answers, grid, levels
+        self._lead, self._stop_ids = lead, list(stop_ids)
+        self._group = run.grpo_num_generations
+        self._cache: dict[int, Rollouts] = {}
+        self._micro_steps = 0
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._generator = torch.Generator().manual_seed(self.args.seed + self.args.process_index)
+        if run.grpo_beta and not _is_peft(self.model):
+            raise PluginConfigError(
+                "iovqa_grpo_beta > 0 needs a reference model: for LoRA runs it is the base model with the adapter "
+                "disabled; full and freeze runs would need a second copy, which the plugin does not load (set "
+                "iovqa_grpo_beta: 0 or finetuning_type: lora)"
+            )
+        disable_dropout_in_model(self.model)
+        get_logger().info(
+            "GRPO (%s answers): %d answers per prompt, rewards %s, beta %s, epsilon %s, loss %s, scale_rewards %s, "
+            "num_iterations %d", run.grpo_mode, self._group, run.grpo_rewards, run.grpo_beta, run.grpo_epsilon,
+            run.grpo_loss_type, run.grpo_scale_rewards, run.grpo_num_iterations)
+
+    # ------------------------------------------------------------------------------------------ data order
+    def _get_train_sampler(self, *args: Any, **kwargs: Any):
+        args_ = self.args
+        prompts = args_.per_device_train_batch_size * args_.world_size * args_.gradient_accumulation_steps // self._group
+        return RepeatSampler(self.train_dataset, mini_repeat_count=self._group, batch_size=prompts,
+                             repeat_count=self._run.grpo_num_iterations, shuffle=True, seed=args_.seed)
+
+    # ------------------------------------------------------------------------------------------ the step
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:  # evaluation: the SFT trainer's loss and metrics
+            if self._run.label_format != "level":
+                inputs = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        rollouts = self._rollouts_for(model, inputs)
+        logps = completion_logps(model, rollouts.completions)
+        run = self._run
+        loss, stats = grpo_loss(
+            logps, rollouts.advantages.to(logps.device), rollouts.completions.mask.to(logps.device),
+            old_logps=rollouts.old_logps, ref_logps=rollouts.ref_logps, beta=run.grpo_beta,
+            epsilon_low=run.grpo_epsilon, epsilon_high=run.grpo_epsilon_high, loss_type=run.grpo_loss_type,
+            max_completion_length=run.grpo_max_completion_length)
+        if stats.kl is not None:
+            self._metrics["kl"].append(stats.kl)
+        self._metrics["clip_ratio"].append(stats.clip_ratio)
+        return (loss, {"logits": logps}) if return_outputs else loss
+
+    def _rollouts_for(self, model, inputs) -> Rollouts:
+        """This micro-batch's rollouts: new ones on the first of num_iterations passes over a generation batch."""
+        accumulation = self.args.gradient_accumulation_steps
+        slot = self._micro_steps % accumulation
+        fresh = (self._micro_steps // accumulation) % self._run.grpo_num_iterations == 0
+        self._micro_steps += 1
+        if fresh or slot not in self._cache:
+            self._cache[slot] = self._new_rollouts(model, inputs)
+        return self._cache[slot]
+
+    def _new_rollouts(self, model, inputs) -> Rollouts:
+        run, tokenizer = self._run, self.processing_class
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        labels = inputs["labels"]
+        if labels.shape[0] % self._group:
+            raise ValueError(f"a micro-batch of {labels.shape[0]} rows does not hold whole groups of "
+                             f"{self._group} (per_device_train_batch_size must be a multiple of it)")
+        mos = inputs[MOS_KEY] if MOS_KEY in inputs else mos_from_labels(labels, tokenizer)
+        batch = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
+        starts = answer_starts(labels, self._lead if run.grpo_mode == "thinking" else 0)
+        pad = tokenizer.pad_token_id
+        with _eval_mode(model), torch.no_grad():
+            if run.grpo_mode == "answer_only":
+                tokens = self._sample_closed(model, batch, starts, pad)
+            else:
+                tokens = self._generate(model, batch, starts, pad)
+        texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        answers = [parse_answer(text, run.grpo_mode, run.label_format) for text in texts]
+        rows = [{"mos": float(m), "group": i // self._group} for i, m in enumerate(mos.tolist())]
+        total, each = combine(answers, rows, run.grpo_rewards)
+        rewards = torch.tensor(total, dtype=torch.float32)
+        advantages, group_std = group_advantages(rewards, self._group, run.grpo_scale_rewards)
+        for name, values in each.items():
+            self._metrics[f"reward/{name}"].append(fmean(values))
+        self._metrics["reward"].append(fmean(total))
+        self._metrics["reward_std"].append(float(group_std.mean()))
+        self._metrics["parseable"].append(fmean(float(a.parsed) for a in answers))
+        completions = completion_batch(batch, starts, tokens, pad)
+        old = ref = None
+        with torch.no_grad():
+            if run.grpo_num_iterations > 1:
+                old = completion_logps(model, completions)
+            if run.grpo_beta:
+                with _adapter_disabled(model):
+                    ref = completion_logps(model, completions)
+        return Rollouts(completions, advantages, old, ref)
+
+    def _sample_closed(self, model, batch, starts, pad) -> list[list[int]]:
+        """Each group's answers drawn from the policy's distribution over the closed answer set."""
+        size = batch["input_ids"].shape[0]
+        firsts = list(range(0, size, self._group))
+        unique = select_rows(batch, firsts)  # one prompt per group (its rows are the same prompt)
+        if unique is None:
+            unique, firsts = batch, list(range(size))
+        prompts = prompt_batch(unique, starts[firsts], pad)
+        probabilities = closed_distribution(model, prompts, self._answers, grid=self._grid, levels=self._levels)
+        q = sampling_distribution(probabilities, self._run.grpo_temperature, self._run.grpo_top_p)
+        if len(firsts) == size:  # every row its own draw
+            picked = sample_answers(q, 1, self._generator).flatten()
+        else:
+            picked = sample_answers(q, self._group, self._generator).flatten()  # group g's draws are rows g*G..
+        return [list(self._answers.paths[k]) for k in picked.tolist()]
+
+    def _generate(self, model, batch, starts, pad) -> list[list[int]]:
+        """Thinking answers: one sampled completion per row, cut after its first stop token."""
+        prompts = prompt_batch(batch, starts, pad)
+        inputs = {k: v for k, v in prompts.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
+        inputs["mm_token_type_ids"] = self._mm_token_type_ids(prompts["input_ids"])
+        run = self._run
+        out = _unwrap_for_generation(model).generate(
+            **inputs, do_sample=True, temperature=run.grpo_temperature, top_p=run.grpo_top_p,
+            max_new_tokens=run.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad)
+        new = out[:, prompts["input_ids"].shape[1]:].tolist()
+        completions = []
+        for row in new:
+            end = next((i + 1 for i, t in enumerate(row) if t in self._stop_ids), len(row))
+            completions.append(row[:end])
+        return completions
+
+    def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        types = torch.zeros_like(input_ids)
+        for token, kind in (("<|image_pad|>", 1), ("<|video_pad|>", 2)):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != tokenizer.unk_token_id:
+                types[input_ids == token_id] = kind
+        return types
+
+    # ------------------------------------------------------------------------------------------ logging
+    def log(self, logs, *args, **kwargs):
+        if self._metrics and "loss" in logs:  # means since the last training log
+            for name, values in self._metrics.items():
+                logs[name] = round(fmean(values), 6)
+            self._metrics.clear()
+        return super().log(logs, *args, **kwargs)
+
+
+def _is_peft(model) -> bool:
+    inner = getattr(model, "module", model)
+    return hasattr(inner, "disable_adapter")
+
+
+def _unwrap_for_generation(model):
+    return getattr(model, "module", model)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+@contextlib.contextmanager
+def _adapter_disabled(model):
+    """The reference policy: the same weights with the LoRA adapter off (no second copy)."""
+    inner = getattr(model, "module", model)
+    with inner.disable_adapter():
+        yield
+
+
+class GRPOTrainer(GRPOSteps, LabelledLogitsTrainer):
+    """GRPO for integer-label runs (evaluation: the labelled-position SFT trainer's)."""
+
+
+class LevelGRPOTrainer(GRPOSteps, LevelTrainer):
+    """GRPO for level-word runs (evaluation: the level trainer's)."""

@@ -1,0 +1,48 @@
+"""GRPO end to end on the tiny model: the stock `llamafactory-cli train`, then `iovqa score` on the adapter."""
+
+import json
+import os
+
+import pandas as pd
+import yaml
+
+from conftest import REPO, run_cli, write_recipe
+
+
+def grpo_recipe(model, dataset_dir, output_dir, **overrides):
+    with open(os.path.join(REPO, "examples", "iovqa_grpo_cpu.yaml"), encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle)
+    recipe.update(model_name_or_path=model, dataset_dir=dataset_dir, dataset="demo_train", output_dir=output_dir,
+                  iovqa_frame_cache_dir=os.path.join(dataset_dir, "frame_cache"), max_steps=2, save_steps=2)
+    recipe.update(overrides)
+    return {k: v for k, v in recipe.items() if v is not None}
+
+
+def logged(output_dir):
+    with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
+        return [entry for entry in json.load(handle)["log_history"] if "loss" in entry]
+
+
+def test_answer_only_grpo_through_the_stock_cli_then_score(tiny_model, demo_dir, tmp_path):
+    out = str(tmp_path / "grpo")
+    recipe = write_recipe(tmp_path / "g.yaml", grpo_recipe(tiny_model, demo_dir, out))
+    result = run_cli(["llamafactory-cli", "train", recipe])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "GRPO (answer_only answers): 4 answers per prompt" in log
+    steps = logged(out)
+    assert len(steps) == 2
+    for entry in steps:
+        # every answer is drawn from the closed set: all parse; the reward is score_relative's, in [0, 1]
+        assert entry["parseable"] == 1.0
+        assert 0 <= entry["reward/score_relative"] <= 1 and entry["reward"] == entry["reward/score_relative"]
+        assert entry["reward_std"] >= 0 and entry["kl"] >= 0 and 0 <= entry["clip_ratio"] <= 1
+    assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
+    with open(os.path.join(out, "iovqa_config.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["iovqa_rl"] == "grpo"
+    preds = str(tmp_path / "preds.csv")
+    score = run_cli(["iovqa", "score", "--recipe", recipe, "--data", "demo_val", "--out", preds, "--mode", "both"])
+    assert score.returncode == 0, (score.stdout + score.stderr)[-3000:]
+    table = pd.read_csv(preds)
+    assert len(table) == len(pd.read_csv(os.path.join(demo_dir, "demo", "val.csv")))
+    assert table["expected_mos"].between(1, 5).all()
