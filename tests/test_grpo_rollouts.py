@@ -107,3 +107,53 @@ def test_sampled_answer_frequencies_match_the_distribution():
     kept = int((p[0][order].cumsum(0) - p[0][order] < 0.5).sum())
     assert set(cut[0].nonzero().flatten().tolist()) == set(order[:kept].tolist())
     assert set(sample_answers(cut, 500).flatten().tolist()) <= set(cut.nonzero()[:, 1].tolist())
+
+
+def grpo_steps(run, tokenizer):
+    """The GRPO step of the trainer, without a Trainer around it (what _new_rollouts reads)."""
+    from collections import defaultdict
+
+    from iovqa_plugin.patches.grpo_trainer import GRPOTrainer
+
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    steps = object.__new__(GRPOTrainer)
+    steps._run, steps.processing_class, steps._group, steps._lead = run, tokenizer, run.grpo_num_generations, 0
+    steps._answers, steps._grid, steps._levels = AnswerSet.integers(grid), grid, None
+    steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
+    return steps
+
+
+def test_reference_is_the_base_with_the_adapter_disabled_and_beta_zero_skips_it(scorer, features, tiny_model,
+                                                                                  monkeypatch):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from iovqa_plugin.config import build_config
+    from iovqa_plugin.patches import grpo_trainer
+
+    def load():
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+    base = load()
+    torch.manual_seed(0)
+    policy = get_peft_model(load(), LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "lm_head"],
+                                               init_lora_weights=False))
+    tokenizer = scorer.loaded.tokenizer
+    batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "12", "12"])
+    run = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_grpo_beta": 0.04})
+    rollouts = grpo_steps(run, tokenizer)._new_rollouts(policy, batch)
+    with torch.no_grad():
+        reference = completion_logps(base, rollouts.completions)
+        adapted = completion_logps(policy, rollouts.completions)
+    assert torch.allclose(rollouts.ref_logps, reference, atol=1e-6)
+    assert not torch.allclose(adapted, reference, atol=1e-3)  # the adapter does change the policy
+    assert rollouts.old_logps is None  # num_iterations 1: the ratio's old policy is the policy detached
+    steps = grpo_steps(build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2}), tokenizer)
+
+    def no_reference(model):
+        raise AssertionError("beta = 0 ran a reference pass")
+
+    monkeypatch.setattr(grpo_trainer, "_adapter_disabled", no_reference)
+    rollouts = steps._new_rollouts(policy, batch)
+    assert rollouts.ref_logps is None and rollouts.completions.mask.sum().item() == 8
+    assert steps._metrics["parseable"] == [1.0] and len(steps._metrics["reward/score_relative"]) == 1

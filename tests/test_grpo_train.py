@@ -46,3 +46,23 @@ def test_answer_only_grpo_through_the_stock_cli_then_score(tiny_model, demo_dir,
     table = pd.read_csv(preds)
     assert len(table) == len(pd.read_csv(os.path.join(demo_dir, "demo", "val.csv")))
     assert table["expected_mos"].between(1, 5).all()
+
+
+def test_thinking_grpo_with_freeze_tuning_generates_its_rollouts(tiny_model, demo_dir, tmp_path):
+    out = str(tmp_path / "think")
+    recipe = grpo_recipe(
+        tiny_model, demo_dir, out, finetuning_type="freeze", freeze_trainable_layers=1, lora_rank=None,
+        lora_alpha=None, lora_dropout=None, lora_target=None, iovqa_grpo_mode="thinking", iovqa_grpo_beta=0.0,
+        iovqa_grpo_rewards={"format": 1.0, "score_gaussian": 1.0, "length": {"weight": 0.5, "min_words": 1}},
+        iovqa_grpo_num_generations=2, per_device_train_batch_size=4, iovqa_grpo_max_completion_length=6,
+        iovqa_prompt_template="{video}Rate the video made from: {prompt}. Reason in <think> </think>, then answer "
+                              "{answer_format} in <answer> </answer>.", max_steps=1, save_steps=1)
+    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "t.yaml", recipe)])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "GRPO (thinking answers): 2 answers per prompt" in log
+    (entry,) = logged(out)
+    # an untrained tiny model writes no tags in 6 tokens: every reward is 0, and nothing was parseable
+    assert entry["parseable"] == 0.0 and entry["reward/format"] == 0.0 and entry["reward"] == 0.0
+    assert "kl" not in entry  # beta 0: no reference pass
+    assert os.path.isfile(os.path.join(out, "model.safetensors"))  # freeze tuning saves the whole model
