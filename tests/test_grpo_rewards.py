@@ -95,3 +95,14 @@ def test_combine_weights_and_a_user_reward(tmp_path, monkeypatch):
     total, each = combine(answers, [{"mos": 4.0}] * 2, {"score_relative": {"weight": 2.0},
                                                           "user_rw:parsed": {"weight": 1.0, "bonus": 0.5}})
     assert each == {"score_relative": [1.0, 0.0], "user_rw:parsed": [0.5, 0.0]} and total == [2.5, 0.0]
+
+
+def test_the_scorer_reads_the_answer_block_after_a_think_block():
+    from iovqa_plugin.data.labels import read_answer
+    from iovqa_plugin.score.decoding import answer_text
+
+    assert answer_text("<think>frames 1 and 2 are sharp</think>\n<answer>37</answer>") == "37"
+    assert answer_text("<think>sharp</think><answer>42") == "42"  # stopped once the score was complete
+    assert answer_text("<think>still thinking about 45") == ""
+    assert answer_text("41") == "41"  # answer-only models as before
+    assert read_answer(answer_text("<think>a</think><answer>good</answer>"), "level")[0] == 4.0

@@ -27,6 +27,7 @@ import torch
 from ..data.grid import ScoreGrid
 from ..data.levels import LevelTokens
 from ..data.labels import COMPLETE_SCORE
+from ..rl.answers import ANSWER_TAGS
 from ..train.head import HeadForward, expected_score, grade_probabilities
 
 
@@ -34,12 +35,16 @@ THOUGHT_TAGS = ("<think>", "</think>")
 
 
 def answer_text(text: str, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> str:
-    """The answer part of generated text: after the last closing think tag; nothing while a think block is open."""
+    """The answer part of generated text: after the last closing think tag; nothing while a think block is open.
+    An answer block after it (``<answer>37</answer>``, the form GRPO thinking runs are trained on) is read
+    inside its tags (an unclosed one: what follows its opening tag)."""
     opening, closing = thought_tags
     if closing and closing in text:
         text = text.rsplit(closing, 1)[1]
     elif opening and opening in text:
         text = text.split(opening, 1)[0]  # an unfinished think block: its text is not an answer
+    if ANSWER_TAGS[0] in text:
+        text = text.split(ANSWER_TAGS[0], 1)[1].split(ANSWER_TAGS[1], 1)[0]
     return text.strip()
 
 

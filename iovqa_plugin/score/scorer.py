@@ -84,6 +84,8 @@ class Scorer:
         loaded, plugin = self.loaded, self.plugin
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
+        if plugin.rl_on and plugin.grpo_mode == "thinking":  # reasoning first: as long as its training rollouts
+            limit = max(limit, plugin.grpo_max_completion_length)
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
                                loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
                                loaded.thought_tags)
