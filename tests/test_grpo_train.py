@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import yaml
 
-from conftest import REPO, run_cli, write_recipe
+from conftest import REPO, base_recipe, run_cli, write_recipe
 
 
 def grpo_recipe(model, dataset_dir, output_dir, **overrides):
@@ -23,12 +23,17 @@ def logged(output_dir):
         return [entry for entry in json.load(handle)["log_history"] if "loss" in entry]
 
 
-def test_answer_only_grpo_through_the_stock_cli_then_score(tiny_model, demo_dir, tmp_path):
+def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model, demo_dir, tmp_path):
+    sft = str(tmp_path / "sft")  # the usual path: an SFT adapter first, GRPO continues it
+    sft_run = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "s.yaml", base_recipe(
+        tiny_model, demo_dir, sft, max_steps=1, save_steps=1, lora_dropout=0.0))])
+    assert sft_run.returncode == 0, (sft_run.stdout + sft_run.stderr)[-3000:]
     out = str(tmp_path / "grpo")
-    recipe = write_recipe(tmp_path / "g.yaml", grpo_recipe(tiny_model, demo_dir, out))
+    recipe = write_recipe(tmp_path / "g.yaml", grpo_recipe(tiny_model, demo_dir, out, adapter_name_or_path=sft))
     result = run_cli(["llamafactory-cli", "train", recipe])
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    assert f"Loaded adapter(s): {sft}" in log
     assert "GRPO (answer_only answers): 4 answers per prompt" in log
     steps = logged(out)
     assert len(steps) == 2
@@ -38,6 +43,10 @@ def test_answer_only_grpo_through_the_stock_cli_then_score(tiny_model, demo_dir,
         assert 0 <= entry["reward/score_relative"] <= 1 and entry["reward"] == entry["reward/score_relative"]
         assert entry["reward_std"] >= 0 and entry["kl"] >= 0 and 0 <= entry["clip_ratio"] <= 1
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
+    from safetensors.torch import load_file
+
+    before, after = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (sft, out))
+    assert before.keys() == after.keys() and any((before[k] != after[k]).any() for k in before)  # trained on
     with open(os.path.join(out, "iovqa_config.json"), encoding="utf-8") as handle:
         assert json.load(handle)["iovqa_rl"] == "grpo"
     preds = str(tmp_path / "preds.csv")
