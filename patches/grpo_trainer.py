@@ -46,8 +46,8 @@ from iovqa_plugin.rl.answers import parse_answer
 from iovqa_plugin.rl.loss import group_advantages, grpo_loss
 from iovqa_plugin.rl.rewards import combine
 from iovqa_plugin.rl.rollouts import (AnswerSet, Completions, answer_starts, closed_distribution, completion_batch,
-                                      completion_logps, prompt_batch, sample_answers, sampling_distribution,
-                                      select_rows)
+                                      completion_logps, frame_orders, prompt_batch, sample_answers,
+                                      sampling_distribution, select_rows, shuffle_frames)
 from iovqa_plugin.train.head import MOS_KEY
 from iovqa_plugin.train.mask import mos_from_labels
 from iovqa_plugin.train.soft_targets import SIGMA_KEY
@@ -142,15 +142,16 @@ class GRPOSteps:
         batch = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
         starts = answer_starts(labels, self._lead if run.grpo_mode == "thinking" else 0)
         pad = tokenizer.pad_token_id
+        rollout = self._sample_closed if run.grpo_mode == "answer_only" else self._generate
         with _eval_mode(model), torch.no_grad():
-            if run.grpo_mode == "answer_only":
-                tokens = self._sample_closed(model, batch, starts, pad)
-            else:
-                tokens = self._generate(model, batch, starts, pad)
-        texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
-        answers = [parse_answer(text, run.grpo_mode, run.label_format) for text in texts]
+            tokens = rollout(model, batch, starts, pad)
+            # T-GRPO: the same prompts with their frames shuffled, answered for the temporal reward only
+            shuffled = None
+            if "temporal" in run.grpo_rewards:
+                shuffled = rollout(model, self._frames_shuffled(batch), starts, pad)
+        answers = self._read(tokens, tokenizer)
         rows = [{"mos": float(m), "group": i // self._group} for i, m in enumerate(mos.tolist())]
-        total, each = combine(answers, rows, run.grpo_rewards)
+        total, each = self._rewards(answers, rows, None if shuffled is None else self._read(shuffled, tokenizer))
         rewards = torch.tensor(total, dtype=torch.float32)
         advantages, group_std = group_advantages(rewards, self._group, run.grpo_scale_rewards)
         for name, values in each.items():
@@ -167,6 +168,36 @@ class GRPOSteps:
                 with _adapter_disabled(model):
                     ref = completion_logps(model, completions)
         return Rollouts(completions, advantages, old, ref)
+
+    def _read(self, tokens, tokenizer) -> list:
+        run = self._run
+        return [parse_answer(tokenizer.decode(t, skip_special_tokens=True), run.grpo_mode, run.label_format)
+                for t in tokens]
+
+    def _rewards(self, answers, rows, shuffled) -> tuple[list[float], dict[str, list[float]]]:
+        """Each answer's weighted reward and each reward's values; ``temporal`` also reads the shuffled answers."""
+        specs = self._run.grpo_rewards
+        plain = {name: spec for name, spec in specs.items() if name != "temporal"}
+        total, each = combine(answers, rows, plain) if plain else ([0.0] * len(answers), {})
+        if shuffled is not None:
+            size = len(answers)
+            both = rows + [dict(row, shuffled=True) for row in rows]
+            extra, values = combine(answers + shuffled, both, {"temporal": specs["temporal"]})
+            total = [a + b for a, b in zip(total, extra[:size])]
+            each["temporal"] = values["temporal"][:size]
+            self._metrics["parseable_shuffled"].append(fmean(float(a.parsed) for a in shuffled))
+        return total, each
+
+    def _frames_shuffled(self, batch) -> dict:
+        """The batch with every video's frames in a random order other than the original one."""
+        grid = batch.get("video_grid_thw")
+        if grid is None:
+            raise ValueError("the temporal reward shuffles video frames; this batch has no video")
+        vision = _unwrap_config(self.model).vision_config
+        temporal_patch = vision.temporal_patch_size
+        orders = frame_orders([int(t) * temporal_patch for t in grid[:, 0].tolist()], self._generator)
+        pixels = shuffle_frames(batch["pixel_values_videos"], grid, temporal_patch, vision.patch_size, orders)
+        return {**batch, "pixel_values_videos": pixels}
 
     def _sample_closed(self, model, batch, starts, pad) -> list[list[int]]:
         """Each group's answers drawn from the policy's distribution over the closed answer set."""
@@ -221,6 +252,10 @@ class GRPOSteps:
 def _is_peft(model) -> bool:
     inner = getattr(model, "module", model)
     return hasattr(inner, "disable_adapter")
+
+
+def _unwrap_config(model):
+    return getattr(model, "module", model).config
 
 
 def _unwrap_for_generation(model):

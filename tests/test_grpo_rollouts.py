@@ -157,3 +157,48 @@ def test_reference_is_the_base_with_the_adapter_disabled_and_beta_zero_skips_it(
     rollouts = steps._new_rollouts(policy, batch)
     assert rollouts.ref_logps is None and rollouts.completions.mask.sum().item() == 8
     assert steps._metrics["parseable"] == [1.0] and len(steps._metrics["reward/score_relative"]) == 1
+
+
+def test_temporal_shuffling_permutes_the_frames_the_model_sees(scorer):
+    from iovqa_plugin.rl.rollouts import frame_orders, shuffle_frames
+
+    processor = scorer.loaded.processor.video_processor
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (56, 84, 3), dtype=np.uint8) for _ in range(4)]
+    order = frame_orders([4], torch.Generator().manual_seed(3))[0]
+    assert sorted(order) == [0, 1, 2, 3] and order != [0, 1, 2, 3]
+
+    def processed(video):
+        out = processor(videos=[np.stack(video)], return_tensors="pt", do_sample_frames=False)
+        return out["pixel_values_videos"], out["video_grid_thw"]
+
+    pixels, grid = processed(frames)
+    expected, same_grid = processed([frames[i] for i in order])
+    assert torch.equal(grid, same_grid) and grid[0, 0] == 2  # two temporal patches of two frames each
+    config = scorer.loaded.model.config.vision_config
+    shuffled = shuffle_frames(pixels, grid, config.temporal_patch_size, config.patch_size, [order])
+    assert torch.allclose(shuffled, expected) and not torch.allclose(shuffled, pixels)
+
+
+def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypatch):
+    from iovqa_plugin.config import build_config
+
+    tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
+    batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "12", "12"])
+    run = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_num_frames": 4,
+                        "iovqa_grpo_rewards": {"score_relative": 1.0, "temporal": {"weight": 1.0, "tolerance": 5}}})
+    steps = grpo_steps(run, tokenizer)
+    steps.model = model
+    seen = []
+    original = steps._sample_closed
+
+    def recording(model_, batch_, starts, pad):
+        seen.append(batch_["pixel_values_videos"])
+        return original(model_, batch_, starts, pad)
+
+    monkeypatch.setattr(steps, "_sample_closed", recording)
+    rollouts = steps._new_rollouts(model, batch)
+    assert len(seen) == 2 and seen[0].shape == seen[1].shape and not torch.equal(seen[0], seen[1])
+    # tolerance 5: every answer is right, ordered and shuffled alike (1 >= 0.8 x 1): each ordered answer gets alpha
+    assert steps._metrics["reward/temporal"] == [pytest.approx(0.3)]
+    assert steps._metrics["parseable_shuffled"] == [1.0] and rollouts.completions.mask.shape[0] == 4

@@ -34,7 +34,6 @@ def test_a_recipe_without_the_entry_key_is_unchanged_and_grpo_keys_need_it():
     ({"iovqa_grpo_rewards": {"length": 1}}, "'length' rewards the reasoning"),
     ({"iovqa_grpo_rewards": {"nosuchmodule_xyz:f": 1}}, "cannot load the user reward"),
     ({"iovqa_grpo_rewards": {"temporal": 1}, "iovqa_num_frames": 2}, "temporal shuffles the frames"),
-    ({"iovqa_grpo_rewards": {"temporal": 1}, "iovqa_num_frames": 4}, "the trainer does not make yet"),
     ({"iovqa_dimensions": "traditional,overall", "iovqa_dimension_layout": "joint"}, "joint is not supported yet"),
     ({"iovqa_grpo_num_generations": 3}, r"per_device_train_batch_size \(8\) must be a multiple"),
     ({"iovqa_grpo_num_generations": 1}, "must be >= 2"),

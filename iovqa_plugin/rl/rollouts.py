@@ -125,6 +125,37 @@ def select_rows(batch: dict[str, Any], rows: Sequence[int]) -> Optional[dict[str
     return out
 
 
+def frame_orders(frames: Sequence[int], generator: Optional[torch.Generator] = None) -> list[list[int]]:
+    """A random order of each video's ``frames`` frames other than the original one (T-GRPO's shuffled frames)."""
+    orders = []
+    for count in frames:
+        order = list(range(count))
+        while count > 1 and order == list(range(count)):
+            order = torch.randperm(count, generator=generator).tolist()
+        orders.append(order)
+    return orders
+
+
+def shuffle_frames(pixels: torch.Tensor, grid_thw: torch.Tensor, temporal_patch: int, patch: int,
+                   orders: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The flattened video patches of the Qwen2-VL processor layout with each video's frames put in ``orders[v]``.
+
+    Each video's rows are its (t, h, w) patches, t-major, each row (channels, temporal_patch, patch, patch): the
+    t·temporal_patch frames are taken apart, reordered and put back, exactly as the processor would lay out
+    the reordered frames (a temporal patch fuses two frames, so reordering whole patches would not do).
+    """
+    out, offset = [], 0
+    for (t, h, w), order in zip(grid_thw.tolist(), orders):
+        rows = pixels[offset: offset + t * h * w]
+        offset += t * h * w
+        channels = rows.shape[-1] // (temporal_patch * patch * patch)
+        x = rows.reshape(t, h * w, channels, temporal_patch, patch * patch).permute(0, 3, 1, 2, 4)
+        x = x.reshape(t * temporal_patch, h * w, channels, patch * patch)[torch.tensor(order, device=rows.device)]
+        x = x.reshape(t, temporal_patch, h * w, channels, patch * patch).permute(0, 2, 3, 1, 4)
+        out.append(x.reshape(t * h * w, -1))
+    return torch.cat(out) if out else pixels
+
+
 def closed_distribution(model: Any, prompts: dict[str, Any], answers: AnswerSet,
                         grid: Optional[ScoreGrid] = None, levels: Optional[LevelTokens] = None) -> torch.Tensor:
     """(B, K) the policy's distribution over the closed answer set at the prompts' next token (no gradient)."""

@@ -176,10 +176,6 @@ class GRPOArguments:
             if name == "temporal" and self.num_frames < 4:
                 raise PluginConfigError(f"iovqa_grpo_rewards: temporal shuffles the frames, which needs "
                                         f"iovqa_num_frames >= 4, got {self.num_frames}")
-            if name == "temporal":
-                raise PluginConfigError("iovqa_grpo_rewards: temporal (T-GRPO) needs rollouts of each prompt with its "
-                                        "frames shuffled, which the trainer does not make yet; the reward function "
-                                        "is in the registry for user trainers (rl.rewards.temporal)")
             checked[name] = {"weight": float(weight), **arguments}
         return checked
 
