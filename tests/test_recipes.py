@@ -61,6 +61,7 @@ PLUGIN = {
     "deqa_fidelity_7b.yaml": ("level", "digits"),
     "deqa_fidelity_cpu.yaml": ("level", "digits"),
     "iovqa_grpo_cpu.yaml": ("integer", "digits"),
+    "iovqa_grpo_demo_cpu.yaml": ("integer", "digits"),
     "iovqa_grpo_7b.yaml": ("integer", "digits"),
     "vqinsight_stage2_video_7b.yaml": ("integer", "digits"),
     "visualquality_r1_7b.yaml": ("integer", "digits"),
@@ -70,6 +71,7 @@ PLUGIN = {
 # (DESIGN.md section 9); None: a CPU recipe or the plugin's own choice, said in its header
 GRPO_RECIPES = {
     "iovqa_grpo_cpu.yaml": ("answer_only", {"score_relative"}, 4, 0.04, None, None),
+    "iovqa_grpo_demo_cpu.yaml": ("answer_only", {"score_relative"}, 4, 0.0, None, None),
     "iovqa_grpo_7b.yaml": ("answer_only", {"score_relative"}, 8, 0.001, None, None),
     "vqinsight_stage2_video_7b.yaml": ("thinking", {"format", "score_relative", "length"}, 8, 0.001, 1e-6, 3),
     "visualquality_r1_7b.yaml": ("thinking", {"format", "fidelity_rank"}, 6, 0.04, 1e-6, 10),
@@ -181,7 +183,7 @@ def _check_grpo(name, path, plugin, training_args, deepspeed):
     if learning_rate is not None:
         assert training_args.learning_rate == learning_rate and training_args.num_train_epochs == epochs
     text = open(path, encoding="utf-8").read()
-    if name != "iovqa_grpo_cpu.yaml":
+    if not name.endswith("_cpu.yaml"):
         assert "Where the numbers come from" in text and "DESIGN.md section 9" in text
         assert load(path)["model_name_or_path"] == "Qwen/Qwen2.5-VL-7B-Instruct" and training_args.bf16
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
