@@ -95,11 +95,12 @@ class GRPOSteps:
             run.grpo_loss_type, run.grpo_scale_rewards, run.grpo_num_iterations)
 
     # ------------------------------------------------------------------------------------------ data order
-    def _get_train_sampler(self, *args: Any, **kwargs: Any):
-        args_ = self.args
-        prompts = args_.per_device_train_batch_size * args_.world_size * args_.gradient_accumulation_steps // self._group
-        return RepeatSampler(self.train_dataset, mini_repeat_count=self._group, batch_size=prompts,
-                             repeat_count=self._run.grpo_num_iterations, shuffle=True, seed=args_.seed)
+    def _get_train_sampler(self, train_dataset: Any = None):
+        args = self.args
+        prompts = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps // self._group
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        return RepeatSampler(dataset, mini_repeat_count=self._group, batch_size=prompts,
+                             repeat_count=self._run.grpo_num_iterations, shuffle=True, seed=args.seed)
 
     # ------------------------------------------------------------------------------------------ the step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
