@@ -6,8 +6,9 @@ Both produce the same thing, `group` sampled answers for each of `prompts` video
 (a tiny Qwen2.5-VL built here, `--hidden` wide, untrained) and the same collated prompts (the demo ladder's
 test videos, LLaMA-Factory's template, frames and collator, as training builds them):
 
-* exact-distribution: the policy's distribution over the 41 integers from one prefill of each prompt plus one
-  batched step (the scorer's expected decoding, `rl.rollouts.closed_distribution`), then `group` draws;
+* exact-distribution: the policy's next-token distributions at the answer's first digit and after each first
+  digit, from one prefill of each prompt plus one batched step (the scorer's expected decoding,
+  `rl.rollouts.answer_logits`), then `group` answers drawn token by token (`sample_completions`);
 * generate: each prompt repeated `group` times, `model.generate` with sampling (temperature 1), at most 3 new
   tokens (the two digits and the stop token: what an answer-only rollout needs; the untrained model never
   stops earlier, a trained one stops after those 3).
@@ -46,7 +47,7 @@ def main() -> None:
     from iovqa_plugin.data.grid import ScoreGrid
     from iovqa_plugin.demo.ladder import make_demo_dataset
     from iovqa_plugin.demo.tiny_model import build_tiny_model
-    from iovqa_plugin.rl.rollouts import AnswerSet, closed_distribution, sample_answers, sampling_distribution
+    from iovqa_plugin.rl.rollouts import answer_logits, sample_completions
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
@@ -72,14 +73,13 @@ def main() -> None:
         loaded = scorer.loaded
         model, tokenizer = loaded.model, loaded.tokenizer
         grid = ScoreGrid.from_tokenizer(tokenizer)
-        answers = AnswerSet.integers(grid)
         unique = loaded.batch(features)
         repeated = loaded.batch([f for f in features for _ in range(args.group)])
         generator = torch.Generator().manual_seed(0)
 
         def exact():
-            q = sampling_distribution(closed_distribution(model, unique, answers, grid=grid))
-            return sample_answers(q, args.group, generator).flatten().tolist()
+            first, second = answer_logits(model, unique, grid)
+            return sample_completions(first, second, args.group, grid, generator=generator)
 
         def generate():
             inputs = {k: v for k, v in repeated.items() if k not in ("position_ids", "rope_deltas")}

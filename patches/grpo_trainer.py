@@ -45,9 +45,8 @@ from iovqa_plugin.logs import get_logger
 from iovqa_plugin.rl.answers import parse_answer
 from iovqa_plugin.rl.loss import group_advantages, grpo_loss
 from iovqa_plugin.rl.rewards import combine
-from iovqa_plugin.rl.rollouts import (AnswerSet, Completions, answer_starts, closed_distribution, completion_batch,
-                                      completion_logps, frame_orders, prompt_batch, sample_answers,
-                                      sampling_distribution, select_rows, shuffle_frames)
+from iovqa_plugin.rl.rollouts import (Completions, answer_logits, answer_starts, completion_batch, completion_logps,
+                                      frame_orders, prompt_batch, sample_completions, select_rows, shuffle_frames)
 from iovqa_plugin.train.head import MOS_KEY
 from iovqa_plugin.train.mask import mos_from_labels
 from iovqa_plugin.train.soft_targets import SIGMA_KEY
@@ -70,12 +69,12 @@ class Rollouts:
 class GRPOSteps:
     """The GRPO training step, in front of an SFT trainer class (see the module docstring)."""
 
-    def __init__(self, *args: Any, run: IOVQAArguments, answers: Optional[AnswerSet] = None, grid: Any = None,
-                 levels: Any = None, lead: int = 0, stop_ids: tuple = (), **kwargs: Any):
+    def __init__(self, *args: Any, run: IOVQAArguments, grid: Any = None, levels: Any = None, lead: int = 0,
+                 stop_ids: tuple = (), **kwargs: Any):
         if run.label_format == "level":
             kwargs.update(run=run, levels=levels)
         super().__init__(*args, **kwargs)
-        self._run, self._answers, self._grid, self._levels = run, answers, grid, levels
+        self._run, self._grid, self._levels = run, grid, levels
         self._lead, self._stop_ids = lead, list(stop_ids)
         self._group = run.grpo_num_generations
         self._cache: dict[int, Rollouts] = {}
@@ -201,20 +200,16 @@ class GRPOSteps:
         return {**batch, "pixel_values_videos": pixels}
 
     def _sample_closed(self, model, batch, starts, pad) -> list[list[int]]:
-        """Each group's answers drawn from the policy's distribution over the closed answer set."""
-        size = batch["input_ids"].shape[0]
-        firsts = list(range(0, size, self._group))
+        """Each group's answers drawn token by token from the policy's exact next-token distributions."""
+        size, group = batch["input_ids"].shape[0], self._group
+        firsts = list(range(0, size, group))
         unique = select_rows(batch, firsts)  # one prompt per group (its rows are the same prompt)
-        if unique is None:
-            unique, firsts = batch, list(range(size))
-        prompts = prompt_batch(unique, starts[firsts], pad)
-        probabilities = closed_distribution(model, prompts, self._answers, grid=self._grid, levels=self._levels)
-        q = sampling_distribution(probabilities, self._run.grpo_temperature, self._run.grpo_top_p)
-        if len(firsts) == size:  # every row its own draw
-            picked = sample_answers(q, 1, self._generator).flatten()
-        else:
-            picked = sample_answers(q, self._group, self._generator).flatten()  # group g's draws are rows g*G..
-        return [list(self._answers.paths[k]) for k in picked.tolist()]
+        if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
+            unique, firsts, group = batch, list(range(size)), 1
+        first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), self._grid, self._levels)
+        run = self._run
+        return sample_completions(first, second, group, self._grid, self._levels, run.grpo_temperature,
+                                  run.grpo_top_p, self._generator)
 
     def _generate(self, model, batch, starts, pad) -> list[list[int]]:
         """Thinking answers: one sampled completion per row, cut after its first stop token."""

@@ -101,8 +101,6 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
 
 def _grpo_trainer(run: Any, args: tuple, kwargs: dict):
     """The GRPO trainer of an ``iovqa_rl: grpo`` run, with the answer set and template tokens it needs."""
-    from iovqa_plugin.rl.rollouts import AnswerSet
-
     from .grpo_trainer import GRPOTrainer, LevelGRPOTrainer
     from .score_position import check_template_support, level_tokens
 
@@ -111,14 +109,12 @@ def _grpo_trainer(run: Any, args: tuple, kwargs: dict):
     stop_ids = tuple(template.get_stop_token_ids(tokenizer))
     if run.level_scores:
         levels = level_tokens(template, tokenizer)
-        return LevelGRPOTrainer(*args, run=run, answers=AnswerSet.levels(levels), levels=levels,
-                                lead=len(levels.lead), stop_ids=stop_ids, **kwargs)
+        return LevelGRPOTrainer(*args, run=run, levels=levels, lead=len(levels.lead), stop_ids=stop_ids, **kwargs)
     from iovqa_plugin.data.grid import ScoreGrid
 
     grid = ScoreGrid.from_tokenizer(tokenizer)
     layout = check_template_support(template, tokenizer, template.__class__.__name__, run.label_format)
-    return GRPOTrainer(*args, run=run, answers=AnswerSet.integers(grid), grid=grid, lead=len(layout.prefix),
-                       stop_ids=stop_ids, **kwargs)
+    return GRPOTrainer(*args, run=run, grid=grid, lead=len(layout.prefix), stop_ids=stop_ids, **kwargs)
 
 
 def apply_sft_trainer() -> None:

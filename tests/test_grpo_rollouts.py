@@ -11,8 +11,8 @@ from scipy import stats
 
 from conftest import base_recipe, write_recipe
 from iovqa_plugin.data.grid import ScoreGrid
-from iovqa_plugin.rl.rollouts import (AnswerSet, answer_starts, closed_distribution, completion_batch,
-                                      completion_logps, prompt_batch, sample_answers, sampling_distribution)
+from iovqa_plugin.rl.rollouts import (answer_logits, answer_starts, completion_batch, completion_logps, prompt_batch,
+                                      sample_completions, token_distribution)
 from iovqa_plugin.train.mask import IGNORE_INDEX
 
 
@@ -63,50 +63,76 @@ def teacher_forced(scorer, feature, answer_ids):
     return sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer_ids))
 
 
-def test_rollout_distribution_and_log_probs_are_the_scorers_and_teacher_forcing(scorer, features):
+def test_rollout_logits_and_log_probs_are_the_scorers_and_teacher_forcing(scorer, features):
     model, tokenizer = scorer.loaded.model, scorer.loaded.tokenizer
     grid = ScoreGrid.from_tokenizer(tokenizer)
-    answers = AnswerSet.integers(grid)
     batch = sft_batch(scorer, features, ["37", "12", "50"])
     starts = answer_starts(batch["labels"])
     assert starts.tolist() == [len(f["input_ids"]) for f in features]
     # the prompts cut from the training batch give the scorer's distribution on its own prompt batch
-    probabilities = closed_distribution(model, prompt_batch(batch, starts, tokenizer.pad_token_id), answers, grid=grid)
+    first, second = answer_logits(model, prompt_batch(batch, starts, tokenizer.pad_token_id), grid)
     reference, _ = scorer.distribution(scorer.batch(features))
-    assert torch.allclose(probabilities, reference, atol=1e-6)
-    # the sampled answers' log-probs, teacher-forced in one batch, equal a forward of each prompt + answer alone
-    picked = sample_answers(sampling_distribution(probabilities), 1, torch.Generator().manual_seed(0))[:, 0]
-    picked[1] = answers.texts.index("50")  # and one whose first digit differs from the batch's label
-    completions = completion_batch(batch, starts, [answers.paths[k] for k in picked.tolist()], tokenizer.pad_token_id)
+    assert torch.allclose(grid.probabilities(first, second), reference, atol=1e-6)
+    # drawn answers (and an unreadable one) teacher-forced in one batch: a forward of each prompt + answer alone
+    drawn = sample_completions(first, second, 1, grid, generator=torch.Generator().manual_seed(0))
+    drawn[1] = tokenizer.encode("50", add_special_tokens=False)  # a first digit other than the batch label's
+    drawn[2] = tokenizer.encode("a", add_special_tokens=False)  # off the answer set: one token, then the end
+    completions = completion_batch(batch, starts, drawn, tokenizer.pad_token_id)
     with torch.no_grad():
         logps = completion_logps(model, completions)
-    assert completions.mask.sum(1).tolist() == [2, 2, 2]
-    for i, k in enumerate(picked.tolist()):
-        expected = teacher_forced(scorer, features[i], list(answers.paths[k]))
-        assert float(logps[i].sum()) == pytest.approx(expected, abs=1e-4)
-        assert tokenizer.decode(completions.tokens[i]) == answers.texts[k]
+    assert completions.mask.sum(1).tolist() == [len(d) for d in drawn]
+    for i, tokens in enumerate(drawn):
+        assert float(logps[i].sum()) == pytest.approx(teacher_forced(scorer, features[i], tokens), abs=1e-4)
+        assert completions.tokens[i, : len(tokens)].tolist() == tokens
 
 
-def test_sampled_answer_frequencies_match_the_distribution():
+def chi_square_p(counts, q, total):
+    expected = q * total
+    big = expected >= 5  # chi-square needs >= 5 expected per cell: pool the rare cells into one
+    observed = np.append(counts[big], counts[~big].sum())
+    expected = np.append(expected[big], expected[~big].sum())
+    return stats.chisquare(observed, expected).pvalue
+
+
+def test_sampled_answers_follow_the_policys_token_distributions():
     torch.manual_seed(1)
-    p = torch.softmax(torch.randn(2, 41) * 1.5, dim=-1)
-    q = sampling_distribution(p, temperature=0.7)
-    sharp = p ** (1 / 0.7)
-    assert torch.allclose(q, sharp / sharp.sum(-1, keepdim=True), atol=1e-6)
-    draws = sample_answers(q, 20000, torch.Generator().manual_seed(123))
+    vocab, n = 30, 4000
+    grid = ScoreGrid(2, torch.arange(1, 6), torch.arange(10, 20))  # first digits 1..5, digits 0..9
+    first = torch.randn(2, vocab) * 1.5
+    first[:, 1:6] += 2.0  # mostly first digits, some tokens off the answer set
+    second = torch.randn(2, 5, vocab) * 1.5
+    drawn = sample_completions(first, second, n, grid, temperature=0.7, generator=torch.Generator().manual_seed(123))
+    assert len(drawn) == 2 * n
     for row in range(2):
-        counts = np.bincount(draws[row].numpy(), minlength=41)
-        expected = q[row].double().numpy() * 20000
-        big = expected >= 5  # chi-square needs >= 5 expected per cell: pool the rare answers into one cell
-        observed = np.append(counts[big], counts[~big].sum())
-        expected = np.append(expected[big], expected[~big].sum())
-        assert stats.chisquare(observed, expected).pvalue > 0.01
-    # top-p keeps the most likely answers holding top_p of the mass, and nothing else is drawn
-    cut = sampling_distribution(p, top_p=0.5)
-    order = p[0].argsort(descending=True)
-    kept = int((p[0][order].cumsum(0) - p[0][order] < 0.5).sum())
+        answers = drawn[row * n:(row + 1) * n]
+        q = token_distribution(first[row], 0.7).numpy()
+        counts = np.bincount([a[0] for a in answers], minlength=vocab)
+        assert chi_square_p(counts, q, n) > 0.01
+        assert all(len(a) == (2 if a[0] in range(1, 6) else 1) for a in answers)  # off the set: the answer ends
+        digit = int(np.argmax(counts[1:6]))  # the second token, given the most drawn first digit
+        seconds = [a[1] for a in answers if a[0] == digit + 1]
+        q2 = token_distribution(second[row, digit], 0.7).numpy()
+        assert chi_square_p(np.bincount(seconds, minlength=vocab), q2, len(seconds)) > 0.01
+    sharp = torch.softmax(first[0] / 0.7, -1)
+    assert torch.allclose(token_distribution(first[0], 0.7).float(), sharp, atol=1e-6)
+    # top-p keeps the most likely tokens holding top_p of the mass, and nothing else is drawn
+    cut = token_distribution(first, top_p=0.5)
+    p = torch.softmax(first[0].double(), -1)
+    order = p.argsort(descending=True)
+    kept = int((p[order].cumsum(0) - p[order] < 0.5).sum())
     assert set(cut[0].nonzero().flatten().tolist()) == set(order[:kept].tolist())
-    assert set(sample_answers(cut, 500).flatten().tolist()) <= set(cut.nonzero()[:, 1].tolist())
+    drawn = sample_completions(first, second, 200, grid, top_p=0.5)
+    assert {a[0] for a in drawn[:200]} <= set(order[:kept].tolist())
+
+
+def test_level_answers_are_whole_words_or_end_off_the_set():
+    from iovqa_plugin.data.levels import LevelTokens
+
+    levels = LevelTokens.from_answers([[7, 99], [8, 9, 99], [10, 99], [11, 99], [12, 13, 99]], "fake")
+    logits = torch.full((2, 20), -30.0)
+    logits[0, 8] = 30.0  # "poor" (two tokens)
+    logits[1, 3] = 30.0  # no level
+    assert sample_completions(logits, None, 2, levels=levels) == [[8, 9], [8, 9], [3], [3]]
 
 
 def grpo_steps(run, tokenizer):
@@ -115,10 +141,9 @@ def grpo_steps(run, tokenizer):
 
     from iovqa_plugin.patches.grpo_trainer import GRPOTrainer
 
-    grid = ScoreGrid.from_tokenizer(tokenizer)
     steps = object.__new__(GRPOTrainer)
     steps._run, steps.processing_class, steps._group, steps._lead = run, tokenizer, run.grpo_num_generations, 0
-    steps._answers, steps._grid, steps._levels = AnswerSet.integers(grid), grid, None
+    steps._grid, steps._levels = ScoreGrid.from_tokenizer(tokenizer), None
     steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
     return steps
 
@@ -155,8 +180,10 @@ def test_reference_is_the_base_with_the_adapter_disabled_and_beta_zero_skips_it(
 
     monkeypatch.setattr(grpo_trainer, "_adapter_disabled", no_reference)
     rollouts = steps._new_rollouts(policy, batch)
-    assert rollouts.ref_logps is None and rollouts.completions.mask.sum().item() == 8
-    assert steps._metrics["parseable"] == [1.0] and len(steps._metrics["reward/score_relative"]) == 1
+    assert rollouts.ref_logps is None and rollouts.completions.mask.shape[0] == 4
+    # the untrained tiny model puts little mass on the integers: most drawn answers leave the set and score 0
+    parseable = steps._metrics["parseable"][0]
+    assert 0 <= parseable < 1 and len(steps._metrics["reward/score_relative"]) == 1
 
 
 def test_temporal_shuffling_permutes_the_frames_the_model_sees(scorer):
@@ -199,6 +226,5 @@ def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypa
     monkeypatch.setattr(steps, "_sample_closed", recording)
     rollouts = steps._new_rollouts(model, batch)
     assert len(seen) == 2 and seen[0].shape == seen[1].shape and not torch.equal(seen[0], seen[1])
-    # tolerance 5: every answer is right, ordered and shuffled alike (1 >= 0.8 x 1): each ordered answer gets alpha
-    assert steps._metrics["reward/temporal"] == [pytest.approx(0.3)]
-    assert steps._metrics["parseable_shuffled"] == [1.0] and rollouts.completions.mask.shape[0] == 4
+    assert "reward/temporal" in steps._metrics and len(steps._metrics["parseable_shuffled"]) == 1
+    assert rollouts.completions.mask.shape[0] == 4

@@ -4,12 +4,14 @@ A batch is LLaMA-Factory's SFT batch (right-padded prompt + answer, the labels m
 tokens), ``num_generations`` consecutive rows per prompt. Each row's *start* is where its answer begins.
 
 *Exact-distribution rollouts* (answer-only mode): where the answers form a closed set (the 41 integers
-10..50, the five level words), the policy's distribution over that set comes from the answer position's
-logits, as the scorer's expected decoding computes it (``score.decoding.distribution`` /
-``level_distribution``: one prefill of each prompt, plus one batched step for the second digit). The group's
-answers are drawn from it (:func:`sample_answers`) instead of calling ``generate``; the sampling distribution is
-the policy restricted to the valid answers (its probability on anything else is left out, and such answers,
-which score 0, are never drawn), sharpened by the temperature (q ∝ p^(1/T)) and cut by top-p.
+10..50, the five level words), the policy's next-token distributions at the answer's positions come from one
+prefill of each prompt plus one batched step (the scorer's expected decoding: ``score.decoding.grid_logits``,
+after each possible first digit; ``level_answer_logits``), so the group's answers are drawn token by token from
+them (:func:`sample_completions`: temperature and top-p per token, as ``generate`` samples) instead of calling
+``generate`` once per answer. A drawn token off the answer set (a first token that is no first digit, a
+second digit past 50, a word that is no level) ends that answer there: it is an unreadable answer, rewarded 0,
+as a generated one would be, so the objective is generate's for the answer's tokens; only what a valid answer
+writes after its score (the stop token) is not drawn.
 
 *Teacher-forced log-probs*: every sampled (or generated) completion is written after its row's prompt
 (:func:`completion_batch`) and one forward, with the output layer at the completion's positions only
@@ -27,36 +29,13 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..data.grid import VALUES, ScoreGrid
-from ..data.labels import LEVEL_WORDS
+from ..data.grid import ScoreGrid
 from ..data.levels import LevelTokens
 from ..train.labelled_logits import forward_at
 from ..train.mask import IGNORE_INDEX
 
 # keys of an SFT batch laid out along the sequence (the rest, pixels and grids, are per sample and kept)
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "token_type_ids", "mm_token_type_ids")
-
-
-@dataclass(frozen=True)
-class AnswerSet:
-    """A closed answer set: each answer's text and token path (as the template writes the answer)."""
-
-    texts: tuple[str, ...]
-    paths: tuple[tuple[int, ...], ...]
-
-    @classmethod
-    def integers(cls, grid: ScoreGrid) -> "AnswerSet":
-        """The integers 10..50 (one token each, or first digit then second digit)."""
-        if grid.steps == 1:
-            paths = tuple((int(t),) for t in grid.first_ids)
-        else:
-            paths = tuple((int(grid.first_ids[v // 10 - 1]), int(grid.second_ids[v % 10])) for v in VALUES)
-        return cls(tuple(str(v) for v in VALUES), paths)
-
-    @classmethod
-    def levels(cls, levels: LevelTokens) -> "AnswerSet":
-        """The five level words (their whole token paths; drawn by their distinguishing token)."""
-        return cls(LEVEL_WORDS, levels.paths)
 
 
 def answer_starts(labels: torch.Tensor, lead: int = 0) -> torch.Tensor:
@@ -156,34 +135,66 @@ def shuffle_frames(pixels: torch.Tensor, grid_thw: torch.Tensor, temporal_patch:
     return torch.cat(out) if out else pixels
 
 
-def closed_distribution(model: Any, prompts: dict[str, Any], answers: AnswerSet,
-                        grid: Optional[ScoreGrid] = None, levels: Optional[LevelTokens] = None) -> torch.Tensor:
-    """(B, K) the policy's distribution over the closed answer set at the prompts' next token (no gradient)."""
-    from ..score.decoding import distribution, level_distribution
+def answer_logits(model: Any, prompts: dict[str, Any], grid: Optional[ScoreGrid] = None,
+                  levels: Optional[LevelTokens] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(first (B, V), second (B, 5, V) or None): the next-token logits of the prompts' answers (integers: at the
+    first digit and after each first digit 1..5; levels: at the distinguishing position), no gradient."""
+    from ..score.decoding import grid_logits, level_answer_logits
 
-    if grid is not None:
-        return distribution(model, prompts, grid)[0]
-    if levels is not None:
-        return level_distribution(model, prompts, levels)[0]
-    raise ValueError("closed_distribution needs the score grid or the level tokens")
+    with torch.no_grad():
+        if grid is not None:
+            return grid_logits(model, prompts, grid)
+        if levels is not None:
+            return level_answer_logits(model, prompts, levels), None
+    raise ValueError("answer_logits needs the score grid or the level tokens")
 
 
-def sampling_distribution(probabilities: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
-    """q ∝ p^(1/T) over the answer set, then the smallest set of most likely answers holding top_p of q."""
-    logq = torch.log(probabilities.double().clamp(min=1e-300)) / temperature
-    q = torch.softmax(logq, dim=-1)
+def token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+    """softmax(logits / T), then the smallest set of most likely tokens holding top_p of it, renormalised
+    (as ``generate``'s temperature and top-p warpers)."""
+    q = torch.softmax(logits.double() / temperature, dim=-1)
     if top_p < 1.0:
         ordered, order = q.sort(dim=-1, descending=True)
-        before = ordered.cumsum(dim=-1) - ordered  # mass of the more likely answers
+        before = ordered.cumsum(dim=-1) - ordered  # mass of the more likely tokens
         keep = torch.zeros_like(q, dtype=torch.bool).scatter(-1, order, before < top_p)
         q = torch.where(keep, q, torch.zeros_like(q))
         q = q / q.sum(dim=-1, keepdim=True)
-    return q.to(probabilities.dtype)
+    return q
 
 
-def sample_answers(q: torch.Tensor, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """(B, n) answer indices drawn with replacement from each row of q (B, K)."""
-    return torch.multinomial(q.float().cpu(), n, replacement=True, generator=generator).to(q.device)
+def _draw(q: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    return torch.multinomial(q.float().cpu(), n, replacement=True, generator=generator)
+
+
+def sample_completions(first: torch.Tensor, second: Optional[torch.Tensor], n: int, grid: Optional[ScoreGrid] = None,
+                       levels: Optional[LevelTokens] = None, temperature: float = 1.0, top_p: float = 1.0,
+                       generator: Optional[torch.Generator] = None) -> list[list[int]]:
+    """``n`` answers per prompt (row b's are rows b·n .. b·n + n − 1 of the result), each a token list.
+
+    Integers: the first token from the first position's distribution; a first digit 1..5 is followed by a token
+    from the distribution after it, and the answer is valid when that is a digit (0 after 5); any other token
+    ends the answer (unreadable). One-token grids: the token alone. Levels: the distinguishing token; a level's
+    is followed by the rest of its word (its tokens teacher-forced), another ends the answer.
+    """
+    tokens = _draw(token_distribution(first, temperature, top_p), n, generator)  # (B, n)
+    out: list[list[int]] = []
+    if levels is not None:
+        shared, ids = list(levels.shared_prefix), levels.ids.tolist()
+        for token in tokens.flatten().tolist():
+            out.append(list(levels.paths[ids.index(token)]) if token in ids else shared + [token])
+        return out
+    if grid is None:
+        raise ValueError("sample_completions needs the score grid or the level tokens")
+    first_ids = grid.first_ids.tolist()
+    for row, drawn in enumerate(tokens.tolist()):
+        for token in drawn:
+            if grid.steps == 1 or token not in first_ids:
+                out.append([token])
+                continue
+            digit = first_ids.index(token)
+            q = token_distribution(second[row, digit].unsqueeze(0), temperature, top_p)
+            out.append([token, int(_draw(q, 1, generator)[0, 0])])
+    return out
 
 
 @dataclass
