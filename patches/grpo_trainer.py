@@ -10,8 +10,9 @@ One training micro-batch holds ``per_device_train_batch_size / num_generations``
 ``num_iterations`` times, as in TRL). For each micro-batch:
 
 1. **rollouts** (model in eval mode, no gradient: generation and the scorer's KV-cache step are not
-   compatible with gradient checkpointing): answer-only runs draw each group's answers from the policy's
-   exact distribution over the closed answer set (``rl.rollouts``: one prefill per prompt, one batched step);
+   compatible with gradient checkpointing): answer-only runs draw each group's answers token by token from
+   the policy's exact next-token distributions at the answer's positions (``rl.rollouts``: one prefill per
+   prompt, one batched step; a token off the answer set ends the answer, unreadable);
    thinking runs sample ``<think>…</think><answer>…</answer>`` with ``model.generate`` (temperature, top-p,
    max_completion_length);
 2. **rewards** (``rl.rewards.combine``) on the answers read by ``rl.answers.parse_answer``, with each row's

@@ -38,8 +38,9 @@ def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model,
     steps = logged(out)
     assert len(steps) == 2
     for entry in steps:
-        # every answer is drawn from the closed set: all parse; the reward is score_relative's, in [0, 1]
-        assert entry["parseable"] == 1.0
+        # answers are drawn from the policy's token distributions: an untrained model's mostly leave the answer
+        # set (unparseable, reward 0); the reward is score_relative's, in [0, 1]
+        assert 0 <= entry["parseable"] <= 1
         assert 0 <= entry["reward/score_relative"] <= 1 and entry["reward"] == entry["reward/score_relative"]
         assert entry["reward_std"] >= 0 and entry["kl"] >= 0 and 0 <= entry["clip_ratio"] <= 1
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))

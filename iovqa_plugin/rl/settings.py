@@ -41,8 +41,9 @@ class GRPOArguments:
     grpo_mode: Literal["answer_only", "thinking"] = field(
         default="answer_only",
         metadata={
-            "help": "`answer_only`: the answers are the SFT answers (an integer 10..50, a level word), sampled from "
-            "the policy's exact distribution over that closed set (no generation). `thinking`: the model writes "
+            "help": "`answer_only`: the answers are the SFT answers (an integer 10..50, a level word), sampled "
+            "from the policy's exact next-token distributions at the answer's positions (no generation; a token "
+            "off the set ends an unreadable answer). `thinking`: the model writes "
             "`<think>...</think><answer>...</answer>` (model.generate; the prompt must ask for that form)."
         },
     )
@@ -94,12 +95,11 @@ class GRPOArguments:
     )
     grpo_temperature: float = field(
         default=1.0,
-        metadata={"help": "Sampling temperature of the rollouts (TRL temperature; answer_only: of the exact "
-                  "distribution's logits)."},
+        metadata={"help": "Sampling temperature of the rollouts (TRL temperature), per token as generate samples."},
     )
     grpo_top_p: float = field(
         default=1.0,
-        metadata={"help": "Nucleus sampling of the rollouts (TRL top_p; answer_only: over the closed answer set)."},
+        metadata={"help": "Nucleus sampling of the rollouts (TRL top_p), per token as generate samples."},
     )
     grpo_max_completion_length: int = field(
         default=256,
@@ -111,9 +111,11 @@ class GRPOArguments:
         from ..config import PluginConfigError, _default
 
         if not self.rl_on:
-            set_keys = [f"iovqa_{name}" for name in GRPO_FIELDS if name != "rl" and getattr(self, name) != _default(name)]
+            set_keys = [f"iovqa_{name}" for name in GRPO_FIELDS
+                        if name != "rl" and getattr(self, name) != _default(name)]
             if set_keys:
-                raise PluginConfigError(f"{', '.join(set_keys)}: read with iovqa_rl: grpo only (this recipe has no iovqa_rl)")
+                raise PluginConfigError(f"{', '.join(set_keys)}: read with iovqa_rl: grpo only (this recipe has no "
+                                        "iovqa_rl)")
             return
         if not self.mask_on or self.label_format not in ("integer", "level") or self.head_on or self.rank_on:
             raise PluginConfigError(
@@ -124,7 +126,8 @@ class GRPOArguments:
             raise PluginConfigError("iovqa_rl: grpo reads one score per answer; iovqa_dimension_layout: joint is not "
                                     "supported yet (per_sample dimensions are)")
         if self.grpo_num_generations < 2:
-            raise PluginConfigError(f"iovqa_grpo_num_generations must be >= 2 (a group), got {self.grpo_num_generations}")
+            raise PluginConfigError(f"iovqa_grpo_num_generations must be >= 2 (a group), got "
+                                    f"{self.grpo_num_generations}")
         if not 0 <= self.grpo_beta < math.inf:
             raise PluginConfigError(f"iovqa_grpo_beta must be a number >= 0, got {self.grpo_beta}")
         for name in ("grpo_epsilon", "grpo_epsilon_high"):
@@ -157,8 +160,8 @@ class GRPOArguments:
             if name not in REWARDS and ":" not in name:
                 close = difflib.get_close_matches(name, REWARDS, n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
-                raise PluginConfigError(f"iovqa_grpo_rewards: unknown reward {name!r}{hint} Known: {', '.join(REWARDS)}, "
-                                        "or a user reward as module:function")
+                raise PluginConfigError(f"iovqa_grpo_rewards: unknown reward {name!r}{hint} Known: "
+                                        f"{', '.join(REWARDS)}, or a user reward as module:function")
             try:
                 function = reward_function(name)
             except (ImportError, AttributeError, ValueError) as err:
