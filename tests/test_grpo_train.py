@@ -4,6 +4,7 @@ import json
 import os
 
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import REPO, base_recipe, run_cli, write_recipe
@@ -29,8 +30,14 @@ def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model,
         tiny_model, demo_dir, sft, max_steps=1, save_steps=1, lora_dropout=0.0))])
     assert sft_run.returncode == 0, (sft_run.stdout + sft_run.stderr)[-3000:]
     out = str(tmp_path / "grpo")
-    recipe = write_recipe(tmp_path / "g.yaml", grpo_recipe(tiny_model, demo_dir, out, adapter_name_or_path=sft))
-    result = run_cli(["llamafactory-cli", "train", recipe])
+    # the untrained tiny model's answers are rarely integers, so score_relative is 0 for all: a user reward on the
+    # answer's text length gives the groups something to rank (and runs a module:function reward end to end)
+    (tmp_path / "text_rewards.py").write_text(
+        "def text_length(answers, rows, scale=0.1):\n    return [scale * len(a.text) for a in answers]\n")
+    rewards = {"score_relative": 1.0, "text_rewards:text_length": {"weight": 1.0, "scale": 0.1}}
+    recipe = write_recipe(tmp_path / "g.yaml", grpo_recipe(tiny_model, demo_dir, out, adapter_name_or_path=sft,
+                                                           iovqa_grpo_rewards=rewards))
+    result = run_cli(["llamafactory-cli", "train", recipe], env={"PYTHONPATH": str(tmp_path)})
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert f"Loaded adapter(s): {sft}" in log
@@ -41,7 +48,9 @@ def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model,
         # answers are drawn from the policy's token distributions: an untrained model's mostly leave the answer
         # set (unparseable, reward 0); the reward is score_relative's, in [0, 1]
         assert 0 <= entry["parseable"] <= 1
-        assert 0 <= entry["reward/score_relative"] <= 1 and entry["reward"] == entry["reward/score_relative"]
+        assert 0 <= entry["reward/score_relative"] <= 1 and entry["reward/text_rewards:text_length"] >= 0
+        assert entry["reward"] == pytest.approx(entry["reward/score_relative"]
+                                                + entry["reward/text_rewards:text_length"], abs=1e-5)
         assert entry["reward_std"] >= 0 and entry["kl"] >= 0 and 0 <= entry["clip_ratio"] <= 1
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
     from safetensors.torch import load_file
@@ -51,7 +60,8 @@ def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model,
     with open(os.path.join(out, "iovqa_config.json"), encoding="utf-8") as handle:
         assert json.load(handle)["iovqa_rl"] == "grpo"
     preds = str(tmp_path / "preds.csv")
-    score = run_cli(["iovqa", "score", "--recipe", recipe, "--data", "demo_val", "--out", preds, "--mode", "both"])
+    score = run_cli(["iovqa", "score", "--recipe", recipe, "--data", "demo_val", "--out", preds, "--mode", "both"],
+                    env={"PYTHONPATH": str(tmp_path)})
     assert score.returncode == 0, (score.stdout + score.stderr)[-3000:]
     table = pd.read_csv(preds)
     assert len(table) == len(pd.read_csv(os.path.join(demo_dir, "demo", "val.csv")))
