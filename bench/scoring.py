@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from iovqa_plugin.data.grid import expected_mos
-    from iovqa_plugin.data.labels import parse_score
+    from iovqa_plugin.data.label_formats import parse_score
     from iovqa_plugin.eval.metrics import compute_metrics
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings

@@ -70,19 +70,19 @@ class Rollouts:
 class GRPOSteps:
     """The GRPO training step, in front of an SFT trainer class (see the module docstring)."""
 
-    def __init__(self, *args: Any, run: IOVQAArguments, grid: Any = None, levels: Any = None, lead: int = 0,
+    def __init__(self, *args: Any, iovqa_args: IOVQAArguments, grid: Any = None, levels: Any = None, lead: int = 0,
                  stop_ids: tuple = (), **kwargs: Any):
-        if run.label_format == "level":
-            kwargs.update(run=run, levels=levels)
+        if iovqa_args.level_scores:
+            kwargs.update(iovqa_args=iovqa_args, levels=levels)
         super().__init__(*args, **kwargs)
-        self._run, self._grid, self._levels = run, grid, levels
+        self._iovqa_args, self._grid, self._levels = iovqa_args, grid, levels
         self._lead, self._stop_ids = lead, list(stop_ids)
-        self._group = run.grpo_num_generations
+        self._group = iovqa_args.grpo_num_generations
         self._cache: dict[int, Rollouts] = {}
         self._micro_steps = 0
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._generator = torch.Generator().manual_seed(self.args.seed + self.args.process_index)
-        if run.grpo_beta and not _is_peft(self.model):
+        if iovqa_args.grpo_beta and not _is_peft(self.model):
             raise PluginConfigError(
                 "iovqa_grpo_beta > 0 needs a reference model: for LoRA runs it is the base model with the adapter "
                 "disabled; full and freeze runs would need a second copy, which the plugin does not load (set "
@@ -91,8 +91,9 @@ class GRPOSteps:
         disable_dropout_in_model(self.model)
         get_logger().info(
             "GRPO (%s answers): %d answers per prompt, rewards %s, beta %s, epsilon %s, loss %s, scale_rewards %s, "
-            "num_iterations %d", run.grpo_mode, self._group, run.grpo_rewards, run.grpo_beta, run.grpo_epsilon,
-            run.grpo_loss_type, run.grpo_scale_rewards, run.grpo_num_iterations)
+            "num_iterations %d", iovqa_args.grpo_mode, self._group, iovqa_args.grpo_rewards, iovqa_args.grpo_beta,
+            iovqa_args.grpo_epsilon, iovqa_args.grpo_loss_type, iovqa_args.grpo_scale_rewards,
+            iovqa_args.grpo_num_iterations)
 
     # ------------------------------------------------------------------------------------------ data order
     def _get_train_sampler(self, train_dataset: Any = None):
@@ -100,23 +101,23 @@ class GRPOSteps:
         prompts = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps // self._group
         dataset = self.train_dataset if train_dataset is None else train_dataset
         return RepeatSampler(dataset, mini_repeat_count=self._group, batch_size=prompts,
-                             repeat_count=self._run.grpo_num_iterations, shuffle=True, seed=args.seed)
+                             repeat_count=self._iovqa_args.grpo_num_iterations, shuffle=True, seed=args.seed)
 
     # ------------------------------------------------------------------------------------------ the step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:  # evaluation: the SFT trainer's loss and metrics
-            if self._run.label_format != "level":
+            if not self._iovqa_args.level_scores:
                 inputs = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         rollouts = self._rollouts_for(model, inputs)
         logps = completion_logps(model, rollouts.completions)
-        run = self._run
+        iovqa_args = self._iovqa_args
         loss, stats = grpo_loss(
             logps, rollouts.advantages.to(logps.device), rollouts.completions.mask.to(logps.device),
-            old_logps=rollouts.old_logps, ref_logps=rollouts.ref_logps, beta=run.grpo_beta,
-            epsilon_low=run.grpo_epsilon, epsilon_high=run.grpo_epsilon_high, loss_type=run.grpo_loss_type,
-            max_completion_length=run.grpo_max_completion_length)
+            old_logps=rollouts.old_logps, ref_logps=rollouts.ref_logps, beta=iovqa_args.grpo_beta,
+            epsilon_low=iovqa_args.grpo_epsilon, epsilon_high=iovqa_args.grpo_epsilon_high,
+            loss_type=iovqa_args.grpo_loss_type, max_completion_length=iovqa_args.grpo_max_completion_length)
         if stats.kl is not None:
             self._metrics["kl"].append(stats.kl)
         self._metrics["clip_ratio"].append(stats.clip_ratio)
@@ -126,14 +127,14 @@ class GRPOSteps:
         """This micro-batch's rollouts: new ones on the first of num_iterations passes over a generation batch."""
         accumulation = self.args.gradient_accumulation_steps
         slot = self._micro_steps % accumulation
-        fresh = (self._micro_steps // accumulation) % self._run.grpo_num_iterations == 0
+        fresh = (self._micro_steps // accumulation) % self._iovqa_args.grpo_num_iterations == 0
         self._micro_steps += 1
         if fresh or slot not in self._cache:
             self._cache[slot] = self._new_rollouts(model, inputs)
         return self._cache[slot]
 
     def _new_rollouts(self, model, inputs) -> Rollouts:
-        run, tokenizer = self._run, self.processing_class
+        iovqa_args, tokenizer = self._iovqa_args, self.processing_class
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         labels = inputs["labels"]
         if labels.shape[0] % self._group:
@@ -141,20 +142,20 @@ class GRPOSteps:
                              f"{self._group} (per_device_train_batch_size must be a multiple of it)")
         mos = inputs[MOS_KEY] if MOS_KEY in inputs else mos_from_labels(labels, tokenizer)
         batch = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
-        starts = answer_starts(labels, self._lead if run.grpo_mode == "thinking" else 0)
+        starts = answer_starts(labels, self._lead if iovqa_args.grpo_mode == "thinking" else 0)
         pad = tokenizer.pad_token_id
-        rollout = self._sample_closed if run.grpo_mode == "answer_only" else self._generate
+        rollout = self._sample_closed if iovqa_args.grpo_mode == "answer_only" else self._generate
         with _eval_mode(model), torch.no_grad():
             tokens = rollout(model, batch, starts, pad)
             # T-GRPO: the same prompts with their frames shuffled, answered for the temporal reward only
             shuffled = None
-            if "temporal" in run.grpo_rewards:
+            if "temporal" in iovqa_args.grpo_rewards:
                 shuffled = rollout(model, self._frames_shuffled(batch), starts, pad)
         answers = self._read(tokens, tokenizer)
         rows = [{"mos": float(m), "group": i // self._group} for i, m in enumerate(mos.tolist())]
         total, each = self._rewards(answers, rows, None if shuffled is None else self._read(shuffled, tokenizer))
         rewards = torch.tensor(total, dtype=torch.float32)
-        advantages, group_std = group_advantages(rewards, self._group, run.grpo_scale_rewards)
+        advantages, group_std = group_advantages(rewards, self._group, iovqa_args.grpo_scale_rewards)
         for name, values in each.items():
             self._metrics[f"reward/{name}"].append(fmean(values))
         self._metrics["reward"].append(fmean(total))
@@ -163,21 +164,21 @@ class GRPOSteps:
         completions = completion_batch(batch, starts, tokens, pad)
         old = ref = None
         with torch.no_grad():
-            if run.grpo_num_iterations > 1:
+            if iovqa_args.grpo_num_iterations > 1:
                 old = completion_logps(model, completions)
-            if run.grpo_beta:
+            if iovqa_args.grpo_beta:
                 with _adapter_disabled(model):
                     ref = completion_logps(model, completions)
         return Rollouts(completions, advantages, old, ref)
 
     def _read(self, tokens, tokenizer) -> list:
-        run = self._run
-        return [parse_answer(tokenizer.decode(t, skip_special_tokens=True), run.grpo_mode, run.label_format)
-                for t in tokens]
+        iovqa_args = self._iovqa_args
+        return [parse_answer(tokenizer.decode(t, skip_special_tokens=True), iovqa_args.grpo_mode,
+                             iovqa_args.label_format) for t in tokens]
 
     def _rewards(self, answers, rows, shuffled) -> tuple[list[float], dict[str, list[float]]]:
         """Each answer's weighted reward and each reward's values; ``temporal`` also reads the shuffled answers."""
-        specs = self._run.grpo_rewards
+        specs = self._iovqa_args.grpo_rewards
         plain = {name: spec for name, spec in specs.items() if name != "temporal"}
         total, each = combine(answers, rows, plain) if plain else ([0.0] * len(answers), {})
         if shuffled is not None:
@@ -208,19 +209,19 @@ class GRPOSteps:
         if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
             unique, firsts, group = batch, list(range(size)), 1
         first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), self._grid, self._levels)
-        run = self._run
-        return sample_completions(first, second, group, self._grid, self._levels, run.grpo_temperature,
-                                  run.grpo_top_p, self._generator)
+        iovqa_args = self._iovqa_args
+        return sample_completions(first, second, group, self._grid, self._levels, iovqa_args.grpo_temperature,
+                                  iovqa_args.grpo_top_p, self._generator)
 
     def _generate(self, model, batch, starts, pad) -> list[list[int]]:
         """Thinking answers: one sampled completion per row, cut after its first stop token."""
         prompts = prompt_batch(batch, starts, pad)
         inputs = {k: v for k, v in prompts.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
         inputs["mm_token_type_ids"] = self._mm_token_type_ids(prompts["input_ids"])
-        run = self._run
+        iovqa_args = self._iovqa_args
         out = _unwrap_for_generation(model).generate(
-            **inputs, do_sample=True, temperature=run.grpo_temperature, top_p=run.grpo_top_p,
-            max_new_tokens=run.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad)
+            **inputs, do_sample=True, temperature=iovqa_args.grpo_temperature, top_p=iovqa_args.grpo_top_p,
+            max_new_tokens=iovqa_args.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad)
         new = out[:, prompts["input_ids"].shape[1]:].tolist()
         completions = []
         for row in new:

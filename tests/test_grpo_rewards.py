@@ -98,7 +98,7 @@ def test_combine_weights_and_a_user_reward(tmp_path, monkeypatch):
 
 
 def test_the_scorer_reads_the_answer_block_after_a_think_block():
-    from iovqa_plugin.data.labels import read_answer
+    from iovqa_plugin.data.label_formats import read_answer
     from iovqa_plugin.score.decoding import answer_text
 
     assert answer_text("<think>frames 1 and 2 are sharp</think>\n<answer>37</answer>") == "37"

@@ -135,14 +135,15 @@ def test_level_answers_are_whole_words_or_end_off_the_set():
     assert sample_completions(logits, None, 2, levels=levels) == [[8, 9], [8, 9], [3], [3]]
 
 
-def grpo_steps(run, tokenizer):
+def grpo_steps(iovqa_args, tokenizer):
     """The GRPO step of the trainer, without a Trainer around it (what _new_rollouts reads)."""
     from collections import defaultdict
 
     from iovqa_plugin.patches.grpo_trainer import GRPOTrainer
 
     steps = object.__new__(GRPOTrainer)
-    steps._run, steps.processing_class, steps._group, steps._lead = run, tokenizer, run.grpo_num_generations, 0
+    steps._iovqa_args, steps.processing_class, steps._lead = iovqa_args, tokenizer, 0
+    steps._group = iovqa_args.grpo_num_generations
     steps._grid, steps._levels = ScoreGrid.from_tokenizer(tokenizer), None
     steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
     return steps
@@ -153,7 +154,7 @@ def test_reference_is_the_base_with_the_adapter_disabled_and_beta_zero_skips_it(
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from iovqa_plugin.config import build_config
+    from iovqa_plugin.config_parser import build_config
     from iovqa_plugin.patches import grpo_trainer
 
     def load():
@@ -165,8 +166,8 @@ def test_reference_is_the_base_with_the_adapter_disabled_and_beta_zero_skips_it(
                                                init_lora_weights=False))
     tokenizer = scorer.loaded.tokenizer
     batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "12", "12"])
-    run = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_grpo_beta": 0.04})
-    rollouts = grpo_steps(run, tokenizer)._new_rollouts(policy, batch)
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_grpo_beta": 0.04})
+    rollouts = grpo_steps(iovqa_args, tokenizer)._new_rollouts(policy, batch)
     with torch.no_grad():
         reference = completion_logps(base, rollouts.completions)
         adapted = completion_logps(policy, rollouts.completions)
@@ -208,13 +209,13 @@ def test_temporal_shuffling_permutes_the_frames_the_model_sees(scorer):
 
 
 def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypatch):
-    from iovqa_plugin.config import build_config
+    from iovqa_plugin.config_parser import build_config
 
     tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
     batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "12", "12"])
-    run = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_num_frames": 4,
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_num_frames": 4,
                         "iovqa_grpo_rewards": {"score_relative": 1.0, "temporal": {"weight": 1.0, "tolerance": 5}}})
-    steps = grpo_steps(run, tokenizer)
+    steps = grpo_steps(iovqa_args, tokenizer)
     steps.model = model
     seen = []
     original = steps._sample_closed

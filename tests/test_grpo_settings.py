@@ -2,7 +2,8 @@
 
 import pytest
 
-from iovqa_plugin.config import PluginConfigError, build_config, help_text
+from iovqa_plugin.config import PluginConfigError
+from iovqa_plugin.config_parser import build_config, help_text
 from iovqa_plugin.recipe import split_recipe
 
 GRPO = {"iovqa_rl": "grpo", "per_device_train_batch_size": 8}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..data.dimensions import read_joint_answer
-from ..data.labels import read_answer
+from ..data.label_formats import read_answer
 
 MODES = ("answer_only", "thinking")
 THINK_TAGS = ("<think>", "</think>")

@@ -117,7 +117,7 @@ class GRPOArguments:
                 raise PluginConfigError(f"{', '.join(set_keys)}: read with iovqa_rl: grpo only (this recipe has no "
                                         "iovqa_rl)")
             return
-        if not self.mask_on or self.label_format not in ("integer", "level") or self.head_on or self.rank_on:
+        if not (self.integer_scores or self.level_scores) or self.head_on or self.rank_on:
             raise PluginConfigError(
                 "iovqa_rl: grpo needs iovqa_label_format integer or level with iovqa_label_mask: digits (the "
                 "label carries the MOS and marks where the answer starts), no iovqa_head and no iovqa_rank_loss"
