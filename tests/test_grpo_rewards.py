@@ -5,7 +5,7 @@ import math
 import pytest
 
 from iovqa_plugin.rl.answers import parse_answer, read_choice
-from iovqa_plugin.rl.rewards import REWARDS, RewardInputError, combine
+from iovqa_plugin.rl.rewards import RewardInputError, combine, reward_function
 
 
 def ans(text, mode="answer_only", fmt="integer", dims=()):
@@ -31,7 +31,7 @@ def test_answer_parsing_in_both_modes_never_raises():
 
 def run(name, texts, rows, mode="answer_only", **arguments):
     answers = [ans(t, mode) for t in texts]
-    return REWARDS[name](answers, rows, **arguments)
+    return reward_function(name)(answers, rows, **arguments)
 
 
 def test_score_rewards_by_their_formulas():
@@ -50,7 +50,7 @@ def test_score_tiered_videoscore2_tiers():
     texts = ["a 30, b 40, c 20", "a 40, b 40, c 20", "a 40, b 30, c 20", "a 40, b 30, c 30", "a 50, b 40, c 20",
              "a 30, b 40"]
     answers = [ans(t, dims=dims) for t in texts]
-    assert REWARDS["score_tiered"](answers, rows) == [1.0, 0.7, 0.4, 0.1, 0.0, 0.0]
+    assert reward_function("score_tiered")(answers, rows) == [1.0, 0.7, 0.4, 0.1, 0.0, 0.0]
 
 
 def test_fidelity_rank_against_a_hand_computation():
@@ -71,9 +71,9 @@ def test_dimensions_choice_length_temporal():
     dims = ("a", "b")
     answers = [ans("a 40, b 20", dims=dims), ans("a 40", dims=dims)]
     rows = [{"dimensions": {"a": 4.0, "b": 4.0}}] * 2
-    assert REWARDS["dimensions"](answers, rows, weights={"a": 3, "b": 1}) == pytest.approx([(3 + 0.5) / 4, 0.0])
+    assert reward_function("dimensions")(answers, rows, weights={"a": 3, "b": 1}) == pytest.approx([(3 + 0.5) / 4, 0.0])
     with pytest.raises(RewardInputError, match="dimension MOS"):
-        REWARDS["dimensions"](answers, [{"mos": 3}] * 2)
+        reward_function("dimensions")(answers, [{"mos": 3}] * 2)
     assert run("choice", ["Video A", "B", "yes", "??"], [{"choice": "A"}, {"choice": "A"}, {"choice": "yes"},
                                                           {"choice": "no"}]) == [1.0, 0.0, 1.0, 0.0]
     with pytest.raises(RewardInputError, match="choice label"):

@@ -23,9 +23,11 @@ from __future__ import annotations
 import importlib
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ..registry import Registry
 from .answers import Answer
 
 Rows = Sequence[Mapping[str, Any]]
@@ -141,7 +143,7 @@ def dimensions(answers: Sequence[Answer], rows: Rows, weights: Optional[Mapping[
     (default 1 each, VQ-Insight's λ = 1); a dimension not read scores 0."""
     if score not in SCORE_REWARDS:
         raise RewardInputError(f"reward 'dimensions': score must be one of {list(SCORE_REWARDS)}, got {score!r}")
-    base = REWARDS[score]
+    base = REWARDS[score].function
     out = []
     for answer, row in zip(answers, rows):
         truth = row.get("dimensions")
@@ -207,27 +209,37 @@ def length(answers: Sequence[Answer], rows: Rows, min_words: int = 20, max_words
             for a in answers]
 
 
-# name -> reward; the registry the recipe's iovqa_grpo_rewards names
-REWARDS: dict[str, Reward] = {
-    "format": format_reward,
-    "score_relative": score_relative,
-    "score_threshold": score_threshold,
-    "score_gaussian": score_gaussian,
-    "score_tiered": score_tiered,
-    "fidelity_rank": fidelity_rank,
-    "dimensions": dimensions,
-    "choice": choice,
-    "temporal": temporal,
-    "length": length,
-}
+@dataclass(frozen=True)
+class RewardKind:
+    """A registered reward: its name in iovqa_grpo_rewards, its function, and whether it reads the reasoning."""
+
+    name: str
+    function: Reward
+    thinking_only: bool = False  # it rewards the reasoning's form: thinking answers only
+
+
+REWARDS: Registry[RewardKind] = Registry("reward", "iovqa_grpo_rewards")
+register_reward = REWARDS.register
+for _name, _function, _thinking in (
+    ("format", format_reward, True),
+    ("score_relative", score_relative, False),
+    ("score_threshold", score_threshold, False),
+    ("score_gaussian", score_gaussian, False),
+    ("score_tiered", score_tiered, False),
+    ("fidelity_rank", fidelity_rank, False),
+    ("dimensions", dimensions, False),
+    ("choice", choice, False),
+    ("temporal", temporal, False),
+    ("length", length, True),
+):
+    register_reward(RewardKind(_name, _function, _thinking))
 SCORE_REWARDS = ("score_relative", "score_threshold", "score_gaussian")
-THINKING_REWARDS = ("format", "length")  # they reward the reasoning's form: thinking answers only
 
 
 def reward_function(name: str) -> Reward:
     """The registered reward ``name``, or a user's ``module:function`` (imported)."""
     if name in REWARDS:
-        return REWARDS[name]
+        return REWARDS[name].function
     module, sep, attribute = name.partition(":")
     if not sep or not module or not attribute:
         raise ValueError(f"a user reward is named module:function, got {name!r}")

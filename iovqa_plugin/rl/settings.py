@@ -146,7 +146,7 @@ class GRPOArguments:
     def _checked_rewards(self) -> dict[str, dict[str, Any]]:
         """``{name: {"weight": w, **arguments}}``, every name, weight and argument checked."""
         from ..config import PluginConfigError
-        from .rewards import REWARDS, THINKING_REWARDS, reward_function
+        from .rewards import REWARDS, reward_function
 
         given = self.grpo_rewards if self.grpo_rewards is not None else DEFAULT_REWARDS[self.grpo_mode]
         if not isinstance(given, dict) or not given:
@@ -166,7 +166,7 @@ class GRPOArguments:
                 function = reward_function(name)
             except (ImportError, AttributeError, ValueError) as err:
                 raise PluginConfigError(f"iovqa_grpo_rewards: cannot load the user reward {name!r}: {err}") from None
-            if name in THINKING_REWARDS and self.grpo_mode != "thinking":
+            if name in REWARDS and REWARDS[name].thinking_only and self.grpo_mode != "thinking":
                 raise PluginConfigError(f"iovqa_grpo_rewards: {name!r} rewards the reasoning of a thinking answer; "
                                         "this recipe's answers are answer_only (set iovqa_grpo_mode: thinking)")
             arguments = {k: v for k, v in spec.items() if k != "weight"}
