@@ -1,5 +1,6 @@
 # Quick start:  make demo   (tiny offline model + demo ladder + `llamafactory-cli train` on CPU)
-#               make test   (the test suite, offline, CPU)
+#               make test   (the whole test suite, offline, CPU: what CI runs)
+#               make test-fast (the unit tests, without training runs and launched processes: about a minute)
 # Both create .venv and install what they need on first use.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ BIN    := $(abspath $(VENV))/bin
 RUN    := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 STAMP  := $(VENV)/.iovqa-installed
 
-.PHONY: install demo test bench bench-quick clean
+.PHONY: install demo test test-fast bench bench-quick clean
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ demo: install
 
 test: install
 	$(RUN) $(BIN)/python -m pytest tests
+
+test-fast: install
+	$(RUN) $(BIN)/python -m pytest tests -m "not slow"
 
 # Benchmarks print their numbers (they are not tests) and write them, with the commands and machine facts,
 # to bench/RESULTS.md (`make bench`, about an hour on 2 cores) or bench/RESULTS_quick.md (`make bench-quick`,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -84,6 +87,45 @@ def demo_dir(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="session")
+def scorer(tiny_model, demo_dir, tmp_path_factory):
+    """The scorer of the untrained tiny model (no adapter) under the test recipe, loaded once for every test file."""
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    tmp = tmp_path_factory.mktemp("score")
+    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
+    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
+
+
+@pytest.fixture(scope="session")
+def level_run(tiny_model, demo_dir, tmp_path_factory):
+    """(recipe path, output_dir, dataset_dir, log): a soft-target level run on the demo ladder with a rater std
+    column and the fidelity ranking loss (pairs gathered across ranks), 2 steps and an evaluation. The level tests
+    score it; the ranking-loss tests read its training log."""
+    import pandas as pd
+
+    tmp = tmp_path_factory.mktemp("levels")
+    data = tmp / "data"
+    data.mkdir()
+    info = {}
+    for split in ("train", "val", "test"):
+        table = pd.read_csv(os.path.join(demo_dir, "demo", f"{split}.csv"))
+        table["video_name"] = [os.path.join(demo_dir, v) for v in table["video_name"]]
+        table["MOS_std"] = [round(0.2 + 0.1 * m, 4) for m in table["Overall_MOS"]]  # differs from the recipe's 0.5
+        table.to_csv(data / f"{split}.csv", index=False)
+        info[f"lv_{split}"] = {"file_name": f"{split}.csv", "formatting": "iovqa", "columns": DEMO_COLUMNS}
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    out = tmp / "run"
+    recipe = base_recipe(tiny_model, str(data), str(out), dataset="lv_train", eval_dataset="lv_val", do_eval=True,
+                         eval_strategy="steps", eval_steps=2, max_steps=2, save_steps=2,
+                         iovqa_label_format="level", iovqa_level_targets="soft", iovqa_std_column="MOS_std",
+                         iovqa_rank_loss="fidelity", iovqa_rank_weight=20.0, iovqa_rank_gather=True,
+                         iovqa_frame_cache_dir=os.path.join(demo_dir, "frame_cache"))
+    path = write_recipe(tmp / "r.yaml", recipe)
+    return path, str(out), str(data), train_in_process(recipe)
+
+
 def base_recipe(model: str, dataset_dir: str, output_dir: str, **overrides) -> dict:
     """The CPU LoRA recipe with test paths and a few steps."""
     with open(os.path.join(REPO, "examples", "iovqa_lora_cpu.yaml"), encoding="utf-8") as handle:
@@ -124,6 +166,57 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 900) -> sub
     return subprocess.run(
         [exe, *args[1:]], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def captured_logs():
+    """The plugin's, LLaMA-Factory's and transformers' log lines written while the block runs, as text.
+
+    Their own handlers write to the stream that was sys.stderr when they were made (pytest swaps it per test)."""
+    from iovqa_plugin.logs import get_logger
+
+    stream = io.StringIO()
+    plugin = logging.StreamHandler(stream)
+    plugin.setFormatter(get_logger().handlers[0].formatter)  # "[iovqa] INFO ...", as a run prints it
+    plain = logging.StreamHandler(stream)
+    loggers = [(get_logger(), plugin), (logging.getLogger("transformers"), plain),
+               (logging.getLogger("llamafactory"), plain)]
+    for logger, handler in loggers:
+        logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        for logger, handler in loggers:
+            logger.removeHandler(handler)
+
+
+def train_in_process(recipe: dict) -> str:
+    """What `llamafactory-cli train` runs, in this process: LLaMA-Factory's run_exp on the recipe, whose patched
+    read_args activates the plugin as in the CLI. For tests whose subject is the training, not the command, torchrun
+    or a fresh interpreter (those use run_cli). Returns the log; bad input is raised (the CLI prints it and exits 2).
+    The process-wide active run is left as it was."""
+    return _in_process("run_exp", recipe)
+
+
+def export_in_process(recipe: dict) -> str:
+    """What `llamafactory-cli export` runs (export_model), in this process; as train_in_process."""
+    return _in_process("export_model", recipe)
+
+
+def _in_process(name: str, recipe: dict) -> str:
+    import iovqa_plugin
+    from iovqa_plugin.patches.run import active_run, set_active_run
+
+    iovqa_plugin.apply()
+    from llamafactory.train import tuner
+
+    before = active_run()
+    with captured_logs() as log:
+        try:
+            getattr(tuner, name)(args=dict(recipe))
+        finally:
+            set_active_run(before)
+    return log.getvalue()
 
 
 @pytest.fixture

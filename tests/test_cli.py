@@ -1,9 +1,12 @@
 import os
 
+import pytest
+
 from conftest import base_recipe, write_recipe
 from iovqa_plugin.cli import main
 
 
+@pytest.mark.slow
 def test_prepare_fills_the_cache_and_reports(tiny_model, demo_dir, tmp_path, capsys):
     cache = tmp_path / "cache"
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), eval_dataset="demo_val", iovqa_frame_cache_dir=str(cache))
@@ -15,6 +18,7 @@ def test_prepare_fills_the_cache_and_reports(tiny_model, demo_dir, tmp_path, cap
     assert len(frames) == 2 * 40
 
 
+@pytest.mark.slow
 def test_prepare_reports_bad_rows(tiny_model, demo_dir, tmp_path, capsys):
     import json
 
@@ -39,6 +43,7 @@ def test_keys(capsys):
     assert "iovqa_label_mask (default: 'digits')" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_score_eval_ensemble_commands(tiny_model, demo_dir, tmp_path, capsys):
     import json
 
@@ -216,6 +221,7 @@ def _own_columns(demo_dir, tmp_path, rename):
     return str(tmp_path)
 
 
+@pytest.mark.slow
 def test_missing_columns_are_one_message_in_prepare_score_and_train(tiny_model, demo_dir, tmp_path, capsys,
                                                                      monkeypatch, clean_plugin_state):
     import pytest
@@ -241,6 +247,7 @@ def test_missing_columns_are_one_message_in_prepare_score_and_train(tiny_model, 
     assert "AnnotationFileError" not in err
 
 
+@pytest.mark.slow
 def test_prepare_runs_the_checks_training_runs_before_the_model(tiny_model, demo_dir, tmp_path, capsys,
                                                                  clean_plugin_state):
     import re
@@ -282,6 +289,7 @@ def test_help_shows_each_default_once_and_where_relative_paths_are_read(capsys):
             assert "(default: 4)" in text and "--frame-cache-dir" in text
 
 
+@pytest.mark.slow
 def test_score_places_the_frame_cache(tiny_model, demo_dir, tmp_path, capsys):
     import pandas as pd
 
@@ -310,6 +318,7 @@ def test_level_answers_without_a_level_word_are_named_so():
         assert _prediction_warnings(path)[0] == "1 of 2 greedy answers gave no MOS (1 no level word)"
 
 
+@pytest.mark.slow
 def test_a_torchrun_training_run_ends_with_the_plugins_message(tiny_model, demo_dir, tmp_path):
     """Under torchrun, torchrun and the launcher report the failed rank after it: the message still comes last."""
     from conftest import run_cli

@@ -147,6 +147,7 @@ def zero3_checkpoint_states(checkpoint):
     return states
 
 
+@pytest.mark.slow
 def test_zero3_trains_on_two_cpu_processes(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "z3")
     # use_cpu must be off for DeepSpeed to start (see the module docstring); with no GPU the run is on CPU anyway

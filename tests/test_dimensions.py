@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe, train_in_process, write_recipe
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError
 from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
@@ -269,6 +269,7 @@ def test_metrics_read_each_score_at_its_own_first_token(qwen_tokenizer):
         assert metrics[key] == pytest.approx((metrics[f"{key}_traditional"] + metrics[f"{key}_overall"]) / 2)
 
 
+@pytest.mark.slow
 def test_labelled_logits_loss_matches_stock_with_several_scores(qwen_tokenizer, tmp_path):
     from iovqa_plugin.demo.tiny_model import build_tiny_model
     from test_labelled_logits import assert_same, batch, load as load_model
@@ -299,16 +300,17 @@ def test_demo_sub_mos_differ_by_dimension(demo_dir):
 # ---- end to end: joint training, scoring, evaluation
 
 
-def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path):
+@pytest.mark.slow
+def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path, capsys):
+    from iovqa_plugin.cli import main
+
     out = str(tmp_path / "run")
     names = ("traditional", "temporal", "overall")
     recipe = base_recipe(tiny_model, demo_dir, out, max_steps=2, save_steps=2, eval_dataset="demo_val",
                          do_eval=True, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=4,
                          iovqa_dimensions=",".join(names), iovqa_dimension_layout="joint")
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    result = run_cli(["llamafactory-cli", "train", path])
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    log = train_in_process(recipe)
     targets = eval(re.search(r"first batch targets (\[.*?\])", log).group(1))
     train = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
     wanted = {joint_answer({n: mos_to_label(row[c]) for n, c in zip(names, ("Traditional_MOS", "Temporal_MOS",
@@ -322,9 +324,10 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
     assert results["eval_srcc"] == pytest.approx(sum(results[f"eval_srcc_{n}"] for n in names) / 3)
 
     preds = str(tmp_path / "preds.csv")
-    result = run_cli(["iovqa", "score", "--recipe", path, "--data", "demo_test", "--out", preds, "--mode", "both",
-                      "--batch-size", "5"])
-    assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: a random model may answer off the format
+    capsys.readouterr()
+    code = main(["score", "--recipe", path, "--data", "demo_test", "--out", preds, "--mode", "both",
+                 "--batch-size", "5"])
+    assert code in (0, 1), capsys.readouterr().err[-3000:]  # 1: a random model may answer off the format
     table = pd.read_csv(preds)
     assert len(table) == 10
     for name in names:
@@ -336,30 +339,28 @@ def test_joint_recipe_trains_scores_and_evaluates(tiny_model, demo_dir, tmp_path
         greedy, error = table[f"greedy_mos_{name}"], table[f"greedy_error_{name}"]
         assert (greedy.between(1, 5) | error.notna()).all(), table.to_string()
 
-    result = run_cli(["iovqa", "eval", "--pred", preds, "--labels", "demo_test", "--recipe", path,
-                      "--score-column", "expected_mos"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
+    capsys.readouterr()
+    assert main(["eval", "--pred", preds, "--labels", "demo_test", "--recipe", path,
+                 "--score-column", "expected_mos"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert set(report["dimensions"]) == set(names)
     assert report["mean"]["srcc"] == pytest.approx(sum(report["dimensions"][n]["srcc"] for n in names) / 3)
     assert os.path.isfile(str(tmp_path / "preds_expected_mos_temporal_scatter.png"))  # named after the column
 
     ensemble = str(tmp_path / "ens.csv")
-    result = run_cli(["iovqa", "ensemble", "--pred", preds, preds, "--out", ensemble, "--recipe", path,
-                      "--score-column", "expected_mos"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["ensemble", "--pred", preds, preds, "--out", ensemble, "--recipe", path,
+                 "--score-column", "expected_mos"]) == 0
     combined = pd.read_csv(ensemble)
     assert combined.set_index("video")["pred_mos_temporal"].to_dict() == pytest.approx(
         table.set_index("video")["expected_mos_temporal"].to_dict())
 
 
+@pytest.mark.slow
 def test_per_sample_recipe_trains_one_sample_per_row_and_dimension(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "run")
     recipe = base_recipe(tiny_model, demo_dir, out, max_steps=1, save_steps=1, per_device_train_batch_size=6,
                          iovqa_dimensions="temporal,overall")
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    log = train_in_process(recipe)
     assert "30 rows, 30 used, 0 skipped (60 samples: one per row and dimension)" in log
     targets = eval(re.search(r"first batch targets (\[.*?\])", log).group(1))
     train = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
@@ -385,6 +386,7 @@ def scoring_rows_of(demo_dir, n=2):
 
 
 
+@pytest.mark.slow
 def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
     rows = scoring_rows_of(demo_dir)
     single = list(scorer_for(tiny_model, demo_dir).score_rows(rows, mode="both"))
@@ -401,6 +403,7 @@ def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
         assert row["expected_mos_temporal"] == temporal.expected_mos and row["pred_mos"] == many.expected_mos
 
 
+@pytest.mark.slow
 def test_joint_scores_are_decoded_one_by_one_after_the_earlier_ones(tiny_model, demo_dir, monkeypatch):
     scorer = scorer_for(tiny_model, demo_dir, dimensions="traditional,temporal,overall", dimension_layout="joint")
     names = scorer.iovqa_args.dimension_names

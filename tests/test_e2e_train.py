@@ -1,4 +1,6 @@
-"""End to end: the stock `llamafactory-cli train` (and `iovqa train`) in fresh interpreters."""
+"""End to end: the stock `llamafactory-cli train` (and `iovqa train`) in fresh interpreters; a bad row and LLaMA-Factory's
+predict path with the plugin (in this process). Training under torchrun: test_faults.py's 2-rank run, which
+also checks what a torchrun run of its own checked here (every rank masks real scores, the adapter is saved)."""
 
 import json
 import os
@@ -7,7 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe, run_cli, train_in_process, write_recipe
+from iovqa_plugin.errors import input_errors
 
 MASK_LINE = re.compile(r"\[iovqa(?: rank (\d))?\] INFO label mask active \(digits\): first batch targets (\[.*?\])")
 
@@ -30,6 +33,7 @@ def assert_adapter_saved(output_dir):
         assert json.load(handle)["peft_type"] == "LORA"
 
 
+@pytest.mark.slow
 def test_stock_cli_trains_with_the_digit_mask(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "run")
     recipe = base_recipe(tiny_model, demo_dir, out, eval_dataset="demo_val", do_eval=True, eval_strategy="steps", eval_steps=3)
@@ -57,19 +61,7 @@ def test_stock_cli_trains_with_the_digit_mask(tiny_model, demo_dir, tmp_path):
         assert json.load(handle)["iovqa_label_mask"] == "digits"
 
 
-def test_torchrun_two_processes(tiny_model, demo_dir, tmp_path):
-    out = str(tmp_path / "ddp")
-    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, out, max_steps=2, save_steps=2))
-    result = run_cli(["llamafactory-cli", "train", recipe], env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"})
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    batches = first_batches(log)
-    assert set(batches) == {0, 1}, "every rank must run with the plugin active"
-    assert all(set(targets) <= train_labels(demo_dir) for targets in batches.values())
-    assert batches[0] != batches[1]  # each rank got its own shard
-    assert_adapter_saved(out)
-
-
+@pytest.mark.slow
 def test_console_script_with_decimal_labels(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "dec")
     recipe = write_recipe(
@@ -84,7 +76,10 @@ def test_console_script_with_decimal_labels(tiny_model, demo_dir, tmp_path):
     assert_adapter_saved(out)
 
 
-def test_bad_row_stops_the_stock_cli_with_file_row_and_field(tiny_model, demo_dir, tmp_path):
+@pytest.mark.slow
+def test_bad_row_stops_training_with_file_row_and_field(tiny_model, demo_dir, tmp_path):
+    """In this process (test_e2e_data.py checks how `llamafactory-cli train` ends on bad input: exit 2, the
+    message last, no traceback)."""
     bad_dir = tmp_path / "data"
     bad_dir.mkdir()
     table = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
@@ -93,17 +88,14 @@ def test_bad_row_stops_the_stock_cli_with_file_row_and_field(tiny_model, demo_di
     table.to_csv(bad_dir / "train.csv", index=False)
     info = {"bad": {"file_name": "train.csv", "formatting": "iovqa"}}  # no `columns`: the plugin's defaults apply
     (bad_dir / "dataset_info.json").write_text(json.dumps(info))
-    recipe = base_recipe(tiny_model, str(bad_dir), str(tmp_path / "o"), dataset="bad")
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "train.csv: row 7 (line 8): field 'Overall_MOS' = '7.5': MOS 7.5 is outside [1, 5]" in log
+    recipe = base_recipe(tiny_model, str(bad_dir), str(tmp_path / "o"), dataset="bad",
+                         iovqa_frame_cache_dir=os.path.join(demo_dir, "frame_cache"))  # the demo videos' frames
+    with pytest.raises(input_errors()) as stopped:
+        train_in_process(recipe)
+    assert "train.csv: row 7 (line 8): field 'Overall_MOS' = '7.5': MOS 7.5 is outside [1, 5]" in str(stopped.value)
 
     recipe["iovqa_on_bad_row"] = "skip"
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r2.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    assert "30 rows, 29 used, 1 skipped" in log
+    assert "30 rows, 29 used, 1 skipped" in train_in_process(recipe)
     report = pd.read_csv(tmp_path / "o" / "iovqa_skipped_rows.csv")
     assert report[["row", "field"]].values.tolist() == [[7, "Overall_MOS"]]
 
@@ -127,6 +119,7 @@ def _stock_dataset(demo_dir, tmp_path):
     return str(data)
 
 
+@pytest.mark.slow
 def test_recipe_without_plugin_keys_is_stock_llamafactory(tiny_model, demo_dir, tmp_path):
     data = _stock_dataset(demo_dir, tmp_path)
     recipe = base_recipe(tiny_model, data, None, dataset="stock", max_steps=2, save_steps=2, seed=7)
@@ -144,8 +137,9 @@ def test_recipe_without_plugin_keys_is_stock_llamafactory(tiny_model, demo_dir, 
     assert losses["plugin installed"] == losses["plugin disabled"] and len(losses["plugin installed"]) == 2
 
 
+@pytest.mark.slow
 def test_llamafactory_predict_path_with_the_plugin(tiny_model, demo_dir, tmp_path):
-    """do_predict + predict_with_generate through the stock CLI; its output is read by `iovqa eval`."""
+    """do_predict + predict_with_generate (LLaMA-Factory's run_exp); its output is read by `iovqa eval`."""
     from iovqa_plugin.eval.evaluation import evaluate
     from iovqa_plugin.eval.predictions import MatchError
 
@@ -153,9 +147,7 @@ def test_llamafactory_predict_path_with_the_plugin(tiny_model, demo_dir, tmp_pat
     recipe = base_recipe(tiny_model, demo_dir, str(out), do_train=False, do_predict=True, predict_with_generate=True,
                          eval_dataset="demo_test", max_new_tokens=4, do_sample=False, max_steps=None,
                          save_strategy=None, save_steps=None)
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "p.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    train_in_process(recipe)
     with open(out / "generated_predictions.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     test = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))

@@ -68,6 +68,7 @@ def test_mismatched_members_are_an_error(tmp_path):
         run_ensemble(str(config), str(tmp_path / "o.csv"))
 
 
+@pytest.mark.slow
 def test_fitted_weights_are_a_convex_combination_and_help(tmp_path):
     rng = np.random.default_rng(1)
     mos = rng.uniform(1, 5, 80)

@@ -9,21 +9,10 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import base_recipe, write_recipe
 from iovqa_plugin.data.grid import ScoreGrid
 from iovqa_plugin.rl.rollouts import (answer_logits, answer_starts, completion_batch, completion_logps, prompt_batch,
                                       sample_completions, token_distribution)
 from iovqa_plugin.train.mask import IGNORE_INDEX
-
-
-@pytest.fixture(scope="module")
-def scorer(tiny_model, demo_dir, tmp_path_factory):
-    from iovqa_plugin.score.scorer import Scorer
-    from iovqa_plugin.score.settings import ScorerSettings
-
-    tmp = tmp_path_factory.mktemp("rollouts")
-    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
-    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
 
 
 @pytest.fixture(scope="module")

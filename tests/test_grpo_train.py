@@ -24,6 +24,7 @@ def logged(output_dir):
         return [entry for entry in json.load(handle)["log_history"] if "loss" in entry]
 
 
+@pytest.mark.slow
 def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model, demo_dir, tmp_path):
     sft = str(tmp_path / "sft")  # the usual path: an SFT adapter first, GRPO continues it
     sft_run = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "s.yaml", base_recipe(
@@ -68,6 +69,7 @@ def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model,
     assert table["expected_mos"].between(1, 5).all()
 
 
+@pytest.mark.slow
 def test_thinking_grpo_with_freeze_tuning_generates_its_rollouts(tiny_model, demo_dir, tmp_path):
     out = str(tmp_path / "think")
     recipe = grpo_recipe(

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe, export_in_process, run_cli, train_in_process, write_recipe
+from iovqa_plugin.errors import input_errors
 from iovqa_plugin import config, config_parser
 from iovqa_plugin.train.head import head_loss, label_positions, soft_target
 
@@ -61,6 +62,7 @@ def test_label_token_only_with_the_head():
     assert config_parser.build_config({**HEAD_KEYS, "iovqa_prompt_template": "Rate {prompt}{label_token}"}).head != "none"
 
 
+@pytest.mark.slow
 def test_trainable_parameters_are_lora_head_and_one_row(tiny_model, demo_dir, tmp_path, clean_plugin_state):
     import iovqa_plugin
     from llamafactory.hparams import get_train_args
@@ -96,12 +98,10 @@ def head_run(tiny_model, demo_dir, tmp_path_factory):
     out = tmp / "a"
     recipe = base_recipe(tiny_model, demo_dir, str(out), max_steps=4, save_steps=2, do_eval=True,
                          eval_dataset="demo_val", learning_rate=5e-3, **HEAD_KEYS)
-    path = write_recipe(tmp / "a.yaml", recipe)
-    result = run_cli(["llamafactory-cli", "train", path])
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return {"out": out, "recipe": recipe, "tmp": tmp, "log": result.stdout + result.stderr}
+    return {"out": out, "recipe": recipe, "tmp": tmp, "log": train_in_process(recipe)}
 
 
+@pytest.mark.slow
 def test_head_trains_and_is_saved_with_the_adapter(head_run):
     out = head_run["out"]
     final, early = head_tensors(out), head_tensors(out / "checkpoint-2")
@@ -115,18 +115,19 @@ def test_head_trains_and_is_saved_with_the_adapter(head_run):
     assert {"eval_srcc", "eval_plcc", "eval_final"} <= set(results)
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_head(head_run, tiny_model):
     tmp = head_run["tmp"]
     recipe = dict(head_run["recipe"], output_dir=str(tmp / "b"), resume_from_checkpoint=str(head_run["out"] / "checkpoint-2"),
                   do_eval=False, eval_dataset=None)
     recipe = {k: v for k, v in recipe.items() if v is not None}
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp / "b.yaml", recipe)])
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    train_in_process(recipe)
     resumed, uninterrupted = head_tensors(tmp / "b"), head_tensors(head_run["out"])
     for key in uninterrupted:
         assert torch.allclose(resumed[key], uninterrupted[key], atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     from iovqa_plugin.eval.metrics import compute_metrics
     from iovqa_plugin.score.scorer import Scorer
@@ -157,6 +158,7 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     assert table["pred_mos"].tolist() == pytest.approx([r.head_mos for r in results], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
@@ -168,14 +170,15 @@ def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
         Scorer(settings)
 
 
+@pytest.mark.slow
 def test_cutoff_len_cutting_the_label_token_is_an_error(tiny_model, demo_dir, tmp_path):
     # 200 tokens would keep the start of the prompt but cut its end, where <LABEL_1> is: refused before training
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), cutoff_len=200, max_steps=1, **HEAD_KEYS)
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode == 2 and "IOVQA sample(s) longer than cutoff_len 200" in log
+    with pytest.raises(input_errors(), match=r"IOVQA sample\(s\) longer than cutoff_len 200"):
+        train_in_process(recipe)
 
 
+@pytest.mark.slow
 def test_head_under_torchrun(tiny_model, demo_dir, tmp_path):
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "ddp"), max_steps=2, save_steps=2, **HEAD_KEYS)
     result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)],
@@ -186,6 +189,7 @@ def test_head_under_torchrun(tiny_model, demo_dir, tmp_path):
     assert set(head_tensors(tmp_path / "ddp")) >= {"iovqa_head.w_in", "iovqa_label_embedding.weight"}
 
 
+@pytest.mark.slow
 def test_merged_export_keeps_the_head(head_run, tiny_model, demo_dir, clean_plugin_state):
     from iovqa_plugin.train.head import checkpoint_head_keys
     from iovqa_plugin.score.scorer import Scorer
@@ -195,8 +199,7 @@ def test_merged_export_keeps_the_head(head_run, tiny_model, demo_dir, clean_plug
     export = tmp / "merged"
     recipe = {"model_name_or_path": tiny_model, "adapter_name_or_path": str(head_run["out"]), "template": "qwen2_vl",
               "finetuning_type": "lora", "export_dir": str(export), **HEAD_KEYS}
-    result = run_cli(["llamafactory-cli", "export", write_recipe(tmp / "export.yaml", recipe)])
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    export_in_process(recipe)
     assert len(checkpoint_head_keys(str(export))) == 5
 
     val = pd.read_csv(os.path.join(demo_dir, "demo", "val.csv")).head(4)

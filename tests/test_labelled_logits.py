@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe, train_in_process
 from iovqa_plugin.train.mask import mask_labels, token_tables
-from iovqa_plugin.train.labelled_logits import IGNORE_INDEX, compact_for_metrics, labelled_loss
+from iovqa_plugin.train.labelled_logits import IGNORE_INDEX, LabelledLogitsError, compact_for_metrics, labelled_loss
 
 PROMPTS = ("Rate this video.", "How good is the clip of a red car driving fast through the rain at night?", "Score it.")
 RTOL = 1e-5
@@ -75,6 +75,7 @@ def assert_same(model, batches, num_items=None):
     assert nonzero >= len(stock_grads) // 2  # the comparison is not between zeros
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "answers, fmt, mask, labelled_per_row",
     [
@@ -97,6 +98,7 @@ def test_full_fine_tuning_matches_stock(model_dir, qwen_tokenizer, answers, fmt,
     assert outputs["logits"].shape[1] == len(union) < inputs["input_ids"].shape[1] // 2
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_with_num_items_in_batch(model_dir, qwen_tokenizer):
     first = batch(qwen_tokenizer, ("37", "12"), mask=False, prompts=PROMPTS[:2])
     second = batch(qwen_tokenizer, ("45", "20", "33"), mask=True, prompts=PROMPTS[::-1])
@@ -127,6 +129,7 @@ def test_bf16_matches_stock_in_bf16(model_dir, qwen_tokenizer):
     assert loss.item() == pytest.approx(stock.item(), rel=1e-3)  # bf16 matmul blocking differs by shape
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_matches_stock(model_dir, qwen_tokenizer):
     model = load(model_dir)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -164,7 +167,8 @@ def _trainer_log(out):
         return [json.loads(line) for line in handle]
 
 
-def test_cli_training_is_the_same_with_the_key_on_and_off(tiny_model, demo_dir, tmp_path):
+@pytest.mark.slow
+def test_training_is_the_same_with_the_key_on_and_off(tiny_model, demo_dir, tmp_path):
     results = {}
     for on in (True, False):
         out = str(tmp_path / f"run_{on}")
@@ -173,9 +177,7 @@ def test_cli_training_is_the_same_with_the_key_on_and_off(tiny_model, demo_dir, 
             per_device_train_batch_size=2, eval_dataset="demo_val", do_eval=True, eval_strategy="steps",
             eval_steps=2, iovqa_labelled_logits=on,
         )
-        result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / f"r_{on}.yaml", recipe)])
-        log = result.stdout + result.stderr
-        assert result.returncode == 0, log[-4000:]
+        log = train_in_process(recipe)
         assert ("labelled-position logits" in log) == on
         with open(os.path.join(out, "eval_results.json"), encoding="utf-8") as handle:
             results[on] = (_trainer_log(out), json.load(handle))
@@ -190,12 +192,12 @@ def test_cli_training_is_the_same_with_the_key_on_and_off(tiny_model, demo_dir, 
         assert eval_on[key] == pytest.approx(eval_off[key], rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_loss_settings_it_cannot_reproduce_are_refused(tiny_model, demo_dir, tmp_path):
     recipe = base_recipe(tiny_model, demo_dir, str(tmp_path / "o"), max_steps=1, label_smoothing_factor=0.1)
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "label_smoothing_factor: 0.1" in log and "iovqa_labelled_logits: false" in log
+    with pytest.raises(LabelledLogitsError) as refused:
+        train_in_process(recipe)
+    assert "label_smoothing_factor: 0.1" in str(refused.value) and "iovqa_labelled_logits: false" in str(refused.value)
 
 
 def test_recipe_key():

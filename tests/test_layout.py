@@ -2,6 +2,7 @@
 patches/ is the one adapter, and every module imports on its own (no import cycle)."""
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -57,10 +58,31 @@ def test_the_adapter_does_not_import_the_applications():
     assert offenders == []
 
 
+@pytest.fixture(scope="module")
+def imported_alone():
+    """{module: traceback or None}: each module imported alone, in a forked child of one interpreter."""
+    script = os.path.join(REPO, "tests", "import_each_alone.py")
+    result = subprocess.run([sys.executable, script, *[m for _, m in modules()]], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [m for _, m in modules()])
-def test_every_module_imports_alone_in_a_fresh_interpreter(module):
-    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_every_module_imports_alone(imported_alone, module):
+    assert imported_alone[module] is None, imported_alone[module][-2000:]
+
+
+def test_an_import_cycle_fails_in_the_one_interpreter_too(tmp_path):
+    """The check above is not vacuous: two modules importing each other's names fail alone, in either order."""
+    (tmp_path / "cycle_a.py").write_text("from cycle_b import B\nA = 1\n")
+    (tmp_path / "cycle_b.py").write_text("from cycle_a import A\nB = 2\n")
+    script = os.path.join(REPO, "tests", "import_each_alone.py")
+    result = subprocess.run([sys.executable, script, "cycle_a", "cycle_b", "json"], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "ImportError" in found["cycle_a"] and "ImportError" in found["cycle_b"] and found["json"] is None
 
 
 def test_data_preparation_imports_neither_torch_nor_llamafactory():

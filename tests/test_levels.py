@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DEMO_COLUMNS, base_recipe, run_cli, write_recipe
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError
 from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
@@ -236,36 +235,13 @@ def test_bad_std_cells_name_file_row_and_field(tmp_path):
         load_annotations(str(path), columns, soft_config(tmp_path), str(tmp_path), progress=False)
 
 
-# --- end to end ---------------------------------------------------------------------------------------------
+# --- end to end (conftest's `level_run`) ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def level_run(tiny_model, demo_dir, tmp_path_factory):
-    """A soft-target level run on the demo ladder, with a rater std column, trained through the stock CLI."""
-    tmp = tmp_path_factory.mktemp("levels")
-    data = tmp / "data"
-    data.mkdir()
-    info = {}
-    for split in ("train", "val", "test"):
-        table = pd.read_csv(os.path.join(demo_dir, "demo", f"{split}.csv"))
-        table["video_name"] = [os.path.join(demo_dir, v) for v in table["video_name"]]
-        table["MOS_std"] = [round(0.2 + 0.1 * m, 4) for m in table["Overall_MOS"]]  # differs from the recipe's 0.5
-        table.to_csv(data / f"{split}.csv", index=False)
-        info[f"lv_{split}"] = {"file_name": f"{split}.csv", "formatting": "iovqa", "columns": DEMO_COLUMNS}
-    (data / "dataset_info.json").write_text(json.dumps(info))
-    out = tmp / "run"
-    recipe = base_recipe(tiny_model, str(data), str(out), dataset="lv_train", eval_dataset="lv_val", do_eval=True,
-                         eval_strategy="steps", eval_steps=2, max_steps=2, save_steps=2,
-                         iovqa_label_format="level", iovqa_level_targets="soft", iovqa_std_column="MOS_std",
-                         iovqa_frame_cache_dir=os.path.join(demo_dir, "frame_cache"))
-    path = write_recipe(tmp / "r.yaml", recipe)
-    result = run_cli(["llamafactory-cli", "train", path])
-    return path, str(out), str(data), result
+@pytest.mark.slow
+def test_level_run_trains_scores_and_evaluates(level_run, tmp_path, capsys):
+    from iovqa_plugin.cli import main
 
-
-def test_level_run_trains_scores_and_evaluates(level_run, tmp_path):
-    recipe, out, data, result = level_run
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    recipe, out, data, log = level_run
     # the mask keeps the level words: "poor" and "excellent" are two Qwen tokens each, and decode whole
     line = next(l for l in log.splitlines() if "label mask active" in l)
     texts, rest = line.split("first batch targets ", 1)[1].split("; MOS ")
@@ -283,8 +259,7 @@ def test_level_run_trains_scores_and_evaluates(level_run, tmp_path):
     assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
 
     pred = str(tmp_path / "pred.csv")
-    scored = run_cli(["iovqa", "score", "--recipe", recipe, "--data", "lv_test", "--out", pred, "--mode", "both"])
-    assert scored.returncode == 0, (scored.stdout + scored.stderr)[-4000:]
+    assert main(["score", "--recipe", recipe, "--data", "lv_test", "--out", pred, "--mode", "both"]) == 0
     table = pd.read_csv(pred)
     test = pd.read_csv(os.path.join(data, "test.csv"))
     assert len(table) == len(test) and table["error"].isna().all()
@@ -295,28 +270,25 @@ def test_level_run_trains_scores_and_evaluates(level_run, tmp_path):
     for text, mos in zip(table["greedy_text"], table["greedy_mos"]):
         assert read_answer(str(text), "level")[0] == (None if pd.isna(mos) else mos)
     report = str(tmp_path / "report.json")
-    evaluated = run_cli(["iovqa", "eval", "--pred", pred, "--labels", "lv_test", "--recipe", recipe,
-                         "--report", report, "--plot", str(tmp_path / "p.png")])
-    assert evaluated.returncode == 0, (evaluated.stdout + evaluated.stderr)[-4000:]
+    assert main(["eval", "--pred", pred, "--labels", "lv_test", "--recipe", recipe, "--report", report,
+                 "--plot", str(tmp_path / "p.png")]) == 0
     with open(report, encoding="utf-8") as handle:
         evaluation = json.load(handle)
     assert evaluation["n"] == len(test)
-    from iovqa_plugin.cli import main
-
     ensemble, other = str(tmp_path / "ensemble.csv"), str(tmp_path / "other.csv")
     table.to_csv(other, index=False)  # a level run is an ensemble member like any other
     assert main(["ensemble", "--pred", pred, other, "--weights", "0.5", "0.5", "--out", ensemble]) == 0
     assert pd.read_csv(ensemble)["pred_mos"].to_numpy() == pytest.approx(table["pred_mos"].to_numpy())
 
 
+@pytest.mark.slow
 def test_level_expected_score_equals_brute_force_enumeration(level_run):
     """The scorer's level distribution vs each level word scored after the prompt, one sequence at a time."""
     from iovqa_plugin.score.decoding import level_distribution
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
-    recipe, _, data, result = level_run
-    assert result.returncode == 0
+    recipe, _, data, _ = level_run
     scorer = Scorer(ScorerSettings.from_recipe(recipe))
     levels = scorer.levels
     test = pd.read_csv(os.path.join(data, "test.csv"))
@@ -345,6 +317,7 @@ def test_level_expected_score_equals_brute_force_enumeration(level_run):
         assert results[i].expected_mos == pytest.approx(float((reference * torch.arange(1, 6)).sum()), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_level_words_after_a_reasoning_templates_think_block(tiny_qwen3_vl):
     """qwen3_vl writes an empty think block before every answer: it is the lead (the scoring prompt's end,
     never trained); the level words and their mask are those of a plain template."""

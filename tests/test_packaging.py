@@ -25,6 +25,7 @@ def wheel(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "iovqa_plugin.pth" in names
@@ -33,6 +34,7 @@ def test_wheel_layout(wheel):
     assert zipfile.ZipFile(wheel).read("iovqa_plugin.pth").decode().strip() == "import iovqa_plugin._autoload"
 
 
+@pytest.mark.slow
 def test_installed_wheel_patches_llamafactory(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(

@@ -41,10 +41,12 @@ PROBE = (
 )
 
 
+@pytest.mark.slow
 def test_stock_llamafactory_import_is_patched_in_a_fresh_interpreter():
     assert json.loads(run_python(PROBE)) == [True, True, True, True]
 
 
+@pytest.mark.slow
 def test_autoload_can_be_disabled():
     assert json.loads(run_python(PROBE, IOVQA_DISABLE_AUTOLOAD="1")) == [False, False, False, False]
 
@@ -101,6 +103,7 @@ def test_read_args_strips_plugin_keys_and_activates(clean_plugin_state):
         tuner.read_args({"iovqa_nope": 1})
 
 
+@pytest.mark.slow
 def test_collator_is_stock_unless_the_mask_is_on(tiny_model, clean_plugin_state):
     import llamafactory.train.sft.workflow as workflow
     from llamafactory.data import get_template_and_fix_tokenizer

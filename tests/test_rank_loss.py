@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import base_recipe, run_cli, write_recipe
+from conftest import base_recipe, train_in_process
 from iovqa_plugin.config import PluginConfigError
 from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.train.mask import IGNORE_INDEX
@@ -153,6 +153,7 @@ def _gather_worker(rank, world, init_file, results):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_pairs_across_ranks_give_the_global_loss_and_gradient(tmp_path):
     import torch.multiprocessing as mp
 
@@ -207,6 +208,7 @@ def _log(out):
         return json.load(handle)["log_history"]
 
 
+@pytest.mark.slow
 def test_weight_zero_trains_exactly_as_without_the_loss(tiny_model, demo_dir, tmp_path):
     logs = {}
     for name, keys in (("off", {}), ("zero", {"iovqa_rank_loss": "fidelity", "iovqa_rank_weight": 0.0}),
@@ -214,9 +216,7 @@ def test_weight_zero_trains_exactly_as_without_the_loss(tiny_model, demo_dir, tm
         out = str(tmp_path / name)
         recipe = base_recipe(tiny_model, demo_dir, out, max_steps=2, save_steps=2, per_device_train_batch_size=4,
                              logging_steps=1, **keys)
-        result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / f"{name}.yaml", recipe)])
-        log = result.stdout + result.stderr
-        assert result.returncode == 0, log[-4000:]
+        log = train_in_process(recipe)
         assert ("fidelity ranking loss" in log) == (name != "off")
         logs[name] = [entry for entry in _log(out) if "loss" in entry]
     assert len(logs["off"]) == 2
@@ -229,27 +229,10 @@ def test_weight_zero_trains_exactly_as_without_the_loss(tiny_model, demo_dir, tm
     assert first_on["loss"] == pytest.approx(first_zero["loss"] + 50 * first_zero["rank_loss"], rel=1e-3)
 
 
-def test_level_run_with_rater_stds_trains_the_rank_loss(tiny_model, demo_dir, tmp_path):
-    import pandas as pd
-
-    from conftest import DEMO_COLUMNS
-
-    data = tmp_path / "data"
-    data.mkdir()
-    table = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
-    table["video_name"] = [os.path.join(demo_dir, v) for v in table["video_name"]]
-    table["MOS_std"] = [round(0.2 + 0.1 * m, 4) for m in table["Overall_MOS"]]
-    table.to_csv(data / "train.csv", index=False)
-    info = {"lv_train": {"file_name": "train.csv", "formatting": "iovqa", "columns": DEMO_COLUMNS}}
-    (data / "dataset_info.json").write_text(json.dumps(info))
-    out = str(tmp_path / "run")
-    recipe = base_recipe(tiny_model, str(data), out, dataset="lv_train", max_steps=2, save_steps=2, logging_steps=1,
-                         iovqa_label_format="level", iovqa_level_targets="soft", iovqa_std_column="MOS_std",
-                         iovqa_rank_loss="fidelity", iovqa_rank_weight=20.0, iovqa_rank_gather=True,
-                         iovqa_frame_cache_dir=os.path.join(demo_dir, "frame_cache"))
-    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "r.yaml", recipe)])
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+@pytest.mark.slow
+def test_level_run_with_rater_stds_trains_the_rank_loss(level_run):
+    """conftest's level run: level words, soft targets from a rater std column, fidelity loss gathered across ranks."""
+    _, out, _, log = level_run
     assert "fidelity ranking loss, weight 20.0, predicted variances, pairs across ranks" in log
     steps = [entry for entry in _log(out) if "loss" in entry]
     assert len(steps) == 2 and all(math.isfinite(e["rank_loss"]) and 0 < e["rank_loss"] < 1 for e in steps)

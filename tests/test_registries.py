@@ -97,6 +97,7 @@ def test_the_mask_keeps_the_new_formats_digits(out_of_fifty, qwen_tokenizer):
     assert [qwen_tokenizer.decode(row[row != IGNORE_INDEX]) for row in kept] == ["37", "10", "50"]
 
 
+@pytest.mark.slow
 def test_the_scorer_decodes_the_new_format_and_mode(out_of_fifty, greedy_first, tiny_model, demo_dir, tmp_path):
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings

@@ -49,16 +49,6 @@ def test_a_row_cut_short_by_a_kill_is_dropped_and_a_damaged_file_refused(tmp_pat
 
 # ---------------------------------------------------------------- ranks in this process
 @pytest.fixture(scope="module")
-def scorer(tiny_model, demo_dir, tmp_path_factory):
-    from iovqa_plugin.score.scorer import Scorer
-    from iovqa_plugin.score.settings import ScorerSettings
-
-    tmp = tmp_path_factory.mktemp("score_parallel")
-    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
-    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
-
-
-@pytest.fixture(scope="module")
 def rows(demo_dir):
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
     return [(v, os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
@@ -98,7 +88,7 @@ def run_ranks(job, scorer, ranks=None, mode="expected"):
     return [job.run_rank(rank, lambda: scorer, mode, batch_size=2) for rank in (ranks or range(job.size))]
 
 
-@pytest.mark.parametrize("size", [3, 4, 12])
+@pytest.mark.parametrize("size", [3, pytest.param(4, marks=pytest.mark.slow), pytest.param(12, marks=pytest.mark.slow)])
 def test_uneven_shares_and_more_processes_than_rows_merge_to_the_single_process_file(scorer, rows, reference,
                                                                                       tmp_path, size):
     from iovqa_plugin.score.prediction_file import meta_path
@@ -114,6 +104,7 @@ def test_uneven_shares_and_more_processes_than_rows_merge_to_the_single_process_
     assert sorted(os.listdir(tmp_path)) == ["preds.csv", "preds.csv.meta.json"]  # parts removed
 
 
+@pytest.mark.slow
 def test_another_process_count_resumes_from_the_parts_left_behind(scorer, rows, reference, tmp_path):
     out = tmp_path / "preds.csv"
     three = job_for(scorer, rows, out, 3)
@@ -131,6 +122,7 @@ def test_another_process_count_resumes_from_the_parts_left_behind(scorer, rows, 
     assert_same_predictions(str(out), reference)
 
 
+@pytest.mark.slow
 def test_a_damaged_or_changed_part_is_scored_again_never_merged(scorer, rows, reference, tmp_path):
     from iovqa_plugin.score.parallel import PartError
 
@@ -172,6 +164,7 @@ def test_a_failing_video_is_an_error_row_and_is_tried_again(scorer, rows, tmp_pa
     assert (merged["scored"], merged["errors"], merged["skipped_done"]) == (0, 1, 3)  # only the failed one again
 
 
+@pytest.mark.slow
 def test_parts_scored_from_another_input_are_scored_again(scorer, rows, tmp_path):
     """Rewritten prompts: neither a part of the same share, nor one of another process count, gives its rows;
     a merged file holding videos outside the input is refused before any part is written."""
@@ -228,6 +221,7 @@ def score_command(recipe, out, *options, data="demo_test"):
     return ["score", "--recipe", recipe, "--adapter", "", "--data", data, "--out", str(out), *options]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(recipe, tmp_path, capsys):
     from iovqa_plugin.cli import main
 
@@ -271,6 +265,7 @@ def data_rows(path):
     return len(read_records(path)[1]) if os.path.exists(path) else 0
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_command_and_the_same_command_completes(tiny_model, demo_dir, reference,
                                                                       tmp_path):
     # a frame cache of its own: frames are extracted as videos are scored, so the kill lands mid-share
@@ -300,6 +295,7 @@ def test_a_killed_rank_fails_the_command_and_the_same_command_completes(tiny_mod
     assert sorted(os.listdir(tmp_path)) == ["frames", "preds.csv", "preds.csv.meta.json", "r.yaml"]
 
 
+@pytest.mark.slow
 def test_more_processes_than_rows_from_the_command(recipe, demo_dir, reference, tmp_path):
     from iovqa_plugin.cli import main
 
@@ -317,6 +313,7 @@ def test_more_processes_than_rows_from_the_command(recipe, demo_dir, reference, 
 
 
 # ---------------------------------------------------------------- one run per output, workers die with the launcher
+@pytest.mark.slow
 def test_a_part_holding_a_video_twice_merges_to_its_newest_row(scorer, rows, reference, tmp_path):
     job = job_for(scorer, rows, tmp_path / "preds.csv", 2)
     stats = run_ranks(job, scorer)
@@ -340,6 +337,7 @@ def process_gone(pid):
         return True
 
 
+@pytest.mark.slow
 def test_killing_the_launcher_ends_its_workers_and_the_rerun_scores_each_video_once(tiny_model, demo_dir,
                                                                                     reference, tmp_path, capsys):
     from iovqa_plugin.cli import main
@@ -421,6 +419,7 @@ def test_a_rank_ends_with_the_process_that_started_it(tmp_path, death_signal):
     assert process_gone(worker)
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_an_output_another_run_is_writing_before_any_rank_touches_it(recipe, tmp_path):
     from iovqa_plugin.score.output_lock import OutputLock
 

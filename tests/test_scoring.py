@@ -1,4 +1,5 @@
-"""The scorer on the offline tiny model: expected score vs brute force, greedy vs a manual argmax loop."""
+"""The scorer on the offline tiny model (conftest's `scorer`): expected score vs brute force, greedy vs a manual
+argmax loop, prediction files."""
 
 import math
 import os
@@ -9,17 +10,6 @@ import pytest
 import torch
 
 from conftest import base_recipe, write_recipe
-
-
-@pytest.fixture(scope="module")
-def scorer(tiny_model, demo_dir, tmp_path_factory):
-    from iovqa_plugin.score.scorer import Scorer
-    from iovqa_plugin.score.settings import ScorerSettings
-
-    tmp = tmp_path_factory.mktemp("score")
-    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
-    settings = ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter="")
-    return Scorer(settings)
 
 
 def demo_rows(demo_dir, n=3):
@@ -46,6 +36,7 @@ def brute_force(scorer, video_path, prompt):
     return torch.softmax(logps, dim=0)
 
 
+@pytest.mark.slow
 def test_expected_score_equals_brute_force_enumeration(scorer, demo_dir):
     rows = demo_rows(demo_dir, n=3)
     features = [scorer.encode(p, scorer.cache.get(path)) for _, path, p in rows]
@@ -75,6 +66,7 @@ def manual_greedy(scorer, feature, steps=6):
     return scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True).strip()
 
 
+@pytest.mark.slow
 def test_greedy_equals_argmax_decoding_batched_or_not(scorer, demo_dir):
     rows = demo_rows(demo_dir, n=3)
     features = [scorer.encode(p, scorer.cache.get(path)) for _, path, p in rows]
@@ -118,6 +110,7 @@ def test_decimal_recipe_has_no_expected_mode(scorer):
     assert grid.steps == 2 and grid.first_ids.numel() == 5 and grid.second_ids.numel() == 10
 
 
+@pytest.mark.slow
 def test_resuming_with_a_different_run_is_refused(scorer, demo_dir, tmp_path):
     import copy
 
@@ -243,6 +236,7 @@ def test_rows_scored_from_another_input_are_scored_again(scorer, demo_dir, tmp_p
     assert saved == {name: open(os.path.join(tmp_path, name), "rb").read() for name in saved}
 
 
+@pytest.mark.slow
 def test_a_refused_resume_writes_nothing_and_loads_no_model(scorer, tiny_model, demo_dir, tmp_path, monkeypatch,
                                                             capsys):
     """Adding --save-probs to a finished run is refused before the model loads, in one process and as a

@@ -82,6 +82,7 @@ def support_table(qwen3_tokenizer, grouping_tokenizer):
     return TABLE_HEADER + "\n" + "\n".join(row for row, _ in rows), rows
 
 
+@pytest.mark.slow
 def test_every_video_template_masks_exactly_the_score(qwen3_tokenizer, grouping_tokenizer):
     table, rows = support_table(qwen3_tokenizer, grouping_tokenizer)
     print("\n" + table)
@@ -96,6 +97,7 @@ def test_every_video_template_masks_exactly_the_score(qwen3_tokenizer, grouping_
         assert table in handle.read(), "README.md's template table is out of date: paste the table printed above"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_5"])
 def test_reasoning_templates_put_the_empty_think_block_before_the_score(name, qwen3_tokenizer):
     # enable_thinking (LLaMA-Factory's default): the empty block is in the labels; the mask drops it

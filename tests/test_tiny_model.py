@@ -11,6 +11,7 @@ def test_mrope_section_matches_qwen():
     assert sum(mrope_section(64)) == 32
 
 
+@pytest.mark.slow
 def test_wide_head_variant_loads_untied(tmp_path):
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
@@ -97,6 +98,7 @@ def test_the_pretrained_like_tower_sees_blur_that_a_random_one_hides():
     assert change["pretrained_like"] > 0.2 and change["pretrained_like"] > 5 * change["random"], change
 
 
+@pytest.mark.slow
 def test_the_tiny_processor_keeps_frames_at_their_size(tiny_model):
     from transformers import AutoProcessor
 

@@ -33,6 +33,7 @@ def test_the_fixes_target_the_pinned_transformers():
     assert _constraints_pin("transformers") == FIXED_TRANSFORMERS == transformers.__version__
 
 
+@pytest.mark.slow
 def test_the_fixes_come_with_a_plugin_model_load_and_stock_recipes_stay_stock():
     """What `llamafactory-cli train` imports (every torchrun rank too) leaves transformers alone; the patched
     init_adapter, which a plugin run's model load (training and the scorer) passes through, applies the fixes."""
@@ -187,6 +188,7 @@ def _expected(input_ids, video_token, grid, merge, seconds_per_grid, tokens_per_
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_frames", [4, 8])
 @pytest.mark.parametrize("video_fps", ["2", "3", "1.5", "4", "0.5"])
 def test_qwen2_5_vl_video_positions_follow_the_formula(loaded, frames, num_frames, video_fps):
@@ -203,6 +205,7 @@ def test_qwen2_5_vl_video_positions_follow_the_formula(loaded, frames, num_frame
     assert positions.tolist() == expected
 
 
+@pytest.mark.slow
 def test_two_frames_keep_transformers_positions(loaded, frames):
     """The paper's 2 frames are one temporal grid: the fix changes nothing there (nor for text or images)."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
@@ -217,6 +220,7 @@ def test_two_frames_keep_transformers_positions(loaded, frames):
     assert torch.equal(fixed[0], batch["position_ids"][1:])
 
 
+@pytest.mark.slow
 def test_padded_batch_rows_and_generation_offsets(loaded, frames):
     """The scorer's left-padded batch: each row's positions as alone; its delta puts the first generated token one
     past the row's largest position (generation counts unpadded tokens)."""
