@@ -107,6 +107,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .data.datasets import resolve_data, scoring_rows
+    from .data.layouts import LAYOUTS
     from .score.launch import local_process_count
     from .score.parallel import ScoringJob, World
     from .score.prediction_file import run_identity
@@ -129,7 +130,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.frame_cache_dir:  # where frames are cached changes no score
         settings.plugin.frame_cache_dir = args.frame_cache_dir
     source = resolve_data(args.data, _load_recipe(args.recipe), settings.plugin, media_dir=args.media_dir,
-                          columns={"video": args.video_column, "prompt": args.prompt_column})
+                          columns={"video": args.video_column, "prompt": args.prompt_column}, layout=args.layout)
+    if source.formatting in LAYOUTS and LAYOUTS[source.formatting].comparison:
+        return _score_comparisons(args, settings, source, max(nproc, world.size), began)
     rows = scoring_rows(source)
     identity = run_identity(settings, args.mode, score_options())
     processes = max(nproc, world.size)
@@ -147,6 +150,35 @@ def cmd_score(args: argparse.Namespace) -> int:
     if nproc > 1:
         return _score_launch(args, job, began)
     return _score_rank(args, job, world, settings, began)
+
+
+def _score_comparisons(args: argparse.Namespace, settings, source, processes: int, began: float) -> int:
+    """Comparison data: P(A) and the greedy choice of every pair, in one process."""
+    from tqdm import tqdm
+
+    from .data.layouts import LAYOUTS
+    from .data.pair_samples import load_comparisons
+    from .score.comparisons import ComparisonScorer, write_comparisons
+    from .score.scorer import Scorer
+
+    if processes > 1:
+        raise UserError("comparisons are scored in one process: leave out --nproc and torchrun")
+    layout = LAYOUTS[source.formatting]
+    samples, issues, stats = load_comparisons(layout.reads, source.path, settings.plugin, source.media_dir,
+                                              columns=source.columns, pair_columns=source.pairs)
+    print(f"iovqa score: {len(samples)} comparisons of {source.name} ({layout.formatting}; {stats['rows']} rows, "
+          f"{stats['skipped_rows']} skipped, {stats['ties_left_out']} ties left out); model {settings.model}; "
+          f"{settings.note}; --mode does not apply: P(A) and the choice are written", file=sys.stderr)
+    scorer = ComparisonScorer(Scorer(settings))
+    start = time.time()
+    results = list(tqdm(scorer.score(samples, args.batch_size), total=len(samples), desc="iovqa score pairs",
+                        disable=None))
+    pairs = write_comparisons(results, samples, args.out)
+    failed = sum(r.error is not None for r in results)
+    print(f"iovqa score: wrote {args.out} ({len(results) - failed} comparisons scored, {failed} failed) and the "
+          f"pairs with their human preference to {pairs} (iovqa eval --pred {args.out} --pairs {pairs}); "
+          f"{time.time() - start:.1f} s scoring, {time.time() - began:.1f} s in all", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def mode_hints(plugin, mode: str) -> list[str]:
@@ -352,6 +384,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError("--pairwise pairs the labelled videos: give --labels too (--pairs alone evaluates the "
                             "pairs file)")
         return _eval_pairs_only(args)
+    from .eval.pairwise import is_comparison_predictions
+
+    if is_comparison_predictions(args.pred):
+        raise UserError(f"{args.pred} holds comparisons (P(A) per pair), not scores: evaluate it with --pairs only")
     labels, video_column, mos_column = _labels(args, args.labels)
     dimensions = _dimension_columns(args, [args.pred], mos_column)
     options = dict(label_format=args.label_format, labelled_only=args.labelled_only, score_column=args.score_column,
@@ -381,7 +417,7 @@ def _pairs_report(args: argparse.Namespace, dimensions: list[str]) -> dict:
     """Pairwise accuracy of --pred on the --pairs file (per dimension for multi-dimension predictions)."""
     from dataclasses import fields
 
-    from .eval.pairwise import PairColumns, pairs_report
+    from .eval.pairwise import PairColumns, comparison_report, is_comparison_predictions, pairs_report
 
     renamed = {}
     for item in args.pair_column or ():
@@ -390,6 +426,9 @@ def _pairs_report(args: argparse.Namespace, dimensions: list[str]) -> dict:
             raise UserError(f"--pair-column {item!r}: expected ROLE=NAME with ROLE one of "
                             f"{[f.name for f in fields(PairColumns)]}")
         renamed[role] = name.strip()
+    if is_comparison_predictions(args.pred):  # P(A) per pair, from `iovqa score` on comparisons
+        return {"pairs": args.pairs, **comparison_report(args.pred, args.pairs, PairColumns(**renamed),
+                                                         args.tie_calibration)}
     score_columns = ({d: f"{args.score_column}_{d}" for d in dimensions} if dimensions
                      else {None: args.score_column})
     result = pairs_report(args.pred, args.pairs, score_columns, PairColumns(**renamed), args.label_format,
@@ -594,6 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score data-parallel in N processes on this machine (one per GPU: 'auto'); under torchrun, "
                         "leave it out (default: 1, or NPROC_PER_NODE with FORCE_TORCHRUN=1)")
     p.add_argument("--part-only", action="store_true", help=argparse.SUPPRESS)  # a worker of --nproc
+    p.add_argument("--layout", default=None, choices=["iovqa", "iovqa_pairs", "iovqa_drawn_pairs"],
+                   help="how an annotation FILE given as --data is read (a dataset's is its `formatting`): iovqa "
+                        "(one video per row), iovqa_pairs (a pairs file: P(A) and the choice per pair), "
+                        "iovqa_drawn_pairs (pairs drawn from a pointwise file as for training)")
     _column_options(p, "video", "prompt")
 
     p = _subparser(sub, "eval", "SRCC/PLCC/final and more of predictions against labels (several quality "

@@ -19,6 +19,13 @@ from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 from .run import sample_targets
 from .score_position import level_tokens
 
+MEDIA_PER_COMPARISON = 2  # a comparison sample shows two media; a scoring sample one
+
+
+def is_comparison(feature: dict[str, Any]) -> bool:
+    """A comparison sample (two media), told apart from a scoring sample by what it shows."""
+    return len(feature.get("videos") or []) + len(feature.get("images") or []) == MEDIA_PER_COMPARISON
+
 logger = get_logger()
 
 
@@ -29,6 +36,27 @@ def label_mask(run: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[
         return lambda labels: mask_level_labels(labels, levels)[0]
     is_number, digit_count = token_tables(tokenizer, run.label_format)
     return lambda labels: mask_labels(labels, is_number, digit_count, scores=run.scores_per_answer)
+
+
+class RowMask:
+    """The run's label mask on scoring rows; on comparison rows only the choice word's tokens are kept."""
+
+    def __init__(self, run: IOVQAArguments, template: Any, tokenizer: Any):
+        self.run, self.template, self.tokenizer = run, template, tokenizer
+        self.score = label_mask(run, template, tokenizer)
+        self.choices = None  # the choice words' token paths, found at the first comparison sample
+
+    def __call__(self, labels: torch.Tensor, comparison: list[bool]) -> torch.Tensor:
+        if not any(comparison):
+            return self.score(labels)
+        if self.choices is None:
+            self.choices = level_tokens(self.template, self.tokenizer, self.run.choices.answers)
+        rows = torch.tensor(comparison, device=labels.device)
+        masked = labels.clone()
+        masked[rows] = mask_level_labels(labels[rows], self.choices)[0]
+        if not all(comparison):
+            masked[~rows] = self.score(labels[~rows])
+        return masked
 
 
 @dataclass
@@ -48,7 +76,7 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         super().__post_init__()
         if self.run is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
-        self._mask = label_mask(self.run, self.template, self.tokenizer)
+        self._masked = RowMask(self.run, self.template, self.tokenizer)
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -56,9 +84,10 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
         targets = sample_targets([f.get("videos") for f in features]) if self.run.label_format == "level" else None
+        comparison = [is_comparison(f) for f in features]  # before the stock collator pops the media
         batch = super().__call__(features)
         try:
-            batch["labels"] = self._mask(batch["labels"])
+            batch["labels"] = self._masked(batch["labels"], comparison)
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
