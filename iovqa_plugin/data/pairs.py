@@ -21,14 +21,13 @@ from __future__ import annotations
 import math
 import os
 import random
-import string
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 from .annotations import Issue
 from .labels import LabelError, parse_std
-from .prompt import PromptTemplateError, neutralize_placeholders
+from .prompt import PromptTemplateError, neutralize_placeholders, template_fields
 
 PREFERENCES = {"a": 1, "b": -1, "tie": 0}  # a preference label (any case) -> the sign of MOS_A - MOS_B it says
 MEDIA_PLACEHOLDERS = {"video": "<video>", "image": "<image>"}  # one placeholder per medium, in prompt order
@@ -187,13 +186,7 @@ _PAIR_FIELDS = {"first", "second", "prompt", "a", "b", "choices", "media"}
 
 def check_pair_template(template: str) -> None:
     """{first} and {second} once each, only the known fields, no literal media placeholder."""
-    try:
-        names = [n for _, n, _, _ in string.Formatter().parse(template) if n is not None]
-    except ValueError as err:
-        raise PromptTemplateError(f"pair template is not a valid format string: {err}") from None
-    unknown = sorted(set(names) - _PAIR_FIELDS)
-    if unknown:
-        raise PromptTemplateError(f"pair template has unknown fields {unknown}; allowed: {sorted(_PAIR_FIELDS)}")
+    names = template_fields(template, _PAIR_FIELDS, "pair template")
     for name in ("first", "second"):
         if names.count(name) != 1:
             raise PromptTemplateError(f"pair template must contain {{{name}}} exactly once")
