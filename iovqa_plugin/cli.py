@@ -65,6 +65,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     """Fill the frame cache with worker processes, then run every check training runs before the model loads."""
     from .data.annotations import AnnotationError, load_annotations, write_issue_report
     from .data.datasets import dataset_names, resolve_data
+    from .data.layouts import LAYOUTS
+    from .data.pair_samples import load_comparisons
     from .patches.preflight import check_training_data, training_args
     from .patches.run import run_scope
     from .recipe import split_recipe
@@ -80,18 +82,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     status = 0
     for name in dataset_names(recipe):
         source = resolve_data(name, recipe, config)
-        if source.formatting != "iovqa":
-            print(f"{name}: formatting is {source.formatting!r}, not iovqa: skipped")
+        if source.formatting not in LAYOUTS:
+            print(f"{name}: formatting is {source.formatting!r}, not one of the plugin's {list(LAYOUTS)}: skipped")
             continue
+        layout = LAYOUTS[source.formatting]
         start = time.time()
         try:
-            samples, issues, stats = load_annotations(source.path, source.columns, config, source.media_dir)
+            if layout.comparison:
+                samples, issues, stats = load_comparisons(layout.reads, source.path, config, source.media_dir,
+                                                          columns=source.columns, pair_columns=source.pairs)
+            else:
+                samples, issues, stats = load_annotations(source.path, source.columns, config, source.media_dir)
         except AnnotationError as err:
             print(f"{name}: {err}", file=sys.stderr)
             status = 1
             continue
+        ready = f"{stats['samples']} comparisons" if layout.comparison else f"{stats['used']}"
         print(
-            f"{name}: {stats['rows']} rows, {stats['used']} ready, {stats['skipped_rows']} skipped "
+            f"{name}: {stats['rows']} rows, {ready} ready, {stats['skipped_rows']} skipped "
             f"({time.time() - start:.1f}s); frames in {config.cache_dir}"
         )
         if issues:

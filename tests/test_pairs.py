@@ -228,3 +228,23 @@ def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(
     report = json.loads(evaluated.stdout)["pairs_file"]
     assert report["pairs"] == len(predictions) and 0 <= report["diff"] <= 1
     assert "pairwise accuracy diff" in evaluated.stderr
+
+
+def test_pairwise_accuracy_of_comparison_predictions_against_hand_counts(tmp_path):
+    from iovqa_plugin.eval.pairwise import MatchError, comparison_report
+
+    pred = tmp_path / "pred.csv"
+    pd.DataFrame({"pair": ["1", "2", "3", "4"], "video_a": ["a", "c", "f", "g"], "video_b": ["b", "d", "e", "h"],
+                  "p_a": [0.8, 0.3, 0.6, 0.5], "p_b": [0.2, 0.7, 0.4, 0.5], "choice": ["A", "B", "A", "A"],
+                  "error": [None] * 4}).to_csv(pred, index=False)
+    pairs = tmp_path / "pairs.csv"
+    # row 3 lists (e, f) the other way round than predicted: P(A) of (e, f) is P(B) of (f, e) = 0.4 -> prefers f
+    pd.DataFrame({"video_a": ["a", "c", "e", "g"], "video_b": ["b", "d", "f", "h"],
+                  "preference": ["A", "A", "B", "tie"]}).to_csv(pairs, index=False)
+    result = comparison_report(str(pred), str(pairs))
+    # right: a>b (A, p 0.8), e<f (B); wrong: c>d (p_a 0.3); (g, h) is a human tie the model ties too (0.5 = 0.5)
+    assert result["diff"] == pytest.approx(2 / 3) and result["diff_pairs"] == 3
+    assert result["tau"] == pytest.approx(3 / 4) and result["model_ties"] == 1 and result["human_ties"] == 1
+    pd.DataFrame({"video_a": ["a", "x"], "video_b": ["b", "y"], "preference": ["A", "B"]}).to_csv(pairs, index=False)
+    with pytest.raises(MatchError, match=r"row 2 \(line 3\): field 'video_b' = 'y': no comparison in"):
+        comparison_report(str(pred), str(pairs))
