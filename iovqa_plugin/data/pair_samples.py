@@ -9,7 +9,6 @@ they are counted in the stats (``ties_left_out``).
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from ..config import IOVQAArguments
@@ -141,9 +140,3 @@ def pair_rows_of(samples: list[PairSample]) -> list[dict]:
     from .annotations import ROW_COLUMN
 
     return [{ROW_COLUMN: s.key} for s in samples]
-
-
-def scoring_pairs(samples: list[PairSample]) -> list[tuple[str, str, tuple[str, str], tuple[str, str], str]]:
-    """(key, file row, media as written, media paths, prompt) of each comparison, for the scorer."""
-    return [(s.key, f"{os.path.basename(s.file)} row {'/'.join(map(str, s.rows))}", s.media, s.paths, s.prompt)
-            for s in samples]
