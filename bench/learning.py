@@ -184,7 +184,7 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
 
     table = pd.read_csv(os.path.join(data, DATASETS.get(arm, DEFAULT_DATASETS)[1]))
     scorer = Scorer(ScorerSettings.from_recipe(recipe_path, model=model))
-    pairs = test_pairs(scorer.plugin, data)
+    pairs = test_pairs(scorer.iovqa_args, data)
     if mode == "pairs":
         return score_comparisons(scorer, pairs)
     rows = [(v, os.path.join(data, v), p) for v, p in zip(table["video_name"], table["Prompt"])]

@@ -12,7 +12,8 @@ from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
 from iovqa_plugin.train.mask import token_tables, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 
@@ -29,28 +30,29 @@ def is_comparison(feature: dict[str, Any]) -> bool:
 logger = get_logger()
 
 
-def label_mask(run: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def label_mask(iovqa_args: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The run's label mask, as a function of (B, L) labels (LabelMaskError for rows without a score)."""
-    if run.label_format == "level":
+    if iovqa_args.format.words:
         levels = level_tokens(template, tokenizer)
         return lambda labels: mask_level_labels(labels, levels)[0]
-    is_number, digit_count = token_tables(tokenizer, run.label_format)
-    return lambda labels: mask_labels(labels, is_number, digit_count, scores=run.scores_per_answer)
+    is_number, digit_count = token_tables(tokenizer, iovqa_args.label_format)
+    digits = iovqa_args.format.score_digits
+    return lambda labels: mask_labels(labels, is_number, digit_count, digits, scores=iovqa_args.scores_per_answer)
 
 
 class RowMask:
     """The run's label mask on scoring rows; on comparison rows only the choice word's tokens are kept."""
 
-    def __init__(self, run: IOVQAArguments, template: Any, tokenizer: Any):
-        self.run, self.template, self.tokenizer = run, template, tokenizer
-        self.score = label_mask(run, template, tokenizer)
+    def __init__(self, iovqa_args: IOVQAArguments, template: Any, tokenizer: Any):
+        self.iovqa_args, self.template, self.tokenizer = iovqa_args, template, tokenizer
+        self.score = label_mask(iovqa_args, template, tokenizer)
         self.choices = None  # the choice words' token paths, found at the first comparison sample
 
     def __call__(self, labels: torch.Tensor, comparison: list[bool]) -> torch.Tensor:
         if not any(comparison):
             return self.score(labels)
         if self.choices is None:
-            self.choices = level_tokens(self.template, self.tokenizer, self.run.choices.answers)
+            self.choices = level_tokens(self.template, self.tokenizer, self.iovqa_args.choices.answers)
         rows = torch.tensor(comparison, device=labels.device)
         masked = labels.clone()
         masked[rows] = mask_level_labels(labels[rows], self.choices)[0]
@@ -66,24 +68,24 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
     With the softmax-regression head it also carries each row's MOS (read back
     from the integer label) under ``MOS_KEY`` for the head's loss. With level
     labels it keeps the level word's tokens and carries each row's MOS (from the
-    annotation row, ``run.sample_targets``) under ``MOS_KEY`` and its soft-target
+    annotation row, ``run.sample_targets`` (patches/run.py)) under ``MOS_KEY`` and its soft-target
     sigma under ``SIGMA_KEY``, for the level trainer's loss and metrics.
     """
 
-    run: Optional[IOVQAArguments] = field(default=None)
+    iovqa_args: Optional[IOVQAArguments] = field(default=None)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.run is None:
+        if self.iovqa_args is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
-        self._masked = RowMask(self.run, self.template, self.tokenizer)
+        self._masked = RowMask(self.iovqa_args, self.template, self.tokenizer)
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.run.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
+        if self.iovqa_args.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
-        targets = sample_targets([f.get("videos") for f in features]) if self.run.label_format == "level" else None
+        targets = sample_targets([f.get("videos") for f in features]) if self.iovqa_args.format.words else None
         comparison = [is_comparison(f) for f in features]  # before the stock collator pops the media
         batch = super().__call__(features)
         try:
@@ -91,19 +93,20 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
-        if self.run.head_on:
+        if self.iovqa_args.head_on:
             batch[MOS_KEY] = mos_from_labels(batch["labels"], self.tokenizer)
         if targets is not None:
             batch[MOS_KEY] = torch.tensor([mos for mos, _ in targets], dtype=torch.float32)
-            batch[SIGMA_KEY] = row_sigmas([std for _, std in targets], self.run.level_sigma)
+            batch[SIGMA_KEY] = row_sigmas([std for _, std in targets], self.iovqa_args.level_sigma)
         if not self._logged_first_batch:
             self._logged_first_batch = True
             extra = ""
             if targets is not None:
                 extra = f"; MOS {[round(m, 4) for m in batch[MOS_KEY].tolist()]}"
-                if self.run.soft_targets:
+                if self.iovqa_args.soft_targets:
                     extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
             logger.info("label mask active (digits): first batch targets %s%s",
-                        trained_texts(batch["labels"], self.tokenizer, self.run.dimension_names if self.run.joint else ()),
+                        trained_texts(batch["labels"], self.tokenizer,
+                                      self.iovqa_args.dimension_names if self.iovqa_args.joint else ()),
                         extra)
         return batch

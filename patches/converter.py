@@ -17,7 +17,7 @@ def iovqa_converter(dataset_attr: Any, data_args: Any):
     settings."""
     from .formatter import converter_class  # imports LLaMA-Factory: only when a dataset is converted
 
-    return converter_class(LAYOUTS[dataset_attr.formatting])(dataset_attr, data_args, run=active_run())
+    return converter_class(LAYOUTS[dataset_attr.formatting])(dataset_attr, data_args, iovqa_args=active_run())
 
 
 def apply_dataset_converter() -> None:

@@ -49,34 +49,34 @@ def _row_key(value: Any) -> str:
 class IOVQADatasetConverter(DatasetConverter):
     """Rows of (video, text prompt, MOS) -> IOVQA samples, with the run's plugin configuration."""
 
-    run: Optional[IOVQAArguments] = field(default=None)
+    iovqa_args: Optional[IOVQAArguments] = field(default=None)
 
     def __post_init__(self):
-        config = self.run
-        if config is None:
+        iovqa_args = self.iovqa_args
+        if iovqa_args is None:
             logger.warning(
                 "dataset %s uses formatting 'iovqa' but the recipe has no iovqa_* key: plugin defaults are used "
                 "for labels and frames, and the label mask is off. Add iovqa_* keys to turn the plugin on.",
                 self.dataset_attr,
             )
-            config = IOVQAArguments()
-        self.config = config
-        self.columns = resolve_columns(self.dataset_attr, config)
+            iovqa_args = IOVQAArguments()
+        self.iovqa_args = iovqa_args
+        self.columns = resolve_columns(self.dataset_attr, iovqa_args)
         if self.dataset_attr.load_from != "file":
             raise ValueError(
                 f"dataset {self.dataset_attr}: formatting 'iovqa' needs a local annotation file (file_name), "
                 f"got {self.dataset_attr.load_from}"
             )
         path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
-        samples, issues, stats = load_annotations(path, self.columns, config, media_dir=self.data_args.media_dir)
+        samples, issues, stats = load_annotations(path, self.columns, iovqa_args, media_dir=self.data_args.media_dir)
         # Rows are found by the row id the plugin's loader adds (duplicated video ids stay apart), else by video id.
         self.samples = {key: _to_example(s) for s in samples
                         for key in ((s.video,) if s.dimension is None else ()) + (row_id(s.file, s.row, s.dimension),)}
-        dimensions = sample_dimensions(config)
+        dimensions = sample_dimensions(iovqa_args)
         self.skipped = {key for i in issues
                         for key in (_row_key(i.video), *(row_id(i.file, i.row, d) for d in dimensions or (None,)))}
         remember_sample_origins(samples)
-        if config.level_scores:  # a level label does not carry the MOS: the collator looks it up
+        if iovqa_args.level_scores:  # a level label does not carry the MOS: the collator looks it up
             remember_sample_targets(samples)
         self._report(path, issues, stats)
 
@@ -93,9 +93,9 @@ class IOVQADatasetConverter(DatasetConverter):
         """The summary's end: prompts cut, and where the skipped rows are listed (the report is written here)."""
         message = ""
         if stats["prompts_cut"]:
-            message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
+            message += f", {stats['prompts_cut']} text prompts cut to {self.iovqa_args.max_prompt_chars} characters"
         if issues:
-            report = self.config.skip_report_path
+            report = self.iovqa_args.skip_report_path
             if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank finds the same rows: one writer per node
                 write_issue_report(issues, report, sorted({issue.file for issue in issues}))
             message += f"; skipped rows and reasons: {report}"
@@ -132,13 +132,13 @@ def _to_example(sample: Sample) -> dict[str, Any]:
     return _example(sample.prompt, sample.label, sample.frames)
 
 
-def check_comparison_run(config: IOVQAArguments, dataset: Any) -> None:
+def check_comparison_run(iovqa_args: IOVQAArguments, dataset: Any) -> None:
     """Comparison samples train next to integer or decimal scores (their mask keeps the choice word); what reads
     a score from every row of a batch (the head, level targets, the fidelity loss) cannot take them."""
-    problems = [what for what, on in (("iovqa_head", config.head_on), ("iovqa_label_format: level",
-                                                                       config.label_format == "level"),
-                                      ("iovqa_rank_loss", config.rank_on),
-                                      ("iovqa_dimensions other than overall", config.multi_dimension)) if on]
+    problems = [what for what, on in (("iovqa_head", iovqa_args.head_on),
+                                      ("level-word labels", iovqa_args.format.words),
+                                      ("iovqa_rank_loss", iovqa_args.rank_on),
+                                      ("iovqa_dimensions other than overall", iovqa_args.multi_dimension)) if on]
     if problems:
         raise PluginConfigError(f"dataset {dataset}: comparison samples (formatting {dataset.formatting}) train "
                                 f"with integer or decimal scoring runs of one dimension; this run sets "
@@ -151,20 +151,20 @@ class PairDatasetConverter(IOVQADatasetConverter):
     question which is better, the choice word as the answer)."""
 
     def __post_init__(self):
-        config = self.run or IOVQAArguments()
-        if self.run is None:
+        iovqa_args = self.iovqa_args or IOVQAArguments()
+        if self.iovqa_args is None:
             logger.warning("dataset %s uses formatting %r but the recipe has no iovqa_* key: plugin defaults are "
                            "used", self.dataset_attr, self.dataset_attr.formatting)
-        check_comparison_run(config, self.dataset_attr)
-        self.config = config
-        self.columns = resolve_columns(self.dataset_attr, config)
+        check_comparison_run(iovqa_args, self.dataset_attr)
+        self.iovqa_args = iovqa_args
+        self.columns = resolve_columns(self.dataset_attr, iovqa_args)
         layout = LAYOUTS_BY_NAME[self.dataset_attr.formatting]
         pair_columns = None
         if layout.reads == "pairs":  # the roles the dataset's `columns` map (carried by the loader patch)
-            pair_columns = PairColumns.renamed({**(config.pair_columns or {}),
+            pair_columns = PairColumns.renamed({**(iovqa_args.pair_columns or {}),
                                                 **(getattr(self.dataset_attr, "pair_columns", None) or {})})
         path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
-        samples, issues, stats = load_comparisons(layout.reads, path, config, self.data_args.media_dir,
+        samples, issues, stats = load_comparisons(layout.reads, path, iovqa_args, self.data_args.media_dir,
                                                   columns=self.columns, pair_columns=pair_columns)
         self.samples = {s.key: _pair_example(s) for s in samples}
         # bad rows (in the skip report) and left-out ties (counted in the summary) become empty samples

@@ -52,8 +52,8 @@ def _with_iovqa_columns(original):
             mapped = iovqa_columns(name, info.get(name) or {})
             attr.pair_columns = mapped  # the roles of a pairs file (iovqa_pairs), read by its formatter
             attr.std = mapped.get("std")
-            run = active_run()
-            if attr.std and not (run and run.soft_targets):
+            iovqa_args = active_run()
+            if attr.std and not (iovqa_args and iovqa_args.soft_targets):
                 raise PluginConfigError(f"dataset {name!r} maps the `std` column {attr.std!r}, which is read for "
                                         "iovqa_level_targets: soft only")
         return attrs
@@ -76,11 +76,11 @@ def _with_annotation_reader(original):
         from .run import active_run
 
         path = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
-        run = active_run()
+        iovqa_args = active_run()
         if LAYOUTS[dataset_attr.formatting].comparison and LAYOUTS[dataset_attr.formatting].reads == "pointwise":
-            rows = _drawn_pair_rows(dataset_attr, data_args, path, run)
+            rows = _drawn_pair_rows(dataset_attr, data_args, path, iovqa_args)
         else:
-            rows = annotation_rows(path, sample_dimensions(run) if run is not None else ())
+            rows = annotation_rows(path, sample_dimensions(iovqa_args) if iovqa_args is not None else ())
         loader = sys.modules[LOADER]
         stock_load_dataset = loader.load_dataset
 
@@ -97,13 +97,13 @@ def _with_annotation_reader(original):
     return _load_single_dataset
 
 
-def _drawn_pair_rows(dataset_attr: Any, data_args: Any, path: str, run: Any) -> list[dict]:
+def _drawn_pair_rows(dataset_attr: Any, data_args: Any, path: str, iovqa_args: Any) -> list[dict]:
     """One dataset row per drawn pair (its key); the formatter draws the same pairs again (frames are cached)."""
     from iovqa_plugin.config import IOVQAArguments
     from iovqa_plugin.data.annotations import resolve_columns
     from iovqa_plugin.data.pair_samples import load_drawn_pairs, pair_rows_of
 
-    config = run or IOVQAArguments()
-    samples, _, _ = load_drawn_pairs(path, resolve_columns(dataset_attr, config), config, data_args.media_dir,
-                                     progress=False)
+    iovqa_args = iovqa_args or IOVQAArguments()
+    samples, _, _ = load_drawn_pairs(path, resolve_columns(dataset_attr, iovqa_args), iovqa_args,
+                                     data_args.media_dir, progress=False)
     return pair_rows_of(samples)

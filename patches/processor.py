@@ -52,8 +52,8 @@ def _patch_processor_method(name: str, make: Any) -> None:
 def _with_masked_labels(original):
     def print_data_example(self: Any, example: dict) -> None:
         original(self, example)
-        run = active_run()
-        if run is None or not run.mask_on:
+        iovqa_args = active_run()
+        if iovqa_args is None or not iovqa_args.mask_on:
             return
         import torch
 
@@ -62,12 +62,12 @@ def _with_masked_labels(original):
         from .collator import RowMask, is_comparison
 
         try:
-            masked = RowMask(run, self.template, self.tokenizer)(torch.tensor([example["labels"]]),
-                                                                  [is_comparison(example)])
+            masked = RowMask(iovqa_args, self.template, self.tokenizer)(torch.tensor([example["labels"]]),
+                                                                         [is_comparison(example)])
         except LabelMaskError as err:  # the collator stops the run on it, naming the batch
             print(f"iovqa label mask: this example holds no complete score ({err})")
             return
-        names = run.dimension_names if run.joint else ()
+        names = iovqa_args.dimension_names if iovqa_args.joint else ()
         print(f"iovqa label mask: trains on {trained_texts(masked, self.tokenizer, names)[0]!r} only (the `labels:` "
               "above are LLaMA-Factory's, before the mask: the template's end of turn and the rest are not trained)")
 

@@ -212,7 +212,7 @@ def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(
     # P(A) by hand: the softmax over the tokens "A" and "B" of the next-token logits after the prompt
     settings = ScorerSettings.from_recipe(path)
     samples, _, _ = load_comparisons(LAYOUTS["iovqa_drawn_pairs"].reads, os.path.join(demo_dir, "demo", "test.csv"),
-                                     settings.plugin, demo_dir, columns=DEMO, progress=False)
+                                     settings.iovqa_args, demo_dir, columns=DEMO, progress=False)
     scorer = ComparisonScorer(Scorer(settings))
     loaded = scorer.scorer.loaded
     batch = loaded.batch([scorer.encode(s) for s in samples[:3]])

@@ -13,12 +13,14 @@ import json
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..config import IOVQAArguments
 from .annotations import STOCK_COLUMN_DEFAULTS, Columns, resolve_columns
 from .layouts import LAYOUTS, POINTWISE, POINTWISE_COLUMNS as ENTRY_COLUMNS
 from .pairs import PairColumns
+
+if TYPE_CHECKING:  # the settings are handed in; config.py stands above data/
+    from ..config import IOVQAArguments
 
 DEFAULT_DATASET_DIR = "data"  # LLaMA-Factory's default dataset_dir
 
@@ -84,20 +86,20 @@ def iovqa_columns(name: str, entry: dict) -> dict:
     return columns
 
 
-def pair_columns(name: str, entry: dict, config: IOVQAArguments) -> PairColumns:
+def pair_columns(name: str, entry: dict, iovqa_args: IOVQAArguments) -> PairColumns:
     """The pairs file's columns of an ``iovqa_pairs`` entry: its `columns`, else iovqa_pair_columns."""
-    return PairColumns.renamed({**(config.pair_columns or {}), **iovqa_columns(name, entry)})
+    return PairColumns.renamed({**(iovqa_args.pair_columns or {}), **iovqa_columns(name, entry)})
 
 
-def entry_columns(name: str, entry: dict, config: IOVQAArguments) -> Columns:
+def entry_columns(name: str, entry: dict, iovqa_args: IOVQAArguments) -> Columns:
     """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
     if "columns" not in entry:  # without `columns`, LLaMA-Factory's own defaults apply
-        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), config)
+        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), iovqa_args)
     columns = iovqa_columns(name, entry) if entry.get("formatting") in LAYOUTS else entry["columns"] or {}
-    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), config)
+    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), iovqa_args)
 
 
-def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, media_dir: Optional[str] = None,
+def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, media_dir: Optional[str] = None,
                  columns: Optional[dict[str, Optional[str]]] = None, layout: Optional[str] = None) -> DataSource:
     """A dataset name (through the recipe's dataset_info.json) or an annotation file.
 
@@ -109,9 +111,9 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
     dataset_dir, recipe_media_dir = data_dirs(recipe)
     overrides = {k: v for k, v in (columns or {}).items() if v}
     if os.path.exists(data):
-        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), config)
+        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), iovqa_args)
         layout = layout or POINTWISE
-        pairs = config.pair_column_names if LAYOUTS[layout].reads == "pairs" else None
+        pairs = iovqa_args.pair_column_names if LAYOUTS[layout].reads == "pairs" else None
         return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides), layout, pairs)
     info = read_dataset_info(dataset_dir)
     entry = info.get(data)
@@ -124,12 +126,12 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
     formatting = entry.get("formatting", "alpaca")
     if formatting in LAYOUTS and LAYOUTS[formatting].reads == "pairs":
         return DataSource(data, os.path.join(dataset_dir, entry["file_name"]), media_dir or recipe_media_dir,
-                          entry_columns(data, {}, config), formatting, pair_columns(data, entry, config))
+                          entry_columns(data, {}, iovqa_args), formatting, pair_columns(data, entry, iovqa_args))
     return DataSource(
         data,
         os.path.join(dataset_dir, entry["file_name"]),
         media_dir or recipe_media_dir,
-        _override(entry_columns(data, entry, config), overrides),
+        _override(entry_columns(data, entry, iovqa_args), overrides),
         formatting,
     )
 
@@ -140,18 +142,20 @@ def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
 
 def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
     """(video id, video path, text prompt) of every row of a source, in file order (labels not needed)."""
-    from .annotations import AnnotationFileError, annotation_files, read_table
+    from .annotations import AnnotationError, AnnotationFileError, annotation_tables, row_input
 
-    rows = []
-    for file in annotation_files(source.path):
-        table = read_table(file)
+    rows, issues = [], []
+    for file, present, records in annotation_tables(source.path):
         for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
-            if column not in table.columns:
-                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
+            if column not in present:
+                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {present}); name yours with "
                                  f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
-        for row, record in enumerate(table.to_dict(orient="records"), start=1):
-            video = str(record[source.columns.video] or "").strip()
-            if not video:
-                raise ValueError(f"{file}: row {row}: field {source.columns.video!r} is empty")
-            rows.append((video, os.path.join(source.media_dir, video), str(record[source.columns.prompt])))
+        for row, record in enumerate(records, start=1):
+            video, prompt, found = row_input(file, row, record, source.columns)
+            issues += found
+            if not found:
+                rows.append((video.strip(), os.path.join(source.media_dir, video.strip()), prompt))
+    if issues:
+        raise AnnotationError(issues, hint="Fix the rows: a scored row's video and text prompt are checked as "
+                                           "training checks them.")
     return rows

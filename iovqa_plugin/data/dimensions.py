@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .labels import read_answer
+from .label_formats import read_answer
 
 OVERALL = "overall"
 DEFAULT_DIMENSIONS = (OVERALL,)
@@ -151,31 +151,32 @@ def joint_prefix(dimensions: tuple[str, ...], index: int, earlier: list[str]) ->
     return SEPARATOR.join(parts + [f"{dimensions[index]} "])
 
 
-def sample_dimensions(config) -> tuple[str, ...]:
+def sample_dimensions(iovqa_args) -> tuple[str, ...]:
     """The dimensions that each annotation row is one sample of (per_sample layout); () when a row is one sample."""
-    if config.multi_dimension and not config.joint:
-        return config.dimension_names
+    if iovqa_args.multi_dimension and not iovqa_args.joint:
+        return iovqa_args.dimension_names
     return ()
 
 
-def row_samples(user_prompt: str, labels: dict[str, str], config) -> list[tuple[Optional[str], str, str]]:
+def row_samples(user_prompt: str, labels: dict[str, str], iovqa_args) -> list[tuple[Optional[str], str, str]]:
     """(dimension, full prompt, answer) of each sample one annotation row gives under ``config``.
 
     ``labels``: each listed dimension's label. The default (overall only) is the paper's single sample,
     exactly as without dimensions (dimension None); ``joint`` is one sample (dimension None) whose answer
     holds every score; ``per_sample`` one sample per dimension.
     """
-    from .prompt import ANSWER_FORMATS, build_prompt
+    from .prompt import build_prompt
 
-    names = config.dimension_names
-    if not config.multi_dimension:
-        return [(None, build_prompt(user_prompt, config.label_format, config.prompt_template, config.head_on),
+    names = iovqa_args.dimension_names
+    if not iovqa_args.multi_dimension:
+        return [(None, build_prompt(user_prompt, iovqa_args.label_format, iovqa_args.prompt_template,
+                                    iovqa_args.head_on),
                  labels[OVERALL])]
-    if config.joint:
-        template = prompt_template(None, names, base=config.prompt_template)
-        answer_format = joint_answer_format(names, ANSWER_FORMATS[config.label_format])
-        prompt = build_prompt(user_prompt, config.label_format, template, answer_format=answer_format)
+    if iovqa_args.joint:
+        template = prompt_template(None, names, base=iovqa_args.prompt_template)
+        answer_format = joint_answer_format(names, iovqa_args.format.answer_format)
+        prompt = build_prompt(user_prompt, iovqa_args.label_format, template, answer_format=answer_format)
         return [(None, prompt, joint_answer(labels, names))]
-    return [(name, build_prompt(user_prompt, config.label_format,
-                                prompt_template(name, names, config.dimension_prompts, config.prompt_template)),
+    return [(name, build_prompt(user_prompt, iovqa_args.label_format,
+                                prompt_template(name, names, iovqa_args.dimension_prompts, iovqa_args.prompt_template)),
              labels[name]) for name in names]

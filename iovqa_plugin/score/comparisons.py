@@ -47,7 +47,7 @@ class ComparisonScorer:
 
     def __init__(self, scorer: Any):
         self.scorer = scorer
-        self.words = scorer.plugin.choices.answers
+        self.words = scorer.iovqa_args.choices.answers
         self.tokens = scorer.loaded.level_tokens(self.words)
 
     def encode(self, sample: PairSample) -> dict[str, Any]:
