@@ -1,7 +1,9 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
-        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison]
+        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison grpo
+                grpo_fidelity]
+        [--rl-steps 60] [--rl-lr 1e-4]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -29,7 +31,11 @@ arm's mean probability on valid scores (integer mass) and training loss per labe
 control arms, the expected SRCC per degradation kind on the videos degraded by that kind alone (with each
 source's pristine video; the mean of the SRCC within each held-out source, and pooled) and the share of held-out
 sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per degradation
-<kind> ...`). Each run's result is stored next to its recipe (work/bench_learning/runs/*.result.json).
+<kind> ...`). The RL arms (grpo: score_relative; grpo_fidelity: fidelity_rank) continue the IOVQA arm's model
+of the same seed with answer-only GRPO (2 prompts x 4 answers per step, --rl-steps at --rl-lr, beta 0) and
+report the same metrics plus the mean reward over their first and last 5 steps (the line `learning: grpo
+after sft expected SRCC <mean> ± <sd> (<n> seeds)`). Each run's result is stored next to its recipe
+(work/bench_learning/runs/*.result.json).
 """
 
 from __future__ import annotations
@@ -66,7 +72,16 @@ ARMS = {
                  "iovqa_rank_weight": 1.0},
     # trained on pairs drawn from the train split (within each source, at most 4 per video), answered "A" / "B"
     "comparison": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
+    # answer-only GRPO continuing the IOVQA arm's model of the same seed: 2 prompts x 4 answers per step
+    "grpo": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rl": "grpo",
+             "iovqa_grpo_rewards": {"score_relative": 1.0}, "iovqa_grpo_num_generations": 4,
+             "per_device_train_batch_size": 8},
+    "grpo_fidelity": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rl": "grpo",
+                      "iovqa_grpo_rewards": {"fidelity_rank": 1.0}, "iovqa_grpo_num_generations": 4,
+                      "per_device_train_batch_size": 8},
 }
+# RL arms start from an SFT arm's trained model (of the same seed), with their own steps and learning rate
+CONTINUES = {"grpo": "iovqa", "grpo_fidelity": "iovqa"}
 # The multidim arm: each dimension's expected score against its ladder column (TaobaoVD-GC's names).
 DIMENSION_COLUMNS = TAOBAO_DIMENSION_COLUMNS
 # The control arm trains and scores the ladder with the level in words in every prompt.
@@ -84,11 +99,13 @@ ARM_TITLES = {
     "multidim": "five dimensions, joint answer (its overall score)",
     "fidelity": "IOVQA + fidelity ranking loss (DeQA-Score, weight 1)",
     "comparison": "comparison only: trained on drawn pairs, answers A / B",
+    "grpo": "answer-only GRPO after the IOVQA arm (score_relative)",
+    "grpo_fidelity": "answer-only GRPO after the IOVQA arm (fidelity_rank)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
               "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
-              "fidelity": "both", "comparison": "pairs"}
+              "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
@@ -297,7 +314,18 @@ def train_and_score(path: str, data: str, arm: str) -> dict:
     seconds = train(path)
     with open(path, encoding="utf-8") as handle:
         output_dir = yaml.safe_load(handle)["output_dir"]
-    return dict(score(path, None, data, SCORE_MODE[arm], arm), train_seconds=seconds, **training_loss(output_dir))
+    extra = rl_rewards(output_dir) if arm in CONTINUES else {}
+    return dict(score(path, None, data, SCORE_MODE[arm], arm), train_seconds=seconds, **training_loss(output_dir),
+                **extra)
+
+
+def rl_rewards(output_dir: str) -> dict:
+    """An RL run's mean reward at its first and last rollouts (as logged)."""
+    with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
+        rewards = [entry["reward"] for entry in json.load(handle)["log_history"] if "reward" in entry]
+    return {"reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
+            "reward_start": sum(rewards[:5]) / len(rewards[:5]) if rewards else None,
+            "reward_end": sum(rewards[-5:]) / len(rewards[-5:]) if rewards else None}
 
 
 def finished(recipe_path: str, arm: str, run) -> dict:
@@ -426,12 +454,13 @@ def summary_lines(results: dict) -> list[str]:
     for name in DIMENSION_COLUMNS if multidim else ():
         values = [d[name]["srcc"] for d in multidim]
         lines.append(f"learning: multidim expected SRCC {name} {np.nanmean(values):.3f} ({len(values)} seeds)")
-    for arm in ("iovqa", "control", "fidelity"):
+    for arm in ("iovqa", "control", "fidelity", "grpo", "grpo_fidelity"):
         values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
         plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]
         if values:
             sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
-            lines.append(f"learning: {arm} expected SRCC {np.mean(values):.3f} ± {sd:.3f} ({len(values)} seeds)")
+            name = {"grpo": "grpo after sft", "grpo_fidelity": "grpo fidelity after sft"}.get(arm, arm)
+            lines.append(f"learning: {name} expected SRCC {np.mean(values):.3f} ± {sd:.3f} ({len(values)} seeds)")
             lines.append(f"learning: {arm} expected PLCC {np.mean(plcc):.3f} ({len(plcc)} seeds)")
     for arm, runs in results.items():  # every arm on the same held-out pairs ("diff": no human ties there)
         values = [held_out_pairs(r)["diff"] for r in runs if held_out_pairs(r)]
@@ -442,6 +471,11 @@ def summary_lines(results: dict) -> list[str]:
         if masses:
             lines.append(f"learning: {arm} choice mass {mean_sd(masses, '.3g')} (the probability on the choice "
                          f"tokens at the answer, {len(masses)} runs)")
+        start = [r["reward_start"] for r in runs if r.get("reward_start") is not None]
+        if start:
+            end = [r["reward_end"] for r in runs if r.get("reward_end") is not None]
+            lines.append(f"learning: {arm} mean reward, first 5 steps {np.mean(start):.3f}, last 5 steps "
+                         f"{np.mean(end):.3f} ({len(start)} seeds)")
     for arm in ("iovqa", "control"):
         lines += degradation_lines(arm, results.get(arm, []))
     return lines
@@ -492,6 +526,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--work", default=os.path.join(REPO, "work", "bench_learning"))
+    parser.add_argument("--rl-steps", type=int, default=60, help="steps of the RL arms (after their SFT arm)")
+    parser.add_argument("--rl-lr", type=float, default=1e-4, help="learning rate of the RL arms")
     args = parser.parse_args()
 
     model, data = bench_model(args.work), ladder(args.work)
@@ -501,8 +537,17 @@ def main() -> None:
                               lambda: score(base_recipe, model, data, SCORE_MODE["baseline"], "baseline"))]
     }
     for seed in args.seeds:
-        for arm in args.arms:
-            path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
+        for arm in sorted(args.arms, key=lambda a: a in CONTINUES):  # an RL arm after the SFT arm it continues
+            if arm in CONTINUES:
+                start = CONTINUES[arm]
+                sft = recipe(args.work, model, data, start, seed, args.steps, args.lr)
+                if start not in args.arms:
+                    finished(sft, start, lambda: train_and_score(sft, data, start))
+                with open(sft, encoding="utf-8") as handle:
+                    trained = yaml.safe_load(handle)["output_dir"]
+                path = recipe(args.work, trained, data, arm, seed, args.rl_steps, args.rl_lr)
+            else:
+                path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
             run = finished(path, arm, lambda: train_and_score(path, data, arm))
             results.setdefault(arm, []).append(run)
             print(f"[learning] seed {seed} {arm}: {json.dumps(run)}", file=sys.stderr, flush=True)

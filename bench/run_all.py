@@ -45,6 +45,8 @@ SECTIONS = {
     "startup": ("Speed: Python start-up with the plugin installed", ["bench/startup.py"],
                 ["bench/startup.py", "--runs", "5"]),
     "head_params": ("Size: trainable parameters of the head variant", ["bench/head_params.py"], ["bench/head_params.py"]),
+    "grpo_rollouts": ("Speed: GRPO answer-only rollouts, exact distribution vs generate",
+                      ["bench/grpo_rollouts.py", "--repeats", "5"], ["bench/grpo_rollouts.py", "--repeats", "1"]),
 }
 MARK = "<!-- section: {} -->"
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
 
 from .data.label_formats import LABEL_FORMATS, get_label_format, label_format_help
+from .rl.settings import GRPO_CHOICES, GRPOArguments
 
 PREFIX = "iovqa_"
 
@@ -30,9 +31,10 @@ class PluginConfigError(ValueError):
 
 
 @dataclass
-class IOVQAArguments:
-    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``). An instance is called ``iovqa_args``
-    wherever it is passed, beside LLaMA-Factory's ``model_args``, ``data_args`` and ``finetuning_args``."""
+class IOVQAArguments(GRPOArguments):
+    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``; the GRPO keys are inherited). An instance is
+    called ``iovqa_args`` wherever it is passed, beside LLaMA-Factory's ``model_args``, ``data_args`` and
+    ``finetuning_args``."""
 
     label_format: str = field(
         default="integer",
@@ -349,6 +351,9 @@ class IOVQAArguments:
                 check_template(self.prompt_template, label_token=self.head_on)
             except PromptTemplateError as err:
                 raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
+        for name in GRPO_CHOICES:
+            _check_choice(self, name)
+        self._check_grpo()
 
     def _check_rank(self) -> None:
         _check_choice(self, "rank_loss")

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from .config import PREFIX, IOVQAArguments, PluginConfigError
 from .config_parser import build_config
 from .errors import UserError
+from .rl.settings import check_batch
 
 RUN_CONFIG_FILE = "iovqa_config.json"  # the run's plugin keys, saved next to its adapter for the scorer
 
@@ -41,6 +42,7 @@ _MASK_CONFLICTS = {
 
 def check_compatible(iovqa_args: IOVQAArguments, recipe: dict[str, Any]) -> None:
     """Reject LLaMA-Factory options that would silently defeat the plugin."""
+    check_batch(iovqa_args, recipe)
     if not iovqa_args.mask_on:
         return
     for key, why in _MASK_CONFLICTS.items():

@@ -79,7 +79,11 @@ def _plugin_trainer(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
 
             kwargs["compute_metrics"], kwargs["preprocess_logits_for_metrics"] = ComputeScoreMetrics(), None
         levels = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"])
+        if iovqa_args.rl_on:
+            return _grpo_trainer(iovqa_args, args, kwargs)
         return LevelTrainer(*args, iovqa_args=iovqa_args, levels=levels, rank=RankSettings.of_run(iovqa_args), **kwargs)
+    if iovqa_args.rl_on:
+        return _grpo_trainer(iovqa_args, args, kwargs)
     if iovqa_args.head_on:
         from .trainer import HeadTrainer
 
@@ -95,6 +99,25 @@ def _plugin_trainer(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
                           scores=iovqa_args.scores_per_answer)
         return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
+
+
+def _grpo_trainer(iovqa_args: Any, args: tuple, kwargs: dict):
+    """The GRPO trainer of an ``iovqa_rl: grpo`` run, with the answer set and template tokens it needs."""
+    from .grpo_trainer import GRPOTrainer, LevelGRPOTrainer
+    from .score_position import check_template_support, level_tokens
+
+    tokenizer = kwargs["tokenizer"]
+    template = kwargs["data_collator"].template
+    stop_ids = tuple(template.get_stop_token_ids(tokenizer))
+    if iovqa_args.level_scores:
+        levels = level_tokens(template, tokenizer)
+        return LevelGRPOTrainer(*args, iovqa_args=iovqa_args, levels=levels, lead=len(levels.lead), stop_ids=stop_ids,
+                                **kwargs)
+    from iovqa_plugin.data.grid import ScoreGrid
+
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    layout = check_template_support(template, tokenizer, template.__class__.__name__, iovqa_args.label_format)
+    return GRPOTrainer(*args, iovqa_args=iovqa_args, grid=grid, lead=len(layout.prefix), stop_ids=stop_ids, **kwargs)
 
 
 def apply_sft_trainer() -> None:

@@ -61,6 +61,22 @@ PLUGIN = {
     "deqa_fidelity_7b.yaml": ("level", "digits"),
     "deqa_fidelity_cpu.yaml": ("level", "digits"),
     "iovqa_pairs_cpu.yaml": ("integer", "digits"),
+    "iovqa_grpo_cpu.yaml": ("integer", "digits"),
+    "iovqa_grpo_demo_cpu.yaml": ("integer", "digits"),
+    "iovqa_grpo_7b.yaml": ("integer", "digits"),
+    "vqinsight_stage2_video_7b.yaml": ("integer", "digits"),
+    "visualquality_r1_7b.yaml": ("integer", "digits"),
+    "qinsight_7b.yaml": ("integer", "digits"),
+}
+# GRPO recipes: name -> (mode, rewards, group size, beta, learning rate, epochs) from the paper each cites
+# (DESIGN.md section 9); None: a CPU recipe or the plugin's own choice, said in its header
+GRPO_RECIPES = {
+    "iovqa_grpo_cpu.yaml": ("answer_only", {"score_relative"}, 4, 0.04, None, None),
+    "iovqa_grpo_demo_cpu.yaml": ("answer_only", {"score_relative"}, 4, 0.0, None, None),
+    "iovqa_grpo_7b.yaml": ("answer_only", {"score_relative"}, 8, 0.001, None, None),
+    "vqinsight_stage2_video_7b.yaml": ("thinking", {"format", "score_relative", "length"}, 8, 0.001, 1e-6, 3),
+    "visualquality_r1_7b.yaml": ("thinking", {"format", "fidelity_rank"}, 6, 0.04, 1e-6, 10),
+    "qinsight_7b.yaml": ("thinking", {"format", "score_threshold"}, 8, 0.001, 1e-6, 10),
 }
 # DeQA-Score's recipe (its own optimiser settings, not the paper's) and its CPU-size version
 DEQA_RECIPES = {"deqa_fidelity_7b.yaml", "deqa_fidelity_cpu.yaml"}
@@ -104,6 +120,10 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
 
     if name in DEQA_RECIPES:
         _check_deqa(name, path, iovqa_args, training_args, finetuning_args, deepspeed)
+        return
+    assert iovqa_args.rl_on == (name in GRPO_RECIPES)
+    if name in GRPO_RECIPES:
+        _check_grpo(name, path, iovqa_args, training_args, deepspeed)
         return
     # paper Table 2 (and Table 1's LoRA settings); the learnable CPU demo keeps the optimiser and documents
     # where it departs (learning rate, freeze tuning of a random tiny model)
@@ -154,6 +174,22 @@ def _check_deqa(name, path, iovqa_args, training_args, finetuning_args, deepspee
         assert finetuning_args.finetuning_type == "full" and not finetuning_args.freeze_vision_tower
         assert training_args.bf16 and iovqa_args.rank_gather
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
+
+
+def _check_grpo(name, path, iovqa_args, training_args, deepspeed):
+    mode, rewards, group, beta, learning_rate, epochs = GRPO_RECIPES[name]
+    assert (iovqa_args.grpo_mode, set(iovqa_args.grpo_rewards)) == (mode, rewards)
+    assert (iovqa_args.grpo_num_generations, iovqa_args.grpo_beta) == (group, beta)
+    assert training_args.per_device_train_batch_size % group == 0
+    if learning_rate is not None:
+        assert training_args.learning_rate == learning_rate and training_args.num_train_epochs == epochs
+    text = open(path, encoding="utf-8").read()
+    if not name.endswith("_cpu.yaml"):
+        assert "Where the numbers come from" in text and "DESIGN.md section 9" in text
+        assert load(path)["model_name_or_path"] == "Qwen/Qwen2.5-VL-7B-Instruct" and training_args.bf16
+        assert deepspeed == "examples/deepspeed/ds_z3_config.json"
+    if mode == "thinking":  # the prompt asks for the form the format reward checks
+        assert "<think>" in iovqa_args.prompt_template and "<answer>" in iovqa_args.prompt_template
 
 
 def test_deepspeed_config_is_zero3():

@@ -27,6 +27,7 @@ import torch
 from ..data.grid import ScoreGrid
 from ..data.levels import LevelTokens
 from ..data.label_formats import get_label_format
+from ..rl.answers import ANSWER_TAGS
 from ..train.head import HeadForward, expected_score, grade_probabilities
 from .modes import MAX_NEW_TOKENS
 
@@ -35,12 +36,16 @@ THOUGHT_TAGS = ("<think>", "</think>")
 
 
 def answer_text(text: str, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> str:
-    """The answer part of generated text: after the last closing think tag; nothing while a think block is open."""
+    """The answer part of generated text: after the last closing think tag; nothing while a think block is open.
+    An answer block after it (``<answer>37</answer>``, the form GRPO thinking runs are trained on) is read
+    inside its tags (an unclosed one: what follows its opening tag)."""
     opening, closing = thought_tags
     if closing and closing in text:
         text = text.rsplit(closing, 1)[1]
     elif opening and opening in text:
         text = text.split(opening, 1)[0]  # an unfinished think block: its text is not an answer
+    if ANSWER_TAGS[0] in text:
+        text = text.split(ANSWER_TAGS[0], 1)[1].split(ANSWER_TAGS[1], 1)[0]
     return text.strip()
 
 
@@ -83,54 +88,67 @@ def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
 
+def grid_logits(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[torch.Tensor, Any]:
+    """(next-token logits at the answer's first position (B, V), logits after each first digit 1..5 (B, 5, V),
+    None for one-token grids): one prefill plus one batched step. No gradient context of its own: the
+    caller's (``distribution`` runs it under inference mode)."""
+    # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
+    out = model(**batch, use_cache=grid.steps == 2, logits_to_keep=1)
+    first = out.logits[:, -1]
+    if grid.steps == 1:
+        return first, None
+    size = first.shape[0]
+    k = grid.first_ids.numel()
+    cache = out.past_key_values
+    # each row's cache k times; reorder_cache (not batch_repeat_interleave) covers every layer kind, the
+    # linear-attention states of hybrid models such as Qwen3.5 included
+    cache.reorder_cache(torch.arange(size, device=first.device).repeat_interleave(k))
+    step_ids = grid.first_ids.to(first.device).repeat(size).unsqueeze(1)  # (B*5, 1)
+    mask = batch["attention_mask"].repeat_interleave(k, dim=0)
+    mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+    # the next text position after each row's last token, on all three mrope axes
+    position_ids = batch["position_ids"][..., -1:].repeat_interleave(k, dim=1) + 1
+    step = model(
+        input_ids=step_ids,
+        attention_mask=mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return first, step.logits[:, -1].view(size, k, -1)
+
+
 def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """(p(n) over 10..50, probability mass on valid integers): one prefill plus one batched step."""
     with torch.inference_mode():
-        # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
-        out = model(**batch, use_cache=grid.steps == 2, logits_to_keep=1)
-        first = out.logits[:, -1]
-        if grid.steps == 1:
-            return grid.probabilities(first), grid.mass(first)
-        size = first.shape[0]
-        k = grid.first_ids.numel()
-        cache = out.past_key_values
-        # each row's cache k times; reorder_cache (not batch_repeat_interleave) covers every layer kind, the
-        # linear-attention states of hybrid models such as Qwen3.5 included
-        cache.reorder_cache(torch.arange(size, device=first.device).repeat_interleave(k))
-        step_ids = grid.first_ids.to(first.device).repeat(size).unsqueeze(1)  # (B*5, 1)
-        mask = batch["attention_mask"].repeat_interleave(k, dim=0)
-        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
-        # the next text position after each row's last token, on all three mrope axes
-        position_ids = batch["position_ids"][..., -1:].repeat_interleave(k, dim=1) + 1
-        step = model(
-            input_ids=step_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        second = step.logits[:, -1].view(size, k, -1)
+        first, second = grid_logits(model, batch, grid)
     return grid.probabilities(first, second), grid.mass(first, second)
 
 
+def level_answer_logits(model: Any, batch: dict[str, Any], levels: LevelTokens) -> torch.Tensor:
+    """(B, V) next-token logits at the level answers' distinguishing position: one prefill, plus one step over
+    the tokens every level answer starts with when there are any (no gradient context of its own)."""
+    shared = levels.shared_prefix
+    out = model(**batch, use_cache=bool(shared), logits_to_keep=1)
+    logits = out.logits[:, -1]
+    if shared:
+        size = logits.shape[0]
+        step_ids = torch.tensor(shared, device=logits.device).repeat(size, 1)  # (B, P)
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(step_ids)], dim=1)
+        # the next text positions after each row's last token, on all three mrope axes
+        offsets = torch.arange(1, len(shared) + 1, device=logits.device)
+        position_ids = batch["position_ids"][..., -1:] + offsets
+        step = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
+                     past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+        logits = step.logits[:, -1]
+    return logits
+
+
 def level_distribution(model: Any, batch: dict[str, Any], levels: LevelTokens) -> tuple[torch.Tensor, torch.Tensor]:
-    """(p over the five levels (B, 5), probability mass on the level tokens): one prefill, plus one step over the
-    tokens every level answer starts with when there are any."""
+    """(p over the five levels (B, 5), probability mass on the level tokens): see :func:`level_answer_logits`."""
     with torch.inference_mode():
-        shared = levels.shared_prefix
-        out = model(**batch, use_cache=bool(shared), logits_to_keep=1)
-        logits = out.logits[:, -1]
-        if shared:
-            size = logits.shape[0]
-            step_ids = torch.tensor(shared, device=logits.device).repeat(size, 1)  # (B, P)
-            mask = torch.cat([batch["attention_mask"], torch.ones_like(step_ids)], dim=1)
-            # the next text positions after each row's last token, on all three mrope axes
-            offsets = torch.arange(1, len(shared) + 1, device=logits.device)
-            position_ids = batch["position_ids"][..., -1:] + offsets
-            step = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
-                         past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-            logits = step.logits[:, -1]
+        logits = level_answer_logits(model, batch, levels)
     return levels.probabilities(logits), levels.mass(logits)
 
 

@@ -88,6 +88,8 @@ class Scorer:
         loaded, iovqa_args = self.loaded, self.iovqa_args
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
+        if iovqa_args.rl_on and iovqa_args.grpo_mode == "thinking":  # reasoning first: as long as in its rollouts
+            limit = max(limit, iovqa_args.grpo_max_completion_length)
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
                                loaded.mm_token_type_ids(batch["input_ids"]), iovqa_args.label_format, limit,
                                loaded.thought_tags)

@@ -1,0 +1,1 @@
+"""Reinforcement learning for quality (GRPO): settings, answers, rewards, the loss and closed-set rollouts."""

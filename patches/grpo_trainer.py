@@ -1,0 +1,286 @@
+"""GRPO on LLaMA-Factory's SFT trainer (``iovqa_rl: grpo``): rollouts, rewards, the clipped KL-regularised loss.
+
+The trainer is the run's SFT trainer (``LabelledLogitsTrainer`` for integer labels, ``LevelTrainer`` for level
+words) with :class:`GRPOSteps` in front: training steps are GRPO, evaluation stays the SFT trainer's (the
+SFT loss and eval_srcc / eval_plcc on the eval set), so an RL run is compared with its SFT start on the
+same numbers.
+
+One training micro-batch holds ``per_device_train_batch_size / num_generations`` prompts, each
+``num_generations`` times in a row (TRL's ``RepeatSampler`` does this, and repeats each generation batch
+``num_iterations`` times, as in TRL). For each micro-batch:
+
+1. **rollouts** (model in eval mode, no gradient: generation and the scorer's KV-cache step are not
+   compatible with gradient checkpointing): answer-only runs draw each group's answers token by token from
+   the policy's exact next-token distributions at the answer's positions (``rl.rollouts``: one prefill per
+   prompt, one batched step; a token off the answer set ends the answer, unreadable);
+   thinking runs sample ``<think>…</think><answer>…</answer>`` with ``model.generate`` (temperature, top-p,
+   max_completion_length);
+2. **rewards** (``rl.rewards.combine``) on the answers read by ``rl.answers.parse_answer``, with each row's
+   MOS (integer labels: the label's, one decimal; level labels: the annotation row's); **advantages**
+   within each group (``rl.loss.group_advantages``);
+3. the completions' **per-token log-probs**, teacher-forced in one forward with gradient
+   (``rl.rollouts.completion_logps``); the old policy's (kept from step 1's batch when num_iterations > 1)
+   and the reference's (``beta > 0``: the same model with its LoRA adapter disabled, no second copy);
+4. the **loss** (``rl.loss.grpo_loss``). Logged every logging step: each reward's mean (``reward/<name>``),
+   the total (``reward``), the share of answers from which a value was read (``parseable``), the mean
+   group reward std (``reward_std``), ``kl`` (beta > 0) and ``clip_ratio``.
+
+Reused from TRL 0.24: ``RepeatSampler`` and ``disable_dropout_in_model`` (TRL's default for GRPO); its loss
+formulation is rewritten as a pure function in ``rl.loss`` (TRL's lives inside its trainer's methods, which
+wire no video inputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any, Optional
+
+import torch
+from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
+
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.logs import get_logger
+from iovqa_plugin.rl.answers import parse_answer
+from iovqa_plugin.rl.loss import group_advantages, grpo_loss
+from iovqa_plugin.rl.rewards import combine
+from iovqa_plugin.rl.rollouts import (Completions, answer_logits, answer_starts, completion_batch, completion_logps,
+                                      frame_orders, prompt_batch, sample_completions, select_rows, shuffle_frames)
+from iovqa_plugin.train.head import MOS_KEY
+from iovqa_plugin.train.mask import mos_from_labels
+from iovqa_plugin.train.soft_targets import SIGMA_KEY
+
+from .trainer import LabelledLogitsTrainer, LevelTrainer
+
+ROLLOUT_KEYS = (MOS_KEY, SIGMA_KEY)  # what the collator adds for the trainer, never a model input
+
+
+@dataclass
+class Rollouts:
+    """One micro-batch's sampled answers, scored, ready for the loss (kept for num_iterations updates)."""
+
+    completions: Completions
+    advantages: torch.Tensor
+    old_logps: Optional[torch.Tensor]
+    ref_logps: Optional[torch.Tensor]
+
+
+class GRPOSteps:
+    """The GRPO training step, in front of an SFT trainer class (see the module docstring)."""
+
+    def __init__(self, *args: Any, iovqa_args: IOVQAArguments, grid: Any = None, levels: Any = None, lead: int = 0,
+                 stop_ids: tuple = (), **kwargs: Any):
+        if iovqa_args.level_scores:
+            kwargs.update(iovqa_args=iovqa_args, levels=levels)
+        super().__init__(*args, **kwargs)
+        self._iovqa_args, self._grid, self._levels = iovqa_args, grid, levels
+        self._lead, self._stop_ids = lead, list(stop_ids)
+        self._group = iovqa_args.grpo_num_generations
+        self._cache: dict[int, Rollouts] = {}
+        self._micro_steps = 0
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._generator = torch.Generator().manual_seed(self.args.seed + self.args.process_index)
+        if iovqa_args.grpo_beta and not _is_peft(self.model):
+            raise PluginConfigError(
+                "iovqa_grpo_beta > 0 needs a reference model: for LoRA runs it is the base model with the adapter "
+                "disabled; full and freeze runs would need a second copy, which the plugin does not load (set "
+                "iovqa_grpo_beta: 0 or finetuning_type: lora)"
+            )
+        disable_dropout_in_model(self.model)
+        get_logger().info(
+            "GRPO (%s answers): %d answers per prompt, rewards %s, beta %s, epsilon %s, loss %s, scale_rewards %s, "
+            "num_iterations %d", iovqa_args.grpo_mode, self._group, iovqa_args.grpo_rewards, iovqa_args.grpo_beta,
+            iovqa_args.grpo_epsilon, iovqa_args.grpo_loss_type, iovqa_args.grpo_scale_rewards,
+            iovqa_args.grpo_num_iterations)
+
+    # ------------------------------------------------------------------------------------------ data order
+    def _get_train_sampler(self, train_dataset: Any = None):
+        args = self.args
+        prompts = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps // self._group
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        return RepeatSampler(dataset, mini_repeat_count=self._group, batch_size=prompts,
+                             repeat_count=self._iovqa_args.grpo_num_iterations, shuffle=True, seed=args.seed)
+
+    # ------------------------------------------------------------------------------------------ the step
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:  # evaluation: the SFT trainer's loss and metrics
+            if not self._iovqa_args.level_scores:
+                inputs = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        rollouts = self._rollouts_for(model, inputs)
+        logps = completion_logps(model, rollouts.completions)
+        iovqa_args = self._iovqa_args
+        loss, stats = grpo_loss(
+            logps, rollouts.advantages.to(logps.device), rollouts.completions.mask.to(logps.device),
+            old_logps=rollouts.old_logps, ref_logps=rollouts.ref_logps, beta=iovqa_args.grpo_beta,
+            epsilon_low=iovqa_args.grpo_epsilon, epsilon_high=iovqa_args.grpo_epsilon_high,
+            loss_type=iovqa_args.grpo_loss_type, max_completion_length=iovqa_args.grpo_max_completion_length)
+        if stats.kl is not None:
+            self._metrics["kl"].append(stats.kl)
+        self._metrics["clip_ratio"].append(stats.clip_ratio)
+        return (loss, {"logits": logps}) if return_outputs else loss
+
+    def _rollouts_for(self, model, inputs) -> Rollouts:
+        """This micro-batch's rollouts: new ones on the first of num_iterations passes over a generation batch."""
+        accumulation = self.args.gradient_accumulation_steps
+        slot = self._micro_steps % accumulation
+        fresh = (self._micro_steps // accumulation) % self._iovqa_args.grpo_num_iterations == 0
+        self._micro_steps += 1
+        if fresh or slot not in self._cache:
+            self._cache[slot] = self._new_rollouts(model, inputs)
+        return self._cache[slot]
+
+    def _new_rollouts(self, model, inputs) -> Rollouts:
+        iovqa_args, tokenizer = self._iovqa_args, self.processing_class
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        labels = inputs["labels"]
+        if labels.shape[0] % self._group:
+            raise ValueError(f"a micro-batch of {labels.shape[0]} rows does not hold whole groups of "
+                             f"{self._group} (per_device_train_batch_size must be a multiple of it)")
+        mos = inputs[MOS_KEY] if MOS_KEY in inputs else mos_from_labels(labels, tokenizer)
+        batch = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
+        starts = answer_starts(labels, self._lead if iovqa_args.grpo_mode == "thinking" else 0)
+        pad = tokenizer.pad_token_id
+        rollout = self._sample_closed if iovqa_args.grpo_mode == "answer_only" else self._generate
+        with _eval_mode(model), torch.no_grad():
+            tokens = rollout(model, batch, starts, pad)
+            # T-GRPO: the same prompts with their frames shuffled, answered for the temporal reward only
+            shuffled = None
+            if "temporal" in iovqa_args.grpo_rewards:
+                shuffled = rollout(model, self._frames_shuffled(batch), starts, pad)
+        answers = self._read(tokens, tokenizer)
+        rows = [{"mos": float(m), "group": i // self._group} for i, m in enumerate(mos.tolist())]
+        total, each = self._rewards(answers, rows, None if shuffled is None else self._read(shuffled, tokenizer))
+        rewards = torch.tensor(total, dtype=torch.float32)
+        advantages, group_std = group_advantages(rewards, self._group, iovqa_args.grpo_scale_rewards)
+        for name, values in each.items():
+            self._metrics[f"reward/{name}"].append(fmean(values))
+        self._metrics["reward"].append(fmean(total))
+        self._metrics["reward_std"].append(float(group_std.mean()))
+        self._metrics["parseable"].append(fmean(float(a.parsed) for a in answers))
+        completions = completion_batch(batch, starts, tokens, pad)
+        old = ref = None
+        with torch.no_grad():
+            if iovqa_args.grpo_num_iterations > 1:
+                old = completion_logps(model, completions)
+            if iovqa_args.grpo_beta:
+                with _adapter_disabled(model):
+                    ref = completion_logps(model, completions)
+        return Rollouts(completions, advantages, old, ref)
+
+    def _read(self, tokens, tokenizer) -> list:
+        iovqa_args = self._iovqa_args
+        return [parse_answer(tokenizer.decode(t, skip_special_tokens=True), iovqa_args.grpo_mode,
+                             iovqa_args.label_format) for t in tokens]
+
+    def _rewards(self, answers, rows, shuffled) -> tuple[list[float], dict[str, list[float]]]:
+        """Each answer's weighted reward and each reward's values; ``temporal`` also reads the shuffled answers."""
+        specs = self._iovqa_args.grpo_rewards
+        plain = {name: spec for name, spec in specs.items() if name != "temporal"}
+        total, each = combine(answers, rows, plain) if plain else ([0.0] * len(answers), {})
+        if shuffled is not None:
+            size = len(answers)
+            both = rows + [dict(row, shuffled=True) for row in rows]
+            extra, values = combine(answers + shuffled, both, {"temporal": specs["temporal"]})
+            total = [a + b for a, b in zip(total, extra[:size])]
+            each["temporal"] = values["temporal"][:size]
+            self._metrics["parseable_shuffled"].append(fmean(float(a.parsed) for a in shuffled))
+        return total, each
+
+    def _frames_shuffled(self, batch) -> dict:
+        """The batch with every video's frames in a random order other than the original one."""
+        grid = batch.get("video_grid_thw")
+        if grid is None:
+            raise ValueError("the temporal reward shuffles video frames; this batch has no video")
+        vision = _unwrap_config(self.model).vision_config
+        temporal_patch = vision.temporal_patch_size
+        orders = frame_orders([int(t) * temporal_patch for t in grid[:, 0].tolist()], self._generator)
+        pixels = shuffle_frames(batch["pixel_values_videos"], grid, temporal_patch, vision.patch_size, orders)
+        return {**batch, "pixel_values_videos": pixels}
+
+    def _sample_closed(self, model, batch, starts, pad) -> list[list[int]]:
+        """Each group's answers drawn token by token from the policy's exact next-token distributions."""
+        size, group = batch["input_ids"].shape[0], self._group
+        firsts = list(range(0, size, group))
+        unique = select_rows(batch, firsts)  # one prompt per group (its rows are the same prompt)
+        if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
+            unique, firsts, group = batch, list(range(size)), 1
+        first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), self._grid, self._levels)
+        iovqa_args = self._iovqa_args
+        return sample_completions(first, second, group, self._grid, self._levels, iovqa_args.grpo_temperature,
+                                  iovqa_args.grpo_top_p, self._generator)
+
+    def _generate(self, model, batch, starts, pad) -> list[list[int]]:
+        """Thinking answers: one sampled completion per row, cut after its first stop token."""
+        prompts = prompt_batch(batch, starts, pad)
+        inputs = {k: v for k, v in prompts.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
+        inputs["mm_token_type_ids"] = self._mm_token_type_ids(prompts["input_ids"])
+        iovqa_args = self._iovqa_args
+        out = _unwrap_for_generation(model).generate(
+            **inputs, do_sample=True, temperature=iovqa_args.grpo_temperature, top_p=iovqa_args.grpo_top_p,
+            max_new_tokens=iovqa_args.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad)
+        new = out[:, prompts["input_ids"].shape[1]:].tolist()
+        completions = []
+        for row in new:
+            end = next((i + 1 for i, t in enumerate(row) if t in self._stop_ids), len(row))
+            completions.append(row[:end])
+        return completions
+
+    def _mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        types = torch.zeros_like(input_ids)
+        for token, kind in (("<|image_pad|>", 1), ("<|video_pad|>", 2)):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != tokenizer.unk_token_id:
+                types[input_ids == token_id] = kind
+        return types
+
+    # ------------------------------------------------------------------------------------------ logging
+    def log(self, logs, *args, **kwargs):
+        if self._metrics and "loss" in logs:  # means since the last training log
+            for name, values in self._metrics.items():
+                logs[name] = round(fmean(values), 6)
+            self._metrics.clear()
+        return super().log(logs, *args, **kwargs)
+
+
+def _is_peft(model) -> bool:
+    inner = getattr(model, "module", model)
+    return hasattr(inner, "disable_adapter")
+
+
+def _unwrap_config(model):
+    return getattr(model, "module", model).config
+
+
+def _unwrap_for_generation(model):
+    return getattr(model, "module", model)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+@contextlib.contextmanager
+def _adapter_disabled(model):
+    """The reference policy: the same weights with the LoRA adapter off (no second copy)."""
+    inner = getattr(model, "module", model)
+    with inner.disable_adapter():
+        yield
+
+
+class GRPOTrainer(GRPOSteps, LabelledLogitsTrainer):
+    """GRPO for integer-label runs (evaluation: the labelled-position SFT trainer's)."""
+
+
+class LevelGRPOTrainer(GRPOSteps, LevelTrainer):
+    """GRPO for level-word runs (evaluation: the level trainer's)."""

@@ -1,0 +1,231 @@
+"""Exact-distribution rollouts on the tiny model: the scorer's distribution, teacher-forced log-probs, a chi-square
+test of the sampled answers."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from conftest import base_recipe, write_recipe
+from iovqa_plugin.data.grid import ScoreGrid
+from iovqa_plugin.rl.rollouts import (answer_logits, answer_starts, completion_batch, completion_logps, prompt_batch,
+                                      sample_completions, token_distribution)
+from iovqa_plugin.train.mask import IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model, demo_dir, tmp_path_factory):
+    from iovqa_plugin.score.scorer import Scorer
+    from iovqa_plugin.score.settings import ScorerSettings
+
+    tmp = tmp_path_factory.mktemp("rollouts")
+    recipe = base_recipe(tiny_model, demo_dir, str(tmp / "none"))
+    return Scorer(ScorerSettings.from_recipe(write_recipe(tmp / "r.yaml", recipe), adapter=""))
+
+
+@pytest.fixture(scope="module")
+def features(scorer, demo_dir):
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
+    rows = [(os.path.join(demo_dir, v), p) for v, p in zip(table["video_name"], table["Prompt"])][:7]
+    chosen = [rows[i] for i in (0, 5, 6)]  # prompts of different lengths
+    return [scorer.encode(p, scorer.cache.get(path)) for path, p in chosen]
+
+
+def sft_batch(scorer, features, answers):
+    """A right-padded SFT batch as training collates it: prompt, then the answer's digits (labelled) and <|im_end|>."""
+    tokenizer = scorer.loaded.tokenizer
+    rows = []
+    for feature, answer in zip(features, answers):
+        digits = tokenizer.encode(answer, add_special_tokens=False)
+        end = tokenizer.encode("<|im_end|>\n", add_special_tokens=False)
+        ids = feature["input_ids"] + digits + end
+        labels = [IGNORE_INDEX] * len(feature["input_ids"]) + digits + [IGNORE_INDEX] * len(end)
+        rows.append(dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=labels))
+    tokenizer.padding_side = "right"
+    try:
+        batch = scorer.loaded.collator([dict(r) for r in rows])
+    finally:
+        tokenizer.padding_side = "left"
+    return batch
+
+
+def teacher_forced(scorer, feature, answer_ids):
+    """log p(answer | prompt) from one full forward of prompt + answer (no padding)."""
+    ids = feature["input_ids"] + answer_ids
+    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+    with torch.no_grad():
+        logits = scorer.loaded.model(**batch).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    start = len(feature["input_ids"])
+    return sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer_ids))
+
+
+def test_rollout_logits_and_log_probs_are_the_scorers_and_teacher_forcing(scorer, features):
+    model, tokenizer = scorer.loaded.model, scorer.loaded.tokenizer
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    batch = sft_batch(scorer, features, ["37", "12", "50"])
+    starts = answer_starts(batch["labels"])
+    assert starts.tolist() == [len(f["input_ids"]) for f in features]
+    # the prompts cut from the training batch give the scorer's distribution on its own prompt batch
+    first, second = answer_logits(model, prompt_batch(batch, starts, tokenizer.pad_token_id), grid)
+    reference, _ = scorer.distribution(scorer.batch(features))
+    assert torch.allclose(grid.probabilities(first, second), reference, atol=1e-6)
+    # drawn answers (and an unreadable one) teacher-forced in one batch: a forward of each prompt + answer alone
+    drawn = sample_completions(first, second, 1, grid, generator=torch.Generator().manual_seed(0))
+    drawn[1] = tokenizer.encode("50", add_special_tokens=False)  # a first digit other than the batch label's
+    drawn[2] = tokenizer.encode("a", add_special_tokens=False)  # off the answer set: one token, then the end
+    completions = completion_batch(batch, starts, drawn, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps = completion_logps(model, completions)
+    assert completions.mask.sum(1).tolist() == [len(d) for d in drawn]
+    for i, tokens in enumerate(drawn):
+        assert float(logps[i].sum()) == pytest.approx(teacher_forced(scorer, features[i], tokens), abs=1e-4)
+        assert completions.tokens[i, : len(tokens)].tolist() == tokens
+
+
+def chi_square_p(counts, q, total):
+    expected = q * total
+    big = expected >= 5  # chi-square needs >= 5 expected per cell: pool the rare cells into one
+    observed = np.append(counts[big], counts[~big].sum())
+    expected = np.append(expected[big], expected[~big].sum())
+    return stats.chisquare(observed, expected).pvalue
+
+
+def test_sampled_answers_follow_the_policys_token_distributions():
+    torch.manual_seed(1)
+    vocab, n = 30, 4000
+    grid = ScoreGrid(2, torch.arange(1, 6), torch.arange(10, 20))  # first digits 1..5, digits 0..9
+    first = torch.randn(2, vocab) * 1.5
+    first[:, 1:6] += 2.0  # mostly first digits, some tokens off the answer set
+    second = torch.randn(2, 5, vocab) * 1.5
+    drawn = sample_completions(first, second, n, grid, temperature=0.7, generator=torch.Generator().manual_seed(123))
+    assert len(drawn) == 2 * n
+    for row in range(2):
+        answers = drawn[row * n:(row + 1) * n]
+        q = token_distribution(first[row], 0.7).numpy()
+        counts = np.bincount([a[0] for a in answers], minlength=vocab)
+        assert chi_square_p(counts, q, n) > 0.01
+        assert all(len(a) == (2 if a[0] in range(1, 6) else 1) for a in answers)  # off the set: the answer ends
+        digit = int(np.argmax(counts[1:6]))  # the second token, given the most drawn first digit
+        seconds = [a[1] for a in answers if a[0] == digit + 1]
+        q2 = token_distribution(second[row, digit], 0.7).numpy()
+        assert chi_square_p(np.bincount(seconds, minlength=vocab), q2, len(seconds)) > 0.01
+    sharp = torch.softmax(first[0] / 0.7, -1)
+    assert torch.allclose(token_distribution(first[0], 0.7).float(), sharp, atol=1e-6)
+    # top-p keeps the most likely tokens holding top_p of the mass, and nothing else is drawn
+    cut = token_distribution(first, top_p=0.5)
+    p = torch.softmax(first[0].double(), -1)
+    order = p.argsort(descending=True)
+    kept = int((p[order].cumsum(0) - p[order] < 0.5).sum())
+    assert set(cut[0].nonzero().flatten().tolist()) == set(order[:kept].tolist())
+    drawn = sample_completions(first, second, 200, grid, top_p=0.5)
+    assert {a[0] for a in drawn[:200]} <= set(order[:kept].tolist())
+
+
+def test_level_answers_are_whole_words_or_end_off_the_set():
+    from iovqa_plugin.data.levels import LevelTokens
+
+    levels = LevelTokens.from_answers([[7, 99], [8, 9, 99], [10, 99], [11, 99], [12, 13, 99]], "fake")
+    logits = torch.full((2, 20), -30.0)
+    logits[0, 8] = 30.0  # "poor" (two tokens)
+    logits[1, 3] = 30.0  # no level
+    assert sample_completions(logits, None, 2, levels=levels) == [[8, 9], [8, 9], [3], [3]]
+
+
+def grpo_steps(iovqa_args, tokenizer):
+    """The GRPO step of the trainer, without a Trainer around it (what _new_rollouts reads)."""
+    from collections import defaultdict
+
+    from iovqa_plugin.patches.grpo_trainer import GRPOTrainer
+
+    steps = object.__new__(GRPOTrainer)
+    steps._iovqa_args, steps.processing_class, steps._lead = iovqa_args, tokenizer, 0
+    steps._group = iovqa_args.grpo_num_generations
+    steps._grid, steps._levels = ScoreGrid.from_tokenizer(tokenizer), None
+    steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
+    return steps
+
+
+def test_reference_is_the_base_with_the_adapter_disabled_and_beta_zero_skips_it(scorer, features, tiny_model,
+                                                                                  monkeypatch):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.patches import grpo_trainer
+
+    def load():
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+    base = load()
+    torch.manual_seed(0)
+    policy = get_peft_model(load(), LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "lm_head"],
+                                               init_lora_weights=False))
+    tokenizer = scorer.loaded.tokenizer
+    batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "12", "12"])
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_grpo_beta": 0.04})
+    rollouts = grpo_steps(iovqa_args, tokenizer)._new_rollouts(policy, batch)
+    with torch.no_grad():
+        reference = completion_logps(base, rollouts.completions)
+        adapted = completion_logps(policy, rollouts.completions)
+    assert torch.allclose(rollouts.ref_logps, reference, atol=1e-6)
+    assert not torch.allclose(adapted, reference, atol=1e-3)  # the adapter does change the policy
+    assert rollouts.old_logps is None  # num_iterations 1: the ratio's old policy is the policy detached
+    steps = grpo_steps(build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2}), tokenizer)
+
+    def no_reference(model):
+        raise AssertionError("beta = 0 ran a reference pass")
+
+    monkeypatch.setattr(grpo_trainer, "_adapter_disabled", no_reference)
+    rollouts = steps._new_rollouts(policy, batch)
+    assert rollouts.ref_logps is None and rollouts.completions.mask.shape[0] == 4
+    # the untrained tiny model puts little mass on the integers: most drawn answers leave the set and score 0
+    parseable = steps._metrics["parseable"][0]
+    assert 0 <= parseable < 1 and len(steps._metrics["reward/score_relative"]) == 1
+
+
+def test_temporal_shuffling_permutes_the_frames_the_model_sees(scorer):
+    from iovqa_plugin.rl.rollouts import frame_orders, shuffle_frames
+
+    processor = scorer.loaded.processor.video_processor
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (56, 84, 3), dtype=np.uint8) for _ in range(4)]
+    order = frame_orders([4], torch.Generator().manual_seed(3))[0]
+    assert sorted(order) == [0, 1, 2, 3] and order != [0, 1, 2, 3]
+
+    def processed(video):
+        out = processor(videos=[np.stack(video)], return_tensors="pt", do_sample_frames=False)
+        return out["pixel_values_videos"], out["video_grid_thw"]
+
+    pixels, grid = processed(frames)
+    expected, same_grid = processed([frames[i] for i in order])
+    assert torch.equal(grid, same_grid) and grid[0, 0] == 2  # two temporal patches of two frames each
+    config = scorer.loaded.model.config.vision_config
+    shuffled = shuffle_frames(pixels, grid, config.temporal_patch_size, config.patch_size, [order])
+    assert torch.allclose(shuffled, expected) and not torch.allclose(shuffled, pixels)
+
+
+def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypatch):
+    from iovqa_plugin.config_parser import build_config
+
+    tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
+    batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "12", "12"])
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_num_frames": 4,
+                        "iovqa_grpo_rewards": {"score_relative": 1.0, "temporal": {"weight": 1.0, "tolerance": 5}}})
+    steps = grpo_steps(iovqa_args, tokenizer)
+    steps.model = model
+    seen = []
+    original = steps._sample_closed
+
+    def recording(model_, batch_, starts, pad):
+        seen.append(batch_["pixel_values_videos"])
+        return original(model_, batch_, starts, pad)
+
+    monkeypatch.setattr(steps, "_sample_closed", recording)
+    rollouts = steps._new_rollouts(model, batch)
+    assert len(seen) == 2 and seen[0].shape == seen[1].shape and not torch.equal(seen[0], seen[1])
+    assert "reward/temporal" in steps._metrics and len(steps._metrics["parseable_shuffled"]) == 1
+    assert rollouts.completions.mask.shape[0] == 4

@@ -1,0 +1,88 @@
+"""GRPO end to end on the tiny model: the stock `llamafactory-cli train`, then `iovqa score` on the adapter."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, base_recipe, run_cli, write_recipe
+
+
+def grpo_recipe(model, dataset_dir, output_dir, **overrides):
+    with open(os.path.join(REPO, "examples", "iovqa_grpo_cpu.yaml"), encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle)
+    recipe.update(model_name_or_path=model, dataset_dir=dataset_dir, dataset="demo_train", output_dir=output_dir,
+                  iovqa_frame_cache_dir=os.path.join(dataset_dir, "frame_cache"), max_steps=2, save_steps=2)
+    recipe.update(overrides)
+    return {k: v for k, v in recipe.items() if v is not None}
+
+
+def logged(output_dir):
+    with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
+        return [entry for entry in json.load(handle)["log_history"] if "loss" in entry]
+
+
+def test_answer_only_grpo_after_sft_through_the_stock_cli_then_score(tiny_model, demo_dir, tmp_path):
+    sft = str(tmp_path / "sft")  # the usual path: an SFT adapter first, GRPO continues it
+    sft_run = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "s.yaml", base_recipe(
+        tiny_model, demo_dir, sft, max_steps=1, save_steps=1, lora_dropout=0.0))])
+    assert sft_run.returncode == 0, (sft_run.stdout + sft_run.stderr)[-3000:]
+    out = str(tmp_path / "grpo")
+    # the untrained tiny model's answers are rarely integers, so score_relative is 0 for all: a user reward on the
+    # answer's text length gives the groups something to rank (and runs a module:function reward end to end)
+    (tmp_path / "text_rewards.py").write_text(
+        "def text_length(answers, rows, scale=0.1):\n    return [scale * len(a.text) for a in answers]\n")
+    rewards = {"score_relative": 1.0, "text_rewards:text_length": {"weight": 1.0, "scale": 0.1}}
+    recipe = write_recipe(tmp_path / "g.yaml", grpo_recipe(tiny_model, demo_dir, out, adapter_name_or_path=sft,
+                                                           iovqa_grpo_rewards=rewards))
+    result = run_cli(["llamafactory-cli", "train", recipe], env={"PYTHONPATH": str(tmp_path)})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert f"Loaded adapter(s): {sft}" in log
+    assert "GRPO (answer_only answers): 4 answers per prompt" in log
+    steps = logged(out)
+    assert len(steps) == 2
+    for entry in steps:
+        # answers are drawn from the policy's token distributions: an untrained model's mostly leave the answer
+        # set (unparseable, reward 0); the reward is score_relative's, in [0, 1]
+        assert 0 <= entry["parseable"] <= 1
+        assert 0 <= entry["reward/score_relative"] <= 1 and entry["reward/text_rewards:text_length"] >= 0
+        assert entry["reward"] == pytest.approx(entry["reward/score_relative"]
+                                                + entry["reward/text_rewards:text_length"], abs=1e-5)
+        assert entry["reward_std"] >= 0 and entry["kl"] >= 0 and 0 <= entry["clip_ratio"] <= 1
+    assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
+    from safetensors.torch import load_file
+
+    before, after = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (sft, out))
+    assert before.keys() == after.keys() and any((before[k] != after[k]).any() for k in before)  # trained on
+    with open(os.path.join(out, "iovqa_config.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["iovqa_rl"] == "grpo"
+    preds = str(tmp_path / "preds.csv")
+    score = run_cli(["iovqa", "score", "--recipe", recipe, "--data", "demo_val", "--out", preds, "--mode", "both"],
+                    env={"PYTHONPATH": str(tmp_path)})
+    assert score.returncode == 0, (score.stdout + score.stderr)[-3000:]
+    table = pd.read_csv(preds)
+    assert len(table) == len(pd.read_csv(os.path.join(demo_dir, "demo", "val.csv")))
+    assert table["expected_mos"].between(1, 5).all()
+
+
+def test_thinking_grpo_with_freeze_tuning_generates_its_rollouts(tiny_model, demo_dir, tmp_path):
+    out = str(tmp_path / "think")
+    recipe = grpo_recipe(
+        tiny_model, demo_dir, out, finetuning_type="freeze", freeze_trainable_layers=1, lora_rank=None,
+        lora_alpha=None, lora_dropout=None, lora_target=None, iovqa_grpo_mode="thinking", iovqa_grpo_beta=0.0,
+        iovqa_grpo_rewards={"format": 1.0, "score_gaussian": 1.0, "length": {"weight": 0.5, "min_words": 1}},
+        iovqa_grpo_num_generations=2, per_device_train_batch_size=4, iovqa_grpo_max_completion_length=6,
+        iovqa_prompt_template="{video}Rate the video made from: {prompt}. Reason in <think> </think>, then answer "
+                              "{answer_format} in <answer> </answer>.", max_steps=1, save_steps=1)
+    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "t.yaml", recipe)])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "GRPO (thinking answers): 2 answers per prompt" in log
+    (entry,) = logged(out)
+    # an untrained tiny model writes no tags in 6 tokens: every reward is 0, and nothing was parseable
+    assert entry["parseable"] == 0.0 and entry["reward/format"] == 0.0 and entry["reward"] == 0.0
+    assert "kl" not in entry  # beta 0: no reference pass
+    assert os.path.isfile(os.path.join(out, "model.safetensors"))  # freeze tuning saves the whole model
