@@ -80,15 +80,24 @@ def with_level_in_prompt(path: str) -> str:
     return out
 
 
+def pair_entries(paths: dict[str, str]) -> dict[str, dict]:
+    """Pairs drawn from the train and test splits (within each source's text prompt, as the plugin draws them)."""
+    columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
+    return {f"ladder_{split}_pairs": {"file_name": os.path.basename(paths[split]), "formatting": "iovqa_drawn_pairs",
+                                      "columns": columns} for split in ("train", "test")}
+
+
 def build(out_dir: str, seed: int = 0) -> dict[str, str]:
     """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``, and
-    the control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt)."""
+    the control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt), and the
+    comparison arm's pairs drawn from the train and test splits (``ladder_train_pairs``, ``ladder_test_pairs``)."""
     # with the per-dimension sub-MOS (the multi-dimension arm); the videos and Overall_MOS are as without them
     paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed, sub_mos_columns=True)
     paths.update({f"{split}_control": with_level_in_prompt(paths[split]) for split in ("train", "test")})
     columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
     info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}
             for split, path in paths.items()}
+    info.update(pair_entries(paths))
     with open(os.path.join(out_dir, "dataset_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
     return paths

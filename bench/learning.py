@@ -1,7 +1,8 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
-        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity grpo grpo_fidelity]
+        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison grpo
+                grpo_fidelity]
         [--rl-steps 60] [--rl-lr 1e-4]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
@@ -16,7 +17,12 @@ in its prompt (a deliberate leak, on train and test): it checks the text -> labe
 side apart from the vision side. The multidim arm trains the ladder's five TaobaoVD-GC-style MOS (each from
 what its dimension judges, see iovqa_plugin/demo/ladder.py) in one joint answer; its table row is its
 overall score, and its expected SRCC per dimension is listed below the table. The fidelity arm is the IOVQA arm
-plus DeQA-Score's fidelity ranking loss (weight 1.0) over each batch's 6 pairs. SRCC, PLCC and final =
+plus DeQA-Score's fidelity ranking loss (weight 1.0) over each batch's 6 pairs. The comparison arm trains on
+pairs instead of scores: pairs drawn from the train split (`formatting: iovqa_drawn_pairs`: within each source's
+text prompt, videos of different MOS, at most 4 pairs per video), each sample showing both videos and answered
+"A" or "B"; it is scored by P(A) on pairs drawn the same way from the test split (held-out scenes), and every
+other arm's expected score is evaluated on those same pairs too (the checkable lines `learning: pairwise accuracy
+<arm> <diff> (<n> seeds)`). SRCC, PLCC and final =
 (SRCC + PLCC) / 2 are reported for greedy decoding (the answer's number or level word) and expected decoding
 (probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
 as mean +- standard deviation over seeds, and the pairwise accuracy of the expected score over all pairs of
@@ -64,6 +70,8 @@ ARMS = {
                  "iovqa_dimension_layout": "joint"},
     "fidelity": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rank_loss": "fidelity",
                  "iovqa_rank_weight": 1.0},
+    # trained on pairs drawn from the train split (within each source, at most 4 per video), answered "A" / "B"
+    "comparison": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
     # answer-only GRPO continuing the IOVQA arm's model of the same seed: 2 prompts x 4 answers per step
     "grpo": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rl": "grpo",
              "iovqa_grpo_rewards": {"score_relative": 1.0}, "iovqa_grpo_num_generations": 4,
@@ -77,7 +85,7 @@ CONTINUES = {"grpo": "iovqa", "grpo_fidelity": "iovqa"}
 # The multidim arm: each dimension's expected score against its ladder column (TaobaoVD-GC's names).
 DIMENSION_COLUMNS = TAOBAO_DIMENSION_COLUMNS
 # The control arm trains and scores the ladder with the level in words in every prompt.
-DATASETS = {"control": ("ladder_train_control", "test_control.csv")}
+DATASETS = {"control": ("ladder_train_control", "test_control.csv"), "comparison": ("ladder_train_pairs", "test.csv")}
 DEFAULT_DATASETS = ("ladder_train", "test.csv")
 ARM_TITLES = {
     "baseline": "no training",
@@ -90,18 +98,20 @@ ARM_TITLES = {
     "control": "control: IOVQA with the level written in the prompt (a leak)",
     "multidim": "five dimensions, joint answer (its overall score)",
     "fidelity": "IOVQA + fidelity ranking loss (DeQA-Score, weight 1)",
+    "comparison": "comparison only: trained on drawn pairs, answers A / B",
     "grpo": "answer-only GRPO after the IOVQA arm (score_relative)",
     "grpo_fidelity": "answer-only GRPO after the IOVQA arm (fidelity_rank)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
               "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
-              "fidelity": "both", "grpo": "both", "grpo_fidelity": "both"}
+              "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
     "greedy": {"greedy": "greedy_mos"},
     "head": {"head": "pred_mos"},
+    "pairs": {},  # comparisons: P(A) per pair, no score per video
 }
 REUSED: list[str] = []  # runs whose stored result was reused (see `finished`)
 
@@ -121,7 +131,21 @@ def ladder(work: str) -> str:
         text = handle.read()
     if "Temporal_MOS" not in text or "_L1_blur.mp4" not in text:  # none yet, or an older ladder (no sub-MOS
         build(path)  # columns, or the degradations rising together only)
+    add_pair_entries(path)
     return path
+
+
+def add_pair_entries(path: str) -> None:
+    """The comparison arm's drawn-pairs datasets in a ladder built before they existed."""
+    from ladder import pair_entries
+
+    info_path = os.path.join(path, "dataset_info.json")
+    with open(info_path, encoding="utf-8") as handle:
+        info = json.load(handle)
+    wanted = pair_entries({split: os.path.join(path, f"{split}.csv") for split in ("train", "test")})
+    if any(info.get(name) != entry for name, entry in wanted.items()):
+        with open(info_path, "w", encoding="utf-8") as handle:
+            json.dump({**info, **wanted}, handle, indent=2)
 
 
 def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, learning_rate: float) -> str:
@@ -177,6 +201,9 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
 
     table = pd.read_csv(os.path.join(data, DATASETS.get(arm, DEFAULT_DATASETS)[1]))
     scorer = Scorer(ScorerSettings.from_recipe(recipe_path, model=model))
+    pairs = test_pairs(scorer.iovqa_args, data)
+    if mode == "pairs":
+        return score_comparisons(scorer, pairs)
     rows = [(v, os.path.join(data, v), p) for v, p in zip(table["video_name"], table["Prompt"])]
     results = {r.video: r.row() for r in scorer.score_rows(rows, mode=mode, batch_size=10)}
     out = {}
@@ -196,6 +223,8 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
         scores, mos = (np.asarray(side, dtype=float) for side in zip(*answered))
         out[decoding]["pairwise"] = pairwise_accuracy(*all_pairs(scores, mos))
         out[decoding]["no_number"] = len(values) - len(answered)  # metrics are over the answered rows
+        if not multidim:
+            out[decoding]["test_pairs"] = drawn_pairs_accuracy(pairs, dict(zip(table["video_name"], values)))
     ranked = DECODINGS[mode].get("expected") or DECODINGS[mode].get("head")
     if ranked and not multidim:
         out["degradations"] = per_degradation(table, {v: results[v].get(ranked) for v in table["video_name"]})
@@ -204,6 +233,41 @@ def score(recipe_path: str, model: str | None, data: str, mode: str, arm: str) -
                                                    table[column].tolist())
                              for name, column in DIMENSION_COLUMNS.items()}
     return out
+
+
+def test_pairs(plugin, data: str) -> list:
+    """The comparison arm's held-out pairs, drawn from the test split as training draws its pairs (every arm's
+    pairwise accuracy is also reported on them)."""
+    from iovqa_plugin.data.annotations import Columns
+    from iovqa_plugin.data.pair_samples import load_drawn_pairs
+
+    columns = Columns(video="video_name", prompt="Prompt", mos="Overall_MOS")
+    samples, _, _ = load_drawn_pairs(os.path.join(data, DEFAULT_DATASETS[1]), columns, plugin, data, progress=False)
+    return samples
+
+
+def drawn_pairs_accuracy(pairs: list, predicted: dict) -> dict:
+    """Pairwise accuracy of per-video scores on the drawn test pairs (a pair without both scores counts as a
+    model tie: wrong)."""
+    from iovqa_plugin.eval.pairwise import pairwise_accuracy
+
+    diffs = [predicted[a] - predicted[b] if predicted.get(a) == predicted.get(a) and predicted.get(b) == predicted.get(b)
+             and predicted.get(a) is not None and predicted.get(b) is not None else 0.0
+             for a, b in (p.media for p in pairs)]
+    return pairwise_accuracy(diffs, [p.human for p in pairs])
+
+
+def score_comparisons(scorer, pairs: list) -> dict:
+    """The comparison arm: P(A) - P(B) per held-out pair, its pairwise accuracy and the mass on the choice tokens."""
+    from iovqa_plugin.eval.pairwise import pairwise_accuracy
+    from iovqa_plugin.score.comparisons import ComparisonScorer
+
+    results = list(ComparisonScorer(scorer).score(pairs, batch_size=8))
+    failed = [r.error for r in results if r.error]
+    if failed:
+        raise SystemExit(f"comparison scoring failed on {len(failed)} pairs: {failed[:3]}")
+    accuracy = pairwise_accuracy([r.probabilities[0] - r.probabilities[1] for r in results], [p.human for p in pairs])
+    return {"pairs": {"test_pairs": accuracy}, "choice_mass": sum(r.choice_mass for r in results) / len(results)}
 
 
 def per_degradation(table, predicted: dict) -> dict:
@@ -322,8 +386,9 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
         f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
         "",
         "| arm | greedy SRCC | greedy PLCC | greedy final | greedy answers with a score | expected SRCC | expected PLCC "
-        "| expected final | expected pairwise diff | expected pairwise tau | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| expected final | expected pairwise diff | expected pairwise tau | held-out pairs diff | held-out pairs tau "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, runs in results.items():
         row = [ARM_TITLES[arm]]
@@ -336,25 +401,40 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
             if decoding == "greedy":
                 row.append(answer_rate(runs, sizes["test"]))
         row += [pairwise_cell(runs, "expected", kind) for kind in ("diff", "tau")]
+        row += [mean_sd_cell([held_out_pairs(r)[kind] for r in runs if held_out_pairs(r)]) for kind in ("diff", "tau")]
         seconds = [r["train_seconds"] for r in runs if "train_seconds" in r]
         row.append(f"{sum(seconds) / len(seconds):.0f}" if seconds else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("The head row's expected columns are the head's own expected score (softmax over 5 grades). "
-                 "Where some answers hold no number, the metrics are over the answered rows.")
+                 "Where some answers hold no number, the metrics are over the answered rows. \"expected pairwise\": "
+                 "all pairs of test videos; \"held-out pairs\": the comparison arm's test pairs (drawn from the "
+                 "test split within each source, at most 4 per video), from each arm's expected score (the head's "
+                 "for the head arm) or, for the comparison arm, from P(A) - P(B).")
     lines.append("")
     lines += summary_lines(results)
     return "\n".join(lines)
 
 
-def pairwise_cell(runs: list[dict], decoding: str, kind: str) -> str:
-    """Mean +- sd over seeds of a decoding's pairwise accuracy (``kind``: diff or tau)."""
+def held_out_pairs(run: dict) -> dict:
+    """A run's pairwise accuracy on the held-out drawn pairs ({} when it has none)."""
+    for decoding in ("pairs", "expected", "head"):
+        if "test_pairs" in run.get(decoding, {}):
+            return run[decoding]["test_pairs"]
+    return {}
+
+
+def mean_sd_cell(values: list[float]) -> str:
     import numpy as np
 
-    values = [r[decoding]["pairwise"][kind] for r in runs if "pairwise" in r.get(decoding, {})]
     if not values:
         return "-"
     return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+
+def pairwise_cell(runs: list[dict], decoding: str, kind: str) -> str:
+    """Mean +- sd over seeds of a decoding's pairwise accuracy (``kind``: diff or tau)."""
+    return mean_sd_cell([r[decoding]["pairwise"][kind] for r in runs if "pairwise" in r.get(decoding, {})])
 
 
 def answer_rate(runs: list[dict], videos: int) -> str:
@@ -382,11 +462,15 @@ def summary_lines(results: dict) -> list[str]:
             name = {"grpo": "grpo after sft", "grpo_fidelity": "grpo fidelity after sft"}.get(arm, arm)
             lines.append(f"learning: {name} expected SRCC {np.mean(values):.3f} ± {sd:.3f} ({len(values)} seeds)")
             lines.append(f"learning: {arm} expected PLCC {np.mean(plcc):.3f} ({len(plcc)} seeds)")
-    for arm, runs in results.items():
-        values = [r["expected"]["pairwise"]["diff"] for r in runs if "pairwise" in r.get("expected", {})]
+    for arm, runs in results.items():  # every arm on the same held-out pairs ("diff": no human ties there)
+        values = [held_out_pairs(r)["diff"] for r in runs if held_out_pairs(r)]
         if values:
             lines.append(f"learning: pairwise accuracy {arm} {np.mean(values):.3f} ({len(values)} seeds)")
         lines += confidence_line(arm, runs)
+        masses = [r["choice_mass"] for r in runs if "choice_mass" in r]
+        if masses:
+            lines.append(f"learning: {arm} choice mass {mean_sd(masses, '.3g')} (the probability on the choice "
+                         f"tokens at the answer, {len(masses)} runs)")
         start = [r["reward_start"] for r in runs if r.get("reward_start") is not None]
         if start:
             end = [r["reward_end"] for r in runs if r.get("reward_end") is not None]

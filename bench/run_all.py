@@ -25,6 +25,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = {
     "learning": ("Learning: the label ablation on the held-out ladder", ["bench/learning.py"],
                  ["bench/learning.py", "--steps", "6", "--seeds", "0", "--work", "work/bench_learning_quick"]),
+    "learning_pairs": ("Learning: comparison-only training and the fidelity loss next to the IOVQA arm, with "
+                       "pairwise accuracy on held-out pairs", ["bench/learning.py", "--arms", "iovqa", "fidelity",
+                                                              "comparison"],
+                       ["bench/learning.py", "--steps", "6", "--seeds", "0", "--arms", "iovqa", "comparison",
+                        "--work", "work/bench_learning_quick"]),
     "overhead": ("Speed and memory: labelled-position logits vs all-position logits vs stock LLaMA-Factory; "
                  "cached frames vs mp4 decoding at 720x1280", ["bench/overhead.py"],
                  ["bench/overhead.py", "--steps", "5", "--repeats", "1", "--hd-clips", "4"]),

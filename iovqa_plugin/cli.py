@@ -40,6 +40,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     """Fill the frame cache with worker processes, then run every check training runs before the model loads."""
     from .data.annotations import AnnotationError, load_annotations, write_issue_report
     from .data.datasets import dataset_names, resolve_data
+    from .data.layouts import LAYOUTS
+    from .data.pair_samples import load_comparisons
     from .patches.preflight import check_training_data, training_args
     from .patches.run import run_scope
     from .recipe import load_recipe_file, split_recipe
@@ -55,18 +57,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     status = 0
     for name in dataset_names(recipe):
         source = resolve_data(name, recipe, iovqa_args)
-        if source.formatting != "iovqa":
-            print(f"{name}: formatting is {source.formatting!r}, not iovqa: skipped")
+        if source.formatting not in LAYOUTS:
+            print(f"{name}: formatting is {source.formatting!r}, not one of the plugin's {list(LAYOUTS)}: skipped")
             continue
+        layout = LAYOUTS[source.formatting]
         start = time.time()
         try:
-            samples, issues, stats = load_annotations(source.path, source.columns, iovqa_args, source.media_dir)
+            if layout.comparison:
+                samples, issues, stats = load_comparisons(layout.reads, source.path, iovqa_args, source.media_dir,
+                                                          columns=source.columns, pair_columns=source.pairs)
+            else:
+                samples, issues, stats = load_annotations(source.path, source.columns, iovqa_args, source.media_dir)
         except AnnotationError as err:
             print(f"{name}: {err}", file=sys.stderr)
             status = 1
             continue
+        ready = f"{stats['samples']} comparisons" if layout.comparison else f"{stats['used']}"
         print(
-            f"{name}: {stats['rows']} rows, {stats['used']} ready, {stats['skipped_rows']} skipped "
+            f"{name}: {stats['rows']} rows, {ready} ready, {stats['skipped_rows']} skipped "
             f"({time.time() - start:.1f}s); frames in {iovqa_args.cache_dir}"
         )
         if issues:
@@ -209,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score data-parallel in N processes on this machine (one per GPU: 'auto'); under torchrun, "
                         "leave it out (default: 1, or NPROC_PER_NODE with FORCE_TORCHRUN=1)")
     p.add_argument("--part-only", action="store_true", help=argparse.SUPPRESS)  # a worker of --nproc
+    p.add_argument("--layout", default=None, choices=["iovqa", "iovqa_pairs", "iovqa_drawn_pairs"],
+                   help="how an annotation FILE given as --data is read (a dataset's is its `formatting`): iovqa "
+                        "(one video per row), iovqa_pairs (a pairs file: P(A) and the choice per pair), "
+                        "iovqa_drawn_pairs (pairs drawn from a pointwise file as for training)")
     _column_options(p, "video", "prompt")
 
     p = _subparser(sub, "eval", "SRCC/PLCC/final and more of predictions against labels (several quality "

@@ -225,6 +225,57 @@ class IOVQAArguments(GRPOArguments):
             "rows), not only one device's. No effect on one process."
         },
     )
+    pair_columns: Optional[dict] = field(
+        default=None,
+        metadata={
+            "help": "Comparison datasets (formatting iovqa_pairs): column of each role of a pairs file, e.g. "
+            "{video_a: left, preference: winner}. Roles and defaults: video_a, video_b, preference (A, B or tie), "
+            "mos_a, mos_b (used without a preference column), std_a, std_b (optional), prompt (optional text "
+            "prompt). A dataset's `columns` in dataset_info.json map the same roles."
+        },
+    )
+    choice_words: str = field(
+        default="A,B,tie",
+        metadata={
+            "help": "Comparison samples: the answer words for 'A is better', 'B is better' and a tie, "
+            "comma-separated (no digits or spaces). The loss is on the chosen word's tokens only."
+        },
+    )
+    pair_ties: Literal["skip", "answer"] = field(
+        default="skip",
+        metadata={
+            "help": "Comparison samples of a human tie (preference `tie`, or equal MOS). `skip`: left out (counted "
+            "in the dataset summary). `answer`: answered with the third choice word."
+        },
+    )
+    pair_template: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Comparison prompt. Fields: {first}, {second} (where medium A and medium B go; both required), "
+            "{prompt} (the sentence naming the text prompt, empty without one), {a}, {b} (the choice words), "
+            "{choices} (the allowed answers), {media} (videos / images). Default: a prompt showing A then B and "
+            "asking which has the better overall quality."
+        },
+    )
+    pair_group_column: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Drawn pairs (formatting iovqa_drawn_pairs): rows are paired only with rows of the same value "
+            "in this column (e.g. a scene id). Default: the text prompt column."
+        },
+    )
+    pair_margin: float = field(
+        default=0.0,
+        metadata={"help": "Drawn pairs: only rows whose MOS differ by more than this are paired (MOS units)."},
+    )
+    pairs_per_row: int = field(
+        default=4,
+        metadata={"help": "Drawn pairs: each row is in at most this many pairs."},
+    )
+    pair_seed: int = field(
+        default=0,
+        metadata={"help": "Drawn pairs: the seed of which pairs are drawn and which row is shown first."},
+    )
     on_bad_row: Literal["error", "skip"] = field(
         default="error",
         metadata={
@@ -274,6 +325,7 @@ class IOVQAArguments(GRPOArguments):
                 "the integer label)"
             )
         self._check_rank()
+        self._check_pairs()
         if not self.head_sigma > 0:
             raise PluginConfigError(f"iovqa_head_sigma must be > 0, got {self.head_sigma}")
         if self.head_inner_size < 0:
@@ -325,6 +377,43 @@ class IOVQAArguments(GRPOArguments):
                 "iovqa_rank_loss: fidelity pairs rows of the same dimension, which per_sample rows of several "
                 "dimensions do not tell apart in a batch: use one dimension or iovqa_dimension_layout: joint"
             )
+
+    def _check_pairs(self) -> None:
+        from .data.pairs import ChoiceWords, PairColumns, check_pair_template
+        from .data.prompt import PromptTemplateError
+
+        _check_choice(self, "pair_ties")
+        try:
+            ChoiceWords.parse(self.choice_words, self.pair_ties)
+        except ValueError as err:
+            raise PluginConfigError(f"iovqa_choice_words: {err}") from None
+        try:
+            PairColumns.renamed(self.pair_columns)
+        except (ValueError, TypeError, AttributeError) as err:
+            raise PluginConfigError(f"iovqa_pair_columns: {err}") from None
+        if self.pair_template is not None:
+            try:
+                check_pair_template(self.pair_template)
+            except PromptTemplateError as err:
+                raise PluginConfigError(f"iovqa_pair_template: {err}") from None
+        if not 0 <= self.pair_margin < float("inf"):
+            raise PluginConfigError(f"iovqa_pair_margin must be a number >= 0, got {self.pair_margin}")
+        if self.pairs_per_row < 1:
+            raise PluginConfigError(f"iovqa_pairs_per_row must be >= 1, got {self.pairs_per_row}")
+
+    @property
+    def choices(self):
+        """The comparison answer words (``data.pairs.ChoiceWords``)."""
+        from .data.pairs import ChoiceWords
+
+        return ChoiceWords.parse(self.choice_words, self.pair_ties)
+
+    @property
+    def pair_column_names(self):
+        """The pairs file's columns (``data.pairs.PairColumns``) from iovqa_pair_columns."""
+        from .data.pairs import PairColumns
+
+        return PairColumns.renamed(self.pair_columns)
 
     def _check_dimensions(self) -> None:
         from .data.dimensions import DimensionError, OVERALL, default_column, parse_dimensions

@@ -20,6 +20,13 @@ from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 from .run import sample_targets
 from .score_position import level_tokens
 
+MEDIA_PER_COMPARISON = 2  # a comparison sample shows two media; a scoring sample one
+
+
+def is_comparison(feature: dict[str, Any]) -> bool:
+    """A comparison sample (two media), told apart from a scoring sample by what it shows."""
+    return len(feature.get("videos") or []) + len(feature.get("images") or []) == MEDIA_PER_COMPARISON
+
 logger = get_logger()
 
 
@@ -31,6 +38,27 @@ def label_mask(iovqa_args: IOVQAArguments, template: Any, tokenizer: Any) -> Cal
     is_number, digit_count = token_tables(tokenizer, iovqa_args.label_format)
     digits = iovqa_args.format.score_digits
     return lambda labels: mask_labels(labels, is_number, digit_count, digits, scores=iovqa_args.scores_per_answer)
+
+
+class RowMask:
+    """The run's label mask on scoring rows; on comparison rows only the choice word's tokens are kept."""
+
+    def __init__(self, iovqa_args: IOVQAArguments, template: Any, tokenizer: Any):
+        self.iovqa_args, self.template, self.tokenizer = iovqa_args, template, tokenizer
+        self.score = label_mask(iovqa_args, template, tokenizer)
+        self.choices = None  # the choice words' token paths, found at the first comparison sample
+
+    def __call__(self, labels: torch.Tensor, comparison: list[bool]) -> torch.Tensor:
+        if not any(comparison):
+            return self.score(labels)
+        if self.choices is None:
+            self.choices = level_tokens(self.template, self.tokenizer, self.iovqa_args.choices.answers)
+        rows = torch.tensor(comparison, device=labels.device)
+        masked = labels.clone()
+        masked[rows] = mask_level_labels(labels[rows], self.choices)[0]
+        if not all(comparison):
+            masked[~rows] = self.score(labels[~rows])
+        return masked
 
 
 @dataclass
@@ -50,7 +78,7 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         super().__post_init__()
         if self.iovqa_args is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
-        self._mask = label_mask(self.iovqa_args, self.template, self.tokenizer)
+        self._masked = RowMask(self.iovqa_args, self.template, self.tokenizer)
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -58,9 +86,10 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
         targets = sample_targets([f.get("videos") for f in features]) if self.iovqa_args.format.words else None
+        comparison = [is_comparison(f) for f in features]  # before the stock collator pops the media
         batch = super().__call__(features)
         try:
-            batch["labels"] = self._mask(batch["labels"])
+            batch["labels"] = self._masked(batch["labels"], comparison)
         except LabelMaskError as err:
             rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
             raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None

@@ -27,8 +27,11 @@ from typing import Any, Optional
 
 from llamafactory.data.converter import DatasetConverter
 
-from iovqa_plugin.config import IOVQAArguments
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
 from iovqa_plugin.data.annotations import ROW_COLUMN, Sample, load_annotations, resolve_columns, row_id
+from iovqa_plugin.data.layouts import LAYOUTS as LAYOUTS_BY_NAME, Layout
+from iovqa_plugin.data.pair_samples import load_comparisons
+from iovqa_plugin.data.pairs import PairColumns, PairSample
 from iovqa_plugin.data.annotations import write_issue_report
 from iovqa_plugin.data.dimensions import sample_dimensions
 from iovqa_plugin.logs import get_logger
@@ -84,14 +87,19 @@ class IOVQADatasetConverter(DatasetConverter):
         )
         if stats["samples"] != stats["used"]:
             message += f" ({stats['samples']} samples: one per row and dimension)"
+        logger.info(message + self._cut_and_skipped(issues, stats))
+
+    def _cut_and_skipped(self, issues: list, stats: dict) -> str:
+        """The summary's end: prompts cut, and where the skipped rows are listed (the report is written here)."""
+        message = ""
         if stats["prompts_cut"]:
-            message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
+            message += f", {stats['prompts_cut']} text prompts cut to {self.iovqa_args.max_prompt_chars} characters"
         if issues:
             report = self.iovqa_args.skip_report_path
             if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank finds the same rows: one writer per node
                 write_issue_report(issues, report, sorted({issue.file for issue in issues}))
             message += f"; skipped rows and reasons: {report}"
-        logger.info(message)
+        return message
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         example = {str(k).lstrip("\ufeff").strip(): v for k, v in example.items()}
@@ -106,17 +114,85 @@ class IOVQADatasetConverter(DatasetConverter):
         )
 
 
-def _example(prompt: str, response: str | None, frames: list[str] | None) -> dict[str, Any]:
+def _example(prompt: str, response: str | None, frames: list[str] | None,
+             videos: list[list[str]] | None = None) -> dict[str, Any]:
+    """``frames``: the sample's one video; ``videos``: several (a comparison's two, in prompt order)."""
     return {
         "_prompt": [{"role": "user", "content": prompt}],
         "_response": [] if response is None else [{"role": "assistant", "content": response}],
         "_system": "",
         "_tools": "",
         "_images": None,
-        "_videos": None if frames is None else [frames],
+        "_videos": videos if videos is not None else None if frames is None else [frames],
         "_audios": None,
     }
 
 
 def _to_example(sample: Sample) -> dict[str, Any]:
     return _example(sample.prompt, sample.label, sample.frames)
+
+
+def check_comparison_run(iovqa_args: IOVQAArguments, dataset: Any) -> None:
+    """Comparison samples train next to integer or decimal scores (their mask keeps the choice word); what reads
+    a score from every row of a batch (the head, level targets, the fidelity loss) cannot take them."""
+    problems = [what for what, on in (("iovqa_head", iovqa_args.head_on),
+                                      ("level-word labels", iovqa_args.format.words),
+                                      ("iovqa_rank_loss", iovqa_args.rank_on),
+                                      ("iovqa_dimensions other than overall", iovqa_args.multi_dimension)) if on]
+    if problems:
+        raise PluginConfigError(f"dataset {dataset}: comparison samples (formatting {dataset.formatting}) train "
+                                f"with integer or decimal scoring runs of one dimension; this run sets "
+                                f"{', '.join(problems)}")
+
+
+@dataclass
+class PairDatasetConverter(IOVQADatasetConverter):
+    """Rows of a pairs file, or pairs drawn from a pointwise file -> comparison samples (two videos, the
+    question which is better, the choice word as the answer)."""
+
+    def __post_init__(self):
+        iovqa_args = self.iovqa_args or IOVQAArguments()
+        if self.iovqa_args is None:
+            logger.warning("dataset %s uses formatting %r but the recipe has no iovqa_* key: plugin defaults are "
+                           "used", self.dataset_attr, self.dataset_attr.formatting)
+        check_comparison_run(iovqa_args, self.dataset_attr)
+        self.iovqa_args = iovqa_args
+        self.columns = resolve_columns(self.dataset_attr, iovqa_args)
+        layout = LAYOUTS_BY_NAME[self.dataset_attr.formatting]
+        pair_columns = None
+        if layout.reads == "pairs":  # the roles the dataset's `columns` map (carried by the loader patch)
+            pair_columns = PairColumns.renamed({**(iovqa_args.pair_columns or {}),
+                                                **(getattr(self.dataset_attr, "pair_columns", None) or {})})
+        path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
+        samples, issues, stats = load_comparisons(layout.reads, path, iovqa_args, self.data_args.media_dir,
+                                                  columns=self.columns, pair_columns=pair_columns)
+        self.samples = {s.key: _pair_example(s) for s in samples}
+        # bad rows (in the skip report) and left-out ties (counted in the summary) become empty samples
+        self.skipped = {row_id(i.file, i.row) for i in issues} | set(stats["tie_keys"])
+        self._report(path, issues, stats)
+
+    def _report(self, path: str, issues: list, stats: dict) -> None:
+        drawn = self.dataset_attr.formatting != "iovqa_pairs"
+        message = (f"dataset {self.dataset_attr} ({path}): {stats['rows']} rows, {stats['skipped_rows']} skipped, "
+                   f"{stats['samples']} comparison samples" + (f" drawn from {stats['used']} rows" if drawn else ""))
+        if stats["ties_left_out"]:
+            message += f", {stats['ties_left_out']} tied pairs left out (iovqa_pair_ties: skip)"
+        logger.info(message + self._cut_and_skipped(issues, stats))
+
+    def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
+        key = example.get(ROW_COLUMN)
+        if key in self.samples:
+            return self.samples[key]
+        if key in self.skipped:
+            return _example(prompt="", response=None, frames=None)
+        raise KeyError(f"dataset {self.dataset_attr}: pair {key!r} was not in the checked annotation file (was the "
+                       "file changed while loading?)")
+
+
+def _pair_example(sample: PairSample) -> dict[str, Any]:
+    return _example(sample.prompt, sample.answer, None, videos=sample.frames)
+
+
+def converter_class(layout: Layout) -> type:
+    """The formatter of a layout."""
+    return PairDatasetConverter if layout.comparison else IOVQADatasetConverter

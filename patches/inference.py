@@ -62,18 +62,23 @@ class InferenceModel:
 
     def encode(self, prompt: str, frames: list[str]) -> dict[str, Any]:
         """One sample's features: the evaluation prompt and its frames, built like a training sample without answer."""
+        return self.encode_media(prompt, [frames])
+
+    def encode_media(self, prompt: str, videos: list[list[str]], prefix: Optional[list[int]] = None) -> dict[str, Any]:
+        """A sample showing several videos (a comparison's two, in prompt order), without answer; ``prefix``:
+        the template's tokens before the answer (default: those before the score)."""
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
         mm_plugin = self.template.mm_plugin
-        messages = mm_plugin.process_messages(messages, [], [frames], [], self.processor)
+        messages = mm_plugin.process_messages(messages, [], videos, [], self.processor)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
-        prompt_ids = prompt_ids + self.answer_prefix
-        prompt_ids, _ = mm_plugin.process_token_ids(prompt_ids, None, [], [frames], [], self.tokenizer, self.processor)
+        prompt_ids = prompt_ids + list(self.answer_prefix if prefix is None else prefix)
+        prompt_ids, _ = mm_plugin.process_token_ids(prompt_ids, None, [], videos, [], self.tokenizer, self.processor)
         return {
             "input_ids": prompt_ids,
             "attention_mask": [1] * len(prompt_ids),
             "labels": [IGNORE_INDEX] * len(prompt_ids),
             "images": [],
-            "videos": [frames],
+            "videos": videos,
             "audios": [],
         }
 
@@ -84,11 +89,13 @@ class InferenceModel:
         device = self.model.device
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    def level_tokens(self):
-        """The level words' token paths as this run's template writes the answer (level-word runs)."""
+    def level_tokens(self, words: Optional[tuple[str, ...]] = None):
+        """The level words' token paths as this run's template writes the answer (level-word runs); ``words``:
+        other answer words (a comparison's choice words)."""
         from .score_position import level_tokens
 
-        return level_tokens(self.template, self.tokenizer)
+        return level_tokens(self.template, self.tokenizer) if words is None else level_tokens(
+            self.template, self.tokenizer, words)
 
     def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Which positions are image (1) or video (2) tokens, as ``generate`` needs for the rope index."""

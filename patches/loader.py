@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .converter import FORMATTING_NAME
+from .converter import FORMATTING_NAMES
 from .support import patch_attribute
 
 LOADER = "llamafactory.data.loader"
@@ -45,11 +45,13 @@ def _with_iovqa_columns(original):
 
         info = dataset_dir if isinstance(dataset_dir, dict) else None
         for name, attr in zip(dataset_names or (), attrs):
-            if getattr(attr, "formatting", None) != FORMATTING_NAME:
+            if getattr(attr, "formatting", None) not in FORMATTING_NAMES:
                 continue
             if info is None:
                 info = read_dataset_info(dataset_dir)
-            attr.std = iovqa_columns(name, info.get(name) or {}).get("std")
+            mapped = iovqa_columns(name, info.get(name) or {})
+            attr.pair_columns = mapped  # the roles of a pairs file (iovqa_pairs), read by its formatter
+            attr.std = mapped.get("std")
             iovqa_args = active_run()
             if attr.std and not (iovqa_args and iovqa_args.soft_targets):
                 raise PluginConfigError(f"dataset {name!r} maps the `std` column {attr.std!r}, which is read for "
@@ -61,7 +63,7 @@ def _with_iovqa_columns(original):
 
 def _with_annotation_reader(original):
     def _load_single_dataset(dataset_attr: Any, model_args: Any, data_args: Any, training_args: Any):
-        if getattr(dataset_attr, "formatting", None) != FORMATTING_NAME or dataset_attr.load_from != "file":
+        if getattr(dataset_attr, "formatting", None) not in FORMATTING_NAMES or dataset_attr.load_from != "file":
             return original(dataset_attr, model_args, data_args, training_args)
         import sys
 
@@ -69,12 +71,16 @@ def _with_annotation_reader(original):
 
         from iovqa_plugin.data.annotations import annotation_rows
         from iovqa_plugin.data.dimensions import sample_dimensions
+        from iovqa_plugin.data.layouts import LAYOUTS
 
         from .run import active_run
 
         path = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
         iovqa_args = active_run()
-        rows = annotation_rows(path, sample_dimensions(iovqa_args) if iovqa_args is not None else ())
+        if LAYOUTS[dataset_attr.formatting].comparison and LAYOUTS[dataset_attr.formatting].reads == "pointwise":
+            rows = _drawn_pair_rows(dataset_attr, data_args, path, iovqa_args)
+        else:
+            rows = annotation_rows(path, sample_dimensions(iovqa_args) if iovqa_args is not None else ())
         loader = sys.modules[LOADER]
         stock_load_dataset = loader.load_dataset
 
@@ -89,3 +95,15 @@ def _with_annotation_reader(original):
             loader.load_dataset = stock_load_dataset
 
     return _load_single_dataset
+
+
+def _drawn_pair_rows(dataset_attr: Any, data_args: Any, path: str, iovqa_args: Any) -> list[dict]:
+    """One dataset row per drawn pair (its key); the formatter draws the same pairs again (frames are cached)."""
+    from iovqa_plugin.config import IOVQAArguments
+    from iovqa_plugin.data.annotations import resolve_columns
+    from iovqa_plugin.data.pair_samples import load_drawn_pairs, pair_rows_of
+
+    iovqa_args = iovqa_args or IOVQAArguments()
+    samples, _, _ = load_drawn_pairs(path, resolve_columns(dataset_attr, iovqa_args), iovqa_args,
+                                     data_args.media_dir, progress=False)
+    return pair_rows_of(samples)

@@ -59,10 +59,11 @@ def _with_masked_labels(original):
 
         from iovqa_plugin.train.mask import LabelMaskError, trained_texts
 
-        from .collator import label_mask
+        from .collator import RowMask, is_comparison
 
         try:
-            masked = label_mask(iovqa_args, self.template, self.tokenizer)(torch.tensor([example["labels"]]))
+            masked = RowMask(iovqa_args, self.template, self.tokenizer)(torch.tensor([example["labels"]]),
+                                                                         [is_comparison(example)])
         except LabelMaskError as err:  # the collator stops the run on it, naming the batch
             print(f"iovqa label mask: this example holds no complete score ({err})")
             return

@@ -51,9 +51,10 @@ def check_recipe(recipe: dict, iovqa_args: Optional[IOVQAArguments]) -> None:
 
 def _iovqa_datasets(recipe: dict) -> list[str]:
     from iovqa_plugin.data.datasets import data_dirs, dataset_names, read_dataset_info
+    from iovqa_plugin.data.layouts import LAYOUTS
 
     names = dataset_names(recipe)
     if not names:
         return []
     info = read_dataset_info(data_dirs(recipe)[0])
-    return [name for name in names if isinstance(info.get(name), dict) and info[name].get("formatting") == "iovqa"]
+    return [name for name in names if isinstance(info.get(name), dict) and info[name].get("formatting") in LAYOUTS]

@@ -94,18 +94,20 @@ def check_digits(tokenizer: Any, name: str, label_format: str = "integer") -> No
             )
 
 
-def level_tokens(template: Any, tokenizer: Any) -> LevelTokens:
-    """The five level words' token paths as the template renders each as the answer (as training labels are).
+def level_tokens(template: Any, tokenizer: Any, words: tuple[str, ...] = LEVEL_WORDS) -> LevelTokens:
+    """The five level words' token paths as the template renders each as the answer (as training labels are);
+    ``words``: other answer words (a comparison's choice words), found the same way.
 
     The template's own tokens before any answer (the lead: a reasoning template's empty think block) are
     what an empty answer's turn shares with every level answer's.
     """
-    answers = [render_answer(template, tokenizer, word)[1] for word in LEVEL_WORDS]
+    answers = [render_answer(template, tokenizer, word)[1] for word in words]
     lead = render_answer(template, tokenizer, "")[1]
     for answer in answers:
         lead = lead[: next((i for i, (a, b) in enumerate(zip(lead, answer)) if a != b), min(len(lead), len(answer)))]
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return LevelTokens.from_answers(answers, name, decode=lambda token: tokenizer.decode([token]), lead=lead)
+    return LevelTokens.from_answers(answers, name, decode=lambda token: tokenizer.decode([token]), lead=lead,
+                                    words=words)
 
 
 def check_video_token(template: Any, name: str) -> None:

@@ -60,6 +60,7 @@ PLUGIN = {
     "iovqa_qwen3_5_9b.yaml": ("integer", "digits"),
     "deqa_fidelity_7b.yaml": ("level", "digits"),
     "deqa_fidelity_cpu.yaml": ("level", "digits"),
+    "iovqa_pairs_cpu.yaml": ("integer", "digits"),
     "iovqa_grpo_cpu.yaml": ("integer", "digits"),
     "iovqa_grpo_demo_cpu.yaml": ("integer", "digits"),
     "iovqa_grpo_7b.yaml": ("integer", "digits"),
@@ -81,7 +82,7 @@ GRPO_RECIPES = {
 DEQA_RECIPES = {"deqa_fidelity_7b.yaml", "deqa_fidelity_cpu.yaml"}
 SOFT_TARGETS = {"qalign_levels_7b.yaml"} | DEQA_RECIPES
 MULTIDIM_RECIPES = {"iovqa_7b_multidim.yaml": ("traditional", "alignment", "aesthetic", "temporal", "overall")}
-LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
+LEARNABLE_DEMOS = {"iovqa_demo_cpu.yaml", "iovqa_pairs_cpu.yaml"}  # a random tiny model trained from scratch on CPU in minutes
 HEAD_RECIPES = {"softmax_regression_qwen2vl_7b.yaml", "softmax_regression_7b.yaml", "softmax_regression_demo_cpu.yaml"}
 
 

@@ -16,13 +16,13 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Optional
 
 from .annotations import STOCK_COLUMN_DEFAULTS, Columns, resolve_columns
+from .layouts import LAYOUTS, POINTWISE, POINTWISE_COLUMNS as ENTRY_COLUMNS
+from .pairs import PairColumns
 
 if TYPE_CHECKING:  # the settings are handed in; config.py stands above data/
     from ..config import IOVQAArguments
 
 DEFAULT_DATASET_DIR = "data"  # LLaMA-Factory's default dataset_dir
-# What an `iovqa` dataset's `columns` may map: video path, text prompt, MOS, the MOS's rater standard deviation.
-ENTRY_COLUMNS = (*STOCK_COLUMN_DEFAULTS, "std")
 
 
 class DatasetInfoError(ValueError):
@@ -37,7 +37,8 @@ class DataSource:
     path: str  # annotation file (or folder of files)
     media_dir: str  # folder video paths are relative to
     columns: Columns
-    formatting: str = "iovqa"
+    formatting: str = POINTWISE
+    pairs: Optional[PairColumns] = None  # the columns of a pairs file (formatting iovqa_pairs)
 
 
 def data_dirs(recipe: dict) -> tuple[str, str]:
@@ -67,43 +68,53 @@ def read_dataset_info(dataset_dir: str) -> dict:
 
 
 def iovqa_columns(name: str, entry: dict) -> dict:
-    """The `columns` mapping of an `iovqa` dataset entry; a key the plugin does not read is refused (LLaMA-Factory
-    keeps the keys it knows and drops the others silently)."""
+    """The `columns` mapping of a dataset entry in one of the plugin's layouts (``formatting``); a key the
+    plugin does not read is refused (LLaMA-Factory keeps the keys it knows and drops the others silently)."""
     columns = entry.get("columns")
     if columns is None:
         return {}
     if not isinstance(columns, dict):
         raise DatasetInfoError(f"dataset {name!r}: `columns` must map names to columns, got {columns!r}")
-    unknown = sorted(set(columns) - set(ENTRY_COLUMNS))
+    layout = LAYOUTS[entry.get("formatting", POINTWISE)]
+    unknown = sorted(set(columns) - set(layout.columns))
     if unknown:
+        extra = "; the MOS columns of other dimensions are iovqa_dimension_columns" if layout.reads == "pointwise" else ""
         raise DatasetInfoError(
-            f"dataset {name!r} (formatting iovqa): `columns` maps {unknown}, which the plugin does not read; an iovqa "
-            f"dataset maps {list(ENTRY_COLUMNS)} (video path, text prompt, MOS, the MOS's rater standard deviation); "
-            "the MOS columns of other dimensions are iovqa_dimension_columns"
+            f"dataset {name!r} (formatting {layout.formatting}): `columns` maps {unknown}, which the plugin does not "
+            f"read; an {layout.formatting} dataset maps {list(layout.columns)} ({layout.describe}){extra}"
         )
     return columns
+
+
+def pair_columns(name: str, entry: dict, iovqa_args: IOVQAArguments) -> PairColumns:
+    """The pairs file's columns of an ``iovqa_pairs`` entry: its `columns`, else iovqa_pair_columns."""
+    return PairColumns.renamed({**(iovqa_args.pair_columns or {}), **iovqa_columns(name, entry)})
 
 
 def entry_columns(name: str, entry: dict, iovqa_args: IOVQAArguments) -> Columns:
     """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
     if "columns" not in entry:  # without `columns`, LLaMA-Factory's own defaults apply
         return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), iovqa_args)
-    columns = iovqa_columns(name, entry) if entry.get("formatting") == "iovqa" else entry["columns"] or {}
+    columns = iovqa_columns(name, entry) if entry.get("formatting") in LAYOUTS else entry["columns"] or {}
     return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), iovqa_args)
 
 
 def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, media_dir: Optional[str] = None,
-                 columns: Optional[dict[str, Optional[str]]] = None) -> DataSource:
+                 columns: Optional[dict[str, Optional[str]]] = None, layout: Optional[str] = None) -> DataSource:
     """A dataset name (through the recipe's dataset_info.json) or an annotation file.
 
     ``columns`` (video / prompt / mos, from command options) override the entry's or the plugin's columns.
+    ``layout``: the formatting an annotation file is read in (default: pointwise ``iovqa``); a dataset's is its
+    entry's.
     """
     recipe = recipe or {}
     dataset_dir, recipe_media_dir = data_dirs(recipe)
     overrides = {k: v for k, v in (columns or {}).items() if v}
     if os.path.exists(data):
         base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), iovqa_args)
-        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides))
+        layout = layout or POINTWISE
+        pairs = iovqa_args.pair_column_names if LAYOUTS[layout].reads == "pairs" else None
+        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides), layout, pairs)
     info = read_dataset_info(dataset_dir)
     entry = info.get(data)
     if entry is None:
@@ -112,12 +123,16 @@ def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, 
         raise FileNotFoundError(f"{data!r} is neither a file nor a dataset in {where}; datasets there: {known}")
     if "file_name" not in entry:
         raise ValueError(f"dataset {data!r} in {dataset_dir}/dataset_info.json has no file_name")
+    formatting = entry.get("formatting", "alpaca")
+    if formatting in LAYOUTS and LAYOUTS[formatting].reads == "pairs":
+        return DataSource(data, os.path.join(dataset_dir, entry["file_name"]), media_dir or recipe_media_dir,
+                          entry_columns(data, {}, iovqa_args), formatting, pair_columns(data, entry, iovqa_args))
     return DataSource(
         data,
         os.path.join(dataset_dir, entry["file_name"]),
         media_dir or recipe_media_dir,
         _override(entry_columns(data, entry, iovqa_args), overrides),
-        entry.get("formatting", "alpaca"),
+        formatting,
     )
 
 

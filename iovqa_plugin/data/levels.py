@@ -50,32 +50,33 @@ class LevelTokens:
 
     @classmethod
     def from_answers(cls, answers: Sequence[Sequence[int]], tokenizer_name: str, decode: Any = None,
-                     lead: Sequence[int] = ()) -> "LevelTokens":
+                     lead: Sequence[int] = (), words: Sequence[str] = LEVEL_WORDS) -> "LevelTokens":
         """From the encoded answers "bad".."excellent" (template ending included, common to all five), each
         starting with ``lead``, the template's own tokens before any answer.
 
-        ``decode`` (token id -> text) only makes error messages readable.
+        ``decode`` (token id -> text) only makes error messages readable. ``words``: other answer words (a
+        comparison's choice words) whose token paths are found the same way.
         """
         lead = list(lead)
         if any(list(answer[: len(lead)]) != lead for answer in answers):
             raise ValueError("every encoded answer must start with the template's lead tokens")
         paths = [list(answer[len(lead):]) for answer in answers]
-        if len(paths) != len(LEVEL_WORDS):
-            raise ValueError(f"expected {len(LEVEL_WORDS)} encoded answers, got {len(paths)}")
+        if len(paths) != len(words):
+            raise ValueError(f"expected {len(words)} encoded answers, got {len(paths)}")
         while all(len(p) > 1 for p in paths) and len({p[-1] for p in paths}) == 1:
             for path in paths:
                 path.pop()
         prefix = 0
         while all(len(p) > prefix for p in paths) and len({p[prefix] for p in paths}) == 1:
             prefix += 1
-        short = [w for w, p in zip(LEVEL_WORDS, paths) if len(p) <= prefix]
+        short = [w for w, p in zip(words, paths) if len(p) <= prefix]
         if short:
             raise LevelTokensError(
                 f"tokenizer {tokenizer_name!r}: the level word(s) {short} have no token of their own after the "
                 f"{prefix} token(s) every level answer starts with; level labels need another tokenizer"
             )
         by_token: dict[int, list[str]] = {}
-        for word, path in zip(LEVEL_WORDS, paths):
+        for word, path in zip(words, paths):
             by_token.setdefault(path[prefix], []).append(word)
         shared = {token: words for token, words in by_token.items() if len(words) > 1}
         if shared:
@@ -84,7 +85,7 @@ class LevelTokens:
                 for token, words in shared.items()
             )
             raise LevelTokensError(
-                f"tokenizer {tokenizer_name!r} writes the level words {list(LEVEL_WORDS)} with a shared first "
+                f"tokenizer {tokenizer_name!r} writes the level words {list(words)} with a shared first "
                 f"distinguishing token ({shown}): Q-Align's expected score over the level tokens is not defined "
                 "for it; use integer labels"
             )

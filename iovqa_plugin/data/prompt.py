@@ -34,15 +34,21 @@ class PromptTemplateError(ValueError):
     pass
 
 
-def check_template(template: str, label_token: bool = False) -> None:
-    """A template must use {prompt} once and only the known fields; {label_token} exactly when the head is on."""
+def template_fields(template: str, allowed: set, what: str) -> list[str]:
+    """The fields a format-string template uses (each time it uses one), refusing a field not in ``allowed``."""
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
-        raise PromptTemplateError(f"prompt template is not a valid format string: {err}") from None
-    unknown = sorted(set(names) - _FIELDS)
+        raise PromptTemplateError(f"{what} is not a valid format string: {err}") from None
+    unknown = sorted(set(names) - allowed)
     if unknown:
-        raise PromptTemplateError(f"prompt template has unknown fields {unknown}; allowed: {sorted(_FIELDS)}")
+        raise PromptTemplateError(f"{what} has unknown fields {unknown}; allowed: {sorted(allowed)}")
+    return names
+
+
+def check_template(template: str, label_token: bool = False) -> None:
+    """A template must use {prompt} once and only the known fields; {label_token} exactly when the head is on."""
+    names = template_fields(template, _FIELDS, "prompt template")
     if names.count("prompt") != 1:
         raise PromptTemplateError("prompt template must contain {prompt} exactly once")
     if names.count("video") > 1:

@@ -74,6 +74,10 @@ def eval_command(args: argparse.Namespace) -> int:
             raise UserError("--pairwise pairs the labelled videos: give --labels too (--pairs alone evaluates the "
                             "pairs file)")
         return _eval_pairs_only(args)
+    from .pairwise import is_comparison_predictions
+
+    if is_comparison_predictions(args.pred):
+        raise UserError(f"{args.pred} holds comparisons (P(A) per pair), not scores: evaluate it with --pairs only")
     labels, video_column, mos_column = _labels(args, args.labels)
     dimensions = _dimension_columns(args, [args.pred], mos_column)
     options = dict(label_format=args.label_format, labelled_only=args.labelled_only, score_column=args.score_column,
@@ -103,7 +107,7 @@ def _pairs_report(args: argparse.Namespace, dimensions: list[str]) -> dict:
     """Pairwise accuracy of --pred on the --pairs file (per dimension for multi-dimension predictions)."""
     from dataclasses import fields
 
-    from .pairwise import PairColumns, pairs_report
+    from .pairwise import PairColumns, comparison_report, is_comparison_predictions, pairs_report
 
     renamed = {}
     for item in args.pair_column or ():
@@ -112,6 +116,9 @@ def _pairs_report(args: argparse.Namespace, dimensions: list[str]) -> dict:
             raise UserError(f"--pair-column {item!r}: expected ROLE=NAME with ROLE one of "
                             f"{[f.name for f in fields(PairColumns)]}")
         renamed[role] = name.strip()
+    if is_comparison_predictions(args.pred):  # P(A) per pair, from `iovqa score` on comparisons
+        return {"pairs": args.pairs, **comparison_report(args.pred, args.pairs, PairColumns(**renamed),
+                                                         args.tie_calibration)}
     score_columns = ({d: f"{args.score_column}_{d}" for d in dimensions} if dimensions
                      else {None: args.score_column})
     result = pairs_report(args.pred, args.pairs, score_columns, PairColumns(**renamed), args.label_format,

@@ -23,28 +23,15 @@ videos (``--pairwise``), optionally only those within a ``--by`` group.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..data.annotations import Issue
+from ..data.pairs import PairColumns, pair_columns_problem, parse_pair_rows
 from .predictions import PRED, REASON, VIDEO, MatchError, _table, read_predictions
 
-PREFERENCES = {"a": 1, "b": -1, "tie": 0}  # a preference label (any case) -> the sign of s_A - s_B it asks for
 MAX_SHOWN = 10  # bad pair rows shown in one error
-
-
-@dataclass(frozen=True)
-class PairColumns:
-    """Column names of a pairs file (``--pair-column ROLE=NAME`` renames them)."""
-
-    video_a: str = "video_a"
-    video_b: str = "video_b"
-    preference: str = "preference"  # "A", "B" or "tie"; used when present
-    mos_a: str = "mos_a"  # else the two MOS (equal MOS: a tie)
-    mos_b: str = "mos_b"
-    dimension: str = "dimension"  # optional: which dimension's score a row compares (multi-dimension predictions)
 
 
 def pairwise_accuracy(pred_diff: Sequence[float], human: Sequence[float], tie_calibration: bool = False) -> dict:
@@ -120,44 +107,12 @@ def _parse_pairs(path: str, columns: PairColumns):
     frame = _table(path)
     if frame.empty:
         raise MatchError(f"{path}: no pair rows")
-    for column in (columns.video_a, columns.video_b):
-        if column not in frame.columns:
-            raise MatchError(f"{path}: no {column!r} column (columns: {list(frame.columns)})")
-    by_preference = columns.preference in frame.columns
-    if not by_preference and not {columns.mos_a, columns.mos_b} <= set(frame.columns):
-        raise MatchError(f"{path}: neither a {columns.preference!r} column nor both {columns.mos_a!r} and "
-                         f"{columns.mos_b!r} (columns: {list(frame.columns)})")
-    name = os.path.basename(path)
-    issues, rows = [], []
-    for index, record in enumerate(frame.to_dict("records"), start=1):
-        a, b = _text(record.get(columns.video_a)), _text(record.get(columns.video_b))
-        found = []
-        if not a:
-            found.append(Issue(name, index, columns.video_a, a, "missing first video"))
-        if not b:
-            found.append(Issue(name, index, columns.video_b, b, "missing second video"))
-        elif a and a == b:
-            found.append(Issue(name, index, columns.video_b, b, "the same video as video A: not a pair"))
-        human = None
-        if by_preference:
-            label = _text(record.get(columns.preference))
-            human = PREFERENCES.get(label.lower())
-            if human is None:
-                found.append(Issue(name, index, columns.preference, label, "not one of 'A', 'B', 'tie'"))
-        else:
-            values = []
-            for column in (columns.mos_a, columns.mos_b):
-                value = pd.to_numeric(_text(record.get(column)) or "nan", errors="coerce")
-                if not np.isfinite(value):
-                    found.append(Issue(name, index, column, _text(record.get(column)), "not a number"))
-                values.append(value)
-            if len(found) == 0:
-                human = float(np.sign(values[0] - values[1]))
-        dimension = _text(record.get(columns.dimension)) or None
-        issues.extend(found)
-        rows.append({"row": index, "video_a": a, "video_b": b, "human": human, "dimension": dimension,
-                     "bad": bool(found)})
-    return pd.DataFrame(rows), issues
+    problem = pair_columns_problem(list(frame.columns), columns)
+    if problem:
+        raise MatchError(f"{path}: {problem}")
+    rows, issues = parse_pair_rows(frame.to_dict("records"), os.path.basename(path), columns)
+    return pd.DataFrame([{"row": r.row, "video_a": r.video_a, "video_b": r.video_b, "human": r.human,
+                          "dimension": r.dimension, "bad": r.bad} for r in rows]), issues
 
 
 def pairs_report(pred_path: str, pairs_path: str, score_columns: dict[Optional[str], str],
@@ -234,13 +189,46 @@ def _scores_by_video(pred_path: str, column: str, label_format: str) -> dict[str
             for video, score, reason in zip(frame[VIDEO], frame[PRED], frame[REASON])}
 
 
-def _text(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
 def _stop(path: str, issues: list[Issue]) -> None:
     shown = "\n  ".join(str(issue) for issue in issues[:MAX_SHOWN])
     more = f"\n  ... and {len(issues) - MAX_SHOWN} more" if len(issues) > MAX_SHOWN else ""
     raise MatchError(f"{path}: {len(issues)} bad pair row(s):\n  {shown}{more}")
+
+
+COMPARISON_COLUMNS = ("video_a", "video_b", "p_a", "p_b")  # what `iovqa score` writes for comparisons
+
+
+def is_comparison_predictions(path: str) -> bool:
+    """A prediction file of comparisons (``iovqa score`` on pairs: P(A), P(B) per pair), not of scores."""
+    return set(COMPARISON_COLUMNS) <= set(_table(path).columns)
+
+
+def comparison_report(pred_path: str, pairs_path: str, columns: PairColumns = PairColumns(),
+                      tie_calibration: bool = False) -> dict:
+    """Pairwise accuracy of comparison predictions on a pairs file: the model prefers A when P(A) > P(B) (the
+    pair's "score difference" is P(A) - P(B)); a pair predicted in the other order counts with the sign turned.
+    A pair without a prediction, or whose prediction failed, stops with its row."""
+    pairs, issues = _parse_pairs(pairs_path, columns)
+    name = os.path.basename(pairs_path)
+    predicted, failed = {}, {}
+    for record in _table(pred_path).to_dict("records"):
+        key = (str(record["video_a"]).strip(), str(record["video_b"]).strip())
+        p_a, p_b = (float(record[c]) if str(record[c]).strip() else float("nan") for c in ("p_a", "p_b"))
+        if np.isfinite(p_a) and np.isfinite(p_b):
+            predicted[key] = p_a - p_b
+        else:
+            failed[key] = str(record.get("error") or "no P(A)")
+    diffs, human = [], []
+    for pair in pairs.to_dict("records"):
+        key = (pair["video_a"], pair["video_b"])
+        if pair["bad"]:
+            continue
+        if key in predicted or key[::-1] in predicted:
+            diffs.append(predicted[key] if key in predicted else -predicted[key[::-1]])
+            human.append(pair["human"])
+        else:
+            reason = f"failed in {pred_path}: {failed[key]}" if key in failed else f"no comparison in {pred_path}"
+            issues.append(Issue(name, pair["row"], columns.video_b, key[1], reason))
+    if issues:
+        _stop(pairs_path, sorted(issues, key=lambda issue: issue.row))
+    return pairwise_accuracy(diffs, human, tie_calibration)

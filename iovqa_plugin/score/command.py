@@ -20,6 +20,7 @@ from .modes import get_scoring_mode
 def score_command(args: argparse.Namespace) -> int:
     """``iovqa score``: one process, the ``--nproc`` launcher, or one rank of a data-parallel job."""
     from ..data.datasets import resolve_data, scoring_rows
+    from ..data.layouts import LAYOUTS
     from .launch import local_process_count
     from .parallel import ScoringJob, World
     from .scoring_loop import run_identity
@@ -42,7 +43,9 @@ def score_command(args: argparse.Namespace) -> int:
     if args.frame_cache_dir:  # where frames are cached changes no score
         settings.iovqa_args.frame_cache_dir = args.frame_cache_dir
     source = resolve_data(args.data, load_recipe_file(args.recipe), settings.iovqa_args, media_dir=args.media_dir,
-                          columns={"video": args.video_column, "prompt": args.prompt_column})
+                          columns={"video": args.video_column, "prompt": args.prompt_column}, layout=args.layout)
+    if source.formatting in LAYOUTS and LAYOUTS[source.formatting].comparison:
+        return _score_comparisons(args, settings, source, max(nproc, world.size), began)
     rows = scoring_rows(source)
     identity = run_identity(settings, args.mode, score_options())
     processes = max(nproc, world.size)
@@ -60,6 +63,35 @@ def score_command(args: argparse.Namespace) -> int:
     if nproc > 1:
         return _score_launch(args, job, began)
     return _score_rank(args, job, world, settings, began)
+
+
+def _score_comparisons(args: argparse.Namespace, settings, source, processes: int, began: float) -> int:
+    """Comparison data: P(A) and the greedy choice of every pair, in one process."""
+    from tqdm import tqdm
+
+    from ..data.layouts import LAYOUTS
+    from ..data.pair_samples import load_comparisons
+    from .comparisons import ComparisonScorer, write_comparisons
+    from .scorer import Scorer
+
+    if processes > 1:
+        raise UserError("comparisons are scored in one process: leave out --nproc and torchrun")
+    layout = LAYOUTS[source.formatting]
+    samples, issues, stats = load_comparisons(layout.reads, source.path, settings.iovqa_args, source.media_dir,
+                                              columns=source.columns, pair_columns=source.pairs)
+    print(f"iovqa score: {len(samples)} comparisons of {source.name} ({layout.formatting}; {stats['rows']} rows, "
+          f"{stats['skipped_rows']} skipped, {stats['ties_left_out']} ties left out); model {settings.model}; "
+          f"{settings.note}; --mode does not apply: P(A) and the choice are written", file=sys.stderr)
+    scorer = ComparisonScorer(Scorer(settings))
+    start = time.time()
+    results = list(tqdm(scorer.score(samples, args.batch_size), total=len(samples), desc="iovqa score pairs",
+                        disable=None))
+    pairs = write_comparisons(results, samples, args.out)
+    failed = sum(r.error is not None for r in results)
+    print(f"iovqa score: wrote {args.out} ({len(results) - failed} comparisons scored, {failed} failed) and the "
+          f"pairs with their human preference to {pairs} (iovqa eval --pred {args.out} --pairs {pairs}); "
+          f"{time.time() - start:.1f} s scoring, {time.time() - began:.1f} s in all", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def mode_hints(iovqa_args, mode: str) -> list[str]:

@@ -19,7 +19,8 @@ with the wrong number of digits (cut by ``cutoff_len``), is an error: it
 would otherwise train on nothing, silently.
 
 Level-word labels (``mask_level_labels``) keep the level word's tokens, as
-the chat template writes them (see ``data.levels``), and nothing else.
+the chat template writes them (see ``data.levels``), and nothing else; a
+comparison's answer keeps its choice word's tokens the same way.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def mask_level_labels(labels: torch.Tensor, levels: Any) -> tuple[torch.Tensor, 
         found.append(match[0] + 1)
     if bad:
         raise LabelMaskError(
-            f"batch row(s) {bad}: the response labels do not start with a level word's tokens "
+            f"batch row(s) {bad}: the response labels do not start with a level (or choice) word's tokens "
             f"(token paths {[list(p) for p in levels.paths]}, after the template's {lead}). The response is not a level word, or cutoff_len "
             "cut it off (raise cutoff_len or lower video_max_pixels)."
         )
