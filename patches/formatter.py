@@ -12,7 +12,9 @@ When the converter is built it reads the whole annotation file once, checks
 every row (with file, row and field in every message) and samples the frames
 of every video into the frame cache; converting a row is then a lookup. Each
 row becomes one sample: the evaluation prompt with one ``<video>`` (the
-cached frame list), and the label ("37") as the assistant's response. With
+cached frame list), and the label ("37") as the assistant's response; a row
+whose medium is an image, the image prompt with one ``<image>`` (the image's
+cached copy). With
 several quality dimensions (``iovqa_dimensions``) the ``joint`` layout's
 response holds every dimension's score; in the ``per_sample`` layout the
 loader gives each row once per dimension, and each becomes that dimension's
@@ -31,6 +33,7 @@ from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.data.annotations import ROW_COLUMN, Sample, load_annotations, resolve_columns, row_id
 from iovqa_plugin.data.annotations import write_issue_report
 from iovqa_plugin.data.dimensions import sample_dimensions
+from iovqa_plugin.data.images import IMAGE
 from iovqa_plugin.logs import get_logger
 
 from .run import remember_sample_origins, remember_sample_targets
@@ -106,17 +109,18 @@ class IOVQADatasetConverter(DatasetConverter):
         )
 
 
-def _example(prompt: str, response: str | None, frames: list[str] | None) -> dict[str, Any]:
+def _example(prompt: str, response: str | None, frames: list[str] | None, image: bool = False) -> dict[str, Any]:
+    """``frames``: a video's frame files, or (``image``) the one file of an image."""
     return {
         "_prompt": [{"role": "user", "content": prompt}],
         "_response": [] if response is None else [{"role": "assistant", "content": response}],
         "_system": "",
         "_tools": "",
-        "_images": None,
-        "_videos": None if frames is None else [frames],
+        "_images": frames if image and frames is not None else None,
+        "_videos": None if frames is None or image else [frames],
         "_audios": None,
     }
 
 
 def _to_example(sample: Sample) -> dict[str, Any]:
-    return _example(sample.prompt, sample.label, sample.frames)
+    return _example(sample.prompt, sample.label, sample.frames, image=sample.media == IMAGE)

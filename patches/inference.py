@@ -59,20 +59,22 @@ class InferenceModel:
         )
         self.stop_ids = self.template.get_stop_token_ids(self.tokenizer)
 
-    def encode(self, prompt: str, frames: list[str]) -> dict[str, Any]:
-        """One sample's features: the evaluation prompt and its frames, built like a training sample without answer."""
+    def encode(self, prompt: str, frames: list[str], image: bool = False) -> dict[str, Any]:
+        """One sample's features: the evaluation prompt and its frames (``image``: the one file of an image),
+        built like a training sample without answer."""
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
         plugin = self.template.mm_plugin
-        messages = plugin.process_messages(messages, [], [frames], [], self.processor)
+        images, videos = (list(frames), []) if image else ([], [frames])
+        messages = plugin.process_messages(messages, images, videos, [], self.processor)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
         prompt_ids = prompt_ids + self.answer_prefix
-        prompt_ids, _ = plugin.process_token_ids(prompt_ids, None, [], [frames], [], self.tokenizer, self.processor)
+        prompt_ids, _ = plugin.process_token_ids(prompt_ids, None, images, videos, [], self.tokenizer, self.processor)
         return {
             "input_ids": prompt_ids,
             "attention_mask": [1] * len(prompt_ids),
             "labels": [IGNORE_INDEX] * len(prompt_ids),
-            "images": [],
-            "videos": [frames],
+            "images": images,
+            "videos": videos,
             "audios": [],
         }
 

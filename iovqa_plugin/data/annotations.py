@@ -1,5 +1,6 @@
-"""Annotation files: one row per video (video path, text prompt, decimal MOS, and one MOS per further
-quality dimension when the run lists several: see ``dimensions``).
+"""Annotation files: one row per video or image (media path, text prompt, decimal MOS, and one MOS per further
+quality dimension when the run lists several: see ``dimensions``). A row's medium is an image when its file's
+content is one (``images``); a file may mix images and videos.
 
 Reads CSV, JSON (array) and JSONL with pandas, checks every row, and turns
 each good row into a training sample (prompt, label, sampled frames). Every
@@ -18,6 +19,7 @@ from typing import Any, Optional
 from ..config import IOVQAArguments
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
+from .images import media_kind
 from .labels import LabelError, mos_to_label, parse_std
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
@@ -46,6 +48,7 @@ class Sample:
     frames: list[str] = field(default_factory=list)
     dimension: Optional[str] = None  # per_sample layout: the dimension asked about (else None)
     std: Optional[float] = None  # the MOS's standard deviation (Columns.std)
+    media: str = "video"  # "image": frames holds the image's one decoded copy, the prompt says image
 
 
 @dataclass(frozen=True)
@@ -294,19 +297,22 @@ def load_annotations(
         if len(prompt) > config.max_prompt_chars:
             prompt = prompt[: config.max_prompt_chars]
             stats["prompts_cut"] += 1
-        for dimension, full_prompt, answer in row_samples(prompt, labels, config):
+        path = os.path.join(media_dir, video)
+        kind = media_kind(path)  # a file that is neither image nor video is reported with the frames
+        for dimension, full_prompt, answer in row_samples(prompt, labels, config, kind):
             column = mos_of[dimension or config.dimension_names[0]]  # joint: the first dimension's MOS
             samples.append(
                 Sample(
                     file=file,
                     row=row,
                     video=video,
-                    video_path=os.path.join(media_dir, video),
+                    video_path=path,
                     mos=float(record[column]),
                     label=answer,
                     prompt=full_prompt,
                     dimension=dimension,
                     std=std,
+                    media=kind,
                 )
             )
 

@@ -158,24 +158,36 @@ def sample_dimensions(config) -> tuple[str, ...]:
     return ()
 
 
-def row_samples(user_prompt: str, labels: dict[str, str], config) -> list[tuple[Optional[str], str, str]]:
+def row_samples(user_prompt: str, labels: dict[str, str], config,
+                media: str = "video") -> list[tuple[Optional[str], str, str]]:
     """(dimension, full prompt, answer) of each sample one annotation row gives under ``config``.
 
     ``labels``: each listed dimension's label. The default (overall only) is the paper's single sample,
     exactly as without dimensions (dimension None); ``joint`` is one sample (dimension None) whose answer
-    holds every score; ``per_sample`` one sample per dimension.
+    holds every score; ``per_sample`` one sample per dimension. ``media``: the row's medium (``"image"``: the
+    image prompts, see ``prompt``).
     """
-    from .prompt import ANSWER_FORMATS, build_prompt
+    from .images import IMAGE
+    from .prompt import ANSWER_FORMATS, build_prompt, image_wording
 
     names = config.dimension_names
+    base = config.prompt_template
+    own = {base, *(config.dimension_prompts or {}).values()}  # the user's wording, used as written
+    if media == IMAGE:
+        base = config.image_prompt_template or base
+        own.add(base)
+
+    def worded(template: Optional[str]) -> Optional[str]:
+        return image_wording(template) if media == IMAGE and template is not None and template not in own else template
+
     if not config.multi_dimension:
-        return [(None, build_prompt(user_prompt, config.label_format, config.prompt_template, config.head_on),
+        return [(None, build_prompt(user_prompt, config.label_format, base, config.head_on, media=media),
                  labels[OVERALL])]
     if config.joint:
-        template = prompt_template(None, names, base=config.prompt_template)
+        template = worded(prompt_template(None, names, base=base))
         answer_format = joint_answer_format(names, ANSWER_FORMATS[config.label_format])
-        prompt = build_prompt(user_prompt, config.label_format, template, answer_format=answer_format)
+        prompt = build_prompt(user_prompt, config.label_format, template, answer_format=answer_format, media=media)
         return [(None, prompt, joint_answer(labels, names))]
     return [(name, build_prompt(user_prompt, config.label_format,
-                                prompt_template(name, names, config.dimension_prompts, config.prompt_template)),
+                                worded(prompt_template(name, names, config.dimension_prompts, base)), media=media),
              labels[name]) for name in names]

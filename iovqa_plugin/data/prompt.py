@@ -3,13 +3,24 @@
 The user's text prompt is embedded in an instruction that names the four
 dimensions judged in the challenge (aesthetic quality, image quality,
 temporal quality, text-video alignment) and asks for one number only.
+
+An image sample (see ``images``) is asked the same way, in words about an
+image: its own default prompt (no temporal dimension), ``<image>`` where the
+video placeholder goes, and the plugin's other built-in prompts (quality
+dimensions) with "video" read as "image" (:func:`image_wording`). A prompt
+template of the user's is used as written for both media, unless
+``iovqa_image_prompt_template`` gives the images their own.
 """
 
 from __future__ import annotations
 
+import re
 import string
 
+from .images import IMAGE
+
 VIDEO_PLACEHOLDER = "<video>"
+IMAGE_PLACEHOLDER = "<image>"
 # Media placeholders LLaMA-Factory counts in prompts; user text must not add any.
 _MEDIA_PLACEHOLDERS = ("<video>", "<image>", "<audio>")
 
@@ -30,8 +41,20 @@ DEFAULT_TEMPLATE = (
     "Answer with {answer_format}. Output the number only, with no explanation."
 )
 
+DEFAULT_IMAGE_TEMPLATE = (
+    "{video}You are an expert in assessing the quality of AI-generated images. "
+    'The image was generated from the text prompt: "{prompt}"\n'
+    "Rate the overall quality of the image, considering these three dimensions:\n"
+    "1. Aesthetic quality: composition, colour harmony, lighting and visual appeal.\n"
+    "2. Image quality: clarity, sharpness, noise, blur and compression artefacts.\n"
+    "3. Text-image alignment: how faithfully the image shows what the text prompt asks for.\n"
+    "Answer with {answer_format}. Output the number only, with no explanation."
+)
+
 # Level answers are a word: the default prompt says so in its last sentence.
 DEFAULT_LEVEL_TEMPLATE = DEFAULT_TEMPLATE.replace("Output the number only", "Output the word only")
+DEFAULT_LEVEL_IMAGE_TEMPLATE = DEFAULT_IMAGE_TEMPLATE.replace("Output the number only", "Output the word only")
+_VIDEO_WORD = re.compile(r"(?<!\{)\b([Vv])ideo(s?)\b(?!\})")  # not the {video} field
 
 _FIELDS = {"prompt", "answer_format", "video", "label_token"}
 LABEL_TOKEN = "<LABEL_1>"
@@ -72,23 +95,34 @@ def neutralize_placeholders(text: str) -> str:
     return text
 
 
+def image_wording(template: str) -> str:
+    """A built-in prompt about a video, about an image instead ("video" -> "image"; the {video} field stays)."""
+    return _VIDEO_WORD.sub(lambda m: ("I" if m.group(1) == "V" else "i") + "mage" + m.group(2), template)
+
+
 def build_prompt(
     user_prompt: str, label_format: str = "integer", template: str | None = None, label_token: bool = False,
-    answer_format: str | None = None,
+    answer_format: str | None = None, media: str = "video",
 ) -> str:
-    """The full user turn, with exactly one video placeholder (and ``<LABEL_1>`` at its end for the head).
+    """The full user turn, with exactly one media placeholder (and ``<LABEL_1>`` at its end for the head).
 
     ``answer_format`` replaces the label format's {answer_format} text (the joint answer of several dimensions).
+    ``media``: ``"image"`` puts ``<image>`` where the video goes, and the default prompt is the image one.
     """
-    default = DEFAULT_LEVEL_TEMPLATE if label_format == "level" else DEFAULT_TEMPLATE
+    image = media == IMAGE
+    if image:
+        default = DEFAULT_LEVEL_IMAGE_TEMPLATE if label_format == "level" else DEFAULT_IMAGE_TEMPLATE
+    else:
+        default = DEFAULT_LEVEL_TEMPLATE if label_format == "level" else DEFAULT_TEMPLATE
     template = template or (default + "{label_token}" if label_token else default)
+    placeholder = IMAGE_PLACEHOLDER if image else VIDEO_PLACEHOLDER
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     text = template.format(
         prompt=neutralize_placeholders(user_prompt).replace(LABEL_TOKEN, "[LABEL_1]"),
         answer_format=answer_format or ANSWER_FORMATS[label_format],
-        video=VIDEO_PLACEHOLDER,
+        video=placeholder,
         label_token=LABEL_TOKEN,
     )
     if "video" not in names:
-        text = VIDEO_PLACEHOLDER + text
+        text = placeholder + text
     return text
