@@ -182,13 +182,16 @@ class FrameCache:
 
     def get(self, video_path: str) -> list[str]:
         """Frame files of the video (an image: its decoded copy), extracting them on a cache miss."""
-        from .images import decode_image
+        from .images import decode_image, explain_unreadable
 
         _check_file(video_path)
         is_image, paths = self._entry(video_path)
         if all(os.path.isfile(p) for p in paths):
             return paths
-        frames = [decode_image(video_path)] if is_image else extract_frames(video_path, self.spec)
+        try:
+            frames = [decode_image(video_path)] if is_image else extract_frames(video_path, self.spec)
+        except VideoError as err:
+            raise VideoError(video_path, explain_unreadable(video_path, err.reason)) from None
         folder = os.path.dirname(paths[0])
         os.makedirs(folder, exist_ok=True)
         for image, target in zip(frames, paths):

@@ -19,6 +19,7 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 IMAGE = "image"
 VIDEO = "video"
 MEDIA_KINDS = (VIDEO, IMAGE)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # for messages only: the content decides
 IMAGE_FILE = "image"  # the cached copy's file name (before the frame format's extension)
 
 
@@ -53,3 +54,11 @@ def decode_image(path: str):
             return image.convert("RGB")
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for a body that does not decode
         raise VideoError(path, f"image does not decode ({type(err).__name__}: {err})") from None
+
+
+def explain_unreadable(path: str, reason: str) -> str:
+    """The reason a file named like an image failed as a video: say it is no image either (PyAV reads a broken
+    ``.jpg`` as a one-frame video and its error says nothing of images)."""
+    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+        return f"not an image PIL can read ({'/'.join(IMAGE_FORMATS)}), and read as a video: {reason}"
+    return reason
