@@ -101,8 +101,10 @@ class IOVQAArguments:
         default=None,
         metadata={
             "help": "Evaluation prompt of image rows (a medium PIL reads as JPEG, PNG, WebP or BMP), with the fields "
-            "of prompt_template; {video} is where the image goes. Default: prompt_template when set, else the "
-            "image version of the default prompt (aesthetic quality, image quality, text-image alignment)."
+            "of prompt_template; {video} is where the image goes. Without {prompt} (photographs: KonIQ has no text "
+            "prompt), image rows need no text prompt and an annotation file of images may have no prompt column. "
+            "Default: prompt_template when set, else the image version of the default prompt (aesthetic quality, "
+            "image quality, text-image alignment)."
         },
     )
     max_prompt_chars: int = field(
@@ -316,7 +318,8 @@ class IOVQAArguments:
         for key in ("prompt_template", "image_prompt_template"):
             if getattr(self, key) is not None:
                 try:
-                    check_template(getattr(self, key), label_token=self.head_on)
+                    check_template(getattr(self, key), label_token=self.head_on,
+                                   prompt_optional=key == "image_prompt_template")
                 except PromptTemplateError as err:
                     raise PluginConfigError(f"iovqa_{key}: {err}") from None
 
@@ -413,6 +416,13 @@ class IOVQAArguments:
     def head_on(self) -> bool:
         """The softmax-regression head variant is trained / scored."""
         return self.head != "none"
+
+    @property
+    def image_prompt_free(self) -> bool:
+        """Image rows are asked without a text prompt (an image_prompt_template without {prompt})."""
+        from .data.prompt import uses_prompt
+
+        return self.image_prompt_template is not None and not uses_prompt(self.image_prompt_template)
 
     @property
     def mask_on(self) -> bool:

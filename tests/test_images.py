@@ -195,3 +195,43 @@ def test_the_scorer_reads_image_rows_as_trained(scorer, media_dir):
     assert scorer.prompts("a picture", IMAGE)[0][1] == build_prompt("a picture", media=IMAGE)
     probabilities, _ = scorer.distribution(scorer.batch([feature]))
     assert torch.isclose(probabilities.sum(), torch.tensor(1.0), atol=1e-4)
+    # a row without a text prompt (a file without a prompt column) needs a prompt-free image template
+    missing = next(scorer.score_rows([(rows[0][0], rows[0][1], None)], mode="expected"))
+    assert missing.error and "no text prompt" in missing.error
+
+
+PHOTO_TEMPLATE = "{video}Rate the technical quality of this photograph. Answer with {answer_format}."
+
+
+def test_photographs_without_text_prompts_next_to_videos(tiny_model, media_dir, tmp_path):
+    """`dataset: koniq_train,my_videos`: a KonIQ-style file (image, MOS, no prompt column) under a prompt-free
+    image template, in one run with a video dataset; a video row without a prompt is still refused."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in os.listdir(media_dir):
+        os.symlink(os.path.join(media_dir, name), root / name)
+    pd.DataFrame({"image_name": ["still1.jpeg", "still2.webp"], "MOS": [2.25, 4.1]}).to_csv(root / "koniq.csv",
+                                                                                           index=False)
+    (root / "dataset_info.json").unlink()
+    info = {"koniq_train": {"file_name": "koniq.csv", "formatting": "iovqa",
+                            "columns": {"videos": "image_name", "response": "MOS"}},
+            "my_videos": {"file_name": "mixed.csv", "formatting": "iovqa"}}
+    (root / "dataset_info.json").write_text(json.dumps(info))
+    features, batch, tokenizer = load_run(tiny_model, str(root), tmp_path, dataset="koniq_train,my_videos",
+                                          iovqa_image_prompt_template=PHOTO_TEMPLATE)
+    texts = [tokenizer.decode(f["input_ids"]) for f in features]
+    assert "Rate the technical quality of this photograph. Answer with a single integer" in texts[0]
+    assert "AI-generated videos" in texts[3]  # the video rows keep the video prompt and their text prompt
+    assert [tokenizer.decode(row[row != -100]) for row in batch["labels"]][:3] == ["23", "41", "15"]
+    # a video row in a file without a prompt column
+    pd.DataFrame({"image_name": ["still1.jpeg", "clip1.mp4"], "MOS": [2.0, 3.0]}).to_csv(root / "bad.csv", index=False)
+    config = IOVQAArguments(frame_cache_dir=str(tmp_path / "cache"), image_prompt_template=PHOTO_TEMPLATE)
+    with pytest.raises(AnnotationError, match=r"bad.csv: row 2 \(line 3\): field 'Prompt' = 'null': no text prompt"):
+        load_annotations(str(root / "bad.csv"), Columns("image_name", "Prompt", "MOS"), config, str(root),
+                         progress=False)
+    # without a prompt-free image template the prompt column stays required
+    from iovqa_plugin.data.annotations import AnnotationFileError
+
+    with pytest.raises(AnnotationFileError, match="missing column"):
+        load_annotations(str(root / "bad.csv"), Columns("image_name", "Prompt", "MOS"),
+                         IOVQAArguments(frame_cache_dir=str(tmp_path / "cache")), str(root), progress=False)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..config import IOVQAArguments
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
-from .images import media_kind
+from .images import IMAGE, VIDEO, media_kind
 from .labels import LabelError, mos_to_label, parse_std
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
@@ -231,12 +231,19 @@ def check_labels(file: str, table: Any, video_column: str, mos_column: str) -> N
         raise AnnotationError(issues, hint=f"Fix the rows: {mos_column} is checked as training checks a MOS.")
 
 
-def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments):
-    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
+def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments, prompt_free: bool):
+    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike.
+
+    ``prompt_free``: the row is asked without its text prompt (an image row under a prompt-free image template)."""
     issues = [issue for issue in [_video_issue(file, row, record, columns.video)] if issue]
     prompt = record.get(columns.prompt)
-    if _is_missing(prompt):
-        issues.append(Issue(file, row, columns.prompt, _shown(prompt), "text prompt is empty"))
+    if prompt_free:
+        prompt = "" if _is_missing(prompt) else str(prompt)
+    elif _is_missing(prompt):
+        reason = "text prompt is empty" if columns.prompt in record else (
+            f"no text prompt: the file has no {columns.prompt!r} column, which only image rows (under an "
+            "iovqa_image_prompt_template without {prompt}) may go without")
+        issues.append(Issue(file, row, columns.prompt, _shown(prompt), reason))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
     labels = {}
@@ -264,7 +271,9 @@ def load_annotations(
     mos_of = mos_columns(config.dimension_names, config.dimension_columns, columns.mos)
     for file in annotation_files(path):
         table = read_table(file)
-        check_columns(file, list(table.columns), columns, tuple(dict.fromkeys(mos_of.values())))
+        # photographs under a prompt-free image template: a file of them may have no prompt column
+        needed = replace(columns, prompt=None) if config.image_prompt_free else columns
+        check_columns(file, list(table.columns), needed, tuple(dict.fromkeys(mos_of.values())))
         records.extend((file, row, rec) for row, rec in enumerate(table.to_dict(orient="records"), start=1))
 
     # A video named by several rows is ambiguous. In error mode every one of those rows is reported; when bad
@@ -279,9 +288,12 @@ def load_annotations(
     issues: list[Issue] = []
     stats = {"rows": len(records), "prompts_cut": 0}
     for file, row, record in records:
-        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, config)
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
+        path = os.path.join(media_dir, video) if isinstance(video, str) and video else ""
+        kind = media_kind(path) if path else VIDEO  # a file neither image nor video is reported with the frames
+        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, config,
+                                                      kind == IMAGE and config.image_prompt_free)
         if video in rows_of and len(rows_of[video]) > 1:
             (first_file, first_row), keep_first = rows_of[video][0], config.on_bad_row == "skip"
             if not keep_first:
@@ -297,8 +309,6 @@ def load_annotations(
         if len(prompt) > config.max_prompt_chars:
             prompt = prompt[: config.max_prompt_chars]
             stats["prompts_cut"] += 1
-        path = os.path.join(media_dir, video)
-        kind = media_kind(path)  # a file that is neither image nor video is reported with the frames
         for dimension, full_prompt, answer in row_samples(prompt, labels, config, kind):
             column = mos_of[dimension or config.dimension_names[0]]  # joint: the first dimension's MOS
             samples.append(

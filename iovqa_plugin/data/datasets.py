@@ -36,6 +36,7 @@ class DataSource:
     media_dir: str  # folder video paths are relative to
     columns: Columns
     formatting: str = "iovqa"
+    prompt_optional: bool = False  # image rows are asked without a text prompt: the column may be missing
 
 
 def data_dirs(recipe: dict) -> tuple[str, str]:
@@ -101,7 +102,8 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
     overrides = {k: v for k, v in (columns or {}).items() if v}
     if os.path.exists(data):
         base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), config)
-        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides))
+        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides),
+                          prompt_optional=config.image_prompt_free)
     info = read_dataset_info(dataset_dir)
     entry = info.get(data)
     if entry is None:
@@ -116,6 +118,7 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
         media_dir or recipe_media_dir,
         _override(entry_columns(data, entry, config), overrides),
         entry.get("formatting", "alpaca"),
+        config.image_prompt_free,
     )
 
 
@@ -123,14 +126,18 @@ def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
     return Columns(**{**vars(columns), **overrides}) if overrides else columns
 
 
-def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
-    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed)."""
+def scoring_rows(source: DataSource) -> list[tuple[str, str, Optional[str]]]:
+    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed). The text
+    prompt is None in a file without a prompt column, which only a prompt-free image template allows (the scorer
+    refuses a video row without one)."""
     from .annotations import AnnotationFileError, annotation_files, read_table
 
     rows = []
     for file in annotation_files(source.path):
         table = read_table(file)
         for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
+            if column == source.columns.prompt and source.prompt_optional:
+                continue
             if column not in table.columns:
                 raise AnnotationFileError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
                                  f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
@@ -138,5 +145,6 @@ def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
             video = str(record[source.columns.video] or "").strip()
             if not video:
                 raise ValueError(f"{file}: row {row}: field {source.columns.video!r} is empty")
-            rows.append((video, os.path.join(source.media_dir, video), str(record[source.columns.prompt])))
+            prompt = record.get(source.columns.prompt)
+            rows.append((video, os.path.join(source.media_dir, video), None if prompt is None else str(prompt)))
     return rows

@@ -9,7 +9,9 @@ image: its own default prompt (no temporal dimension), ``<image>`` where the
 video placeholder goes, and the plugin's other built-in prompts (quality
 dimensions) with "video" read as "image" (:func:`image_wording`). A prompt
 template of the user's is used as written for both media, unless
-``iovqa_image_prompt_template`` gives the images their own.
+``iovqa_image_prompt_template`` gives the images their own; that one may
+leave out {prompt} (photographs, as in KonIQ, have no text prompt), and then
+image rows need no text prompt.
 """
 
 from __future__ import annotations
@@ -64,8 +66,15 @@ class PromptTemplateError(ValueError):
     pass
 
 
-def check_template(template: str, label_token: bool = False) -> None:
-    """A template must use {prompt} once and only the known fields; {label_token} exactly when the head is on."""
+def uses_prompt(template: str | None) -> bool:
+    """Whether a template (None: a default one) asks for the row's text prompt."""
+    return template is None or any(name == "prompt" for _, name, _, _ in string.Formatter().parse(template))
+
+
+def check_template(template: str, label_token: bool = False, prompt_optional: bool = False) -> None:
+    """A template must use {prompt} once and only the known fields; {label_token} exactly when the head is on.
+
+    ``prompt_optional``: {prompt} at most once (an image template for photographs, which have no text prompt)."""
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
@@ -73,8 +82,9 @@ def check_template(template: str, label_token: bool = False) -> None:
     unknown = sorted(set(names) - _FIELDS)
     if unknown:
         raise PromptTemplateError(f"prompt template has unknown fields {unknown}; allowed: {sorted(_FIELDS)}")
-    if names.count("prompt") != 1:
-        raise PromptTemplateError("prompt template must contain {prompt} exactly once")
+    if names.count("prompt") > 1 or (names.count("prompt") == 0 and not prompt_optional):
+        raise PromptTemplateError("prompt template must contain {prompt} " + ("at most" if prompt_optional else "exactly")
+                                  + " once")
     if names.count("video") > 1:
         raise PromptTemplateError("prompt template may contain {video} at most once")
     if any(p in template for p in _MEDIA_PLACEHOLDERS):
@@ -118,7 +128,7 @@ def build_prompt(
     placeholder = IMAGE_PLACEHOLDER if image else VIDEO_PLACEHOLDER
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     text = template.format(
-        prompt=neutralize_placeholders(user_prompt).replace(LABEL_TOKEN, "[LABEL_1]"),
+        prompt=neutralize_placeholders(user_prompt or "").replace(LABEL_TOKEN, "[LABEL_1]"),
         answer_format=answer_format or ANSWER_FORMATS[label_format],
         video=placeholder,
         label_token=LABEL_TOKEN,

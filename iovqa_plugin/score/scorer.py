@@ -198,7 +198,11 @@ class Scorer:
         pending: list[tuple[str, list[dict]]] = []
         for video, path, prompt in rows:
             try:
-                pending.append((video, self.encode_all(prompt, self.cache.get(path), media_kind(path))))
+                kind = media_kind(path)
+                if prompt is None and not (kind == IMAGE and self.plugin.image_prompt_free):
+                    raise ValueError("no text prompt: only image rows under an iovqa_image_prompt_template without "
+                                     "{prompt} go without")
+                pending.append((video, self.encode_all(prompt, self.cache.get(path), kind)))
             except Exception as err:  # one bad video must not stop the run
                 yield VideoResult(video=video, mode=mode, error=f"{type(err).__name__}: {err}")
                 continue
