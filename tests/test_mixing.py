@@ -91,3 +91,17 @@ def test_answer_words_of_the_qwen_template(qwen_tokenizer):
     assert found == [True, True, True, False, False, False]
     assert [qwen_tokenizer.decode(row[row != IGNORE_INDEX]) for row in masked[:3]] == ["yes", "No", "YES"]
     assert torch.equal(masked[3:], labels[3:])  # not a yes/no answer: untouched
+
+
+def test_question_datasets_are_refused_as_evaluation_data(mixed_dir, clean_plugin_state):
+    import llamafactory.train.tuner as tuner
+
+    import iovqa_plugin
+    from iovqa_plugin.config import PluginConfigError
+
+    iovqa_plugin.apply()
+    recipe = {"stage": "sft", "template": "qwen2_vl", "dataset_dir": mixed_dir, "dataset": "mixed,questions",
+              "eval_dataset": "mixed,questions", "iovqa_label_mask": "digits"}
+    with pytest.raises(PluginConfigError, match=r"eval_dataset \['questions'\] is not formatting 'iovqa'"):
+        tuner.read_args(recipe)
+    assert tuner.read_args({**recipe, "eval_dataset": "mixed"})["dataset"] == "mixed,questions"
