@@ -170,6 +170,16 @@ def test_the_head_reads_image_rows(tiny_model, media_dir, tmp_path):
     assert batch[MOS_KEY].tolist() == pytest.approx([1.5, 2.0, 2.5, 2.5, 3.5, 3.0, 4.5, 3.5])
 
 
+def test_level_words_on_image_rows(tiny_model, media_dir, tmp_path):
+    from iovqa_plugin.train.head import MOS_KEY
+
+    features, batch, tokenizer = load_run(tiny_model, media_dir, tmp_path, dataset="mixed", iovqa_label_format="level")
+    assert "Output the word only" in tokenizer.decode(features[0]["input_ids"]) and features[0]["images"]
+    kept = [tokenizer.decode(row[row != -100]) for row in batch["labels"]]
+    assert kept == ["poor", "poor", "fair", "fair", "good", "fair", "excellent", "good"]  # round half up
+    assert batch[MOS_KEY].tolist() == pytest.approx([1.5, 2.0, 2.5, 2.5, 3.5, 3.0, 4.5, 3.5])  # found by the image
+
+
 @pytest.fixture(scope="module")
 def scorer(tiny_model, media_dir, tmp_path_factory):
     from iovqa_plugin.score.scorer import Scorer
