@@ -1,8 +1,8 @@
-"""The plugin's scorer vs LLaMA-Factory's own `do_predict` path, on the same split and adapter.
+"""The plugin's scorer vs LLaMA-Factory's own `do_predict` path, on the same split and trained model.
 
     python bench/predict.py [--recipe examples/iovqa_demo_cpu.yaml] [--split iovqa_demo_test] [--repeats 2]
 
-Needs a trained adapter (`make demo`). Three commands, interleaved over the repeats:
+Needs a trained model (`make demo`). Three commands, interleaved over the repeats:
 
 * `llamafactory-cli train` with do_predict + predict_with_generate (greedy, max_new_tokens 4);
 * `iovqa score --mode greedy`;
@@ -34,8 +34,12 @@ def predict_recipe(recipe: str, split: str, batch_size: int, out: str) -> str:
         base = yaml.safe_load(handle)
     drop = ("do_train", "eval_dataset", "eval_strategy", "save_strategy", "num_train_epochs", "overwrite_output_dir")
     base = {k: v for k, v in base.items() if k not in drop}
+    # a LoRA run saves an adapter; a full or freeze run saves the whole model in its output_dir
+    if base.get("finetuning_type", "lora") == "lora":
+        base["adapter_name_or_path"] = base["output_dir"]
+    else:
+        base["model_name_or_path"] = base["output_dir"]
     base.update(
-        adapter_name_or_path=base["output_dir"],
         do_predict=True,
         predict_with_generate=True,
         eval_dataset=split,

@@ -2,10 +2,12 @@
 
     python bench/scoring.py [--recipe examples/iovqa_demo_cpu.yaml] [--data data_info/demo/test.csv] [--repeats 5]
 
-Needs a trained adapter (the recipe's output_dir; `make demo` makes the demo's). Both modes run
+Needs a trained model (the recipe's output_dir; `make demo` makes the demo's). Both modes run
 on the same collated batches, interleaved, so the machine load is shared; the time of each
 mode excludes frame extraction and collation (identical for both). Prints videos/s, the ratio,
-and SRCC/PLCC of each mode against the split's MOS.
+and, for each mode, SRCC/PLCC against the split's MOS and the ties it leaves: greedy decoding
+stops at a complete score, so the two cost about the same forward passes, and what expected
+decoding buys is a continuous score (fewer tied videos, usually a higher correlation).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def main() -> None:
     import torch
 
     from iovqa_plugin.data.grid import expected_mos
-    from iovqa_plugin.data.labels import parse_score
+    from iovqa_plugin.data.label_formats import parse_score
     from iovqa_plugin.eval.metrics import compute_metrics
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
@@ -64,7 +66,8 @@ def main() -> None:
 
     videos = len(features)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{videos} videos, batch {args.batch_size}, {args.repeats} repeats, model {scorer.settings.model}")
+          f"{videos} videos, batch {args.batch_size}, {args.repeats} repeats")
+    print(f"  scored: {scorer.settings.note}")
     rate = {}
     for mode in ("expected", "greedy"):
         per_pass = sum(seconds[mode]) / args.repeats
@@ -78,7 +81,9 @@ def main() -> None:
             print(f"  {mode:8s} SRCC n/a: {missing} of {videos} answers hold no number")
             continue
         m = compute_metrics(values, mos)
-        print(f"  {mode:8s} SRCC {m['srcc']:.3f}  PLCC {m['plcc']:.3f}  final {m['final']:.3f}")
+        tied = sum(a == b for i, a in enumerate(values) for b in values[i + 1:])
+        print(f"  {mode:8s} SRCC {m['srcc']:.3f}  PLCC {m['plcc']:.3f}  final {m['final']:.3f}  "
+              f"distinct scores {len(set(values))} of {videos}, tied pairs {tied} of {videos * (videos - 1) // 2}")
 
 
 if __name__ == "__main__":

@@ -15,39 +15,14 @@ A user error (bad key, bad row, bad option) prints one message, without a Python
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from typing import Optional
 
-from .data.labels import LABEL_FORMATS
+from .data.label_formats import LABEL_FORMATS
+from .errors import UserError
+from .score.modes import SCORING_MODES
 from .version import __version__
-
-
-class UserError(Exception):
-    """A problem with the command's input: printed as one line, exit status 2."""
-
-
-def _load_recipe(path: Optional[str]) -> dict:
-    import yaml
-
-    if path is None:
-        return {}
-    if not os.path.isfile(path):
-        raise UserError(f"recipe not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        recipe = yaml.safe_load(handle)
-    if not isinstance(recipe, dict):
-        raise UserError(f"{path}: not a YAML mapping")
-    return recipe
-
-
-def _plugin_config(recipe: dict):
-    from .config import IOVQAArguments
-    from .recipe import split_recipe
-
-    return split_recipe(recipe)[1] or IOVQAArguments()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -67,36 +42,36 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.datasets import dataset_names, resolve_data
     from .patches.preflight import check_training_data, training_args
     from .patches.run import run_scope
-    from .recipe import split_recipe
+    from .recipe import load_recipe_file, split_recipe
 
-    raw = _load_recipe(args.recipe)
-    recipe, config = split_recipe(raw)
-    if config is None:
+    raw = load_recipe_file(args.recipe)
+    recipe, iovqa_args = split_recipe(raw)
+    if iovqa_args is None:
         raise UserError(f"{args.recipe}: the recipe has no iovqa_* key")
     with run_scope(None):
         training_args(raw)  # the recipe's own checks (keys, template) before any frame is extracted
     if args.workers:
-        config.frame_workers = args.workers
+        iovqa_args.frame_workers = args.workers
     status = 0
     for name in dataset_names(recipe):
-        source = resolve_data(name, recipe, config)
+        source = resolve_data(name, recipe, iovqa_args)
         if source.formatting != "iovqa":
             print(f"{name}: formatting is {source.formatting!r}, not iovqa: skipped")
             continue
         start = time.time()
         try:
-            samples, issues, stats = load_annotations(source.path, source.columns, config, source.media_dir)
+            samples, issues, stats = load_annotations(source.path, source.columns, iovqa_args, source.media_dir)
         except AnnotationError as err:
             print(f"{name}: {err}", file=sys.stderr)
             status = 1
             continue
         print(
             f"{name}: {stats['rows']} rows, {stats['used']} ready, {stats['skipped_rows']} skipped "
-            f"({time.time() - start:.1f}s); frames in {config.cache_dir}"
+            f"({time.time() - start:.1f}s); frames in {iovqa_args.cache_dir}"
         )
         if issues:
-            write_issue_report(issues, config.skip_report_path, sorted({i.file for i in issues}))
-            print(f"{name}: skipped rows and reasons: {config.skip_report_path}")
+            write_issue_report(issues, iovqa_args.skip_report_path, sorted({i.file for i in issues}))
+            print(f"{name}: skipped rows and reasons: {iovqa_args.skip_report_path}")
     if status:
         return status
     counts = check_training_data(raw)  # tokenizer, template, samples and their lengths, as training builds them
@@ -106,381 +81,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .data.datasets import resolve_data, scoring_rows
-    from .score.launch import local_process_count
-    from .score.parallel import ScoringJob, World
-    from .score.prediction_file import run_identity
-    from .score.settings import ScorerSettings
+    from .score.command import score_command
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    began = time.time()
-    world = World.from_env()
-    nproc = 1 if args.part_only else local_process_count(args.nproc)
-    if nproc > 1 and world.size > 1:
-        raise UserError(f"--nproc {nproc} starts its own processes: not under torchrun (WORLD_SIZE={world.size})")
-    if args.part_only and world.size == 1:
-        raise UserError("--part-only is for the workers `iovqa score --nproc N` starts")
-    if args.part_only:  # a worker of --nproc: never outlive the launcher (it would write on under a re-run)
-        from .score.launch import PARENT_VARIABLE, die_with_parent
-
-        die_with_parent(int(os.environ.get(PARENT_VARIABLE) or os.getppid()))
-    settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
-    if args.frame_cache_dir:  # where frames are cached changes no score
-        settings.plugin.frame_cache_dir = args.frame_cache_dir
-    source = resolve_data(args.data, _load_recipe(args.recipe), settings.plugin, media_dir=args.media_dir,
-                          columns={"video": args.video_column, "prompt": args.prompt_column})
-    rows = scoring_rows(source)
-    identity = run_identity(settings, args.mode, score_options())
-    processes = max(nproc, world.size)
-    job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
-    if not args.restart:  # what resuming would refuse, before the model loads and before anything is written
-        job.check_resume(own_parts=processes == 1 or nproc > 1)
-    if world.rank == 0 and not args.part_only:
-        how = f"; {processes} processes" if processes > 1 else ""
-        print(f"iovqa score: {len(rows)} videos of {source.name}; model {settings.model}; {settings.note}{how}",
-              file=sys.stderr)
-        for warning in settings.warnings + mode_hints(settings.plugin, args.mode):
-            print(f"iovqa score: warning: {warning}", file=sys.stderr)
-    if processes == 1:
-        return _score_single(args, settings, rows, began)
-    if nproc > 1:
-        return _score_launch(args, job, began)
-    return _score_rank(args, job, world, settings, began)
-
-
-def mode_hints(plugin, mode: str) -> list[str]:
-    """What a person choosing ``mode`` for this run's model should know."""
-    if plugin.head_on and mode != "head":
-        return [f"this model was trained with iovqa_head: {plugin.head}: --mode head scores with the head it "
-                f"trained; --mode {mode} reads the language model's answer instead"]
-    return []
-
-
-def score_options() -> dict:
-    """Decoding options beyond the mode that change a prediction file's content (recorded in its meta)."""
-    from .score.decoding import MAX_NEW_TOKENS
-
-    return {"max_new_tokens": MAX_NEW_TOKENS}
-
-
-def _score_single(args: argparse.Namespace, settings, rows: list, began: float) -> int:
-    """One process (the default): score into --out directly, taking over rows of an earlier parallel run."""
-    from .score.output_lock import OutputLock
-    from .score.parallel import part_files, remove_part_files
-    from .score.prediction_file import score_rows_into
-    from .score.scorer import Scorer
-
-    with OutputLock(args.out):
-        if args.restart:
-            remove_part_files(args.out)
-        parts = [path for path, _, _ in part_files(args.out)]
-        scorer = Scorer(settings)
-        start = time.time()
-        try:
-            stats = score_rows_into(scorer, rows, args.out, mode=args.mode, batch_size=args.batch_size,
-                                    save_probabilities=args.save_probs, restart=args.restart,
-                                    extra_identity=score_options(), sources=parts)
-        except KeyboardInterrupt:
-            return _interrupted(args.out, len(rows))
-        remove_part_files(args.out)  # their rows are in --out now
-    return _summary(args.out, stats, began, time.time() - start)
-
-
-def _score_launch(args: argparse.Namespace, job, began: float) -> int:
-    """``--nproc N``: start N workers of this command, one progress bar, merge their parts."""
-    from .score.launch import RankFailed, run_local
-    from .score.output_lock import OutputLock
-
-    with OutputLock(args.out) as lock:  # handed to the workers: held until the last of them ends
-        if args.restart:
-            job.remove_all()
-        try:
-            stats = run_local(job, args.argv, lock_fd=lock.fd)
-        except RankFailed as err:
-            print(f"iovqa score: error: {err}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return _interrupted(args.out, len(job.rows), job.progress())
-    return _summary(args.out, stats, began, stats["score_s"])
-
-
-def _score_rank(args: argparse.Namespace, job, world, settings, began: float) -> int:
-    """One rank (under torchrun, or a worker of --nproc): score its share into its part file; rank 0 of a
-    torchrun job also holds the output's lock, shows the job's progress and merges the parts."""
-    import contextlib
-
-    from .score.launch import die_with_parent, process_group, rank_device
-    from .score.output_lock import OutputLock
-    from .score.parallel import JobProgress
-    from .score.scorer import Scorer
-
-    settings.device = rank_device(world)
-    merger = world.rank == 0 and not args.part_only
-    print(f"iovqa score: rank {world.rank} of {world.size} on {settings.device}: "
-          f"{len(job.share(world.rank))} of {len(job.rows)} videos into {job.part(world.rank)}", file=sys.stderr)
-    torchrun = not args.part_only
-    if torchrun:
-        die_with_parent(os.getppid(), death_signal=False)  # torchrun's agent: see die_with_parent
-    # rank 0 refused (another run holds the lock) ends the job: torchrun stops the ranks waiting to meet it
-    with OutputLock(args.out) if merger else contextlib.nullcontext():
-        with JobProgress(job, merger, f"iovqa score ({job.size} processes)"):
-            with process_group(world) if torchrun else contextlib.nullcontext() as barrier:
-                if barrier is not None:
-                    barrier()  # no rank touches a file before rank 0 holds the lock
-                stats = job.run_rank(world.rank, lambda: Scorer(settings), args.mode, args.batch_size,
-                                     restart=args.restart, claimed=barrier)
-            if not merger:
-                print(f"{job.part(world.rank)}: {stats['scored']} scored, {stats['errors']} failed, "
-                      f"{stats['skipped_done']} already done", file=sys.stderr)
-                return 0  # failed videos are counted (and the exit status set) by the merging process
-            job.wait()
-        stats = job.merge()
-    return _summary(args.out, stats, began, stats["score_s"])
-
-
-def _summary(out: str, stats: dict, began: float, score_s: float) -> int:
-    processes = stats.get("processes", 1)
-    how = f"; {processes} processes" if processes > 1 else ""
-    print(
-        f"{out}: {stats['scored']} scored, {stats['errors']} failed, {stats['skipped_done']} already done "
-        f"({time.time() - began:.1f}s, scoring {score_s:.1f}s{how})"
-    )
-    if stats.get("changed"):
-        print(f"iovqa score: {stats['changed']} row(s) of {out} had been scored from another input (the video file "
-              "or the text prompt changed since): scored again", file=sys.stderr)
-    for warning in _prediction_warnings(out):
-        print(f"iovqa score: warning: {warning}", file=sys.stderr)
-    return 0 if stats["errors"] == 0 else 1
-
-
-def _interrupted(out: str, rows: int, done: Optional[int] = None) -> int:
-    done = _count_scored(out) if done is None else done
-    print(f"\ninterrupted: {done} of {rows} videos done for {out}; re-run the same command to resume",
-          file=sys.stderr)
-    return 130
-
-
-LOW_INTEGER_MASS = 0.5  # trained models hold > 0.9 on their kind of video (README): below, the expectation says little
-
-
-def _prediction_warnings(path: str) -> list[str]:
-    """What a prediction file holds that a person should know before trusting it."""
-    import pandas as pd
-
-    from .data.labels import NO_SCORE_REASONS
-
-    table = pd.read_csv(path)
-    warnings = []
-    if "greedy_error" in table and table["greedy_error"].notna().any():
-        kinds = table["greedy_error"].dropna().map(
-            lambda r: next((kind for kind in NO_SCORE_REASONS if r.startswith(kind)), r))
-        reasons = kinds.value_counts()
-        counts = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
-        warnings.append(f"{table['greedy_error'].notna().sum()} of {len(table)} greedy answers gave no MOS ({counts})")
-    if "integer_mass" in table and (table["integer_mass"] < LOW_INTEGER_MASS).any():
-        low = int((table["integer_mass"] < LOW_INTEGER_MASS).sum())
-        warnings.append(f"{low} of {len(table)} videos: the model put under {LOW_INTEGER_MASS:.0%} of its probability "
-                        "on valid scores (integer_mass); their expected score says little")
-    return warnings
-
-
-def _count_scored(path: str) -> int:
-    import pandas as pd
-
-    return int(pd.read_csv(path)["pred_mos"].notna().sum()) if os.path.isfile(path) else 0
-
-
-def _labels(args: argparse.Namespace, data: str) -> tuple[str, str, str]:
-    """(annotation path, video column, MOS column) of a labels argument: a dataset name or a file."""
-    from .data.datasets import resolve_data
-
-    recipe = _load_recipe(args.recipe)
-    source = resolve_data(data, recipe, _plugin_config(recipe),
-                          columns={"video": args.video_column, "mos": args.mos_column})
-    return source.path, source.columns.video, source.columns.mos
-
-
-def _dimension_columns(args: argparse.Namespace, pred_paths: list[str], mos_column: str) -> dict[str, str]:
-    """{dimension: MOS column} of multi-dimension predictions, or {} for single-score predictions.
-
-    The dimensions are those the file's ``.meta.json`` records (the scorer's and ``iovqa ensemble``'s), with
-    the MOS columns their run named (a recipe's ``iovqa_dimension_columns`` renames them for other labels);
-    a file without meta (another tool's) takes them from ``--recipe``.
-    """
-    from .data.dimensions import mos_columns
-    from .score.prediction_file import recorded_dimensions
-
-    config = _plugin_config(_load_recipe(args.recipe))
-    recorded = {path: recorded_dimensions(path) or _unrecorded_dimensions(path, config) for path in pred_paths}
-    if len({names for names, _ in recorded.values()}) > 1:
-        shown = "; ".join(f"{path}: {list(names) or 'one score'}" for path, (names, _) in recorded.items())
-        raise UserError(f"the prediction files score different quality dimensions ({shown})")
-    names, columns = next(iter(recorded.values()))
-    if not names:
-        return {}
-    found = mos_columns(names, {**columns, **(config.dimension_columns or {})}, mos_column)
-    unknown = [name for name, column in found.items() if column is None]
-    if unknown:
-        raise UserError(f"no MOS column known for dimension(s) {unknown} of {pred_paths[0]}: give --recipe with "
-                        "their iovqa_dimension_columns")
-    return found
-
-
-def _unrecorded_dimensions(path: str, config) -> tuple[tuple[str, ...], dict]:
-    """The dimensions of a prediction file without ``.meta.json``: the recipe's; per-dimension columns without
-    a recipe naming their dimensions are refused (their mean is no overall score)."""
-    from .eval.predictions import dimension_columns_of
-
-    if config.multi_dimension:
-        return config.dimension_names, dict(config.dimension_columns or {})
-    found = dimension_columns_of(path)
-    if found:
-        raise UserError(f"{path} has per-dimension columns ({', '.join(found)}) but no .meta.json saying which "
-                        "quality dimensions they are: give --recipe of the run that scored it")
-    return (), {}
+    return score_command(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.evaluation import evaluate, evaluate_dimensions
+    from .eval.command import eval_command
 
-    if args.labels is None:
-        if args.pairs is None:
-            raise UserError("give --labels (an annotation file or dataset with the MOS), --pairs (a pairs file), "
-                            "or both")
-        if args.pairwise:
-            raise UserError("--pairwise pairs the labelled videos: give --labels too (--pairs alone evaluates the "
-                            "pairs file)")
-        return _eval_pairs_only(args)
-    labels, video_column, mos_column = _labels(args, args.labels)
-    dimensions = _dimension_columns(args, [args.pred], mos_column)
-    options = dict(label_format=args.label_format, labelled_only=args.labelled_only, score_column=args.score_column,
-                   answered_only=args.answered_only, by=args.by, pairwise=args.pairwise,
-                   tie_calibration=args.tie_calibration)
-    if args.pairs is not None:  # checked before the metrics are written
-        pairs = _pairs_report(args, list(dimensions))
-    if dimensions:
-        report = evaluate_dimensions(args.pred, labels, dimensions, video_column, report=args.report, **options)
-        parts = list(report["dimensions"].items())
-    else:
-        report = evaluate(args.pred, labels, video_column, mos_column, report=args.report, plot=args.plot, **options)
-        parts = [("", report)]
-    if args.pairs is not None:
-        report["pairs_file"] = pairs
-        with open(report["report"], "w", encoding="utf-8") as handle:
-            json.dump({k: v for k, v in report.items() if k not in ("report", "plot")}, handle, indent=2)
-    print(json.dumps(report, indent=2))
-    for name, part in parts:
-        _eval_notes(f"{name}: " if name else "", part)
-    if args.pairs is not None:
-        _pairs_notes(pairs)
-    return 0
-
-
-def _pairs_report(args: argparse.Namespace, dimensions: list[str]) -> dict:
-    """Pairwise accuracy of --pred on the --pairs file (per dimension for multi-dimension predictions)."""
-    from dataclasses import fields
-
-    from .eval.pairwise import PairColumns, pairs_report
-
-    renamed = {}
-    for item in args.pair_column or ():
-        role, _, name = item.partition("=")
-        if role not in {f.name for f in fields(PairColumns)} or not name.strip():
-            raise UserError(f"--pair-column {item!r}: expected ROLE=NAME with ROLE one of "
-                            f"{[f.name for f in fields(PairColumns)]}")
-        renamed[role] = name.strip()
-    score_columns = ({d: f"{args.score_column}_{d}" for d in dimensions} if dimensions
-                     else {None: args.score_column})
-    result = pairs_report(args.pred, args.pairs, score_columns, PairColumns(**renamed), args.label_format,
-                          args.tie_calibration)
-    return {"pairs": args.pairs, **result}
-
-
-def _eval_pairs_only(args: argparse.Namespace) -> int:
-    """``iovqa eval --pred P --pairs F`` without labels: the pairwise report only."""
-    from .config import TAOBAO_MOS_COLUMN
-
-    dimensions = _dimension_columns(args, [args.pred], args.mos_column or TAOBAO_MOS_COLUMN)
-    report = {"predictions": args.pred, "score_column": args.score_column,
-              "pairs_file": _pairs_report(args, list(dimensions))}
-    stem = os.path.splitext(args.pred)[0] + ("" if args.score_column == "pred_mos" else f"_{args.score_column}")
-    report["report"] = args.report or f"{stem}_pairwise.json"
-    with open(report["report"], "w", encoding="utf-8") as handle:
-        json.dump({k: v for k, v in report.items() if k != "report"}, handle, indent=2)
-    print(json.dumps(report, indent=2))
-    _pairs_notes(report["pairs_file"])
-    return 0
-
-
-def _pairs_notes(result: dict) -> None:
-    from .eval.pairwise import summary
-
-    if "dimensions" in result:
-        for name, part in result["dimensions"].items():
-            print(summary(f"{name}: {result['pairs']}: ", part), file=sys.stderr)
-    else:
-        print(summary(f"{result['pairs']}: ", result), file=sys.stderr)
-
-
-def _eval_notes(prefix: str, result: dict) -> None:
-    """What a person reading the metrics should see beside them (on stderr; stdout is the JSON report)."""
-    from .eval.grouping import group_table
-
-    for warning in result.get("warnings", ()):
-        print(f"iovqa eval: warning: {prefix}{warning}", file=sys.stderr)
-    unanswered = result.get("unanswered")
-    if unanswered and unanswered["count"]:
-        shown = "; ".join(f"{v}: {r}" for v, r in list(unanswered["videos"].items())[:5])
-        print(f"iovqa eval: {prefix}{unanswered['count']} video(s) without {result['score_column']} left out "
-              f"(reasons from {unanswered['column']}; all in the report): {shown}", file=sys.stderr)
-    if "by" in result:
-        print(f"{prefix}{result['score_column']} by {result['by']['column']}:\n{group_table(result['by'])}",
-              file=sys.stderr)
-    if "pairwise" in result:
-        from .eval.pairwise import summary
-
-        for kind, part in result["pairwise"].items():
-            print(summary(f"{prefix}{kind.replace('_', ' ')}: ", part), file=sys.stderr)
+    return eval_command(args)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from .config import TAOBAO_MOS_COLUMN, TAOBAO_VIDEO_COLUMN
-    from .eval.ensemble import load_config, members_from_files, run_ensemble, run_ensemble_dimensions
+    from .eval.command import ensemble_command
 
-    if bool(args.config) == bool(args.pred):
-        raise UserError("give either --config (a YAML of members) or --pred (prediction files)")
-    members = args.config or members_from_files(args.pred, args.weights)
-    fit_labels, video_column, mos_column = None, TAOBAO_VIDEO_COLUMN, TAOBAO_MOS_COLUMN
-    if args.fit_labels:
-        fit_labels, video_column, mos_column = _labels(args, args.fit_labels)
-    paths = [m.predictions for m in (load_config(members) if isinstance(members, str) else members)]
-    dimensions = _dimension_columns(args, paths, mos_column)
-    if dimensions:  # one ensemble per quality dimension
-        summary = run_ensemble_dimensions(members, args.out, dimensions, fit_labels=fit_labels,
-                                          video_column=video_column, score_column=args.score_column)
-        if fit_labels:
-            from .eval.evaluation import evaluate_dimensions
-
-            summary["metrics"] = evaluate_dimensions(args.out, fit_labels, dimensions, video_column,
-                                                     labelled_only=True)["mean"]
-        return _ensemble_report(args, summary)
-    summary = run_ensemble(members, args.out, fit_labels=fit_labels, video_column=video_column,
-                           mos_column=mos_column, score_column=args.score_column)
-    if fit_labels:  # the ensemble's own metrics and scatter plot, as `iovqa eval` makes them
-        from .eval.evaluation import evaluate
-
-        summary["plot"] = evaluate(args.out, fit_labels, video_column, mos_column, labelled_only=True)["plot"]
-    return _ensemble_report(args, summary)
-
-
-def _ensemble_report(args: argparse.Namespace, summary: dict) -> int:
-    report = args.report or f"{os.path.splitext(args.out)[0]}_report.json"
-    with open(report, "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
-    summary["report"] = report
-    print(json.dumps(summary, indent=2))
-    return 0
+    return ensemble_command(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -507,7 +122,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from .config import help_text
+    from .config_parser import help_text
 
     print(help_text())
     return 0
@@ -570,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "from, or write its paths absolute")
     p.add_argument("--data", required=True, help="a dataset name in the recipe's dataset_info.json, or an annotation file")
     p.add_argument("--out", required=True, help="prediction CSV (re-running the same command resumes it)")
-    p.add_argument("--mode", choices=["expected", "greedy", "both", "head"], default="expected",
+    p.add_argument("--mode", choices=list(SCORING_MODES), default="expected",
                    help="decoding: expected score over 10..50 (level-word runs: over the five level words, 1..5), "
                         "greedy answer, both, or the softmax-regression head. "
                         "Several quality dimensions: a column per dimension for each decoding (per_sample: each "
@@ -672,7 +287,7 @@ def _user_errors() -> tuple[type, ...]:
     from .score.prediction_file import ResumeError
     from .score.settings import SettingsError
 
-    return (UserError, *input_errors(), MatchError, ResumeError, SettingsError, ParallelError, PartError,
+    return (*input_errors(), MatchError, ResumeError, SettingsError, ParallelError, PartError,
             OutputLocked, FileNotFoundError)
 
 

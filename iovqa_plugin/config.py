@@ -1,4 +1,5 @@
-"""The plugin's recipe keys: one dataclass with help strings and validation.
+"""The plugin's recipe keys: one dataclass with help strings and validation (the schema; reading recipe values
+into it is ``config_parser``'s, as LLaMA-Factory's hparams keep the dataclasses apart from their parser).
 
 Every plugin key in a LLaMA-Factory recipe is spelled ``iovqa_<field>``. The
 keys are taken out of the recipe before LLaMA-Factory's own argument parser
@@ -11,11 +12,12 @@ Standard library only: this module is imported while recipes are read.
 
 from __future__ import annotations
 
-import difflib
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
+
+from .data.label_formats import LABEL_FORMATS, get_label_format, label_format_help
 
 PREFIX = "iovqa_"
 
@@ -29,16 +31,12 @@ class PluginConfigError(ValueError):
 
 @dataclass
 class IOVQAArguments:
-    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``)."""
+    """Arguments of the IOVQA plugin (recipe keys ``iovqa_<name>``). An instance is called ``iovqa_args``
+    wherever it is passed, beside LLaMA-Factory's ``model_args``, ``data_args`` and ``finetuning_args``."""
 
-    label_format: Literal["integer", "decimal", "level"] = field(
+    label_format: str = field(
         default="integer",
-        metadata={
-            "help": "Response label. `integer`: MOS rounded to one decimal and x10, e.g. 3.666 -> '37' (the paper). "
-            "`decimal`: the rounded MOS as written, e.g. '3.7' (the paper's ablation). `level`: the nearest level "
-            "word (Q-Align), round(MOS) half up: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent (3.666 -> 'good'); "
-            "scored as Q-Align does, softmax over the five level tokens dotted with 1..5."
-        },
+        metadata={"help": label_format_help(), "choices": lambda: tuple(LABEL_FORMATS)},
     )
     label_mask: Literal["digits", "none"] = field(
         default="digits",
@@ -379,7 +377,7 @@ class IOVQAArguments:
         if self.dimension_layout == "joint" and len(names) < 2:
             raise PluginConfigError("iovqa_dimension_layout: joint needs at least two dimensions (one dimension "
                                     "is the bare-integer answer of per_sample)")
-        if self.multi_dimension and (self.label_format != "integer" or self.head_on):
+        if self.multi_dimension and (not self.format.grid or self.head_on):
             raise PluginConfigError("iovqa_dimensions other than overall need iovqa_label_format: integer and no "
                                     "iovqa_head")
         if self.dimension_prompts:
@@ -413,6 +411,11 @@ class IOVQAArguments:
         return len(self.dimension_names) if self.joint else 1
 
     @property
+    def format(self):
+        """The label format's registry entry (``data.label_formats``)."""
+        return get_label_format(self.label_format)
+
+    @property
     def head_on(self) -> bool:
         """The softmax-regression head variant is trained / scored."""
         return self.head != "none"
@@ -433,13 +436,13 @@ class IOVQAArguments:
     def integer_scores(self) -> bool:
         """Integer labels under the digit mask: every labelled token is a score digit, so the score's
         distribution can be read off the logits (in-training SRCC/PLCC, the head's MOS target)."""
-        return self.label_format == "integer" and self.mask_on
+        return self.format.grid and self.mask_on
 
     @property
     def level_scores(self) -> bool:
         """Level-word labels under the mask: the level's distribution is read off the level tokens' logits
         (expected score, in-training SRCC/PLCC)."""
-        return self.label_format == "level" and self.mask_on
+        return self.format.words and self.mask_on
 
     @property
     def soft_targets(self) -> bool:
@@ -480,77 +483,8 @@ def _default(name: str) -> Any:
 
 
 def _check_choice(args: IOVQAArguments, name: str) -> None:
-    hint = typing.get_type_hints(IOVQAArguments)[name]
-    choices = typing.get_args(hint)
+    registry = IOVQAArguments.__dataclass_fields__[name].metadata.get("choices")  # a registry's current names
+    choices = registry() if registry else typing.get_args(typing.get_type_hints(IOVQAArguments)[name])
     value = getattr(args, name)
     if value not in choices:
         raise PluginConfigError(f"iovqa_{name} must be one of {list(choices)}, got {value!r}")
-
-
-_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a command-line string to the field's type (recipes give typed values)."""
-    hint = typing.get_type_hints(IOVQAArguments)[name]
-    base = hint
-    if typing.get_origin(hint) is typing.Union:  # Optional[X]
-        base = next(arg for arg in typing.get_args(hint) if arg is not type(None))
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-    if base is bool:
-        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[value.strip().lower()]
-        if not isinstance(value, bool):
-            raise PluginConfigError(f"iovqa_{name} must be true or false, got {value!r}")
-        return value
-    if base in (int, float):
-        kind = "an integer" if base is int else "a number"
-        if isinstance(value, bool) or (base is int and isinstance(value, float) and not value.is_integer()):
-            raise PluginConfigError(f"iovqa_{name} must be {kind}, got {value!r}")
-        try:
-            return base(value)
-        except (TypeError, ValueError):
-            raise PluginConfigError(f"iovqa_{name} must be {kind}, got {value!r}") from None
-    if name == "dimensions" and isinstance(value, (list, tuple)):  # a YAML list of names
-        value = ",".join(str(v) for v in value)
-    if base is dict:  # a YAML mapping, or JSON text on the command line
-        if isinstance(value, str):
-            import json
-
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise PluginConfigError(f"iovqa_{name} must be a mapping, got {value!r}") from None
-        if not isinstance(value, dict):
-            raise PluginConfigError(f"iovqa_{name} must be a mapping, got {value!r}")
-        return {str(k): v for k, v in value.items()}
-    if value is not None and not isinstance(value, str):
-        raise PluginConfigError(f"iovqa_{name} must be a string, got {value!r}")
-    return value
-
-
-def build_config(keys: dict[str, Any], output_dir: Optional[str] = None,
-                 model_inputs: Optional[dict] = None) -> IOVQAArguments:
-    """Validate ``{"iovqa_x": value}`` recipe keys into an :class:`IOVQAArguments`."""
-    values = {}
-    for key, value in keys.items():
-        name = key[len(PREFIX) :]
-        if name not in RECIPE_FIELDS:
-            close = difflib.get_close_matches(name, RECIPE_FIELDS, n=1)
-            hint = f"; did you mean iovqa_{close[0]}?" if close else ""
-            raise PluginConfigError(
-                f"unknown plugin key {key!r}{hint} Known keys: {', '.join(PREFIX + f for f in RECIPE_FIELDS)}"
-            )
-        values[name] = _coerce(name, value)
-    return IOVQAArguments(output_dir=output_dir, model_inputs=model_inputs, **values)
-
-
-def help_text() -> str:
-    """All recipe keys with their defaults and help, for ``iovqa keys``."""
-    lines = []
-    for f in fields(IOVQAArguments):
-        if f.name in NOT_RECIPE_FIELDS:
-            continue
-        lines.append(f"{PREFIX}{f.name} (default: {f.default!r})\n    {f.metadata['help']}")
-    return "\n".join(lines)

@@ -5,6 +5,10 @@ message, exit status 2, without a Python traceback."""
 from __future__ import annotations
 
 
+class UserError(Exception):
+    """A problem with a command's input (a missing file, a bad option): printed as one line, exit status 2."""
+
+
 def input_errors() -> tuple[type, ...]:
     from .config import PluginConfigError
     from .data.annotations import AnnotationError, AnnotationFileError
@@ -12,4 +16,5 @@ def input_errors() -> tuple[type, ...]:
     from .data.datasets import DatasetInfoError
     from .data.labels import LabelError
 
-    return (PluginConfigError, AnnotationError, AnnotationFileError, LabelError, PromptCutError, DatasetInfoError)
+    return (UserError, PluginConfigError, AnnotationError, AnnotationFileError, LabelError, PromptCutError,
+            DatasetInfoError)

@@ -9,7 +9,9 @@ import json
 import os
 from typing import Any, Optional
 
-from .config import PREFIX, IOVQAArguments, PluginConfigError, build_config
+from .config import PREFIX, IOVQAArguments, PluginConfigError
+from .config_parser import build_config
+from .errors import UserError
 
 RUN_CONFIG_FILE = "iovqa_config.json"  # the run's plugin keys, saved next to its adapter for the scorer
 
@@ -37,9 +39,9 @@ _MASK_CONFLICTS = {
 }
 
 
-def check_compatible(config: IOVQAArguments, recipe: dict[str, Any]) -> None:
+def check_compatible(iovqa_args: IOVQAArguments, recipe: dict[str, Any]) -> None:
     """Reject LLaMA-Factory options that would silently defeat the plugin."""
-    if not config.mask_on:
+    if not iovqa_args.mask_on:
         return
     for key, why in _MASK_CONFLICTS.items():
         if _truthy(recipe.get(key)):
@@ -59,13 +61,33 @@ class PluginArgs(dict):
     carrying the configuration on the dict keeps nested reads consistent.
     """
 
-    iovqa: Optional[IOVQAArguments] = None
+    iovqa_args: Optional[IOVQAArguments] = None
 
 
 class PluginArgList(list):
     """The ``--key value`` form of :class:`PluginArgs`."""
 
-    iovqa: Optional[IOVQAArguments] = None
+    iovqa_args: Optional[IOVQAArguments] = None
+
+
+def load_recipe_file(path: Optional[str]) -> dict:
+    """A recipe YAML as a dict ({} for no path); UserError for a missing file or one that is no mapping."""
+    import yaml
+
+    if path is None:
+        return {}
+    if not os.path.isfile(path):
+        raise UserError(f"recipe not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle)
+    if not isinstance(recipe, dict):
+        raise UserError(f"{path}: not a YAML mapping")
+    return recipe
+
+
+def recipe_settings(recipe: dict) -> IOVQAArguments:
+    """The plugin settings of a recipe dict (the defaults when it has no iovqa_* key)."""
+    return split_recipe(recipe)[1] or IOVQAArguments()
 
 
 def split_recipe(args: Any) -> tuple[Any, Optional[IOVQAArguments]]:
@@ -76,15 +98,15 @@ def split_recipe(args: Any) -> tuple[Any, Optional[IOVQAArguments]]:
     is returned as the very same object.
     """
     if isinstance(args, (PluginArgs, PluginArgList)):
-        return args, args.iovqa
+        return args, args.iovqa_args
     if isinstance(args, dict):
         keys = {k: v for k, v in args.items() if isinstance(k, str) and k.startswith(PREFIX)}
         if not keys:
             return args, None
         rest = PluginArgs((k, v) for k, v in args.items() if k not in keys)
-        rest.iovqa = build_config(keys, output_dir=rest.get("output_dir"), model_inputs=_inputs(rest))
-        check_compatible(rest.iovqa, rest)
-        return rest, rest.iovqa
+        rest.iovqa_args = build_config(keys, output_dir=rest.get("output_dir"), model_inputs=_inputs(rest))
+        check_compatible(rest.iovqa_args, rest)
+        return rest, rest.iovqa_args
     if isinstance(args, list):
         return _split_cli(args)
     return args, None
@@ -108,9 +130,9 @@ def _split_cli(argv: list[str]) -> tuple[list[str], Optional[IOVQAArguments]]:
     if not keys:
         return argv, None
     flags = _cli_flags(rest)
-    rest.iovqa = build_config(keys, output_dir=flags.get("output_dir"), model_inputs=_inputs(flags))
-    check_compatible(rest.iovqa, flags)
-    return rest, rest.iovqa
+    rest.iovqa_args = build_config(keys, output_dir=flags.get("output_dir"), model_inputs=_inputs(flags))
+    check_compatible(rest.iovqa_args, flags)
+    return rest, rest.iovqa_args
 
 
 def _inputs(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -135,13 +157,13 @@ def _cli_flags(argv: list[str]) -> dict[str, Any]:
     return flags
 
 
-def save_run_config(config: IOVQAArguments, output_dir: str) -> str:
+def save_run_config(iovqa_args: IOVQAArguments, output_dir: str) -> str:
     """Keep the run's plugin keys and input keys next to its adapter, so scoring can reuse them (atomic write)."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RUN_CONFIG_FILE)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({**config.to_recipe(), **(config.model_inputs or {})}, handle, indent=2)
+        json.dump({**iovqa_args.to_recipe(), **(iovqa_args.model_inputs or {})}, handle, indent=2)
     os.replace(tmp, path)
     return path
 
@@ -176,10 +198,10 @@ def compare_with_run(recipe: dict[str, Any], saved: dict[str, Any], where: str) 
     asked = {k: v for k, v in recipe.items() if isinstance(k, str) and k.startswith(PREFIX)}
     if "iovqa_prompt_template_file" in asked:  # the saved template is the file's text: the recipe's file replaces it
         saved_plugin.pop("iovqa_prompt_template", None)
-    config = build_config({**saved_plugin, **asked}, output_dir=recipe.get("output_dir"))
+    iovqa_args = build_config({**saved_plugin, **asked}, output_dir=recipe.get("output_dir"))
     saved_inputs = {k: v for k, v in saved.items() if k in INPUT_KEYS}
     inputs = {**saved_inputs, **_inputs(recipe)}
-    now = {**config.to_recipe(), **inputs}
+    now = {**iovqa_args.to_recipe(), **inputs}
     before = {**trained.to_recipe(), **(saved_inputs if "template" in saved else inputs)}
     refused, warned = [], []
     for key in (*REFUSED_DIFFERENCES, *WARNED_DIFFERENCES):
@@ -195,7 +217,7 @@ def compare_with_run(recipe: dict[str, Any], saved: dict[str, Any], where: str) 
         )
     warnings = [f"{line} (training only: the scores do not change; is this the recipe of this model?)"
                 for line in warned]
-    return config, inputs, warnings
+    return iovqa_args, inputs, warnings
 
 
 def _shown(value: Any) -> str:

@@ -18,7 +18,8 @@ from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
 from iovqa_plugin.train.mask import token_tables, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 
@@ -28,13 +29,14 @@ from .score_position import level_tokens, render_answer
 logger = get_logger()
 
 
-def label_mask(run: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def label_mask(iovqa_args: IOVQAArguments, template: Any, tokenizer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The run's label mask, as a function of (B, L) labels (LabelMaskError for rows without a score)."""
-    if run.label_format == "level":
+    if iovqa_args.format.words:
         levels = level_tokens(template, tokenizer)
         return lambda labels: mask_level_labels(labels, levels)[0]
-    is_number, digit_count = token_tables(tokenizer, run.label_format)
-    return lambda labels: mask_labels(labels, is_number, digit_count, scores=run.scores_per_answer)
+    is_number, digit_count = token_tables(tokenizer, iovqa_args.label_format)
+    digits = iovqa_args.format.score_digits
+    return lambda labels: mask_labels(labels, is_number, digit_count, digits, scores=iovqa_args.scores_per_answer)
 
 
 @dataclass
@@ -44,19 +46,19 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
     With the softmax-regression head it also carries each row's MOS (read back
     from the integer label) under ``MOS_KEY`` for the head's loss. With level
     labels it keeps the level word's tokens and carries each row's MOS (from the
-    annotation row, ``run.sample_targets``) under ``MOS_KEY`` and its soft-target
+    annotation row, ``run.sample_targets`` (patches/run.py)) under ``MOS_KEY`` and its soft-target
     sigma under ``SIGMA_KEY``, for the level trainer's loss and metrics.
     """
 
-    run: Optional[IOVQAArguments] = field(default=None)
+    iovqa_args: Optional[IOVQAArguments] = field(default=None)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.run is None:
+        if self.iovqa_args is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
-        self._mask = label_mask(self.run, self.template, self.tokenizer)
+        self._mask = label_mask(self.iovqa_args, self.template, self.tokenizer)
         self._answer_words = None
-        if self.run.yes_no_mask:
+        if self.iovqa_args.yes_no_mask:
             from iovqa_plugin.train.answer_words import AnswerWords
 
             self._answer_words = AnswerWords.from_template(
@@ -66,16 +68,16 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         scored = run_samples([sample_media(f) for f in features])
         stock = [row for row, is_run in enumerate(scored) if not is_run]
-        if stock and (self.run.head_on or self.run.label_format == "level" or self.run.rank_on):
+        if stock and (self.iovqa_args.head_on or self.iovqa_args.format.words or self.iovqa_args.rank_on):
             raise ValueError(
                 f"batch row(s) {stock} are samples of a dataset mixed into the run (not formatting iovqa): their "
                 "answers are text, and iovqa_head, level labels and iovqa_rank_loss read a score from every row. "
                 "Mix question/answer datasets into runs with integer or decimal labels and neither of those."
             )
-        if self.run.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
+        if self.iovqa_args.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
-        targets = sample_targets([sample_media(f) for f in features]) if self.run.label_format == "level" else None
+        targets = sample_targets([sample_media(f) for f in features]) if self.iovqa_args.format.words else None
         batch = super().__call__(features)
         labels, rows = batch["labels"], [row for row, is_run in enumerate(scored) if is_run]
         try:
@@ -89,22 +91,23 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         if stock and self._answer_words is not None:
             masked[stock] = self._answer_words.mask(labels[stock])[0]
         batch["labels"] = masked
-        if self.run.head_on:
+        if self.iovqa_args.head_on:
             batch[MOS_KEY] = mos_from_labels(batch["labels"], self.tokenizer)
         if targets is not None:
             batch[MOS_KEY] = torch.tensor([mos for mos, _ in targets], dtype=torch.float32)
-            batch[SIGMA_KEY] = row_sigmas([std for _, std in targets], self.run.level_sigma)
+            batch[SIGMA_KEY] = row_sigmas([std for _, std in targets], self.iovqa_args.level_sigma)
         if not self._logged_first_batch:
             self._logged_first_batch = True
             extra = ""
             if targets is not None:
                 extra = f"; MOS {[round(m, 4) for m in batch[MOS_KEY].tolist()]}"
-                if self.run.soft_targets:
+                if self.iovqa_args.soft_targets:
                     extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
             if stock:
                 extra += f"; rows {stock} are question/answer samples (stock labels" + (
                     ", a yes/no answer on its word only)" if self._answer_words is not None else ")")
             logger.info("label mask active (digits): first batch targets %s%s",
-                        trained_texts(batch["labels"], self.tokenizer, self.run.dimension_names if self.run.joint else ()),
+                        trained_texts(batch["labels"], self.tokenizer,
+                                      self.iovqa_args.dimension_names if self.iovqa_args.joint else ()),
                         extra)
         return batch

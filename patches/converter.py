@@ -12,7 +12,7 @@ def iovqa_converter(dataset_attr: Any, data_args: Any):
     """What the registry calls for ``formatting: iovqa``: the formatter, built with the active run's settings."""
     from .formatter import IOVQADatasetConverter  # imports LLaMA-Factory: only when a dataset is converted
 
-    return IOVQADatasetConverter(dataset_attr, data_args, run=active_run())
+    return IOVQADatasetConverter(dataset_attr, data_args, iovqa_args=active_run())
 
 
 def apply_dataset_converter() -> None:

@@ -49,34 +49,34 @@ def _row_key(value: Any) -> str:
 class IOVQADatasetConverter(DatasetConverter):
     """Rows of (video, text prompt, MOS) -> IOVQA samples, with the run's plugin configuration."""
 
-    run: Optional[IOVQAArguments] = field(default=None)
+    iovqa_args: Optional[IOVQAArguments] = field(default=None)
 
     def __post_init__(self):
-        config = self.run
-        if config is None:
+        iovqa_args = self.iovqa_args
+        if iovqa_args is None:
             logger.warning(
                 "dataset %s uses formatting 'iovqa' but the recipe has no iovqa_* key: plugin defaults are used "
                 "for labels and frames, and the label mask is off. Add iovqa_* keys to turn the plugin on.",
                 self.dataset_attr,
             )
-            config = IOVQAArguments()
-        self.config = config
-        self.columns = resolve_columns(self.dataset_attr, config)
+            iovqa_args = IOVQAArguments()
+        self.iovqa_args = iovqa_args
+        self.columns = resolve_columns(self.dataset_attr, iovqa_args)
         if self.dataset_attr.load_from != "file":
             raise ValueError(
                 f"dataset {self.dataset_attr}: formatting 'iovqa' needs a local annotation file (file_name), "
                 f"got {self.dataset_attr.load_from}"
             )
         path = os.path.join(self.data_args.dataset_dir, self.dataset_attr.dataset_name)
-        samples, issues, stats = load_annotations(path, self.columns, config, media_dir=self.data_args.media_dir)
+        samples, issues, stats = load_annotations(path, self.columns, iovqa_args, media_dir=self.data_args.media_dir)
         # Rows are found by the row id the plugin's loader adds (duplicated video ids stay apart), else by video id.
         self.samples = {key: _to_example(s) for s in samples
                         for key in ((s.video,) if s.dimension is None else ()) + (row_id(s.file, s.row, s.dimension),)}
-        dimensions = sample_dimensions(config)
+        dimensions = sample_dimensions(iovqa_args)
         self.skipped = {key for i in issues
                         for key in (_row_key(i.video), *(row_id(i.file, i.row, d) for d in dimensions or (None,)))}
         remember_sample_origins(samples)
-        if config.level_scores:  # a level label does not carry the MOS: the collator looks it up
+        if iovqa_args.level_scores:  # a level label does not carry the MOS: the collator looks it up
             remember_sample_targets(samples)
         self._report(path, issues, stats)
 
@@ -90,7 +90,7 @@ class IOVQADatasetConverter(DatasetConverter):
         if stats["prompts_cut"]:
             message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
         if issues:
-            report = self.config.skip_report_path
+            report = self.iovqa_args.skip_report_path
             if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank finds the same rows: one writer per node
                 write_issue_report(issues, report, sorted({issue.file for issue in issues}))
             message += f"; skipped rows and reasons: {report}"

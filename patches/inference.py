@@ -16,7 +16,7 @@ import torch
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.train.head import add_label_token
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 
 from .run import run_scope
 from .score_position import check_template_support
@@ -25,7 +25,7 @@ from .score_position import check_template_support
 class InferenceModel:
     """Tokenizer, template, model and collator of a trained run, ready to encode and batch samples."""
 
-    def __init__(self, model: str, adapter: Optional[str], template: str, model_keys: dict, run: IOVQAArguments,
+    def __init__(self, model: str, adapter: Optional[str], template: str, model_keys: dict, iovqa_args: IOVQAArguments,
                  device: Optional[str] = None):
         from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
@@ -39,13 +39,14 @@ class InferenceModel:
             model_args.device_map = {"": torch.device(device)}
         modules = load_tokenizer(model_args)
         self.tokenizer, self.processor = modules["tokenizer"], modules["processor"]
-        if run.head_on:
+        if iovqa_args.head_on:
             add_label_token(self.tokenizer)
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         # the template's tokens between the prompt and the score (e.g. "<think>\n\n</think>\n\n"), or none
-        self.answer_prefix = check_template_support(self.template, self.tokenizer, template, run.label_format).prefix
+        self.answer_prefix = check_template_support(self.template, self.tokenizer, template,
+                                                    iovqa_args.label_format).prefix
         self.thought_tags = tuple(word.strip() for word in self.template.thought_words)
-        with run_scope(run):  # the patched init_adapter reads the run: the head is attached before PEFT loads it
+        with run_scope(iovqa_args):  # the patched init_adapter reads the run: the head is attached before PEFT loads it
             self.model = load_model(self.tokenizer, model_args, finetuning_args, is_trainable=False)
         self.model.eval()
         self.tokenizer.padding_side = "left"  # generation continues every row from its last column
@@ -63,12 +64,13 @@ class InferenceModel:
         """One sample's features: the evaluation prompt and its frames (``image``: the one file of an image),
         built like a training sample without answer."""
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
-        plugin = self.template.mm_plugin
+        mm_plugin = self.template.mm_plugin
         images, videos = (list(frames), []) if image else ([], [frames])
-        messages = plugin.process_messages(messages, images, videos, [], self.processor)
+        messages = mm_plugin.process_messages(messages, images, videos, [], self.processor)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
         prompt_ids = prompt_ids + self.answer_prefix
-        prompt_ids, _ = plugin.process_token_ids(prompt_ids, None, images, videos, [], self.tokenizer, self.processor)
+        prompt_ids, _ = mm_plugin.process_token_ids(prompt_ids, None, images, videos, [], self.tokenizer,
+                                                    self.processor)
         return {
             "input_ids": prompt_ids,
             "attention_mask": [1] * len(prompt_ids),

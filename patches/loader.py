@@ -50,8 +50,8 @@ def _with_iovqa_columns(original):
             if info is None:
                 info = read_dataset_info(dataset_dir)
             attr.std = iovqa_columns(name, info.get(name) or {}).get("std")
-            run = active_run()
-            if attr.std and not (run and run.soft_targets):
+            iovqa_args = active_run()
+            if attr.std and not (iovqa_args and iovqa_args.soft_targets):
                 raise PluginConfigError(f"dataset {name!r} maps the `std` column {attr.std!r}, which is read for "
                                         "iovqa_level_targets: soft only")
         return attrs
@@ -73,8 +73,8 @@ def _with_annotation_reader(original):
         from .run import active_run
 
         path = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
-        run = active_run()
-        rows = annotation_rows(path, sample_dimensions(run) if run is not None else ())
+        iovqa_args = active_run()
+        rows = annotation_rows(path, sample_dimensions(iovqa_args) if iovqa_args is not None else ())
         loader = sys.modules[LOADER]
         stock_load_dataset = loader.load_dataset
 

@@ -33,9 +33,9 @@ def _with_stock_videos_sampled(original):
     def merge_dataset(all_datasets: list, data_args: Any, seed: int):
         from .run import active_run
 
-        run = active_run()
+        iovqa_args = active_run()
         kinds = [_video_feature(d) for d in all_datasets]
-        if run is None or "frames" not in kinds or "files" not in kinds:
+        if iovqa_args is None or "frames" not in kinds or "files" not in kinds:
             return original(all_datasets, data_args, seed)
         from iovqa_plugin.data.mixing import as_frame_lists, sample_video_files
 
@@ -43,7 +43,7 @@ def _with_stock_videos_sampled(original):
         for dataset, kind in zip(all_datasets, kinds):
             if kind == "files":
                 videos = sorted({v for row in dataset["_videos"] if row for v in row})
-                frames_of = sample_video_files(videos, run)
+                frames_of = sample_video_files(videos, iovqa_args)
                 dataset = dataset.map(lambda example: {"_videos": as_frame_lists(example["_videos"], frames_of)},
                                       desc="iovqa: videos of a mixed dataset as frames")
             converted.append(dataset)

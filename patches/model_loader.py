@@ -27,10 +27,10 @@ def _with_head(original):
             load_head_weights,
         )
 
-        plugin = active_run()
-        if plugin is not None:  # stock recipes keep stock transformers
+        iovqa_args = active_run()
+        if iovqa_args is not None:  # stock recipes keep stock transformers
             apply_transformers_fixes()
-        head_on = plugin is not None and plugin.head_on
+        head_on = iovqa_args is not None and iovqa_args.head_on
         adapters = list(model_args.adapter_name_or_path or [])
         with_head = [a for a in adapters if adapter_has_head(a)]
         merged_head = bool(checkpoint_head_keys(model_args.model_name_or_path)) if _is_local(model_args) else False
@@ -42,7 +42,7 @@ def _with_head(original):
                 "that has it)."
             )
         if head_on:
-            attach_head(model, plugin.head_inner_size)
+            attach_head(model, iovqa_args.head_inner_size)
             if merged_head:
                 load_head_weights(model, model_args.model_name_or_path)
             elif is_trainable and not adapters:

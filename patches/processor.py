@@ -52,12 +52,12 @@ def _patch_processor_method(name: str, make: Any) -> None:
 def _with_masked_labels(original):
     def print_data_example(self: Any, example: dict) -> None:
         original(self, example)
-        run = active_run()
-        if run is None or not run.mask_on:
+        iovqa_args = active_run()
+        if iovqa_args is None or not iovqa_args.mask_on:
             return
         if not run_samples([sample_media(example)])[0]:
             print("iovqa label mask: this example is of a dataset mixed into the run (not formatting iovqa): it keeps "
-                  "the `labels:` above" + (" (a yes/no answer: its word only)" if run.yes_no_mask else ""))
+                  "the `labels:` above" + (" (a yes/no answer: its word only)" if iovqa_args.yes_no_mask else ""))
             return
         import torch
 
@@ -66,11 +66,11 @@ def _with_masked_labels(original):
         from .collator import label_mask
 
         try:
-            masked = label_mask(run, self.template, self.tokenizer)(torch.tensor([example["labels"]]))
+            masked = label_mask(iovqa_args, self.template, self.tokenizer)(torch.tensor([example["labels"]]))
         except LabelMaskError as err:  # the collator stops the run on it, naming the batch
             print(f"iovqa label mask: this example holds no complete score ({err})")
             return
-        names = run.dimension_names if run.joint else ()
+        names = iovqa_args.dimension_names if iovqa_args.joint else ()
         print(f"iovqa label mask: trains on {trained_texts(masked, self.tokenizer, names)[0]!r} only (the `labels:` "
               "above are LLaMA-Factory's, before the mask: the template's end of turn and the rest are not trained)")
 

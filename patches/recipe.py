@@ -16,18 +16,18 @@ def wrap_read_args(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def read_args(args: Any = None) -> Any:
-        recipe, plugin = split_recipe(original(args))
+        recipe, iovqa_args = split_recipe(original(args))
         if isinstance(recipe, dict):
-            check_recipe(recipe, plugin)
-        set_active_run(plugin)
+            check_recipe(recipe, iovqa_args)
+        set_active_run(iovqa_args)
         return recipe
 
     return read_args
 
 
-def check_recipe(recipe: dict, plugin: Optional[IOVQAArguments]) -> None:
+def check_recipe(recipe: dict, iovqa_args: Optional[IOVQAArguments]) -> None:
     """Problems that would otherwise surface late, or not at all: stop before anything is loaded."""
-    if plugin is None:
+    if iovqa_args is None:
         iovqa = _iovqa_datasets(recipe)
         if iovqa:
             raise PluginConfigError(
@@ -37,7 +37,7 @@ def check_recipe(recipe: dict, plugin: Optional[IOVQAArguments]) -> None:
             )
         return
     stock_eval = _stock_eval_datasets(recipe)
-    if stock_eval and plugin.mask_on:
+    if stock_eval and iovqa_args.mask_on:
         raise PluginConfigError(
             f"eval_dataset {stock_eval} is not formatting 'iovqa': the evaluation's score metrics (eval_srcc, "
             "eval_plcc) read a score from every evaluation row. Evaluate on iovqa datasets; question/answer datasets "

@@ -24,10 +24,10 @@ _ORIGINS: dict[str, str] = {}
 _TARGETS: dict[str, tuple[float, Optional[float]]] = {}
 
 
-def set_active_run(run: Optional[IOVQAArguments]) -> None:
+def set_active_run(iovqa_args: Optional[IOVQAArguments]) -> None:
     """Called by the patched ``read_args`` for every recipe read (``None``: the plugin is off)."""
     global _ACTIVE
-    _ACTIVE = run
+    _ACTIVE = iovqa_args
     _ORIGINS.clear()
     _TARGETS.clear()
 
@@ -38,10 +38,10 @@ def active_run() -> Optional[IOVQAArguments]:
 
 
 @contextlib.contextmanager
-def run_scope(run: Optional[IOVQAArguments]) -> Iterator[None]:
+def run_scope(iovqa_args: Optional[IOVQAArguments]) -> Iterator[None]:
     """Make ``run`` the active run for the duration of a load outside ``llamafactory-cli`` (the scorer)."""
     before = active_run()
-    set_active_run(run)
+    set_active_run(iovqa_args)
     try:
         yield
     finally:

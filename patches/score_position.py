@@ -22,13 +22,14 @@ from typing import Any
 import torch
 
 from iovqa_plugin.config import PluginConfigError
+from iovqa_plugin.data.label_formats import get_label_format
 from iovqa_plugin.data.labels import LEVEL_WORDS
 from iovqa_plugin.data.levels import LevelTokens
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, token_tables
 
 from .transformers_fixes import check_video_positions
 
-PROBE_LABELS = {"integer": ("37", "10", "50"), "decimal": ("3.7", "1.0", "5.0")}
 PROBE_PROMPT = "Rate the video."
 
 
@@ -64,7 +65,7 @@ def score_layout(template: Any, tokenizer: Any, name: str, label: str = "37",
     is_number, digit_count = token_tables(tokenizer, label_format)
     labels = torch.tensor([target])
     try:
-        kept = mask_labels(labels, is_number, digit_count)[0]
+        kept = mask_labels(labels, is_number, digit_count, get_label_format(label_format).score_digits)[0]
     except LabelMaskError:
         kept = None
     positions = [] if kept is None else (kept != IGNORE_INDEX).nonzero().flatten().tolist()
@@ -82,9 +83,10 @@ def score_layout(template: Any, tokenizer: Any, name: str, label: str = "37",
 def check_digits(tokenizer: Any, name: str, label_format: str = "integer") -> None:
     """Every probe score must tokenize into number tokens of the tokenizer's vocabulary."""
     is_number, digit_count = token_tables(tokenizer, label_format)
-    for label in PROBE_LABELS[label_format]:
+    answers = get_label_format(label_format)
+    for label in answers.probes:
         ids = tokenizer.encode(label, add_special_tokens=False)
-        if not ids or not all(bool(is_number[i]) for i in ids) or int(digit_count[ids].sum()) != 2:
+        if not ids or not all(bool(is_number[i]) for i in ids) or int(digit_count[ids].sum()) != answers.score_digits:
             pieces = tokenizer.convert_ids_to_tokens(ids)
             raise TemplateSupportError(
                 f"template {name!r}: the tokenizer's digits cannot be found: {label!r} tokenizes as {pieces}, "
@@ -118,10 +120,11 @@ def check_template_support(template: Any, tokenizer: Any, name: str, label_forma
     """Stop with a message naming the template and what is missing, unless the plugin can run it; the layout."""
     check_video_token(template, name)
     check_video_positions(template, name)
-    if label_format == "level":  # level words instead of digits; the scoring prompt ends with the lead
+    answers = get_label_format(label_format)
+    if answers.words:  # level words instead of digits; the scoring prompt ends with the lead
         return ScoreLayout(prefix=list(level_tokens(template, tokenizer).lead), score=[], suffix=[])
     check_digits(tokenizer, name, label_format)
-    layouts = [score_layout(template, tokenizer, name, label, label_format) for label in PROBE_LABELS[label_format]]
+    layouts = [score_layout(template, tokenizer, name, label, label_format) for label in answers.probes]
     if len({tuple(layout.prefix) for layout in layouts}) != 1:
         raise TemplateSupportError(f"template {name!r}: what precedes the score in its assistant turn depends on "
                                    "the score, so the score's position cannot be asked for")

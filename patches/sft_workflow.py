@@ -15,18 +15,19 @@ from .support import patch_attribute, stock_unless
 WORKFLOW = "llamafactory.train.sft.workflow"
 
 
-def _masking_collator(original: Any, run: Any, *args: Any, **kwargs: Any):
+def _masking_collator(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
     from .collator import DigitMaskCollator
 
-    return DigitMaskCollator(*args, run=run, **kwargs)
+    return DigitMaskCollator(*args, iovqa_args=iovqa_args, **kwargs)
 
 
 def apply_sft_collator() -> None:
     """Make run_sft build the digit-only label-mask collator when a recipe asks for it."""
-    patch_attribute(WORKFLOW, "SFTDataCollatorWith4DAttentionMask", stock_unless(lambda run: run.mask_on, _masking_collator))
+    patch_attribute(WORKFLOW, "SFTDataCollatorWith4DAttentionMask", stock_unless(lambda iovqa_args: iovqa_args.mask_on,
+                                                                                  _masking_collator))
 
 
-def _tokenizer_with_label_token(original: Any, run: Any, *args: Any, **kwargs: Any):
+def _tokenizer_with_label_token(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
     from iovqa_plugin.train.head import add_label_token
 
     modules = original(*args, **kwargs)
@@ -36,39 +37,40 @@ def _tokenizer_with_label_token(original: Any, run: Any, *args: Any, **kwargs: A
 
 def apply_sft_load_tokenizer() -> None:
     """Add ``<LABEL_1>`` to the tokenizer run_sft loads when the softmax-regression head is on."""
-    patch_attribute(WORKFLOW, "load_tokenizer", stock_unless(lambda run: run.head_on, _tokenizer_with_label_token))
+    patch_attribute(WORKFLOW, "load_tokenizer", stock_unless(lambda iovqa_args: iovqa_args.head_on,
+                                                                     _tokenizer_with_label_token))
 
 
-def _checked_template(original: Any, run: Any, tokenizer: Any, data_args: Any, *args: Any, **kwargs: Any):
+def _checked_template(original: Any, iovqa_args: Any, tokenizer: Any, data_args: Any, *args: Any, **kwargs: Any):
     from .score_position import check_template_support
 
     template = original(tokenizer, data_args, *args, **kwargs)
-    check_template_support(template, tokenizer, data_args.template, run.label_format)
+    check_template_support(template, tokenizer, data_args.template, iovqa_args.label_format)
     return template
 
 
 def apply_sft_template_check() -> None:
     """Make run_sft stop before loading data when the plugin cannot run the recipe's template and tokenizer."""
-    patch_attribute(WORKFLOW, "get_template_and_fix_tokenizer", stock_unless(lambda run: True, _checked_template))
+    patch_attribute(WORKFLOW, "get_template_and_fix_tokenizer", stock_unless(lambda iovqa_args: True, _checked_template))
 
 
-def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
+def _plugin_trainer(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
     from iovqa_plugin.recipe import save_run_config
     from iovqa_plugin.train.rank_loss import RankSettings
 
     training_args = kwargs["args"]
     if os.environ.get("LOCAL_RANK", "0") == "0":  # one writer per node
-        save_run_config(run, training_args.output_dir)
-    if run.integer_scores and not training_args.predict_with_generate:
+        save_run_config(iovqa_args, training_args.output_dir)
+    if iovqa_args.integer_scores and not training_args.predict_with_generate:
         # evaluation reports SRCC / PLCC / final of the score instead of token accuracy
         from iovqa_plugin.data.grid import ScoreGrid
         from iovqa_plugin.train.score_metrics import ComputeScoreMetrics, ScoreLogits
 
-        kwargs["compute_metrics"] = ComputeScoreMetrics(run.dimension_names if run.joint else ())
+        kwargs["compute_metrics"] = ComputeScoreMetrics(iovqa_args.dimension_names if iovqa_args.joint else ())
         # the head trainer's evaluation step already returns (expected score, MOS)
-        kwargs["preprocess_logits_for_metrics"] = None if run.head_on else ScoreLogits(
-            ScoreGrid.from_tokenizer(kwargs["tokenizer"]), run.scores_per_answer)
-    if run.level_scores:
+        kwargs["preprocess_logits_for_metrics"] = None if iovqa_args.head_on else ScoreLogits(
+            ScoreGrid.from_tokenizer(kwargs["tokenizer"]), iovqa_args.scores_per_answer)
+    if iovqa_args.level_scores:
         from .score_position import level_tokens
         from .trainer import LevelTrainer
 
@@ -77,20 +79,20 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
 
             kwargs["compute_metrics"], kwargs["preprocess_logits_for_metrics"] = ComputeScoreMetrics(), None
         levels = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"])
-        return LevelTrainer(*args, run=run, levels=levels, rank=RankSettings.of_run(run), **kwargs)
-    if run.head_on:
+        return LevelTrainer(*args, iovqa_args=iovqa_args, levels=levels, rank=RankSettings.of_run(iovqa_args), **kwargs)
+    if iovqa_args.head_on:
         from .trainer import HeadTrainer
 
-        return HeadTrainer(*args, run=run, **kwargs)
-    if run.labelled_logits:
+        return HeadTrainer(*args, iovqa_args=iovqa_args, **kwargs)
+    if iovqa_args.labelled_logits:
         from .trainer import LabelledLogitsTrainer
 
-        rank = RankSettings.of_run(run)
+        rank = RankSettings.of_run(iovqa_args)
         if rank is not None:  # the rank loss reads each row's score distribution on the tokenizer's score grid
             from iovqa_plugin.data.grid import ScoreGrid
 
             kwargs.update(rank=rank, grid=ScoreGrid.from_tokenizer(kwargs["tokenizer"]),
-                          scores=run.scores_per_answer)
+                          scores=iovqa_args.scores_per_answer)
         return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
 
@@ -98,4 +100,4 @@ def _plugin_trainer(original: Any, run: Any, *args: Any, **kwargs: Any):
 def apply_sft_trainer() -> None:
     """Make run_sft's trainer, for a recipe that turns the plugin on, evaluate scores and train the head or,
     without it, apply the output layer at labelled positions only."""
-    patch_attribute(WORKFLOW, "CustomSeq2SeqTrainer", stock_unless(lambda run: True, _plugin_trainer))
+    patch_attribute(WORKFLOW, "CustomSeq2SeqTrainer", stock_unless(lambda iovqa_args: True, _plugin_trainer))

@@ -62,7 +62,7 @@ def patch_attribute(module_name: str, attribute: str, make_replacement: Callable
 def stock_unless(applies: Callable[[Any], bool], build: Callable[..., Any]) -> Callable[[Any], Any]:
     """A replacement maker for :func:`patch_attribute`: the original, unless the active run turns the plugin on.
 
-    ``applies(run)`` decides from the run's plugin configuration; then
+    ``applies(iovqa_args)`` decides from the run's plugin configuration; then
     ``build(original, run, *args, **kwargs)`` makes the plugin's object, the run passed explicitly.
     """
     from .run import active_run
@@ -70,10 +70,10 @@ def stock_unless(applies: Callable[[Any], bool], build: Callable[..., Any]) -> C
     def make(original: Any) -> Any:
         @functools.wraps(original, updated=())  # originals may be classes: copy names, not their __dict__
         def replacement(*args: Any, **kwargs: Any) -> Any:
-            run = active_run()
-            if run is None or not applies(run):
+            iovqa_args = active_run()
+            if iovqa_args is None or not applies(iovqa_args):
                 return original(*args, **kwargs)
-            return build(original, run, *args, **kwargs)
+            return build(original, iovqa_args, *args, **kwargs)
 
         return replacement
 

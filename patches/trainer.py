@@ -32,7 +32,8 @@ from transformers.loss.loss_utils import LOSS_MAPPING
 
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.logs import get_logger
-from iovqa_plugin.data.levels import LEVELS, LevelTokens, expected_level
+from iovqa_plugin.data.labels import LEVELS
+from iovqa_plugin.data.levels import LevelTokens, expected_level
 from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
 from iovqa_plugin.train.labelled_logits import LabelledLogitsError, causal_lm_loss, compact_for_metrics, labelled_loss
 from iovqa_plugin.train.rank_loss import RankSettings, integer_score_distributions, rank_loss, score_moments
@@ -42,9 +43,9 @@ from iovqa_plugin.train.soft_targets import SIGMA_KEY, gaussian_levels, level_lo
 class HeadTrainer(CustomSeq2SeqTrainer):
     """CustomSeq2SeqTrainer whose loss and evaluation are the head's."""
 
-    def __init__(self, *args: Any, run: IOVQAArguments, **kwargs: Any):
+    def __init__(self, *args: Any, iovqa_args: IOVQAArguments, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._loss_kind, self._sigma = run.head_loss, run.head_sigma
+        self._loss_kind, self._sigma = iovqa_args.head_loss, iovqa_args.head_sigma
         self._head_forward = HeadForward(self.model, self.processing_class)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -189,11 +190,11 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
 class LevelTrainer(LabelledLogitsTrainer):
     """The labelled-position trainer for level-word labels: hard or soft level targets, expected-score metrics."""
 
-    def __init__(self, *args: Any, run: IOVQAArguments, levels: LevelTokens, **kwargs: Any):
+    def __init__(self, *args: Any, iovqa_args: IOVQAArguments, levels: LevelTokens, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._soft, self._levels = run.soft_targets, levels
-        sigma = f"column {run.std_column!r}" if run.std_column else f"{run.level_sigma}"
-        get_logger().info("level-word labels, %s targets%s", run.level_targets,
+        self._soft, self._levels = iovqa_args.soft_targets, levels
+        sigma = f"column {iovqa_args.std_column!r}" if iovqa_args.std_column else f"{iovqa_args.level_sigma}"
+        get_logger().info("level-word labels, %s targets%s", iovqa_args.level_targets,
                           f" (Gaussian around the MOS, sigma {sigma})" if self._soft else "")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

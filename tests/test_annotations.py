@@ -19,7 +19,8 @@ from iovqa_plugin.data.annotations import (
 )
 from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.demo.ladder import write_video
-from iovqa_plugin.data.labels import OUT_OF_RANGE, read_answer
+from iovqa_plugin.data.label_formats import read_answer
+from iovqa_plugin.data.labels import OUT_OF_RANGE
 
 COLUMNS = Columns("video_name", "Prompt", "Overall_MOS")
 
@@ -304,3 +305,19 @@ def test_dataset_columns_map_std_and_refuse_unknown_keys(tmp_path):
     message = str(info.value)
     assert "dataset 'own'" in message and "['mos', 'video']" in message
     assert "['videos', 'prompt', 'response', 'std']" in message
+
+
+def test_scoring_rows_are_checked_as_training_checks_them(tmp_path):
+    from iovqa_plugin.data.annotations import Columns
+    from iovqa_plugin.data.datasets import DataSource, scoring_rows
+
+    path = tmp_path / "a.csv"
+    path.write_text("video_name,Prompt\na.mp4,a cat\n,a dog\nb.mp4,\n")
+    source = DataSource("a", str(path), str(tmp_path), Columns("video_name", "Prompt", "Overall_MOS"))
+    with pytest.raises(AnnotationError) as caught:
+        scoring_rows(source)
+    assert [(i.row, i.field) for i in caught.value.issues] == [(2, "video_name"), (3, "Prompt")]
+    assert "video path is empty" in str(caught.value) and "text prompt is empty" in str(caught.value)
+    path.write_text("video_name,Prompt\na.mp4,a cat\n b.mp4 ,a dog\n")
+    assert scoring_rows(source) == [("a.mp4", str(tmp_path / "a.mp4"), "a cat"),
+                                    ("b.mp4", str(tmp_path / "b.mp4"), "a dog")]

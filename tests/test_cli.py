@@ -100,7 +100,7 @@ def test_version_and_help_show_defaults(capsys):
 
 
 def test_score_summary_flags_answers_without_a_mos_and_low_integer_mass(tmp_path):
-    from iovqa_plugin.cli import _prediction_warnings
+    from iovqa_plugin.score.command import _prediction_warnings
 
     path = tmp_path / "p.csv"
     path.write_text(
@@ -135,13 +135,13 @@ def test_eval_and_ensemble_know_the_dimensions_from_the_prediction_files(demo_di
 
     import pandas as pd
 
-    from iovqa_plugin.config import build_config
-    from iovqa_plugin.score.prediction_file import run_identity
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.score.scoring_loop import run_identity
     from iovqa_plugin.score.settings import ScorerSettings
 
     columns = {"sharpness": "Traditional_MOS", "motion": "Temporal_MOS", "look": "Aesthetic_MOS"}
-    plugin = build_config({"iovqa_dimensions": "sharpness,motion,look,overall", "iovqa_dimension_columns": columns})
-    identity = run_identity(ScorerSettings(model="m", adapter=None, plugin=plugin), "expected")
+    iovqa_args = build_config({"iovqa_dimensions": "sharpness,motion,look,overall", "iovqa_dimension_columns": columns})
+    identity = run_identity(ScorerSettings(model="m", adapter=None, iovqa_args=iovqa_args), "expected")
     labels = os.path.join(demo_dir, "demo", "test.csv")
     table = pd.read_csv(labels).iloc[::-1]  # not in sorted order
     preds = pd.DataFrame({"video": table["video_name"], "pred_mos": 3.0})
@@ -176,8 +176,8 @@ def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, ca
 
     import pandas as pd
 
-    from iovqa_plugin.config import build_config
-    from iovqa_plugin.score.prediction_file import run_identity
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.score.scoring_loop import run_identity
     from iovqa_plugin.score.settings import ScorerSettings
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"), dtype=str)
@@ -190,9 +190,9 @@ def test_eval_and_ensemble_refuse_labels_training_refuses(demo_dir, tmp_path, ca
     single, multi = str(tmp_path / "single.csv"), str(tmp_path / "multi.csv")
     preds[["video", "pred_mos"]].to_csv(single, index=False)
     preds.to_csv(multi, index=False)
-    plugin = build_config({"iovqa_dimensions": "temporal,overall"})
+    iovqa_args = build_config({"iovqa_dimensions": "temporal,overall"})
     with open(multi + ".meta.json", "w", encoding="utf-8") as handle:
-        json.dump(run_identity(ScorerSettings(model="m", adapter=None, plugin=plugin), "expected"), handle)
+        json.dump(run_identity(ScorerSettings(model="m", adapter=None, iovqa_args=iovqa_args), "expected"), handle)
 
     overall = "labels.csv: row 3 (line 4): field 'Overall_MOS' = '37': MOS 37 is outside [1, 5]"
     assert main(["eval", "--pred", single, "--labels", labels]) == 2
@@ -299,8 +299,8 @@ def test_score_places_the_frame_cache(tiny_model, demo_dir, tmp_path, capsys):
 def test_level_answers_without_a_level_word_are_named_so():
     import tempfile
 
-    from iovqa_plugin.cli import _prediction_warnings
-    from iovqa_plugin.data.labels import read_answer
+    from iovqa_plugin.score.command import _prediction_warnings
+    from iovqa_plugin.data.label_formats import read_answer
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "p.csv")

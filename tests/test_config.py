@@ -1,12 +1,7 @@
 import pytest
 
-from iovqa_plugin.config import (
-    IOVQAArguments,
-    PluginConfigError,
-    RECIPE_FIELDS,
-    build_config,
-    help_text,
-)
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError, RECIPE_FIELDS
+from iovqa_plugin.config_parser import build_config, help_text
 from iovqa_plugin.recipe import PluginArgList, PluginArgs, split_recipe
 
 

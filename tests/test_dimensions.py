@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from conftest import base_recipe, run_cli, write_recipe
-from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
 from iovqa_plugin.data.dimensions import joint_answer, joint_prefix, read_joint_answer, row_samples
-from iovqa_plugin.data.labels import mos_to_label
+from iovqa_plugin.data.label_formats import mos_to_label
 from iovqa_plugin.data.prompt import build_prompt
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables, trained_texts
 from test_mask import kept_text, labels_for
@@ -373,8 +374,8 @@ def scorer_for(tiny_model, demo_dir, **keys):
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
-    plugin = config(frame_cache_dir=os.path.join(demo_dir, "frame_cache"), **keys)
-    return Scorer(ScorerSettings(model=tiny_model, adapter=None, plugin=plugin,
+    iovqa_args = config(frame_cache_dir=os.path.join(demo_dir, "frame_cache"), **keys)
+    return Scorer(ScorerSettings(model=tiny_model, adapter=None, iovqa_args=iovqa_args,
                                  model_keys={"video_max_pixels": 50176, "video_min_pixels": 3136}))
 
 
@@ -402,7 +403,7 @@ def test_per_sample_scores_each_dimension_with_its_prompt(tiny_model, demo_dir):
 
 def test_joint_scores_are_decoded_one_by_one_after_the_earlier_ones(tiny_model, demo_dir, monkeypatch):
     scorer = scorer_for(tiny_model, demo_dir, dimensions="traditional,temporal,overall", dimension_layout="joint")
-    names = scorer.plugin.dimension_names
+    names = scorer.iovqa_args.dimension_names
     answers, asked = iter(["37", "??", "41"]), []
 
     def greedy(batch):  # one greedy score per dimension, after the answer so far

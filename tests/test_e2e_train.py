@@ -13,7 +13,7 @@ MASK_LINE = re.compile(r"\[iovqa(?: rank (\d))?\] INFO label mask active \(digit
 
 
 def train_labels(demo_dir, fmt="integer"):
-    from iovqa_plugin.data.labels import mos_to_label
+    from iovqa_plugin.data.label_formats import mos_to_label
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "train.csv"))
     return {mos_to_label(m, fmt) for m in table["Overall_MOS"]}
@@ -159,7 +159,7 @@ def test_llamafactory_predict_path_with_the_plugin(tiny_model, demo_dir, tmp_pat
     with open(out / "generated_predictions.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     test = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
-    from iovqa_plugin.data.labels import mos_to_label
+    from iovqa_plugin.data.label_formats import mos_to_label
 
     assert [r["label"] for r in rows] == [mos_to_label(m) for m in test["Overall_MOS"]]  # masked labels, in order
     labels = os.path.join(demo_dir, "demo", "test.csv")

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from conftest import base_recipe, run_cli, write_recipe
-from iovqa_plugin import config
+from iovqa_plugin import config, config_parser
 from iovqa_plugin.train.head import head_loss, label_positions, soft_target
 
 HEAD_KEYS = {"iovqa_head": "softmax_regression"}
@@ -52,13 +52,13 @@ def test_label_token_must_be_there_once():
 )
 def test_bad_head_configurations(keys, message):
     with pytest.raises(config.PluginConfigError, match=message):
-        config.build_config({**HEAD_KEYS, **keys})
+        config_parser.build_config({**HEAD_KEYS, **keys})
 
 
 def test_label_token_only_with_the_head():
     with pytest.raises(config.PluginConfigError, match="only for iovqa_head"):
-        config.build_config({"iovqa_prompt_template": "{prompt}{label_token}"})
-    assert config.build_config({**HEAD_KEYS, "iovqa_prompt_template": "Rate {prompt}{label_token}"}).head != "none"
+        config_parser.build_config({"iovqa_prompt_template": "{prompt}{label_token}"})
+    assert config_parser.build_config({**HEAD_KEYS, "iovqa_prompt_template": "Rate {prompt}{label_token}"}).head != "none"
 
 
 def test_trainable_parameters_are_lora_head_and_one_row(tiny_model, demo_dir, tmp_path, clean_plugin_state):
@@ -133,7 +133,7 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     from iovqa_plugin.score.settings import ScorerSettings
 
     settings = ScorerSettings.from_recipe(write_recipe(head_run["tmp"] / "s.yaml", head_run["recipe"]))
-    assert settings.plugin.head == "softmax_regression" and settings.adapter == str(head_run["out"])
+    assert settings.iovqa_args.head == "softmax_regression" and settings.adapter == str(head_run["out"])
     scorer = Scorer(settings)
     val = pd.read_csv(os.path.join(demo_dir, "demo", "val.csv"))
     rows = [(v, os.path.join(demo_dir, v), p) for v, p in zip(val["video_name"], val["Prompt"])]
@@ -146,7 +146,7 @@ def test_scorer_head_mode_reproduces_training_eval(head_run, demo_dir):
     assert metrics["srcc"] == pytest.approx(trained["eval_srcc"], abs=1e-4)
     assert metrics["plcc"] == pytest.approx(trained["eval_plcc"], abs=1e-4)
 
-    from iovqa_plugin.score.prediction_file import score_file
+    from iovqa_plugin.score.scoring_loop import score_file
 
     out = head_run["tmp"] / "head_preds.csv"
     stats = score_file(scorer, os.path.join(demo_dir, "demo", "val.csv"), str(out), demo_dir, mode="head", progress=False)
@@ -163,7 +163,7 @@ def test_plain_recipe_refuses_a_head_adapter(head_run, clean_plugin_state):
 
     recipe = {k: v for k, v in head_run["recipe"].items() if k != "iovqa_head"}
     settings = ScorerSettings.from_recipe(write_recipe(head_run["tmp"] / "plain.yaml", recipe))
-    settings.plugin = config.IOVQAArguments(frame_cache_dir=recipe["iovqa_frame_cache_dir"])
+    settings.iovqa_args = config.IOVQAArguments(frame_cache_dir=recipe["iovqa_frame_cache_dir"])
     with pytest.raises(ValueError, match="trained with the softmax-regression head"):
         Scorer(settings)
 
@@ -208,6 +208,6 @@ def test_merged_export_keeps_the_head(head_run, tiny_model, demo_dir, clean_plug
     assert [r.head_mos for r in merged.score_rows(rows, mode="head")] == pytest.approx(expected, abs=1e-4)
 
     plain = ScorerSettings.from_recipe(train_recipe, model=str(export), adapter="")
-    plain.plugin = config.IOVQAArguments(frame_cache_dir=head_run["recipe"]["iovqa_frame_cache_dir"])
+    plain.iovqa_args = config.IOVQAArguments(frame_cache_dir=head_run["recipe"]["iovqa_frame_cache_dir"])
     with pytest.raises(ValueError, match="would drop the head"):
         Scorer(plain)

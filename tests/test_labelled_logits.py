@@ -199,7 +199,8 @@ def test_loss_settings_it_cannot_reproduce_are_refused(tiny_model, demo_dir, tmp
 
 
 def test_recipe_key():
-    from iovqa_plugin.config import PluginConfigError, build_config
+    from iovqa_plugin.config import PluginConfigError
+    from iovqa_plugin.config_parser import build_config
     from iovqa_plugin.recipe import split_recipe
 
     assert build_config({}).labelled_logits is True

@@ -2,16 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from iovqa_plugin.data.labels import (
-    OUT_OF_RANGE,
-    LabelError,
-    label_to_mos,
-    mos_to_integer,
-    mos_to_label,
-    parse_score,
-    read_answer,
-    round_mos,
-)
+from iovqa_plugin.data.labels import OUT_OF_RANGE, LabelError, mos_to_integer, round_mos
+from iovqa_plugin.data.label_formats import label_to_mos, mos_to_label, parse_score, read_answer
 
 
 @pytest.mark.parametrize(

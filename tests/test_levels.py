@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from conftest import DEMO_COLUMNS, base_recipe, run_cli, write_recipe
-from iovqa_plugin.config import IOVQAArguments, PluginConfigError, build_config
+from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.config_parser import build_config
 from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotations
-from iovqa_plugin.data.labels import LEVEL_WORDS, label_to_mos, mos_to_label, mos_to_level, read_answer
+from iovqa_plugin.data.label_formats import label_to_mos, mos_to_label, read_answer
+from iovqa_plugin.data.labels import LEVEL_WORDS, mos_to_level
 from iovqa_plugin.data.levels import LevelTokens, LevelTokensError, expected_level
 from iovqa_plugin.data.prompt import build_prompt
 from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_level_labels

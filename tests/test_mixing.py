@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from iovqa_plugin.train.answer_words import AnswerWords
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 
 from test_images import load_run, media_dir  # noqa: F401  (the module's media fixture)
 

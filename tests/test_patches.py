@@ -127,7 +127,7 @@ def test_collator_is_stock_unless_the_mask_is_on(tiny_model, clean_plugin_state)
     assert type(build()) is stock_class
     set_active_run(config.IOVQAArguments())
     collator = build()
-    assert type(collator) is DigitMaskCollator and collator.run.label_format == "integer"
+    assert type(collator) is DigitMaskCollator and collator.iovqa_args.label_format == "integer"
 
 
 def test_recipe_problems_are_caught_when_it_is_read(tmp_path, clean_plugin_state):

@@ -90,20 +90,20 @@ def test_every_recipe_is_known():
 def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_state):
     from llamafactory.hparams import get_train_args
 
-    recipe, plugin = split_recipe(load(path))
+    recipe, iovqa_args = split_recipe(load(path))
     name = os.path.basename(path)
     fixture, template = FAMILY.get(name, ("tiny_model", "qwen2_vl"))
     tiny_model = request.getfixturevalue(fixture)
-    assert (plugin.label_format, plugin.label_mask) == PLUGIN[name]
-    assert plugin.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
+    assert (iovqa_args.label_format, iovqa_args.label_mask) == PLUGIN[name]
+    assert iovqa_args.head == ("softmax_regression" if name in HEAD_RECIPES else "none")
     if name in MULTIDIM_RECIPES:  # TaobaoVD-GC's five dimensions in one joint answer
-        assert plugin.dimension_names == MULTIDIM_RECIPES[name] and plugin.joint
+        assert iovqa_args.dimension_names == MULTIDIM_RECIPES[name] and iovqa_args.joint
     else:
-        assert not plugin.multi_dimension
-    assert plugin.level_targets == ("soft" if name in SOFT_TARGETS else "hard")
-    assert plugin.rank_on == (name in DEQA_RECIPES)
-    assert plugin.yes_no_mask == name.startswith("vqa2_mixed")
-    assert plugin.image_prompt_free == (name == "image_warmup_7b.yaml")  # KonIQ's photographs have no text prompt
+        assert not iovqa_args.multi_dimension
+    assert iovqa_args.level_targets == ("soft" if name in SOFT_TARGETS else "hard")
+    assert iovqa_args.rank_on == (name in DEQA_RECIPES)
+    assert iovqa_args.yes_no_mask == name.startswith("vqa2_mixed")
+    assert iovqa_args.image_prompt_free == (name == "image_warmup_7b.yaml")  # KonIQ's photographs have no text prompt
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
@@ -111,7 +111,7 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(recipe)
 
     if name in DEQA_RECIPES:
-        _check_deqa(name, path, plugin, training_args, finetuning_args, deepspeed)
+        _check_deqa(name, path, iovqa_args, training_args, finetuning_args, deepspeed)
         return
     # paper Table 2 (and Table 1's LoRA settings); the learnable CPU demo keeps the optimiser and documents
     # where it departs (learning rate, freeze tuning of a random tiny model)
@@ -145,22 +145,22 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
         assert training_args.bf16
         assert model_args.video_max_pixels <= 1024 * 28 * 28 and data_args.cutoff_len >= 1024
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
-        assert plugin.num_frames in (1, 2)
+        assert iovqa_args.num_frames in (1, 2)
 
 
-def _check_deqa(name, path, plugin, training_args, finetuning_args, deepspeed):
+def _check_deqa(name, path, iovqa_args, training_args, finetuning_args, deepspeed):
     """DeQA-Score's scripts/train.sh: lr 2e-5, no weight decay, warmup 0.03, cosine; rank 1.0 : next-token 0.05."""
     assert training_args.learning_rate == 2e-5 and training_args.weight_decay == 0
     assert training_args.get_warmup_steps(1000) == 30
     assert training_args.lr_scheduler_type.value == "cosine" and training_args.optim.value == "adamw_torch"
-    assert plugin.rank_weight == 20.0 and plugin.rank_sigma == 1.0
+    assert iovqa_args.rank_weight == 20.0 and iovqa_args.rank_sigma == 1.0
     if name == "deqa_fidelity_7b.yaml":
         text = open(path, encoding="utf-8").read()
         assert "DeQA-Score" in text and "scripts/train.sh" in text and "not mapped" in text
         assert load(path)["model_name_or_path"] == "Qwen/Qwen2.5-VL-7B-Instruct"
         assert training_args.num_train_epochs == 3 and training_args.per_device_train_batch_size == 16
         assert finetuning_args.finetuning_type == "full" and not finetuning_args.freeze_vision_tower
-        assert training_args.bf16 and plugin.rank_gather
+        assert training_args.bf16 and iovqa_args.rank_gather
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
 
 

@@ -67,7 +67,7 @@ def rows(demo_dir):
 @pytest.fixture(scope="module")
 def reference(scorer, rows, tmp_path_factory):
     """The single-process prediction file of the demo test split."""
-    from iovqa_plugin.score.prediction_file import score_rows_into
+    from iovqa_plugin.score.scoring_loop import score_rows_into
 
     out = str(tmp_path_factory.mktemp("reference") / "preds.csv")
     stats = score_rows_into(scorer, rows, out, "expected", 3, save_probabilities=False, progress=False)
@@ -89,7 +89,7 @@ def assert_same_predictions(path, reference):
 
 def job_for(scorer, rows, out, size, mode="expected"):
     from iovqa_plugin.score.parallel import ScoringJob
-    from iovqa_plugin.score.prediction_file import run_identity
+    from iovqa_plugin.score.scoring_loop import run_identity
 
     return ScoringJob(str(out), rows, size, run_identity(scorer.settings, mode), save_probabilities=False)
 
@@ -175,7 +175,8 @@ def test_a_failing_video_is_an_error_row_and_is_tried_again(scorer, rows, tmp_pa
 def test_parts_scored_from_another_input_are_scored_again(scorer, rows, tmp_path):
     """Rewritten prompts: neither a part of the same share, nor one of another process count, gives its rows;
     a merged file holding videos outside the input is refused before any part is written."""
-    from iovqa_plugin.score.prediction_file import ResumeError, score_rows_into
+    from iovqa_plugin.score.prediction_file import ResumeError
+    from iovqa_plugin.score.scoring_loop import score_rows_into
 
     out = tmp_path / "preds.csv"
     run_ranks(job_for(scorer, rows[:4], out, 3), scorer, ranks=[1])  # row 1, old prompt

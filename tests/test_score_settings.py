@@ -38,10 +38,10 @@ def test_the_run_saves_its_input_keys_and_a_bare_recipe_scores_with_them(trained
         saved = json.load(handle)
     assert saved["template"] == "qwen2_vl" and saved["video_max_pixels"] == 50176
     same = settings_of(tmp_path, recipe)
-    assert same.plugin.dimension_names == ("sharpness", "motion", "look", "overall") and same.warnings == []
+    assert same.iovqa_args.dimension_names == ("sharpness", "motion", "look", "overall") and same.warnings == []
     bare = {k: v for k, v in recipe.items() if not k.startswith("iovqa_") and k not in ("template", "video_max_pixels")}
     taken = settings_of(tmp_path, bare)  # what a scoring recipe leaves out is the run's
-    assert taken.plugin.dimension_names == same.plugin.dimension_names and taken.template == "qwen2_vl"
+    assert taken.iovqa_args.dimension_names == same.iovqa_args.dimension_names and taken.template == "qwen2_vl"
     assert taken.model_keys["video_max_pixels"] == 50176 and taken.identity() == same.identity()
 
 
@@ -86,7 +86,7 @@ def test_an_adapter_on_another_model_is_a_warning(trained, tmp_path):
 
 
 def test_a_head_model_scored_without_the_head_gets_a_hint():
-    from iovqa_plugin.cli import mode_hints
+    from iovqa_plugin.score.command import mode_hints
     from iovqa_plugin.config import IOVQAArguments
 
     head = IOVQAArguments(head="softmax_regression")

@@ -85,7 +85,7 @@ def test_greedy_equals_argmax_decoding_batched_or_not(scorer, demo_dir):
 
 
 def test_score_file_resumes_and_reports_bad_videos(scorer, demo_dir, tmp_path):
-    from iovqa_plugin.score.prediction_file import score_file
+    from iovqa_plugin.score.scoring_loop import score_file
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv"))
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
@@ -121,7 +121,9 @@ def test_decimal_recipe_has_no_expected_mode(scorer):
 def test_resuming_with_a_different_run_is_refused(scorer, demo_dir, tmp_path):
     import copy
 
-    from iovqa_plugin.score.prediction_file import ResumeError, score_file
+    from iovqa_plugin.score.prediction_file import ResumeError
+
+    from iovqa_plugin.score.scoring_loop import score_file
 
     annotations = os.path.join(demo_dir, "demo", "test.csv")
     out = str(tmp_path / "preds.csv")
@@ -145,7 +147,8 @@ def test_resuming_with_a_different_run_is_refused(scorer, demo_dir, tmp_path):
 
 
 def test_a_foreign_prediction_file_is_not_resumed(scorer, demo_dir, tmp_path):
-    from iovqa_plugin.score.prediction_file import ResumeError, score_file
+    from iovqa_plugin.score.prediction_file import ResumeError
+    from iovqa_plugin.score.scoring_loop import score_file
 
     out = tmp_path / "preds.csv"
     out.write_text("video,pred_mos\ndemo/videos/bikes_mid_L0.mp4,4.2\n")
@@ -154,7 +157,7 @@ def test_a_foreign_prediction_file_is_not_resumed(scorer, demo_dir, tmp_path):
 
 
 def test_predictions_come_out_in_input_order(scorer, demo_dir, tmp_path):
-    from iovqa_plugin.score.prediction_file import score_file
+    from iovqa_plugin.score.scoring_loop import score_file
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(5)
     (tmp_path / "missing.mp4").write_bytes(b"")
@@ -186,7 +189,7 @@ def test_an_explicit_model_gets_no_recipe_adapter(tiny_model, demo_dir, tmp_path
 
 def test_greedy_answers_off_the_label_grid_are_out_of_range(scorer, demo_dir, tmp_path, monkeypatch):
     """An answer such as "100" or "-12" is recorded with its text and counted as failed, never read as a MOS."""
-    from iovqa_plugin.score.prediction_file import score_file
+    from iovqa_plugin.score.scoring_loop import score_file
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(4)
     annotations = tmp_path / "a.csv"
@@ -207,7 +210,9 @@ def test_rows_scored_from_another_input_are_scored_again(scorer, demo_dir, tmp_p
     """Resume keeps a row only while its video file and text prompt are those it was scored from."""
     import shutil
 
-    from iovqa_plugin.score.prediction_file import ResumeError, score_file
+    from iovqa_plugin.score.prediction_file import ResumeError
+
+    from iovqa_plugin.score.scoring_loop import score_file
 
     table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(4)
     copy = tmp_path / "copy.mp4"  # a video of our own, to touch
@@ -242,15 +247,16 @@ def test_a_refused_resume_writes_nothing_and_loads_no_model(scorer, tiny_model, 
                                                             capsys):
     """Adding --save-probs to a finished run is refused before the model loads, in one process and as a
     torchrun rank, naming the columns and what to run; the original command then still resumes."""
-    from iovqa_plugin.cli import main, score_options
+    from iovqa_plugin.cli import main
+    from iovqa_plugin.score.command import score_options
     from iovqa_plugin.data.datasets import resolve_data, scoring_rows
-    from iovqa_plugin.score.prediction_file import score_rows_into
+    from iovqa_plugin.score.scoring_loop import score_rows_into
     from iovqa_plugin.score.scorer import Scorer
 
     recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, demo_dir, str(tmp_path / "none")))
     annotations, out = tmp_path / "a.csv", tmp_path / "preds.csv"
     pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(3).to_csv(annotations, index=False)
-    rows = scoring_rows(resolve_data(str(annotations), None, scorer.plugin, media_dir=demo_dir))
+    rows = scoring_rows(resolve_data(str(annotations), None, scorer.iovqa_args, media_dir=demo_dir))
     score_rows_into(scorer, rows, str(out), "expected", 3, False, progress=False, extra_identity=score_options())
     written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("preds")}
     assert set(written) == {"preds.csv", "preds.csv.meta.json"}

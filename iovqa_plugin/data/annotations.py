@@ -14,13 +14,17 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from ..config import IOVQAArguments
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
 from .images import IMAGE, VIDEO, media_kind
-from .labels import LabelError, mos_to_label, parse_std
+from .label_formats import mos_to_label
+from .labels import LabelError, parse_std
+from .prompt import cut_prompt
+
+if TYPE_CHECKING:  # the settings are handed in; config.py stands above data/
+    from ..config import IOVQAArguments
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
 _SHOWN_ISSUES = 20
@@ -48,7 +52,7 @@ class Sample:
     frames: list[str] = field(default_factory=list)
     dimension: Optional[str] = None  # per_sample layout: the dimension asked about (else None)
     std: Optional[float] = None  # the MOS's standard deviation (Columns.std)
-    media: str = "video"  # "image": frames holds the image's one decoded copy, the prompt says image
+    media: str = VIDEO  # IMAGE: frames holds the image's one decoded copy, the prompt says image
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class AnnotationFileError(ValueError):
 STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "output"}
 
 
-def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
+def resolve_columns(dataset_attr: Any, iovqa_args: IOVQAArguments) -> Columns:
     """dataset_info.json `columns` (videos, prompt, response, std) where given, else the plugin's column keys.
 
     The std column is read by soft-target runs only (the only ones with a use for it)."""
@@ -103,10 +107,10 @@ def resolve_columns(dataset_attr: Any, config: IOVQAArguments) -> Columns:
         return fallback if value is None or value == STOCK_COLUMN_DEFAULTS[attr] else value
 
     return Columns(
-        video=pick("videos", config.video_column),
-        prompt=pick("prompt", config.prompt_column),
-        mos=pick("response", config.mos_column),
-        std=(getattr(dataset_attr, "std", None) or config.std_column) if config.soft_targets else None,
+        video=pick("videos", iovqa_args.video_column),
+        prompt=pick("prompt", iovqa_args.prompt_column),
+        mos=pick("response", iovqa_args.mos_column),
+        std=(getattr(dataset_attr, "std", None) or iovqa_args.std_column) if iovqa_args.soft_targets else None,
     )
 
 
@@ -146,6 +150,14 @@ def read_table(path: str):
     return frame
 
 
+def annotation_tables(path: str) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
+    """(file, its columns, its rows as records) of each annotation file at ``path``: the one reader of annotation
+    files, for training (LLaMA-Factory's dataset and the converter), scoring, ``iovqa eval`` and ensembles."""
+    for file in annotation_files(path):
+        table = read_table(file)
+        yield file, list(table.columns), table.to_dict(orient="records")
+
+
 ROW_COLUMN = "_iovqa_row"  # the row's identity, carried through LLaMA-Factory's dataset to the converter
 
 
@@ -167,8 +179,8 @@ def annotation_rows(path: str, dimensions: tuple[str, ...] = ()) -> list[dict[st
     ``ROW_COLUMN`` names the (row, dimension) sample.
     """
     rows = []
-    for file in annotation_files(path):
-        for row, record in enumerate(read_table(file).to_dict(orient="records"), start=1):
+    for file, _, records in annotation_tables(path):
+        for row, record in enumerate(records, start=1):
             cells = {str(k): None if _is_missing(v) and not isinstance(v, str) else str(v) for k, v in record.items()}
             for dimension in dimensions or (None,):
                 rows.append({**cells, ROW_COLUMN: row_id(file, row, dimension)})
@@ -231,8 +243,9 @@ def check_labels(file: str, table: Any, video_column: str, mos_column: str) -> N
         raise AnnotationError(issues, hint=f"Fix the rows: {mos_column} is checked as training checks a MOS.")
 
 
-def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOVQAArguments, prompt_free: bool):
-    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike.
+def row_input(file: str, row: int, record: dict, columns: Columns,
+              prompt_free: bool = False) -> tuple[Any, Any, list[Issue]]:
+    """(video, text prompt, issues) of one record: what scoring reads of a row, checked as training checks it.
 
     ``prompt_free``: the row is asked without its text prompt (an image row under a prompt-free image template)."""
     issues = [issue for issue in [_video_issue(file, row, record, columns.video)] if issue]
@@ -246,9 +259,16 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
         issues.append(Issue(file, row, columns.prompt, _shown(prompt), reason))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
+    return record.get(columns.video), prompt, issues
+
+
+def _row_issues(file: str, row: int, record: dict, columns: Columns, iovqa_args: IOVQAArguments,
+                prompt_free: bool = False):
+    """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
+    _, prompt, issues = row_input(file, row, record, columns, prompt_free)
     labels = {}
-    for dimension, column in mos_columns(config.dimension_names, config.dimension_columns, columns.mos).items():
-        labels[dimension], issue = _label(file, row, record, column, config.label_format)
+    for dimension, column in mos_columns(iovqa_args.dimension_names, iovqa_args.dimension_columns, columns.mos).items():
+        labels[dimension], issue = _label(file, row, record, column, iovqa_args.label_format)
         issues += [issue] if issue else []
     std = None
     if columns.std is not None:
@@ -260,21 +280,20 @@ def _row_issues(file: str, row: int, record: dict, columns: Columns, config: IOV
 
 
 def load_annotations(
-    path: str, columns: Columns, config: IOVQAArguments, media_dir: str, progress: bool = True
+    path: str, columns: Columns, iovqa_args: IOVQAArguments, media_dir: str, progress: bool = True
 ) -> tuple[list[Sample], list[Issue], dict[str, int]]:
     """Check every row of the annotation file(s) at ``path`` and sample frames.
 
     Returns (samples, issues, stats). Raises :class:`AnnotationError` listing
-    all bad rows unless ``config.on_bad_row == "skip"``.
+    all bad rows unless ``iovqa_args.on_bad_row == "skip"``.
     """
     records = []
-    mos_of = mos_columns(config.dimension_names, config.dimension_columns, columns.mos)
-    for file in annotation_files(path):
-        table = read_table(file)
-        # photographs under a prompt-free image template: a file of them may have no prompt column
-        needed = replace(columns, prompt=None) if config.image_prompt_free else columns
-        check_columns(file, list(table.columns), needed, tuple(dict.fromkeys(mos_of.values())))
-        records.extend((file, row, rec) for row, rec in enumerate(table.to_dict(orient="records"), start=1))
+    mos_of = mos_columns(iovqa_args.dimension_names, iovqa_args.dimension_columns, columns.mos)
+    # photographs under a prompt-free image template: a file of them may have no prompt column
+    needed = replace(columns, prompt=None) if iovqa_args.image_prompt_free else columns
+    for file, present, rows in annotation_tables(path):
+        check_columns(file, present, needed, tuple(dict.fromkeys(mos_of.values())))
+        records.extend((file, row, rec) for row, rec in enumerate(rows, start=1))
 
     # A video named by several rows is ambiguous. In error mode every one of those rows is reported; when bad
     # rows are skipped, the first row (in file order) is kept and the later ones are reported as its duplicates.
@@ -292,10 +311,10 @@ def load_annotations(
         video = video.strip() if isinstance(video, str) else video
         path = os.path.join(media_dir, video) if isinstance(video, str) and video else ""
         kind = media_kind(path) if path else VIDEO  # a file neither image nor video is reported with the frames
-        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, config,
-                                                      kind == IMAGE and config.image_prompt_free)
+        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, iovqa_args,
+                                                      kind == IMAGE and iovqa_args.image_prompt_free)
         if video in rows_of and len(rows_of[video]) > 1:
-            (first_file, first_row), keep_first = rows_of[video][0], config.on_bad_row == "skip"
+            (first_file, first_row), keep_first = rows_of[video][0], iovqa_args.on_bad_row == "skip"
             if not keep_first:
                 others = ", ".join(f"{os.path.basename(f)} row {r}" for f, r in rows_of[video] if (f, r) != (file, row))
                 row_issues.append(Issue(file, row, columns.video, video, f"duplicate video id (also {others})"))
@@ -306,11 +325,11 @@ def load_annotations(
             key = video if isinstance(video, str) else ""
             issues.extend(Issue(i.file, i.row, i.field, i.value, i.reason, key) for i in row_issues)
             continue
-        if len(prompt) > config.max_prompt_chars:
-            prompt = prompt[: config.max_prompt_chars]
-            stats["prompts_cut"] += 1
-        for dimension, full_prompt, answer in row_samples(prompt, labels, config, kind):
-            column = mos_of[dimension or config.dimension_names[0]]  # joint: the first dimension's MOS
+        cut = cut_prompt(prompt, iovqa_args.max_prompt_chars)
+        stats["prompts_cut"] += cut != prompt
+        prompt = cut
+        for dimension, full_prompt, answer in row_samples(prompt, labels, iovqa_args, kind):
+            column = mos_of[dimension or iovqa_args.dimension_names[0]]  # joint: the first dimension's MOS
             samples.append(
                 Sample(
                     file=file,
@@ -326,10 +345,10 @@ def load_annotations(
                 )
             )
 
-    samples, video_issues = _attach_frames(samples, columns, config, progress)
+    samples, video_issues = _attach_frames(samples, columns, iovqa_args, progress)
     issues.extend(dict.fromkeys(video_issues))  # per_sample: a row's samples share its video (one issue)
     issues.sort(key=lambda i: (i.file, i.row))
-    if issues and config.on_bad_row == "error":
+    if issues and iovqa_args.on_bad_row == "error":
         raise AnnotationError(issues)
     stats["used"] = len({(s.file, s.row) for s in samples})
     stats["samples"] = len(samples)  # per_sample dimensions: several per row
@@ -337,10 +356,11 @@ def load_annotations(
     return samples, issues, stats
 
 
-def _attach_frames(samples: list[Sample], columns: Columns, config: IOVQAArguments, progress: bool):
-    cache = FrameCache(config.cache_dir, FrameSpec(config.num_frames, config.frame_strategy, config.frame_format))
+def _attach_frames(samples: list[Sample], columns: Columns, iovqa_args: IOVQAArguments, progress: bool):
+    spec = FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format)
+    cache = FrameCache(iovqa_args.cache_dir, spec)
     results = extract_many(
-        [s.video_path for s in samples], cache, workers=config.frame_workers, progress=progress, desc="iovqa frames"
+        [s.video_path for s in samples], cache, workers=iovqa_args.frame_workers, progress=progress, desc="iovqa frames"
     )
     kept, issues = [], []
     for sample in samples:

@@ -13,10 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..config import IOVQAArguments
 from .annotations import STOCK_COLUMN_DEFAULTS, Columns, resolve_columns
+
+if TYPE_CHECKING:  # the settings are handed in; config.py stands above data/
+    from ..config import IOVQAArguments
 
 DEFAULT_DATASET_DIR = "data"  # LLaMA-Factory's default dataset_dir
 # What an `iovqa` dataset's `columns` may map: video path, text prompt, MOS, the MOS's rater standard deviation.
@@ -83,15 +85,15 @@ def iovqa_columns(name: str, entry: dict) -> dict:
     return columns
 
 
-def entry_columns(name: str, entry: dict, config: IOVQAArguments) -> Columns:
+def entry_columns(name: str, entry: dict, iovqa_args: IOVQAArguments) -> Columns:
     """The annotation columns of a dataset_info entry, resolved as the formatter resolves them."""
     if "columns" not in entry:  # without `columns`, LLaMA-Factory's own defaults apply
-        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), config)
+        return resolve_columns(SimpleNamespace(**STOCK_COLUMN_DEFAULTS), iovqa_args)
     columns = iovqa_columns(name, entry) if entry.get("formatting") == "iovqa" else entry["columns"] or {}
-    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), config)
+    return resolve_columns(SimpleNamespace(**{key: columns.get(key) for key in ENTRY_COLUMNS}), iovqa_args)
 
 
-def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, media_dir: Optional[str] = None,
+def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, media_dir: Optional[str] = None,
                  columns: Optional[dict[str, Optional[str]]] = None) -> DataSource:
     """A dataset name (through the recipe's dataset_info.json) or an annotation file.
 
@@ -101,9 +103,9 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
     dataset_dir, recipe_media_dir = data_dirs(recipe)
     overrides = {k: v for k, v in (columns or {}).items() if v}
     if os.path.exists(data):
-        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), config)
+        base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), iovqa_args)
         return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides),
-                          prompt_optional=config.image_prompt_free)
+                          prompt_optional=iovqa_args.image_prompt_free)
     info = read_dataset_info(dataset_dir)
     entry = info.get(data)
     if entry is None:
@@ -116,9 +118,9 @@ def resolve_data(data: str, recipe: Optional[dict], config: IOVQAArguments, medi
         data,
         os.path.join(dataset_dir, entry["file_name"]),
         media_dir or recipe_media_dir,
-        _override(entry_columns(data, entry, config), overrides),
+        _override(entry_columns(data, entry, iovqa_args), overrides),
         entry.get("formatting", "alpaca"),
-        config.image_prompt_free,
+        iovqa_args.image_prompt_free,
     )
 
 
@@ -126,25 +128,29 @@ def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
     return Columns(**{**vars(columns), **overrides}) if overrides else columns
 
 
-def scoring_rows(source: DataSource) -> list[tuple[str, str, Optional[str]]]:
-    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed). The text
-    prompt is None in a file without a prompt column, which only a prompt-free image template allows (the scorer
-    refuses a video row without one)."""
-    from .annotations import AnnotationFileError, annotation_files, read_table
+def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
+    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed). Under a
+    prompt-free image template (``prompt_optional``) an image row needs no text prompt, nor its file the column."""
+    from .annotations import AnnotationError, AnnotationFileError, annotation_tables, row_input
+    from .images import IMAGE, media_kind
 
-    rows = []
-    for file in annotation_files(source.path):
-        table = read_table(file)
+    rows, issues = [], []
+    for file, present, records in annotation_tables(source.path):
         for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
             if column == source.columns.prompt and source.prompt_optional:
                 continue
-            if column not in table.columns:
-                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {list(table.columns)}); name yours with "
+            if column not in present:
+                raise AnnotationFileError(f"{file}: no {column!r} column (columns: {present}); name yours with "
                                  f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
-        for row, record in enumerate(table.to_dict(orient="records"), start=1):
-            video = str(record[source.columns.video] or "").strip()
-            if not video:
-                raise ValueError(f"{file}: row {row}: field {source.columns.video!r} is empty")
-            prompt = record.get(source.columns.prompt)
-            rows.append((video, os.path.join(source.media_dir, video), None if prompt is None else str(prompt)))
+        for row, record in enumerate(records, start=1):
+            video = record.get(source.columns.video)
+            free = (source.prompt_optional and isinstance(video, str) and video.strip()
+                    and media_kind(os.path.join(source.media_dir, video.strip())) == IMAGE)
+            video, prompt, found = row_input(file, row, record, source.columns, bool(free))
+            issues += found
+            if not found:
+                rows.append((video.strip(), os.path.join(source.media_dir, video.strip()), prompt))
+    if issues:
+        raise AnnotationError(issues, hint="Fix the rows: a scored row's video and text prompt are checked as "
+                                           "training checks them.")
     return rows

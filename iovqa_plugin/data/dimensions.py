@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .labels import read_answer
+from .label_formats import read_answer
 
 OVERALL = "overall"
 DEFAULT_DIMENSIONS = (OVERALL,)
@@ -151,14 +151,14 @@ def joint_prefix(dimensions: tuple[str, ...], index: int, earlier: list[str]) ->
     return SEPARATOR.join(parts + [f"{dimensions[index]} "])
 
 
-def sample_dimensions(config) -> tuple[str, ...]:
+def sample_dimensions(iovqa_args) -> tuple[str, ...]:
     """The dimensions that each annotation row is one sample of (per_sample layout); () when a row is one sample."""
-    if config.multi_dimension and not config.joint:
-        return config.dimension_names
+    if iovqa_args.multi_dimension and not iovqa_args.joint:
+        return iovqa_args.dimension_names
     return ()
 
 
-def row_samples(user_prompt: str, labels: dict[str, str], config,
+def row_samples(user_prompt: str, labels: dict[str, str], iovqa_args,
                 media: str = "video") -> list[tuple[Optional[str], str, str]]:
     """(dimension, full prompt, answer) of each sample one annotation row gives under ``config``.
 
@@ -168,26 +168,26 @@ def row_samples(user_prompt: str, labels: dict[str, str], config,
     image prompts, see ``prompt``).
     """
     from .images import IMAGE
-    from .prompt import ANSWER_FORMATS, build_prompt, image_wording
+    from .prompt import build_prompt, image_wording
 
-    names = config.dimension_names
-    base = config.prompt_template
-    own = {base, *(config.dimension_prompts or {}).values()}  # the user's wording, used as written
+    names = iovqa_args.dimension_names
+    base = iovqa_args.prompt_template
+    own = {base, *(iovqa_args.dimension_prompts or {}).values()}  # the user's wording, used as written
     if media == IMAGE:
-        base = config.image_prompt_template or base
+        base = iovqa_args.image_prompt_template or base
         own.add(base)
 
     def worded(template: Optional[str]) -> Optional[str]:
         return image_wording(template) if media == IMAGE and template is not None and template not in own else template
 
-    if not config.multi_dimension:
-        return [(None, build_prompt(user_prompt, config.label_format, base, config.head_on, media=media),
+    if not iovqa_args.multi_dimension:
+        return [(None, build_prompt(user_prompt, iovqa_args.label_format, base, iovqa_args.head_on, media=media),
                  labels[OVERALL])]
-    if config.joint:
+    if iovqa_args.joint:
         template = worded(prompt_template(None, names, base=base))
-        answer_format = joint_answer_format(names, ANSWER_FORMATS[config.label_format])
-        prompt = build_prompt(user_prompt, config.label_format, template, answer_format=answer_format, media=media)
+        answer_format = joint_answer_format(names, iovqa_args.format.answer_format)
+        prompt = build_prompt(user_prompt, iovqa_args.label_format, template, answer_format=answer_format, media=media)
         return [(None, prompt, joint_answer(labels, names))]
-    return [(name, build_prompt(user_prompt, config.label_format,
-                                worded(prompt_template(name, names, config.dimension_prompts, base)), media=media),
+    return [(name, build_prompt(user_prompt, iovqa_args.label_format,
+                                worded(prompt_template(name, names, iovqa_args.dimension_prompts, base)), media=media),
              labels[name]) for name in names]

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .labels import INTEGER_MAX, INTEGER_MIN
-
-VALUES = tuple(range(INTEGER_MIN, INTEGER_MAX + 1))  # the integer labels
+from .labels import INTEGER_LABELS
 
 
 @dataclass
@@ -29,13 +27,13 @@ class ScoreGrid:
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "ScoreGrid":
-        paths = [tokenizer.encode(str(v), add_special_tokens=False) for v in VALUES]
+        paths = [tokenizer.encode(str(v), add_special_tokens=False) for v in INTEGER_LABELS]
         if all(len(p) == 1 for p in paths):
             return cls(1, torch.tensor([p[0] for p in paths]), torch.tensor([], dtype=torch.long))
         if all(len(p) == 2 for p in paths):
-            first = {v // 10: p[0] for v, p in zip(VALUES, paths)}
-            second = {v % 10: p[1] for v, p in zip(VALUES, paths)}
-            consistent = all(p == [first[v // 10], second[v % 10]] for v, p in zip(VALUES, paths))
+            first = {v // 10: p[0] for v, p in zip(INTEGER_LABELS, paths)}
+            second = {v % 10: p[1] for v, p in zip(INTEGER_LABELS, paths)}
+            consistent = all(p == [first[v // 10], second[v % 10]] for v, p in zip(INTEGER_LABELS, paths))
             if consistent and len(second) == 10:
                 return cls(2, torch.tensor([first[d] for d in range(1, 6)]), torch.tensor([second[d] for d in range(10)]))
         raise ValueError(
@@ -55,7 +53,7 @@ class ScoreGrid:
         else:
             second = torch.log_softmax(second_logits.float(), dim=-1)[..., self.second_ids.to(first_logits.device)]
             joint = (first.unsqueeze(-1) + second).flatten(1)  # (B, 50): 10..59
-            joint = joint[:, : len(VALUES)]  # 10..50: the first digit 5 only takes 0
+            joint = joint[:, : len(INTEGER_LABELS)]  # 10..50: the first digit 5 only takes 0
         return torch.softmax(joint, dim=-1)
 
     def mass(self, first_logits: torch.Tensor, second_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,13 +62,13 @@ class ScoreGrid:
         if self.steps == 1:
             return first.sum(-1)
         second = torch.softmax(second_logits.float(), dim=-1)[..., self.second_ids.to(first_logits.device)]
-        joint = (first.unsqueeze(-1) * second).flatten(1)[:, : len(VALUES)]
+        joint = (first.unsqueeze(-1) * second).flatten(1)[:, : len(INTEGER_LABELS)]
         return joint.sum(-1)
 
 
 def expected_mos(probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(expected MOS, standard deviation in MOS units) of p(n) over 10..50."""
-    values = torch.tensor(VALUES, dtype=probabilities.dtype, device=probabilities.device) / 10
+    values = torch.tensor(INTEGER_LABELS, dtype=probabilities.dtype, device=probabilities.device) / 10
     mean = (probabilities * values).sum(-1)
     std = ((probabilities * (values - mean.unsqueeze(-1)) ** 2).sum(-1)).clamp(min=0).sqrt()
     return mean, std

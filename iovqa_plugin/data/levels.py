@@ -31,9 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .labels import LEVEL_WORDS
-
-LEVELS = tuple(float(level) for level in range(1, len(LEVEL_WORDS) + 1))  # 1..5, the score of each level word
+from .labels import LEVEL_WORDS, LEVELS
 
 
 class LevelTokensError(ValueError):

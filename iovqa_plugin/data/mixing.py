@@ -27,15 +27,15 @@ class MixedVideoError(ValueError):
     """Videos of a stock dataset mixed into the run that cannot be read (every one is listed)."""
 
 
-def stock_frame_cache(config: Any) -> FrameCache:
+def stock_frame_cache(iovqa_args: Any) -> FrameCache:
     """The frame cache of the stock datasets' videos (the run's frame settings, its own folder)."""
-    spec = FrameSpec(config.num_frames, config.frame_strategy, config.frame_format)
-    return FrameCache(os.path.join(config.cache_dir, STOCK_FOLDER), spec)
+    spec = FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format)
+    return FrameCache(os.path.join(iovqa_args.cache_dir, STOCK_FOLDER), spec)
 
 
-def sample_video_files(videos: list[str], config: Any, progress: bool = True) -> dict[str, list[str]]:
+def sample_video_files(videos: list[str], iovqa_args: Any, progress: bool = True) -> dict[str, list[str]]:
     """{video file: its cached frames} for a stock dataset's videos; :class:`MixedVideoError` lists the bad ones."""
-    results = extract_many(videos, stock_frame_cache(config), workers=config.frame_workers, progress=progress,
+    results = extract_many(videos, stock_frame_cache(iovqa_args), workers=iovqa_args.frame_workers, progress=progress,
                            desc="iovqa frames (mixed datasets)")
     bad = {video: error for video, (_, error) in results.items() if error is not None}
     if bad:

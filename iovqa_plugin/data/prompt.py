@@ -20,17 +20,12 @@ import re
 import string
 
 from .images import IMAGE
+from .label_formats import get_label_format
 
 VIDEO_PLACEHOLDER = "<video>"
 IMAGE_PLACEHOLDER = "<image>"
 # Media placeholders LLaMA-Factory counts in prompts; user text must not add any.
 _MEDIA_PLACEHOLDERS = ("<video>", "<image>", "<audio>")
-
-ANSWER_FORMATS = {
-    "integer": "a single integer from 10 (worst) to 50 (best)",
-    "decimal": "a single number with one decimal from 1.0 (worst) to 5.0 (best)",
-    "level": "a single word, one of bad, poor, fair, good, excellent (worst to best)",
-}
 
 DEFAULT_TEMPLATE = (
     "{video}You are an expert in assessing the quality of AI-generated videos. "
@@ -52,10 +47,6 @@ DEFAULT_IMAGE_TEMPLATE = (
     "3. Text-image alignment: how faithfully the image shows what the text prompt asks for.\n"
     "Answer with {answer_format}. Output the number only, with no explanation."
 )
-
-# Level answers are a word: the default prompt says so in its last sentence.
-DEFAULT_LEVEL_TEMPLATE = DEFAULT_TEMPLATE.replace("Output the number only", "Output the word only")
-DEFAULT_LEVEL_IMAGE_TEMPLATE = DEFAULT_IMAGE_TEMPLATE.replace("Output the number only", "Output the word only")
 _VIDEO_WORD = re.compile(r"(?<!\{)\b([Vv])ideo(s?)\b(?!\})")  # not the {video} field
 
 _FIELDS = {"prompt", "answer_format", "video", "label_token"}
@@ -98,6 +89,12 @@ def check_template(template: str, label_token: bool = False, prompt_optional: bo
         raise PromptTemplateError("{label_token} is only for iovqa_head: softmax_regression")
 
 
+def cut_prompt(text: str, max_chars: int) -> str:
+    """A row's text prompt as the model sees it: its first ``max_chars`` characters (iovqa_max_prompt_chars), in
+    training and scoring alike."""
+    return text[:max_chars]
+
+
 def neutralize_placeholders(text: str) -> str:
     """Rewrite literal ``<video>``-style text so LLaMA-Factory does not count it as media."""
     for placeholder in _MEDIA_PLACEHOLDERS:
@@ -119,17 +116,17 @@ def build_prompt(
     ``answer_format`` replaces the label format's {answer_format} text (the joint answer of several dimensions).
     ``media``: ``"image"`` puts ``<image>`` where the video goes, and the default prompt is the image one.
     """
+    answers = get_label_format(label_format)
     image = media == IMAGE
-    if image:
-        default = DEFAULT_LEVEL_IMAGE_TEMPLATE if label_format == "level" else DEFAULT_IMAGE_TEMPLATE
-    else:
-        default = DEFAULT_LEVEL_TEMPLATE if label_format == "level" else DEFAULT_TEMPLATE
+    # the default prompt's last sentence names what the answer is (a number, a word)
+    default = (DEFAULT_IMAGE_TEMPLATE if image else DEFAULT_TEMPLATE).replace(
+        "Output the number only", f"Output the {answers.answer_kind} only")
     template = template or (default + "{label_token}" if label_token else default)
     placeholder = IMAGE_PLACEHOLDER if image else VIDEO_PLACEHOLDER
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     text = template.format(
         prompt=neutralize_placeholders(user_prompt or "").replace(LABEL_TOKEN, "[LABEL_1]"),
-        answer_format=answer_format or ANSWER_FORMATS[label_format],
+        answer_format=answer_format or answers.answer_format,
         video=placeholder,
         label_token=LABEL_TOKEN,
     )

@@ -107,7 +107,7 @@ def score_demo_test_split(recipe: str, output_dir: str, test_csv: str) -> dict:
     import pandas as pd
 
     from ..eval.evaluation import evaluate
-    from ..score.prediction_file import score_file
+    from ..score.scoring_loop import score_file
     from ..score.scorer import Scorer
     from ..score.settings import ScorerSettings
 

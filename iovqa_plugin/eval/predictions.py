@@ -13,7 +13,7 @@ import json
 import os
 
 from ..data.annotations import read_table
-from ..data.labels import read_answer
+from ..data.label_formats import read_answer
 
 VIDEO, PRED = "video", "pred_mos"
 REASON = "_reason"  # why a row holds no score: the error column of the score column read (see error_column)

@@ -26,8 +26,9 @@ import torch
 
 from ..data.grid import ScoreGrid
 from ..data.levels import LevelTokens
-from ..data.labels import COMPLETE_SCORE
+from ..data.label_formats import get_label_format
 from ..train.head import HeadForward, expected_score, grade_probabilities
+from .modes import MAX_NEW_TOKENS
 
 
 THOUGHT_TAGS = ("<think>", "</think>")
@@ -55,7 +56,6 @@ class ScoreComplete:
                             device=input_ids.device)
 
 
-MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; the rule above usually stops earlier)
 
 
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
@@ -68,7 +68,8 @@ def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int
     # which LLaMA-Factory's collator keeps for the frame timestamps already written into the prompt)
     inputs = {k: v for k, v in batch.items() if k not in ("position_ids", "rope_deltas", "video_metadata")}
     inputs["mm_token_type_ids"] = mm_token_type_ids
-    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], COMPLETE_SCORE[label_format], thought_tags)
+    complete = ScoreComplete(tokenizer, batch["input_ids"].shape[1], get_label_format(label_format).complete,
+                             thought_tags)
     with torch.inference_mode():
         out = model.generate(
             **inputs,

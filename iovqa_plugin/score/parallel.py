@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .prediction_file import (DamagedFile, PredictionFile, Row, check_resumable, check_resume, file_header,
-                              meta_path, one_per_video, read_meta, read_records, remove_prediction_file, score_todo,
+                              meta_path, one_per_video, read_meta, read_records, remove_prediction_file,
                               take_over, warn, write_meta, write_records)
+from .scoring_loop import score_todo
 
 _PART = re.compile(r"\.part-(\d+)-of-(\d+)\.csv$")
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..data.grid import VALUES
-from ..train.head import GRADE_NAMES
+from ..data.labels import INTEGER_LABELS, LEVEL_WORDS
+from .modes import get_scoring_mode
 
-MODES = ("greedy", "expected", "both", "head")
 COLUMNS = [
     "video",
     "pred_mos",
@@ -29,10 +28,10 @@ COLUMNS = [
     "expected_std",
     "integer_mass",
     "head_mos",
-    *(f"p_{name}" for name in GRADE_NAMES),
+    *(f"p_{name}" for name in LEVEL_WORDS),
     "error",
 ]
-PROBABILITY_COLUMNS = [f"p_{v}" for v in VALUES]  # with --save-probs
+PROBABILITY_COLUMNS = [f"p_{v}" for v in INTEGER_LABELS]  # with --save-probs
 DIMENSION_COLUMNS = ["pred_mos", "greedy_mos", "greedy_error", "expected_mos", "expected_std", "integer_mass"]
 
 
@@ -60,12 +59,12 @@ class VideoResult:
     @property
     def pred_mos(self) -> Optional[float]:
         """The mode's score: greedy's number, the head's expectation, else the expected score (``both`` too)."""
-        return {"greedy": self.greedy_mos, "head": self.head_mos}.get(self.mode, self.expected_mos)
+        return getattr(self, get_scoring_mode(self.mode).score)
 
     def row(self) -> dict[str, Any]:
         row = {c: getattr(self, c, None) for c in COLUMNS}
         if self.grades is not None:
-            row.update({f"p_{name}": p for name, p in zip(GRADE_NAMES, self.grades)})
+            row.update({f"p_{name}": p for name, p in zip(LEVEL_WORDS, self.grades)})
         if self.probabilities is not None:
             row.update(dict(zip(PROBABILITY_COLUMNS, self.probabilities)))
         for name, result in (self.dimensions or {}).items():
@@ -85,5 +84,5 @@ class VideoResult:
         self.integer_mass = min(masses) if masses else None
         errors = [f"{name}: {p.greedy_error}" for name, p in self.dimensions.items() if p.greedy_error]
         self.greedy_error = "; ".join(errors) or None
-        if self.mode == "greedy" and errors:
+        if get_scoring_mode(self.mode).greedy_error_fails and errors:
             self.error = f"greedy {self.greedy_error}"

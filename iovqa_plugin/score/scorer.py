@@ -40,10 +40,12 @@ from typing import Any, Iterable, Iterator
 from ..data import dimensions as dims
 from ..data.frames import FrameCache, FrameSpec
 from ..data.images import IMAGE, VIDEO, media_kind
-from ..data.labels import read_answer
-from ..train.mask import IGNORE_INDEX
+from ..data.label_formats import read_answer
+from ..data.labels import IGNORE_INDEX
+from ..data.prompt import cut_prompt
 from . import decoding
-from .results import MODES, VideoResult
+from .modes import get_scoring_mode
+from .results import VideoResult
 from .settings import ScorerSettings
 
 
@@ -56,19 +58,21 @@ class Scorer:
         from ..train.head import HeadForward
 
         self.settings = settings
-        self.plugin = plugin = settings.plugin
-        self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, plugin,
+        self.iovqa_args = iovqa_args = settings.iovqa_args
+        self.loaded = InferenceModel(settings.model, settings.adapter, settings.template, settings.model_keys, iovqa_args,
                                      device=settings.device)
-        self.cache = FrameCache(plugin.cache_dir, FrameSpec(plugin.num_frames, plugin.frame_strategy, plugin.frame_format))
-        self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if plugin.label_format == "integer" else None
-        self.levels = self.loaded.level_tokens() if plugin.label_format == "level" else None
-        self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if plugin.head_on else None
+        spec = FrameSpec(iovqa_args.num_frames, iovqa_args.frame_strategy, iovqa_args.frame_format)
+        self.cache = FrameCache(iovqa_args.cache_dir, spec)
+        self.grid = ScoreGrid.from_tokenizer(self.loaded.tokenizer) if iovqa_args.format.expected == "grid" else None
+        self.levels = self.loaded.level_tokens() if iovqa_args.format.expected == "levels" else None
+        self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if iovqa_args.head_on else None
 
     def prompts(self, prompt_text: str, media: str = VIDEO) -> list[tuple[Any, str]]:
         """(dimension, training prompt) of each sample of this text prompt (one, except per_sample dimensions)."""
-        blank = {name: "" for name in self.plugin.dimension_names}
+        blank = {name: "" for name in self.iovqa_args.dimension_names}
         return [(dimension, prompt) for dimension, prompt, _ in
-                dims.row_samples(prompt_text[: self.plugin.max_prompt_chars], blank, self.plugin, media)]
+                dims.row_samples(cut_prompt(prompt_text, self.iovqa_args.max_prompt_chars), blank,
+                                 self.iovqa_args, media)]
 
     def encode(self, prompt_text: str, frames: list[str], media: str = VIDEO) -> dict[str, Any]:
         """One sample's features: the training prompt for this text and these frames (``media`` "image": the
@@ -77,18 +81,19 @@ class Scorer:
 
     def encode_all(self, prompt_text: str, frames: list[str], media: str = VIDEO) -> list[dict[str, Any]]:
         """The features of every sample of a video or image (per_sample dimensions: one per dimension)."""
-        return [self.loaded.encode(prompt, frames, image=media == IMAGE) for _, prompt in self.prompts(prompt_text, media)]
+        return [self.loaded.encode(prompt, frames, image=media == IMAGE)
+                for _, prompt in self.prompts(prompt_text, media)]
 
     def batch(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         return self.loaded.batch(features)
 
     def greedy(self, batch: dict[str, Any]) -> list[str]:
         """Temperature-0 answers (the paper's decoding)."""
-        loaded, plugin = self.loaded, self.plugin
+        loaded, iovqa_args = self.loaded, self.iovqa_args
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), plugin.label_format, limit,
+                               loaded.mm_token_type_ids(batch["input_ids"]), iovqa_args.label_format, limit,
                                loaded.thought_tags)
 
     def distribution(self, batch: dict[str, Any]):
@@ -99,12 +104,12 @@ class Scorer:
 
     def score_videos(self, videos: list[str], features: list[list[dict[str, Any]]], mode: str) -> list[VideoResult]:
         """Results of videos given the features of each one's samples (see :meth:`encode_all`)."""
-        plugin = self.plugin
-        if not plugin.multi_dimension:
+        iovqa_args = self.iovqa_args
+        if not iovqa_args.multi_dimension:
             return self.score_features(videos, [f[0] for f in features], mode)
-        if plugin.joint:
+        if iovqa_args.joint:
             return self._score_joint(videos, features, mode)
-        names = plugin.dimension_names
+        names = iovqa_args.dimension_names
         flat = self.score_features([f"{v}#{n}" for v in videos for n in names], [x for f in features for x in f], mode)
         results = []
         for i, video in enumerate(videos):
@@ -121,7 +126,7 @@ class Scorer:
         the wording and the earlier scores as decoded (greedy's text; in expected mode, or where greedy gave no
         score, the rounded expected score). The wording is never trained (the digit mask keeps the scores
         only), so it is written for the model rather than generated."""
-        names = self.plugin.dimension_names
+        names = self.iovqa_args.dimension_names
         parts: list[dict[str, VideoResult]] = [{} for _ in videos]
         earlier: list[list[str]] = [[] for _ in videos]
         for k, name in enumerate(names):
@@ -134,7 +139,7 @@ class Scorer:
         results = []
         for video, video_parts in zip(videos, parts):
             text = None
-            if mode in ("greedy", "both"):
+            if get_scoring_mode(mode).greedy:
                 text = dims.joint_answer({n: (p.greedy_text or "").strip() for n, p in video_parts.items()}, names)
             result = VideoResult(video=video, mode=mode, greedy_text=text, dimensions=video_parts)
             result.summarise_dimensions()
@@ -154,23 +159,24 @@ class Scorer:
         from ..data.grid import expected_mos
 
         batch = self.batch(features)
-        if mode == "head":
+        decoders = get_scoring_mode(mode)
+        if decoders.head:
             if self.head is None:
                 raise ValueError("mode 'head' needs a model trained with iovqa_head: softmax_regression")
             mean, grades = decoding.head_scores(self.loaded.model, batch, self.head)
-            return [VideoResult(video=v, mode="head", head_mos=float(mean[i]), grades=grades[i].tolist())
+            return [VideoResult(video=v, mode=mode, head_mos=float(mean[i]), grades=grades[i].tolist())
                     for i, v in enumerate(videos)]
         results = [VideoResult(video=v, mode=mode) for v in videos]
-        if mode in ("greedy", "both"):
+        if decoders.greedy:
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
                 answer = decoding.answer_text(text, self.loaded.thought_tags)
-                result.greedy_mos, reason = read_answer(answer, self.plugin.label_format)
+                result.greedy_mos, reason = read_answer(answer, self.iovqa_args.label_format)
                 if reason is not None:  # never a MOS: no number, or one off the label grid
                     result.greedy_error = reason
-                    if mode == "greedy":
+                    if decoders.greedy_error_fails:
                         result.error = f"greedy {reason}"
-        if mode in ("expected", "both") and self.levels is not None:
+        if decoders.expected and self.levels is not None:
             from ..data.levels import expected_level
 
             probabilities, mass = decoding.level_distribution(self.loaded.model, batch, self.levels)
@@ -178,7 +184,7 @@ class Scorer:
             for i, result in enumerate(results):
                 result.expected_mos, result.expected_std = float(mean[i]), float(std[i])
                 result.integer_mass, result.grades = float(mass[i]), probabilities[i].tolist()
-        elif mode in ("expected", "both"):
+        elif decoders.expected:
             probabilities, mass = self.distribution(batch)
             mean, std = expected_mos(probabilities)
             for i, result in enumerate(results):
@@ -191,15 +197,14 @@ class Scorer:
     def score_rows(self, rows: Iterable[tuple[str, str, str]], mode: str = "expected",
                    batch_size: int = 4) -> Iterator[VideoResult]:
         """Yield a :class:`VideoResult` per (video id, video path, text prompt); failures become error rows."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        get_scoring_mode(mode)  # an unknown mode is refused before any video is read
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         pending: list[tuple[str, list[dict]]] = []
         for video, path, prompt in rows:
             try:
                 kind = media_kind(path)
-                if prompt is None and not (kind == IMAGE and self.plugin.image_prompt_free):
+                if prompt is None and not (kind == IMAGE and self.iovqa_args.image_prompt_free):
                     raise ValueError("no text prompt: only image rows under an iovqa_image_prompt_template without "
                                      "{prompt} go without")
                 pending.append((video, self.encode_all(prompt, self.cache.get(path), kind)))

@@ -27,7 +27,7 @@ class ScorerSettings:
     model: str
     adapter: Optional[str]
     template: str = "qwen2_vl"
-    plugin: IOVQAArguments = field(default_factory=IOVQAArguments)
+    iovqa_args: IOVQAArguments = field(default_factory=IOVQAArguments)
     model_keys: dict = field(default_factory=dict)  # video pixels etc., passed to LLaMA-Factory
     note: str = ""  # how the model and adapter were chosen, for the user
     device: Optional[str] = None  # e.g. "cuda:1" for one rank of a data-parallel job; None: LLaMA-Factory's placement
@@ -46,7 +46,7 @@ class ScorerSettings:
 
         with open(recipe_path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle)
-        recipe, plugin = split_recipe(raw)
+        recipe, iovqa_args = split_recipe(raw)
         whole_model = recipe.get("finetuning_type", "lora") in ("full", "freeze")
         if whole_model and model is None and adapter is None:
             model, adapter = recipe.get("output_dir"), ""
@@ -70,7 +70,7 @@ class ScorerSettings:
         for where in (adapter, model):  # the run's keys: next to its adapter, or in a fine-tuned model's folder
             saved = load_run_keys(where)
             if saved is not None:
-                plugin, inputs, differences = compare_with_run(raw, saved, os.path.join(where, RUN_CONFIG_FILE))
+                iovqa_args, inputs, differences = compare_with_run(raw, saved, os.path.join(where, RUN_CONFIG_FILE))
                 inputs = {**recipe, **inputs}
                 warnings += differences
                 break
@@ -78,7 +78,7 @@ class ScorerSettings:
             model=model,
             adapter=adapter or None,
             template=inputs.get("template", "qwen2_vl"),
-            plugin=plugin or IOVQAArguments(),
+            iovqa_args=iovqa_args or IOVQAArguments(),
             model_keys={k: inputs[k] for k in MODEL_KEYS if k in inputs},
             note=note,
             warnings=warnings,
@@ -86,13 +86,13 @@ class ScorerSettings:
 
     def identity(self) -> dict[str, Any]:
         """What makes two scoring runs give the same scores: model, adapter weights, template, inputs, plugin keys."""
-        plugin = {k: v for k, v in self.plugin.to_recipe().items() if k not in _SCORE_NEUTRAL_KEYS}
+        keys = {k: v for k, v in self.iovqa_args.to_recipe().items() if k not in _SCORE_NEUTRAL_KEYS}
         return {
             "model": _path_identity(self.model),
             "adapter": _path_identity(self.adapter) if self.adapter else None,
             "template": self.template,
             "model_keys": dict(sorted(self.model_keys.items())),
-            "plugin": plugin,
+            "plugin": keys,
         }
 
 

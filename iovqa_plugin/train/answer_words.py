@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .mask import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX
 
 YES_NO_WORDS = ("yes", "no")
 CASES = (str.lower, str.capitalize, str.upper)

@@ -32,12 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.labels import LEVEL_WORDS
+from ..data.labels import LEVELS
 from ..data.prompt import LABEL_TOKEN
 from .soft_targets import MOS_KEY, gaussian_levels
 
-GRADES = (1.0, 2.0, 3.0, 4.0, 5.0)
-GRADE_NAMES = LEVEL_WORDS  # bad..excellent
 HEAD_MODULE = "iovqa_head"
 EMBEDDING_MODULE = "iovqa_label_embedding"
 
@@ -45,7 +43,7 @@ EMBEDDING_MODULE = "iovqa_label_embedding"
 class ScoreHead(nn.Module):
     """hidden -> Linear -> GELU -> Linear -> 5 grade logits (parameters held directly: not nn.Linear)."""
 
-    def __init__(self, hidden_size: int, inner_size: int, grades: int = len(GRADES)):
+    def __init__(self, hidden_size: int, inner_size: int, grades: int = len(LEVELS)):
         super().__init__()
         self.w_in = nn.Parameter(torch.empty(inner_size, hidden_size))
         self.b_in = nn.Parameter(torch.zeros(inner_size))
@@ -78,7 +76,7 @@ def grade_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def expected_score(probabilities: torch.Tensor) -> torch.Tensor:
-    grades = torch.tensor(GRADES, device=probabilities.device, dtype=probabilities.dtype)
+    grades = torch.tensor(LEVELS, device=probabilities.device, dtype=probabilities.dtype)
     return (probabilities * grades).sum(-1)
 
 

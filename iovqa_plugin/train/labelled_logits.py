@@ -62,7 +62,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .mask import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX
 
 
 class LabelledLogitsError(RuntimeError):

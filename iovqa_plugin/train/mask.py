@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
-SCORE_DIGITS = 2  # "10".."50" and "1.0".."5.0" both have two digits
+from ..data.labels import IGNORE_INDEX
+
+SCORE_DIGITS = 2  # "10".."50" and "1.0".."5.0" both have two digits (each format's score_digits)
 
 _TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -58,8 +59,11 @@ def token_tables(tokenizer: Any, label_format: str = "integer") -> tuple[torch.T
     fraction of a second even for 150k tokens. Special and added tokens (such
     as ``<LABEL_1>``) are never numbers.
     """
+    from ..data.label_formats import get_label_format
+
+    marks = get_label_format(label_format).number_marks  # decimal labels: a lone "." continues the score
     size = len(tokenizer)
-    key = (getattr(tokenizer, "name_or_path", ""), type(tokenizer).__name__, size, label_format)
+    key = (getattr(tokenizer, "name_or_path", ""), type(tokenizer).__name__, size, marks)
     if key not in _TABLES:
         pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
         texts = [_token_text(p) if p is not None else "" for p in pieces]
@@ -68,8 +72,8 @@ def token_tables(tokenizer: Any, label_format: str = "integer") -> tuple[torch.T
                 texts[token_id] = ""
         digits = torch.tensor([sum(c in "0123456789" for c in t) for t in texts], dtype=torch.long)
         is_number = digits > 0
-        if label_format == "decimal":
-            is_number |= torch.tensor([t.strip() == "." for t in texts], dtype=torch.bool)
+        if marks:
+            is_number |= torch.tensor([t.strip() in marks for t in texts], dtype=torch.bool)
         _TABLES[key] = (is_number, digits)
     return _TABLES[key]
 

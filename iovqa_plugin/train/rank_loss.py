@@ -174,8 +174,8 @@ def integer_score_distributions(
     ``labelled_logits``), which hold exactly the ``scores`` integers' tokens of each row (``grid.steps`` each).
     The distribution is the first token's over its candidates (see the module docstring for why).
     """
-    from ..data.grid import VALUES
-    from .mask import IGNORE_INDEX
+    from ..data.labels import INTEGER_LABELS
+    from ..data.labels import IGNORE_INDEX
 
     targets = targets.to(logits.device)
     labelled = targets != IGNORE_INDEX
@@ -183,7 +183,7 @@ def integer_score_distributions(
     rows = torch.arange(targets.shape[0], device=logits.device)
     first_ids = grid.first_ids.to(logits.device)
     if grid.steps == 1:
-        values = torch.tensor(VALUES, dtype=torch.float32, device=logits.device) / 10
+        values = torch.tensor(INTEGER_LABELS, dtype=torch.float32, device=logits.device) / 10
     else:
         values = torch.arange(1, first_ids.numel() + 1, dtype=torch.float32, device=logits.device)
     probabilities, mos = [], []

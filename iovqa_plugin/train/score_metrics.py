@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.grid import VALUES, ScoreGrid
+from ..data.grid import ScoreGrid
+from ..data.labels import INTEGER_LABELS
 from ..eval.metrics import compute_metrics
 
-from .mask import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX
 
 
 def score_logits(logits: Any, labels: torch.Tensor, grid: ScoreGrid, scores: int = 1) -> torch.Tensor:
@@ -62,7 +63,7 @@ def _score_at(logits: torch.Tensor, labels: torch.Tensor, first_pos: torch.Tenso
     first_ids = grid.first_ids.to(labels.device)
     true_first = (first_ids == labels[rows, first_pos].unsqueeze(1)).long().argmax(1)
     if grid.steps == 1:
-        values = torch.tensor(VALUES, device=labels.device, dtype=torch.float32) / 10
+        values = torch.tensor(INTEGER_LABELS, device=labels.device, dtype=torch.float32) / 10
         expected = (grid.probabilities(first_logits) * values).sum(-1)
         true_mos = values[true_first]
     else:

@@ -36,8 +36,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..data.levels import LEVELS
-from .mask import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX, LEVELS
 
 MOS_KEY = "iovqa_mos"  # the batch key of each row's MOS (the head's target, the level runs' metric truth)
 SIGMA_KEY = "iovqa_sigma"  # the batch key of each row's soft-target sigma

@@ -1,0 +1,45 @@
+"""The scoring modes (``iovqa score --mode``): a registry.
+
+A :class:`ScoringMode` says which decoders run (greedy answer, expected score, the softmax-regression head) and
+which of their scores becomes the prediction file's ``pred_mos``. The command's choices, the scorer and the
+result row look the mode up here; adding a mode is one :func:`register_scoring_mode` call.
+
+Standard library only: the ``--nproc`` launcher reads it without starting torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..registry import Registry
+
+MAX_NEW_TOKENS = 6  # greedy answers' length limit (a score is 2-3 tokens; greedy stops at a complete one sooner)
+SCORES = ("greedy_mos", "expected_mos", "head_mos")  # the result fields a mode's pred_mos can be
+
+
+@dataclass(frozen=True)
+class ScoringMode:
+    name: str
+    greedy: bool = False  # temperature-0 answers, read by the label format
+    expected: bool = False  # the expected score over the label format's grid or level words
+    head: bool = False  # the softmax-regression head's expected grade (models trained with iovqa_head)
+    score: str = "expected_mos"  # the field that becomes pred_mos
+    # an answer without a MOS is the row's error (not only its greedy_error): pred_mos is greedy's
+    greedy_error_fails: bool = False
+
+    def __post_init__(self):
+        if self.score not in SCORES:
+            raise ValueError(f"scoring mode {self.name!r}: score must be one of {SCORES}, got {self.score!r}")
+        if self.head and (self.greedy or self.expected):
+            raise ValueError(f"scoring mode {self.name!r}: the head is scored alone")
+
+
+SCORING_MODES: Registry[ScoringMode] = Registry("scoring mode", "mode")
+register_scoring_mode = SCORING_MODES.register
+get_scoring_mode = SCORING_MODES.lookup
+
+
+register_scoring_mode(ScoringMode("expected", expected=True))
+register_scoring_mode(ScoringMode("greedy", greedy=True, score="greedy_mos", greedy_error_fails=True))
+register_scoring_mode(ScoringMode("both", greedy=True, expected=True))
+register_scoring_mode(ScoringMode("head", head=True, score="head_mos"))
