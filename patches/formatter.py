@@ -88,7 +88,7 @@ class IOVQADatasetConverter(DatasetConverter):
         if stats["samples"] != stats["used"]:
             message += f" ({stats['samples']} samples: one per row and dimension)"
         if stats["prompts_cut"]:
-            message += f", {stats['prompts_cut']} text prompts cut to {self.config.max_prompt_chars} characters"
+            message += f", {stats['prompts_cut']} text prompts cut to {self.iovqa_args.max_prompt_chars} characters"
         if issues:
             report = self.iovqa_args.skip_report_path
             if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank finds the same rows: one writer per node
