@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from iovqa_plugin.demo.ladder import Source, Still, make_ladder, video_degradation  # noqa: E402
+from iovqa_plugin.demo.stills import make_stills  # noqa: E402
 
 PAN_A = ((0.0, 0.0, 0.6, 0.6), (0.4, 0.4, 1.0, 1.0))  # top-left to bottom-right
 PAN_B = ((0.4, 0.0, 1.0, 0.6), (0.0, 0.4, 0.6, 1.0))  # top-right to bottom-left
@@ -88,12 +89,14 @@ def pair_entries(paths: dict[str, str]) -> dict[str, dict]:
 
 
 def build(out_dir: str, seed: int = 0) -> dict[str, str]:
-    """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``, and
-    the control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt), and the
-    comparison arm's pairs drawn from the train and test splits (``ladder_train_pairs``, ``ladder_test_pairs``)."""
+    """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``, the
+    control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt), the comparison arm's
+    pairs drawn from the train and test splits (``ladder_train_pairs``, ``ladder_test_pairs``), and the image
+    warm-up arm's ``ladder_stills_train`` (each training video's middle frame as a PNG)."""
     # with the per-dimension sub-MOS (the multi-dimension arm); the videos and Overall_MOS are as without them
     paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed, sub_mos_columns=True)
     paths.update({f"{split}_control": with_level_in_prompt(paths[split]) for split in ("train", "test")})
+    paths["stills_train"] = make_stills(out_dir, out_dir, ("train",))["train"]  # the image warm-up arm's images
     columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
     info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}
             for split, path in paths.items()}

@@ -1,9 +1,9 @@
 """Does it learn? The paper's label ablation in miniature, on a held-out quality ladder.
 
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
-        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison grpo
-                grpo_fidelity]
-        [--rl-steps 60] [--rl-lr 1e-4]
+        [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison
+                image_warmup grpo grpo_fidelity]
+        [--warmup-steps 50] [--rl-steps 60] [--rl-lr 1e-4]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -22,7 +22,9 @@ pairs instead of scores: pairs drawn from the train split (`formatting: iovqa_dr
 text prompt, videos of different MOS, at most 4 pairs per video), each sample showing both videos and answered
 "A" or "B"; it is scored by P(A) on pairs drawn the same way from the test split (held-out scenes), and every
 other arm's expected score is evaluated on those same pairs too (the checkable lines `learning: pairwise accuracy
-<arm> <diff> (<n> seeds)`). SRCC, PLCC and final =
+<arm> <diff> (<n> seeds)`). The image_warmup arm is the IOVQA arm after a first stage on the training videos'
+stills as images (each one's middle frame, the same MOS; Q-Align and VQ-Insight's image warm-up): --warmup-steps
+on the stills, then the same --steps on the videos, starting from the first stage's model. SRCC, PLCC and final =
 (SRCC + PLCC) / 2 are reported for greedy decoding (the answer's number or level word) and expected decoding
 (probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
 as mean +- standard deviation over seeds, and the pairwise accuracy of the expected score over all pairs of
@@ -79,9 +81,12 @@ ARMS = {
     "grpo_fidelity": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rl": "grpo",
                       "iovqa_grpo_rewards": {"fidelity_rank": 1.0}, "iovqa_grpo_num_generations": 4,
                       "per_device_train_batch_size": 8},
+    "image_warmup": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
 }
 # RL arms start from an SFT arm's trained model (of the same seed), with their own steps and learning rate
 CONTINUES = {"grpo": "iovqa", "grpo_fidelity": "iovqa"}
+# Two-stage arms: the dataset of their first stage (then the arm's own dataset, from the first stage's model).
+WARMUP_DATASETS = {"image_warmup": "ladder_stills_train"}
 # The multidim arm: each dimension's expected score against its ladder column (TaobaoVD-GC's names).
 DIMENSION_COLUMNS = TAOBAO_DIMENSION_COLUMNS
 # The control arm trains and scores the ladder with the level in words in every prompt.
@@ -101,11 +106,13 @@ ARM_TITLES = {
     "comparison": "comparison only: trained on drawn pairs, answers A / B",
     "grpo": "answer-only GRPO after the IOVQA arm (score_relative)",
     "grpo_fidelity": "answer-only GRPO after the IOVQA arm (fidelity_rank)",
+    "image_warmup": "IOVQA after an image warm-up on the training stills",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
               "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
-              "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both"}
+              "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both",
+              "image_warmup": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
@@ -129,8 +136,9 @@ def ladder(work: str) -> str:
     test = os.path.join(path, "test_control.csv")
     with open(test if os.path.isfile(test) else os.devnull, encoding="utf-8") as handle:
         text = handle.read()
-    if "Temporal_MOS" not in text or "_L1_blur.mp4" not in text:  # none yet, or an older ladder (no sub-MOS
-        build(path)  # columns, or the degradations rising together only)
+    stills = os.path.isfile(os.path.join(path, "stills_train.csv"))
+    if "Temporal_MOS" not in text or "_L1_blur.mp4" not in text or not stills:  # none yet, or an older ladder (no
+        build(path)  # sub-MOS columns, the degradations rising together only, or no stills)
     add_pair_entries(path)
     return path
 
@@ -148,8 +156,10 @@ def add_pair_entries(path: str) -> None:
             json.dump({**info, **wanted}, handle, indent=2)
 
 
-def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, learning_rate: float) -> str:
-    """The learnable CPU recipe with the benchmark's model, data, steps and the arm's plugin keys."""
+def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, learning_rate: float,
+           stage: str = "") -> str:
+    """The learnable CPU recipe with the benchmark's model, data, steps and the arm's plugin keys; ``stage``
+    "images": a two-stage arm's first stage (its warm-up dataset)."""
     with open(os.path.join(REPO, "examples", "iovqa_demo_cpu.yaml"), encoding="utf-8") as handle:
         base = yaml.safe_load(handle)
     base = {k: v for k, v in base.items()
@@ -158,7 +168,7 @@ def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, le
         model_name_or_path=model,
         dataset_dir=data,
         media_dir=data,
-        dataset=DATASETS.get(arm, DEFAULT_DATASETS)[0],
+        dataset=WARMUP_DATASETS[arm] if stage else DATASETS.get(arm, DEFAULT_DATASETS)[0],
         iovqa_num_frames=2,
         iovqa_frame_strategy="segment",
         iovqa_frame_cache_dir=os.path.join(data, "frame_cache"),
@@ -167,10 +177,10 @@ def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, le
         save_strategy="no",
         logging_steps=max(1, steps // 10),
         seed=seed,
-        output_dir=os.path.join(work, "runs", f"{arm}_seed{seed}"),
+        output_dir=os.path.join(work, "runs", f"{arm}_seed{seed}{'_' + stage if stage else ''}"),
         **ARMS[arm],
     )
-    path = os.path.join(work, "runs", f"{arm}_seed{seed}.yaml")
+    path = os.path.join(work, "runs", f"{arm}_seed{seed}{'_' + stage if stage else ''}.yaml")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(base, handle, sort_keys=False)
@@ -310,8 +320,25 @@ def training_loss(output_dir: str) -> dict:
     return {"last_loss": logged[-1] if logged else None, "train_loss": mean[-1] if mean else None}
 
 
+def continued(path: str, first: str) -> str:
+    """The arm's recipe, rewritten to start from what the first-stage recipe ``first`` trains (and to name that
+    recipe's text, so a changed first stage runs both again)."""
+    with open(path, encoding="utf-8") as handle:
+        settings = yaml.safe_load(handle)
+    with open(first, encoding="utf-8") as handle:
+        first_settings = yaml.safe_load(handle)
+    settings.update(model_name_or_path=first_settings["output_dir"])
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("# continues from " + first + ":\n# " + yaml.safe_dump(first_settings).replace("\n", "\n# ")
+                     + "\n")
+        yaml.safe_dump(settings, handle, sort_keys=False)
+    return path
+
+
 def train_and_score(path: str, data: str, arm: str) -> dict:
-    seconds = train(path)
+    first = os.path.splitext(path)[0] + "_images.yaml"
+    seconds = train(first) if arm in WARMUP_DATASETS else 0.0
+    seconds += train(path)
     with open(path, encoding="utf-8") as handle:
         output_dir = yaml.safe_load(handle)["output_dir"]
     extra = rl_rewards(output_dir) if arm in CONTINUES else {}
@@ -454,7 +481,7 @@ def summary_lines(results: dict) -> list[str]:
     for name in DIMENSION_COLUMNS if multidim else ():
         values = [d[name]["srcc"] for d in multidim]
         lines.append(f"learning: multidim expected SRCC {name} {np.nanmean(values):.3f} ({len(values)} seeds)")
-    for arm in ("iovqa", "control", "fidelity", "grpo", "grpo_fidelity"):
+    for arm in ("iovqa", "control", "fidelity", "image_warmup", "grpo", "grpo_fidelity"):
         values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
         plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]
         if values:
@@ -525,6 +552,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--warmup-steps", type=int, default=50, help="the image_warmup arm's steps on the stills")
     parser.add_argument("--work", default=os.path.join(REPO, "work", "bench_learning"))
     parser.add_argument("--rl-steps", type=int, default=60, help="steps of the RL arms (after their SFT arm)")
     parser.add_argument("--rl-lr", type=float, default=1e-4, help="learning rate of the RL arms")
@@ -548,6 +576,9 @@ def main() -> None:
                 path = recipe(args.work, trained, data, arm, seed, args.rl_steps, args.rl_lr)
             else:
                 path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
+                if arm in WARMUP_DATASETS:  # the first stage trains the model the arm's recipe continues from
+                    first = recipe(args.work, model, data, arm, seed, args.warmup_steps, args.lr, stage="images")
+                    path = continued(path, first)
             run = finished(path, arm, lambda: train_and_score(path, data, arm))
             results.setdefault(arm, []).append(run)
             print(f"[learning] seed {seed} {arm}: {json.dumps(run)}", file=sys.stderr, flush=True)

@@ -48,6 +48,15 @@ class IOVQAArguments(GRPOArguments):
             "`none`: standard SFT labels (ablation)."
         },
     )
+    yes_no_mask: bool = field(
+        default=False,
+        metadata={
+            "help": "Samples of a stock dataset mixed into the run (question/answer about a video or image, e.g. "
+            "VQ-Insight's 'Is the motion pattern reasonable?') whose whole answer is yes or no (any case, an optional "
+            "final period) train on the answer word only, as a score trains on its digits. Other stock samples "
+            "always keep LLaMA-Factory's full-answer loss. Needs label_mask: digits."
+        },
+    )
     num_frames: int = field(
         default=2,
         metadata={"help": "Frames sampled per video (the paper uses 1-2; 2 frames are one Qwen2.5-VL temporal patch)."},
@@ -81,12 +90,22 @@ class IOVQAArguments(GRPOArguments):
             "help": "Evaluation prompt. Fields: {prompt} (the row's text prompt, required), {answer_format} "
             "(what to answer, follows label_format), {video} (where the video goes; default: at the start). "
             "Default: the paper-style prompt naming aesthetic quality, image quality, temporal quality and "
-            "text-video alignment."
+            "text-video alignment. Set, it is used as written for image rows too (see image_prompt_template)."
         },
     )
     prompt_template_file: Optional[str] = field(
         default=None,
         metadata={"help": "Read prompt_template from this text file instead."},
+    )
+    image_prompt_template: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Evaluation prompt of image rows (a medium PIL reads as JPEG, PNG, WebP or BMP), with the fields "
+            "of prompt_template; {video} is where the image goes. Without {prompt} (photographs: KonIQ has no text "
+            "prompt), image rows need no text prompt and an annotation file of images may have no prompt column. "
+            "Default: prompt_template when set, else the image version of the default prompt (aesthetic quality, "
+            "image quality, text-image alignment)."
+        },
     )
     max_prompt_chars: int = field(
         default=2000,
@@ -307,6 +326,8 @@ class IOVQAArguments(GRPOArguments):
         _check_choice(self, "head_loss")
         _check_choice(self, "dimension_layout")
         self._check_dimensions()
+        if self.yes_no_mask and not self.mask_on:
+            raise PluginConfigError("iovqa_yes_no_mask is read by the label mask: it needs iovqa_label_mask: digits")
         _check_choice(self, "level_targets")
         if self.soft_targets and not self.level_scores:
             raise PluginConfigError(
@@ -344,13 +365,15 @@ class IOVQAArguments(GRPOArguments):
             with open(self.prompt_template_file, encoding="utf-8") as handle:
                 self.prompt_template = handle.read()
             self.prompt_template_file = None
-        if self.prompt_template is not None:
-            from .data.prompt import PromptTemplateError, check_template
+        from .data.prompt import PromptTemplateError, check_template
 
-            try:
-                check_template(self.prompt_template, label_token=self.head_on)
-            except PromptTemplateError as err:
-                raise PluginConfigError(f"iovqa_prompt_template: {err}") from None
+        for key in ("prompt_template", "image_prompt_template"):
+            if getattr(self, key) is not None:
+                try:
+                    check_template(getattr(self, key), label_token=self.head_on,
+                                   prompt_optional=key == "image_prompt_template")
+                except PromptTemplateError as err:
+                    raise PluginConfigError(f"iovqa_{key}: {err}") from None
         for name in GRPO_CHOICES:
             _check_choice(self, name)
         self._check_grpo()
@@ -490,6 +513,13 @@ class IOVQAArguments(GRPOArguments):
     def head_on(self) -> bool:
         """The softmax-regression head variant is trained / scored."""
         return self.head != "none"
+
+    @property
+    def image_prompt_free(self) -> bool:
+        """Image rows are asked without a text prompt (an image_prompt_template without {prompt})."""
+        from .data.prompt import uses_prompt
+
+        return self.image_prompt_template is not None and not uses_prompt(self.image_prompt_template)
 
     @property
     def mask_on(self) -> bool:

@@ -26,6 +26,7 @@ import sys
 from .converter import apply_dataset_converter
 from .launcher import apply_launcher_launch
 from .loader import apply_annotation_loader, apply_dataset_entry_columns
+from .mixing import apply_mixed_video_merge
 from .parser import apply_parser_read_args
 from .processor import apply_preprocessed_cutoff_report, apply_supervised_cutoff_check, apply_supervised_example_log
 from .model_loader import apply_init_adapter
@@ -38,7 +39,9 @@ PATCHES = {
     "llamafactory.hparams.parser": (apply_parser_read_args,),
     "llamafactory.launcher": (apply_launcher_launch,),
     "llamafactory.data.converter": (apply_dataset_converter,),
-    "llamafactory.data.loader": (apply_annotation_loader, apply_dataset_entry_columns, apply_preprocessed_cutoff_report),
+    "llamafactory.data.loader": (
+        apply_annotation_loader, apply_dataset_entry_columns, apply_preprocessed_cutoff_report, apply_mixed_video_merge
+    ),
     "llamafactory.data.processor.supervised": (apply_supervised_cutoff_check, apply_supervised_example_log),
     "llamafactory.model.loader": (apply_init_adapter,),
     "llamafactory.train.sft.workflow": (
@@ -83,6 +86,7 @@ __all__ = [
     "apply_dataset_entry_columns",
     "apply_init_adapter",
     "apply_launcher_launch",
+    "apply_mixed_video_merge",
     "apply_parser_read_args",
     "apply_preprocessed_cutoff_report",
     "apply_sft_collator",

@@ -1,5 +1,12 @@
 """The masking collator: LLaMA-Factory's SFT collator followed by the digit-only label mask (or, for level
-labels, the level-word mask with each row's MOS and soft-target sigma)."""
+labels, the level-word mask with each row's MOS and soft-target sigma); on comparison rows (two media) the
+choice word's tokens only.
+
+The mask is applied to the run's IOVQA samples only (``run.run_samples``: the rows whose media the iovqa
+formatter gave). A row of a stock dataset mixed into the run (free-text questions and answers about a video or
+image, VQA²-style) keeps LLaMA-Factory's labels, its full answer; with ``iovqa_yes_no_mask`` a stock row whose
+whole answer is yes or no trains on that word only (``train.answer_words``).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +24,8 @@ from iovqa_plugin.train.mask import LabelMaskError, mask_labels, mask_level_labe
 from iovqa_plugin.train.mask import token_tables, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
 
-from .run import sample_targets
-from .score_position import level_tokens
+from .run import run_samples, sample_media, sample_targets
+from .score_position import level_tokens, render_answer
 
 MEDIA_PER_COMPARISON = 2  # a comparison sample shows two media; a scoring sample one
 
@@ -79,20 +86,44 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         if self.iovqa_args is None:
             raise ValueError("DigitMaskCollator needs the run's plugin configuration")
         self._masked = RowMask(self.iovqa_args, self.template, self.tokenizer)
+        self._answer_words = None
+        if self.iovqa_args.yes_no_mask:
+            from iovqa_plugin.train.answer_words import AnswerWords
+
+            self._answer_words = AnswerWords.from_template(
+                lambda answer: render_answer(self.template, self.tokenizer, answer)[1])
         self._logged_first_batch = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        scored = run_samples([sample_media(f) for f in features])
+        stock = [row for row, is_run in enumerate(scored) if not is_run]
+        if stock and (self.iovqa_args.head_on or self.iovqa_args.format.words or self.iovqa_args.rank_on):
+            raise ValueError(
+                f"batch row(s) {stock} are samples of a dataset mixed into the run (not formatting iovqa): their "
+                "answers are text, and iovqa_head, level labels and iovqa_rank_loss read a score from every row. "
+                "Mix question/answer datasets into runs with integer or decimal labels and neither of those."
+            )
         if self.iovqa_args.head_on:  # before collating: cutoff_len cuts prompts from the end, <LABEL_1> included
             label_id = add_label_token(self.tokenizer)
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
-        targets = sample_targets([f.get("videos") for f in features]) if self.iovqa_args.format.words else None
+        targets = sample_targets([sample_media(f) for f in features]) if self.iovqa_args.format.words else None
         comparison = [is_comparison(f) for f in features]  # before the stock collator pops the media
         batch = super().__call__(features)
+        labels, rows = batch["labels"], [row for row, is_run in enumerate(scored) if is_run]
         try:
-            batch["labels"] = self._masked(batch["labels"], comparison)
+            if not stock:
+                masked = self._masked(labels, comparison)
+            else:
+                masked = labels.clone()
+                if rows:
+                    masked[rows] = self._masked(labels[rows], [comparison[row] for row in rows])
         except LabelMaskError as err:
-            rows = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
-            raise LabelMaskError(f"{err} Decoded response labels of the batch: {rows}") from None
+            texts = [self.tokenizer.decode([t for t in f["labels"] if t != IGNORE_INDEX]) for f in features]
+            among = f" (counted among the batch's IOVQA rows {rows})" if stock else ""
+            raise LabelMaskError(f"{err}{among} Decoded response labels of the batch: {texts}") from None
+        if stock and self._answer_words is not None:
+            masked[stock] = self._answer_words.mask(labels[stock])[0]
+        batch["labels"] = masked
         if self.iovqa_args.head_on:
             batch[MOS_KEY] = mos_from_labels(batch["labels"], self.tokenizer)
         if targets is not None:
@@ -105,6 +136,9 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
                 extra = f"; MOS {[round(m, 4) for m in batch[MOS_KEY].tolist()]}"
                 if self.iovqa_args.soft_targets:
                     extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
+            if stock:
+                extra += f"; rows {stock} are question/answer samples (stock labels" + (
+                    ", a yes/no answer on its word only)" if self._answer_words is not None else ")")
             logger.info("label mask active (digits): first batch targets %s%s",
                         trained_texts(batch["labels"], self.tokenizer,
                                       self.iovqa_args.dimension_names if self.iovqa_args.joint else ()),

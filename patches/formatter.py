@@ -12,7 +12,9 @@ When the converter is built it reads the whole annotation file once, checks
 every row (with file, row and field in every message) and samples the frames
 of every video into the frame cache; converting a row is then a lookup. Each
 row becomes one sample: the evaluation prompt with one ``<video>`` (the
-cached frame list), and the label ("37") as the assistant's response. With
+cached frame list), and the label ("37") as the assistant's response; a row
+whose medium is an image, the image prompt with one ``<image>`` (the image's
+cached copy). With
 several quality dimensions (``iovqa_dimensions``) the ``joint`` layout's
 response holds every dimension's score; in the ``per_sample`` layout the
 loader gives each row once per dimension, and each becomes that dimension's
@@ -34,6 +36,7 @@ from iovqa_plugin.data.pair_samples import load_comparisons
 from iovqa_plugin.data.pairs import PairColumns, PairSample
 from iovqa_plugin.data.annotations import write_issue_report
 from iovqa_plugin.data.dimensions import sample_dimensions
+from iovqa_plugin.data.images import IMAGE
 from iovqa_plugin.logs import get_logger
 
 from .run import remember_sample_origins, remember_sample_targets
@@ -114,22 +117,23 @@ class IOVQADatasetConverter(DatasetConverter):
         )
 
 
-def _example(prompt: str, response: str | None, frames: list[str] | None,
+def _example(prompt: str, response: str | None, frames: list[str] | None, image: bool = False,
              videos: list[list[str]] | None = None) -> dict[str, Any]:
-    """``frames``: the sample's one video; ``videos``: several (a comparison's two, in prompt order)."""
+    """``frames``: a video's frame files, or (``image``) the one file of an image; ``videos``: several videos
+    (a comparison's two, in prompt order)."""
     return {
         "_prompt": [{"role": "user", "content": prompt}],
         "_response": [] if response is None else [{"role": "assistant", "content": response}],
         "_system": "",
         "_tools": "",
-        "_images": None,
-        "_videos": videos if videos is not None else None if frames is None else [frames],
+        "_images": frames if image and frames is not None else None,
+        "_videos": videos if videos is not None else None if frames is None or image else [frames],
         "_audios": None,
     }
 
 
 def _to_example(sample: Sample) -> dict[str, Any]:
-    return _example(sample.prompt, sample.label, sample.frames)
+    return _example(sample.prompt, sample.label, sample.frames, image=sample.media == IMAGE)
 
 
 def check_comparison_run(iovqa_args: IOVQAArguments, dataset: Any) -> None:
@@ -167,6 +171,7 @@ class PairDatasetConverter(IOVQADatasetConverter):
         samples, issues, stats = load_comparisons(layout.reads, path, iovqa_args, self.data_args.media_dir,
                                                   columns=self.columns, pair_columns=pair_columns)
         self.samples = {s.key: _pair_example(s) for s in samples}
+        remember_sample_origins(samples)  # comparison rows are the run's own, next to stock question rows
         # bad rows (in the skip report) and left-out ties (counted in the summary) become empty samples
         self.skipped = {row_id(i.file, i.row) for i in issues} | set(stats["tie_keys"])
         self._report(path, issues, stats)

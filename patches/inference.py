@@ -60,24 +60,27 @@ class InferenceModel:
         )
         self.stop_ids = self.template.get_stop_token_ids(self.tokenizer)
 
-    def encode(self, prompt: str, frames: list[str]) -> dict[str, Any]:
-        """One sample's features: the evaluation prompt and its frames, built like a training sample without answer."""
-        return self.encode_media(prompt, [frames])
+    def encode(self, prompt: str, frames: list[str], image: bool = False) -> dict[str, Any]:
+        """One sample's features: the evaluation prompt and its frames (``image``: the one file of an image),
+        built like a training sample without answer."""
+        return self.encode_media(prompt, [], [frames]) if not image else self.encode_media(prompt, list(frames), [])
 
-    def encode_media(self, prompt: str, videos: list[list[str]], prefix: Optional[list[int]] = None) -> dict[str, Any]:
-        """A sample showing several videos (a comparison's two, in prompt order), without answer; ``prefix``:
+    def encode_media(self, prompt: str, images: list[str], videos: list[list[str]],
+                     prefix: Optional[list[int]] = None) -> dict[str, Any]:
+        """A sample showing images and videos (a comparison's two, in prompt order), without answer; ``prefix``:
         the template's tokens before the answer (default: those before the score)."""
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
         mm_plugin = self.template.mm_plugin
-        messages = mm_plugin.process_messages(messages, [], videos, [], self.processor)
+        messages = mm_plugin.process_messages(messages, images, videos, [], self.processor)
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages)
         prompt_ids = prompt_ids + list(self.answer_prefix if prefix is None else prefix)
-        prompt_ids, _ = mm_plugin.process_token_ids(prompt_ids, None, [], videos, [], self.tokenizer, self.processor)
+        prompt_ids, _ = mm_plugin.process_token_ids(prompt_ids, None, images, videos, [], self.tokenizer,
+                                                    self.processor)
         return {
             "input_ids": prompt_ids,
             "attention_mask": [1] * len(prompt_ids),
             "labels": [IGNORE_INDEX] * len(prompt_ids),
-            "images": [],
+            "images": images,
             "videos": videos,
             "audios": [],
         }

@@ -16,7 +16,7 @@ import copy
 import sys
 from typing import Any
 
-from .run import active_run, sample_origin
+from .run import active_run, run_samples, sample_media, sample_origin
 from .support import PatchTargetError, is_patched, mark_patched, patch_attribute, target
 
 PROCESSOR = "llamafactory.data.processor.supervised"
@@ -55,6 +55,10 @@ def _with_masked_labels(original):
         iovqa_args = active_run()
         if iovqa_args is None or not iovqa_args.mask_on:
             return
+        if not run_samples([sample_media(example)])[0]:
+            print("iovqa label mask: this example is of a dataset mixed into the run (not formatting iovqa): it keeps "
+                  "the `labels:` above" + (" (a yes/no answer: its word only)" if iovqa_args.yes_no_mask else ""))
+            return
         import torch
 
         from iovqa_plugin.train.mask import LabelMaskError, trained_texts
@@ -87,7 +91,8 @@ def _checked(original):
         uncut.data_args.cutoff_len = _UNLIMITED
         input_ids, labels = original(uncut, prompt, response, system, tools, images, videos, audios)
         if self.data_args.streaming or self.data_args.packing:  # no whole dataset to report on: stop here
-            check_fits([_length(self.template, self.tokenizer, input_ids, labels, videos)], self.data_args.cutoff_len)
+            check_fits([_length(self.template, self.tokenizer, input_ids, labels, videos or images)],
+                       self.data_args.cutoff_len)
         return input_ids, labels
 
     return _encode_data_example
@@ -104,17 +109,17 @@ def _reporting_long_samples(original):
 
         limit = data_args.cutoff_len
         long = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > limit]
-        check_fits([_length(template, tokenizer, encoded[i]["input_ids"], encoded[i]["labels"], encoded[i]["videos"])
+        check_fits([_length(template, tokenizer, encoded[i]["input_ids"], encoded[i]["labels"], sample_media(encoded[i]))
                     for i in long], limit)
         return encoded
 
     return _get_preprocessed_dataset
 
 
-def _length(template: Any, tokenizer: Any, input_ids: list[int], labels: list[int], videos: Any):
+def _length(template: Any, tokenizer: Any, input_ids: list[int], labels: list[int], media: Any):
     from iovqa_plugin.data.cutoff import SampleLength
 
-    return SampleLength(sample_origin(videos), len(input_ids), _prompt_length(labels),
+    return SampleLength(sample_origin(media), len(input_ids), _prompt_length(labels),
                         _visual_tokens(template, tokenizer, input_ids))
 
 

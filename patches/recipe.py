@@ -36,6 +36,13 @@ def check_recipe(recipe: dict, iovqa_args: Optional[IOVQAArguments]) -> None:
                 "training), or `iovqa_label_mask: none` to train on the whole answer on purpose."
             )
         return
+    stock_eval = _stock_eval_datasets(recipe)
+    if stock_eval and iovqa_args.mask_on:
+        raise PluginConfigError(
+            f"eval_dataset {stock_eval} is not formatting 'iovqa': the evaluation's score metrics (eval_srcc, "
+            "eval_plcc) read a score from every evaluation row. Evaluate on iovqa datasets; question/answer datasets "
+            "mixed into the run belong in `dataset`."
+        )
     template = recipe.get("template")
     if not template:
         raise PluginConfigError("an IOVQA recipe needs a `template` with a video token (e.g. template: qwen2_vl)")
@@ -47,6 +54,15 @@ def check_recipe(recipe: dict, iovqa_args: Optional[IOVQAArguments]) -> None:
     if template in TEMPLATES:  # the tokenizer-level checks run once it is loaded (sft_workflow.apply_sft_template_check)
         check_video_token(TEMPLATES[template], template)
         check_video_positions(TEMPLATES[template], template)
+
+
+def _stock_eval_datasets(recipe: dict) -> list[str]:
+    """The recipe's evaluation datasets of another formatting than iovqa (in its dataset_info.json)."""
+    from iovqa_plugin.data.datasets import data_dirs, dataset_names, read_dataset_info
+
+    names = dataset_names({"eval_dataset": recipe.get("eval_dataset")})
+    info = read_dataset_info(data_dirs(recipe)[0]) if names else {}
+    return [name for name in names if isinstance(info.get(name), dict) and info[name].get("formatting") != "iovqa"]
 
 
 def _iovqa_datasets(recipe: dict) -> list[str]:

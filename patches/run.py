@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 from iovqa_plugin.config import IOVQAArguments
 
 _ACTIVE: Optional[IOVQAArguments] = None
-# first frame file of each sample of the run -> "file row N (video 'id')", for errors that name the row
+# first frame file (an image sample: its image file) of each sample of the run -> "file row N (video 'id')", for
+# errors that name the row, and to tell the run's IOVQA samples from stock ones (question/answer) in a batch
 _ORIGINS: dict[str, str] = {}
 # first frame file of each sample of the run -> (MOS, std or None): level runs' per-row targets, which their
 # labels (a level word) do not carry; the collator looks them up by the sample's frames
@@ -48,19 +49,46 @@ def run_scope(iovqa_args: Optional[IOVQAArguments]) -> Iterator[None]:
 
 
 def remember_sample_origins(samples: Iterable) -> None:
-    """The formatter records where each of the run's samples (``annotations.Sample`` with frames) comes from."""
+    """The formatter records where each of the run's samples (``annotations.Sample`` or a comparison's
+    ``pairs.PairSample``, with frames) comes from."""
     for sample in samples:
-        if sample.frames:
-            _ORIGINS[sample.frames[0]] = f"{sample.file} row {sample.row} (video {sample.video!r})"
+        first = sample.frames[0] if sample.frames else None
+        if isinstance(first, list):  # a comparison's frames: one list per medium
+            first = first[0] if first else None
+        if first:
+            video = getattr(sample, "video", None)
+            shown = f"video {video!r}" if video else "comparison " + " vs ".join(map(repr, sample.media))
+            _ORIGINS[first] = f"{sample.file} row {sample.row} ({shown})"
 
 
-def sample_origin(videos: Sequence) -> str:
-    """The annotation row of a sample of the run, given its videos (lists of frame files)."""
-    firsts = [v[0] if isinstance(v, (list, tuple)) and v else v for v in videos or ()]
+def sample_media(sample: dict) -> list:
+    """A processed sample's media (``videos``: lists of frame files; else ``images``: files)."""
+    return list(sample.get("videos") or ()) or list(sample.get("images") or ())
+
+
+def _firsts(media: Sequence) -> list:
+    return [v[0] if isinstance(v, (list, tuple)) and v else v for v in media or ()]
+
+
+def sample_origin(media: Sequence) -> str:
+    """The annotation row of a sample of the run, given its media (:func:`sample_media`)."""
+    firsts = _firsts(media)
     for first in firsts:
         if isinstance(first, str) and first in _ORIGINS:
             return _ORIGINS[first]
     return f"with frames {firsts}" if firsts else "without video"
+
+
+def run_samples(media_of_rows: Sequence[Sequence]) -> list[bool]:
+    """Which batch rows (given each one's :func:`sample_media`) are samples of the run's IOVQA datasets.
+
+    A row whose media the formatter did not give is a stock sample (a question/answer dataset mixed into the
+    run). When the run's formatter has recorded nothing (a dataset loaded from ``tokenized_path``), every row
+    counts as an IOVQA sample, as before mixing: the mask then refuses a row without a score, never skips it.
+    """
+    if not _ORIGINS:
+        return [True] * len(media_of_rows)
+    return [any(isinstance(f, str) and f in _ORIGINS for f in _firsts(media)) for media in media_of_rows]
 
 
 def remember_sample_targets(samples: Iterable) -> None:
@@ -82,11 +110,11 @@ def remember_sample_targets(samples: Iterable) -> None:
         _TARGETS[key] = target
 
 
-def sample_targets(videos_of_rows: Sequence) -> list[tuple[float, Optional[float]]]:
-    """(MOS, std or None) of each batch row, given each row's videos (lists of frame files)."""
+def sample_targets(media_of_rows: Sequence) -> list[tuple[float, Optional[float]]]:
+    """(MOS, std or None) of each batch row, given each row's media (:func:`sample_media`)."""
     found, missing = [], []
-    for row, videos in enumerate(videos_of_rows):
-        first = next((v[0] if isinstance(v, (list, tuple)) and v else v for v in videos or ()), None)
+    for row, media in enumerate(media_of_rows):
+        first = next(iter(_firsts(media)), None)
         if isinstance(first, str) and first in _TARGETS:
             found.append(_TARGETS[first])
         else:

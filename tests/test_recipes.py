@@ -32,11 +32,14 @@ GPU_RECIPES = {
     "iovqa_7b_multidim.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
     # level words with soft targets: the 7B IOVQA settings, no paper epoch
     "qalign_levels_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
+    # images first (then videos), and quality questions mixed in: the 7B IOVQA settings, no paper epoch
+    "image_warmup_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
+    "vqa2_mixed_7b.yaml": ("Qwen/Qwen2.5-VL-7B-Instruct", 128, None),
     # beyond the paper: newer model families with the 7B settings (no epoch of the paper's to keep)
     "iovqa_qwen3vl_8b.yaml": ("Qwen/Qwen3-VL-8B-Instruct", 128, None),
     "iovqa_qwen3_5_9b.yaml": ("Qwen/Qwen3.5-9B", 128, None),
 }
-EXTENSIONS = {"iovqa_qwen3vl_8b.yaml", "iovqa_qwen3_5_9b.yaml"}
+EXTENSIONS = {"iovqa_qwen3vl_8b.yaml", "iovqa_qwen3_5_9b.yaml", "image_warmup_7b.yaml", "vqa2_mixed_7b.yaml"}
 # recipe -> (tiny model fixture that stands in for its model, template); the others: tiny_model, qwen2_vl
 FAMILY = {
     "iovqa_qwen3vl_8b.yaml": ("tiny_qwen3_vl", "qwen3_vl_nothink"),
@@ -67,6 +70,10 @@ PLUGIN = {
     "vqinsight_stage2_video_7b.yaml": ("integer", "digits"),
     "visualquality_r1_7b.yaml": ("integer", "digits"),
     "qinsight_7b.yaml": ("integer", "digits"),
+    "image_warmup_7b.yaml": ("integer", "digits"),
+    "image_warmup_cpu.yaml": ("integer", "digits"),
+    "vqa2_mixed_7b.yaml": ("integer", "digits"),
+    "vqa2_mixed_cpu.yaml": ("integer", "digits"),
 }
 # GRPO recipes: name -> (mode, rewards, group size, beta, learning rate, epochs) from the paper each cites
 # (DESIGN.md section 9); None: a CPU recipe or the plugin's own choice, said in its header
@@ -114,6 +121,8 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
         assert not iovqa_args.multi_dimension
     assert iovqa_args.level_targets == ("soft" if name in SOFT_TARGETS else "hard")
     assert iovqa_args.rank_on == (name in DEQA_RECIPES)
+    assert iovqa_args.yes_no_mask == name.startswith("vqa2_mixed")
+    assert iovqa_args.image_prompt_free == (name == "image_warmup_7b.yaml")  # KonIQ's photographs have no text prompt
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
@@ -214,5 +223,6 @@ def test_data_info_entries_use_the_formatter():
     used = set()
     for path in RECIPES:
         recipe = load(path)
-        used |= {recipe["dataset"], recipe.get("eval_dataset")} - {None}
+        used |= {name.strip() for key in ("dataset", "eval_dataset") for name in (recipe.get(key) or "").split(",")}
+    used -= {""}
     assert used <= set(info)

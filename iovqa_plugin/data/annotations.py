@@ -1,5 +1,6 @@
-"""Annotation files: one row per video (video path, text prompt, decimal MOS, and one MOS per further
-quality dimension when the run lists several: see ``dimensions``).
+"""Annotation files: one row per video or image (media path, text prompt, decimal MOS, and one MOS per further
+quality dimension when the run lists several: see ``dimensions``). A row's medium is an image when its file's
+content is one (``images``); a file may mix images and videos.
 
 Reads CSV, JSON (array) and JSONL with pandas, checks every row, and turns
 each good row into a training sample (prompt, label, sampled frames). Every
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from .dimensions import mos_columns, row_samples
 from .frames import FrameCache, FrameSpec, extract_many
+from .images import IMAGE, VIDEO, media_kind
 from .label_formats import mos_to_label
 from .labels import LabelError, parse_std
 from .prompt import cut_prompt
@@ -50,6 +52,7 @@ class Sample:
     frames: list[str] = field(default_factory=list)
     dimension: Optional[str] = None  # per_sample layout: the dimension asked about (else None)
     std: Optional[float] = None  # the MOS's standard deviation (Columns.std)
+    media: str = VIDEO  # IMAGE: frames holds the image's one decoded copy, the prompt says image
 
 
 @dataclass(frozen=True)
@@ -240,20 +243,29 @@ def check_labels(file: str, table: Any, video_column: str, mos_column: str) -> N
         raise AnnotationError(issues, hint=f"Fix the rows: {mos_column} is checked as training checks a MOS.")
 
 
-def row_input(file: str, row: int, record: dict, columns: Columns) -> tuple[Any, Any, list[Issue]]:
-    """(video, text prompt, issues) of one record: what scoring reads of a row, checked as training checks it."""
+def row_input(file: str, row: int, record: dict, columns: Columns,
+              prompt_free: bool = False) -> tuple[Any, Any, list[Issue]]:
+    """(video, text prompt, issues) of one record: what scoring reads of a row, checked as training checks it.
+
+    ``prompt_free``: the row is asked without its text prompt (an image row under a prompt-free image template)."""
     issues = [issue for issue in [_video_issue(file, row, record, columns.video)] if issue]
     prompt = record.get(columns.prompt)
-    if _is_missing(prompt):
-        issues.append(Issue(file, row, columns.prompt, _shown(prompt), "text prompt is empty"))
+    if prompt_free:
+        prompt = "" if _is_missing(prompt) else str(prompt)
+    elif _is_missing(prompt):
+        reason = "text prompt is empty" if columns.prompt in record else (
+            f"no text prompt: the file has no {columns.prompt!r} column, which only image rows (under an "
+            "iovqa_image_prompt_template without {prompt}) may go without")
+        issues.append(Issue(file, row, columns.prompt, _shown(prompt), reason))
     elif not isinstance(prompt, str):
         prompt = str(prompt)
     return record.get(columns.video), prompt, issues
 
 
-def _row_issues(file: str, row: int, record: dict, columns: Columns, iovqa_args: IOVQAArguments):
+def _row_issues(file: str, row: int, record: dict, columns: Columns, iovqa_args: IOVQAArguments,
+                prompt_free: bool = False):
     """({dimension: label}, prompt text, std, issues) for one record; each dimension's MOS is checked alike."""
-    _, prompt, issues = row_input(file, row, record, columns)
+    _, prompt, issues = row_input(file, row, record, columns, prompt_free)
     labels = {}
     for dimension, column in mos_columns(iovqa_args.dimension_names, iovqa_args.dimension_columns, columns.mos).items():
         labels[dimension], issue = _label(file, row, record, column, iovqa_args.label_format)
@@ -277,8 +289,10 @@ def load_annotations(
     """
     records = []
     mos_of = mos_columns(iovqa_args.dimension_names, iovqa_args.dimension_columns, columns.mos)
+    # photographs under a prompt-free image template: a file of them may have no prompt column
+    needed = replace(columns, prompt=None) if iovqa_args.image_prompt_free else columns
     for file, present, rows in annotation_tables(path):
-        check_columns(file, present, columns, tuple(dict.fromkeys(mos_of.values())))
+        check_columns(file, present, needed, tuple(dict.fromkeys(mos_of.values())))
         records.extend((file, row, rec) for row, rec in enumerate(rows, start=1))
 
     # A video named by several rows is ambiguous. In error mode every one of those rows is reported; when bad
@@ -293,9 +307,12 @@ def load_annotations(
     issues: list[Issue] = []
     stats = {"rows": len(records), "prompts_cut": 0}
     for file, row, record in records:
-        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, iovqa_args)
         video = record.get(columns.video)
         video = video.strip() if isinstance(video, str) else video
+        path = os.path.join(media_dir, video) if isinstance(video, str) and video else ""
+        kind = media_kind(path) if path else VIDEO  # a file neither image nor video is reported with the frames
+        labels, prompt, std, row_issues = _row_issues(file, row, record, columns, iovqa_args,
+                                                      kind == IMAGE and iovqa_args.image_prompt_free)
         if video in rows_of and len(rows_of[video]) > 1:
             (first_file, first_row), keep_first = rows_of[video][0], iovqa_args.on_bad_row == "skip"
             if not keep_first:
@@ -311,19 +328,20 @@ def load_annotations(
         cut = cut_prompt(prompt, iovqa_args.max_prompt_chars)
         stats["prompts_cut"] += cut != prompt
         prompt = cut
-        for dimension, full_prompt, answer in row_samples(prompt, labels, iovqa_args):
+        for dimension, full_prompt, answer in row_samples(prompt, labels, iovqa_args, kind):
             column = mos_of[dimension or iovqa_args.dimension_names[0]]  # joint: the first dimension's MOS
             samples.append(
                 Sample(
                     file=file,
                     row=row,
                     video=video,
-                    video_path=os.path.join(media_dir, video),
+                    video_path=path,
                     mos=float(record[column]),
                     label=answer,
                     prompt=full_prompt,
                     dimension=dimension,
                     std=std,
+                    media=kind,
                 )
             )
 

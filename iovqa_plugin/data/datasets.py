@@ -39,6 +39,7 @@ class DataSource:
     columns: Columns
     formatting: str = POINTWISE
     pairs: Optional[PairColumns] = None  # the columns of a pairs file (formatting iovqa_pairs)
+    prompt_optional: bool = False  # image rows are asked without a text prompt: the column may be missing
 
 
 def data_dirs(recipe: dict) -> tuple[str, str]:
@@ -114,7 +115,8 @@ def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, 
         base = resolve_columns(SimpleNamespace(videos=None, prompt=None, response=None), iovqa_args)
         layout = layout or POINTWISE
         pairs = iovqa_args.pair_column_names if LAYOUTS[layout].reads == "pairs" else None
-        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides), layout, pairs)
+        return DataSource(data, data, media_dir or recipe_media_dir, _override(base, overrides), layout, pairs,
+                          prompt_optional=iovqa_args.image_prompt_free)
     info = read_dataset_info(dataset_dir)
     entry = info.get(data)
     if entry is None:
@@ -133,6 +135,7 @@ def resolve_data(data: str, recipe: Optional[dict], iovqa_args: IOVQAArguments, 
         media_dir or recipe_media_dir,
         _override(entry_columns(data, entry, iovqa_args), overrides),
         formatting,
+        prompt_optional=iovqa_args.image_prompt_free,
     )
 
 
@@ -141,17 +144,24 @@ def _override(columns: Columns, overrides: dict[str, Any]) -> Columns:
 
 
 def scoring_rows(source: DataSource) -> list[tuple[str, str, str]]:
-    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed)."""
+    """(video id, video path, text prompt) of every row of a source, in file order (labels not needed). Under a
+    prompt-free image template (``prompt_optional``) an image row needs no text prompt, nor its file the column."""
     from .annotations import AnnotationError, AnnotationFileError, annotation_tables, row_input
+    from .images import IMAGE, media_kind
 
     rows, issues = [], []
     for file, present, records in annotation_tables(source.path):
         for option, column in (("--video-column", source.columns.video), ("--prompt-column", source.columns.prompt)):
+            if column == source.columns.prompt and source.prompt_optional:
+                continue
             if column not in present:
                 raise AnnotationFileError(f"{file}: no {column!r} column (columns: {present}); name yours with "
                                  f"{option}, or use a dataset name whose dataset_info.json entry maps `columns`")
         for row, record in enumerate(records, start=1):
-            video, prompt, found = row_input(file, row, record, source.columns)
+            video = record.get(source.columns.video)
+            free = (source.prompt_optional and isinstance(video, str) and video.strip()
+                    and media_kind(os.path.join(source.media_dir, video.strip())) == IMAGE)
+            video, prompt, found = row_input(file, row, record, source.columns, bool(free))
             issues += found
             if not found:
                 rows.append((video.strip(), os.path.join(source.media_dir, video.strip()), prompt))

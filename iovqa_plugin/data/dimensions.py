@@ -158,25 +158,36 @@ def sample_dimensions(iovqa_args) -> tuple[str, ...]:
     return ()
 
 
-def row_samples(user_prompt: str, labels: dict[str, str], iovqa_args) -> list[tuple[Optional[str], str, str]]:
+def row_samples(user_prompt: str, labels: dict[str, str], iovqa_args,
+                media: str = "video") -> list[tuple[Optional[str], str, str]]:
     """(dimension, full prompt, answer) of each sample one annotation row gives under ``config``.
 
     ``labels``: each listed dimension's label. The default (overall only) is the paper's single sample,
     exactly as without dimensions (dimension None); ``joint`` is one sample (dimension None) whose answer
-    holds every score; ``per_sample`` one sample per dimension.
+    holds every score; ``per_sample`` one sample per dimension. ``media``: the row's medium (``"image"``: the
+    image prompts, see ``prompt``).
     """
-    from .prompt import build_prompt
+    from .images import IMAGE
+    from .prompt import build_prompt, image_wording
 
     names = iovqa_args.dimension_names
+    base = iovqa_args.prompt_template
+    own = {base, *(iovqa_args.dimension_prompts or {}).values()}  # the user's wording, used as written
+    if media == IMAGE:
+        base = iovqa_args.image_prompt_template or base
+        own.add(base)
+
+    def worded(template: Optional[str]) -> Optional[str]:
+        return image_wording(template) if media == IMAGE and template is not None and template not in own else template
+
     if not iovqa_args.multi_dimension:
-        return [(None, build_prompt(user_prompt, iovqa_args.label_format, iovqa_args.prompt_template,
-                                    iovqa_args.head_on),
+        return [(None, build_prompt(user_prompt, iovqa_args.label_format, base, iovqa_args.head_on, media=media),
                  labels[OVERALL])]
     if iovqa_args.joint:
-        template = prompt_template(None, names, base=iovqa_args.prompt_template)
+        template = worded(prompt_template(None, names, base=base))
         answer_format = joint_answer_format(names, iovqa_args.format.answer_format)
-        prompt = build_prompt(user_prompt, iovqa_args.label_format, template, answer_format=answer_format)
+        prompt = build_prompt(user_prompt, iovqa_args.label_format, template, answer_format=answer_format, media=media)
         return [(None, prompt, joint_answer(labels, names))]
     return [(name, build_prompt(user_prompt, iovqa_args.label_format,
-                                prompt_template(name, names, iovqa_args.dimension_prompts, iovqa_args.prompt_template)),
+                                worded(prompt_template(name, names, iovqa_args.dimension_prompts, base)), media=media),
              labels[name]) for name in names]

@@ -4,7 +4,8 @@ Each video is decoded once with PyAV; the 1-2 sampled frames are written to
 a cache keyed by the video's absolute path, size, mtime and the frame
 settings, and LLaMA-Factory gets the list of frame files (a "video" of
 frames: it decodes nothing per step, and 2 frames are exactly one temporal
-patch of Qwen2.5-VL).
+patch of Qwen2.5-VL). A still image (see ``images``) is cached the same way,
+as one decoded copy: its list holds that one file.
 """
 
 from __future__ import annotations
@@ -80,11 +81,11 @@ def _open(path: str):
     try:
         container = av.open(path, "r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
-        raise VideoError(path, f"not a readable video ({type(err).__name__}: {err})") from None
+        raise VideoError(path, f"not a readable video, nor an image ({type(err).__name__}: {err})") from None
     streams = [s for s in container.streams if s.type == "video"]
     if not streams:
         container.close()
-        raise VideoError(path, "contains no video stream")
+        raise VideoError(path, "contains no video stream, nor an image")
     return container, streams[0]
 
 
@@ -157,9 +158,18 @@ class FrameCache:
         return hashlib.sha1(ident.encode("utf-8")).hexdigest()
 
     def frame_paths(self, video_path: str) -> list[str]:
+        """The cached files of a medium: a video's frames, or an image's one decoded copy."""
+        return self._entry(video_path)[1]
+
+    def _entry(self, video_path: str) -> tuple[bool, list[str]]:
+        """(whether the medium is an image, its cached files)."""
+        from .images import IMAGE, IMAGE_FILE, media_kind
+
         key = self.key(video_path)
         folder = os.path.join(self.root, key[:2], key)
-        return [os.path.join(folder, f"frame_{i}.{self.spec.fmt}") for i in range(self.spec.num_frames)]
+        if media_kind(video_path) == IMAGE:
+            return True, [os.path.join(folder, f"{IMAGE_FILE}.{self.spec.fmt}")]
+        return False, [os.path.join(folder, f"frame_{i}.{self.spec.fmt}") for i in range(self.spec.num_frames)]
 
     def lookup(self, video_path: str) -> Optional[list[str]]:
         """Cached frame files of the video, or None when not cached (or the video is unusable)."""
@@ -171,12 +181,17 @@ class FrameCache:
         return paths if all(os.path.isfile(p) for p in paths) else None
 
     def get(self, video_path: str) -> list[str]:
-        """Frame files of the video, extracting them on a cache miss."""
+        """Frame files of the video (an image: its decoded copy), extracting them on a cache miss."""
+        from .images import decode_image, explain_unreadable
+
         _check_file(video_path)
-        paths = self.frame_paths(video_path)
+        is_image, paths = self._entry(video_path)
         if all(os.path.isfile(p) for p in paths):
             return paths
-        frames = extract_frames(video_path, self.spec)
+        try:
+            frames = [decode_image(video_path)] if is_image else extract_frames(video_path, self.spec)
+        except VideoError as err:
+            raise VideoError(video_path, explain_unreadable(video_path, err.reason)) from None
         folder = os.path.dirname(paths[0])
         os.makedirs(folder, exist_ok=True)
         for image, target in zip(frames, paths):

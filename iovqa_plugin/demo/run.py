@@ -23,6 +23,17 @@ DEMO_MEDIA_ROOT = "data_info"
 _TRAIN_STEP = re.compile(r"(\d+)/(\d+) \[[^\]]*(?:it/s|s/it)\]")
 
 
+def make_demo_extras() -> None:
+    """The ladder's stills and quality questions (the image warm-up and Q&A mixing CPU recipes), when missing."""
+    from .questions import QUESTIONS_FILE, make_questions
+    from .stills import make_stills
+
+    if not os.path.isfile(os.path.join(DEMO_DATA_DIR, "stills_test.csv")):
+        make_stills(DEMO_DATA_DIR, DEMO_MEDIA_ROOT)
+    if not os.path.isfile(os.path.join(DEMO_DATA_DIR, QUESTIONS_FILE)):
+        make_questions(DEMO_DATA_DIR, DEMO_MEDIA_ROOT)
+
+
 def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...] = ()) -> int:
     """Build what is missing, train through the stock CLI, score the held-out split; the process's exit code."""
     import yaml
@@ -40,6 +51,7 @@ def run_demo(work_dir: str, recipe: str = DEMO_RECIPE, overrides: tuple[str, ...
     ensure_tiny_model(model_dir)
     if not os.path.isfile(os.path.join(DEMO_DATA_DIR, "test.csv")):
         make_demo_dataset(DEMO_DATA_DIR, media_root=DEMO_MEDIA_ROOT, progress=True)
+    make_demo_extras()
     os.makedirs(output_dir, exist_ok=True)
     run_recipe = os.path.join(output_dir, "demo_recipe.yaml")  # the recipe with the overrides, for training and scoring
     with open(run_recipe, "w", encoding="utf-8") as handle:

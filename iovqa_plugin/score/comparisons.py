@@ -51,7 +51,7 @@ class ComparisonScorer:
         self.tokens = scorer.loaded.level_tokens(self.words)
 
     def encode(self, sample: PairSample) -> dict[str, Any]:
-        return self.scorer.loaded.encode_media(sample.prompt, sample.frames, prefix=list(self.tokens.lead))
+        return self.scorer.loaded.encode_media(sample.prompt, [], sample.frames, prefix=list(self.tokens.lead))
 
     def score(self, samples: list[PairSample], batch_size: int = 4) -> Iterator[ComparisonResult]:
         """A result per sample, in order; a batch that fails is scored one by one, failures become error rows."""

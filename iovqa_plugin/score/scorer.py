@@ -1,4 +1,5 @@
-"""Scoring videos with a trained IOVQA model.
+"""Scoring videos (and images: a row whose medium is one is asked with the image prompt, as trained) with a
+trained IOVQA model.
 
 The model and its inputs come from the inference loader
 (``iovqa_plugin.patches.inference``): loaded the way LLaMA-Factory loads it
@@ -38,6 +39,7 @@ from typing import Any, Iterable, Iterator
 
 from ..data import dimensions as dims
 from ..data.frames import FrameCache, FrameSpec
+from ..data.images import IMAGE, VIDEO, media_kind
 from ..data.label_formats import read_answer
 from ..data.labels import IGNORE_INDEX
 from ..data.prompt import cut_prompt
@@ -65,20 +67,22 @@ class Scorer:
         self.levels = self.loaded.level_tokens() if iovqa_args.format.expected == "levels" else None
         self.head = HeadForward(self.loaded.model, self.loaded.tokenizer) if iovqa_args.head_on else None
 
-    def prompts(self, prompt_text: str) -> list[tuple[Any, str]]:
+    def prompts(self, prompt_text: str, media: str = VIDEO) -> list[tuple[Any, str]]:
         """(dimension, training prompt) of each sample of this text prompt (one, except per_sample dimensions)."""
         blank = {name: "" for name in self.iovqa_args.dimension_names}
         return [(dimension, prompt) for dimension, prompt, _ in
                 dims.row_samples(cut_prompt(prompt_text, self.iovqa_args.max_prompt_chars), blank,
-                                 self.iovqa_args)]
+                                 self.iovqa_args, media)]
 
-    def encode(self, prompt_text: str, frames: list[str]) -> dict[str, Any]:
-        """One sample's features: the training prompt for this text and these frames, without the answer."""
-        return self.loaded.encode(self.prompts(prompt_text)[0][1], frames)
+    def encode(self, prompt_text: str, frames: list[str], media: str = VIDEO) -> dict[str, Any]:
+        """One sample's features: the training prompt for this text and these frames (``media`` "image": the
+        image's cached copy), without the answer."""
+        return self.loaded.encode(self.prompts(prompt_text, media)[0][1], frames, image=media == IMAGE)
 
-    def encode_all(self, prompt_text: str, frames: list[str]) -> list[dict[str, Any]]:
-        """The features of every sample of a video (per_sample dimensions: one per dimension)."""
-        return [self.loaded.encode(prompt, frames) for _, prompt in self.prompts(prompt_text)]
+    def encode_all(self, prompt_text: str, frames: list[str], media: str = VIDEO) -> list[dict[str, Any]]:
+        """The features of every sample of a video or image (per_sample dimensions: one per dimension)."""
+        return [self.loaded.encode(prompt, frames, image=media == IMAGE)
+                for _, prompt in self.prompts(prompt_text, media)]
 
     def batch(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         return self.loaded.batch(features)
@@ -201,7 +205,11 @@ class Scorer:
         pending: list[tuple[str, list[dict]]] = []
         for video, path, prompt in rows:
             try:
-                pending.append((video, self.encode_all(prompt, self.cache.get(path))))
+                kind = media_kind(path)
+                if prompt is None and not (kind == IMAGE and self.iovqa_args.image_prompt_free):
+                    raise ValueError("no text prompt: only image rows under an iovqa_image_prompt_template without "
+                                     "{prompt} go without")
+                pending.append((video, self.encode_all(prompt, self.cache.get(path), kind)))
             except Exception as err:  # one bad video must not stop the run
                 yield VideoResult(video=video, mode=mode, error=f"{type(err).__name__}: {err}")
                 continue
