@@ -248,3 +248,24 @@ def test_pairwise_accuracy_of_comparison_predictions_against_hand_counts(tmp_pat
     pd.DataFrame({"video_a": ["a", "x"], "video_b": ["b", "y"], "preference": ["A", "B"]}).to_csv(pairs, index=False)
     with pytest.raises(MatchError, match=r"row 2 \(line 3\): field 'video_b' = 'y': no comparison in"):
         comparison_report(str(pred), str(pairs))
+
+
+def test_comparison_rows_are_the_runs_own_next_to_stock_question_rows(clean_plugin_state):
+    """In a run mixing scores, comparisons and stock questions, a comparison row gets the choice mask, not the
+    stock labels: the formatter records its origin as it does a scoring row's."""
+    from types import SimpleNamespace
+
+    from iovqa_plugin.data.pairs import PairSample
+    from iovqa_plugin.patches.run import remember_sample_origins, run_samples, sample_origin, set_active_run
+
+    scored = SimpleNamespace(file="train.csv", row=1, video="a.mp4", frames=["/cache/a/0.png", "/cache/a/1.png"])
+    pair = PairSample(file="pairs.csv", row=3, key="k", media=("b.mp4", "c.mp4"), paths=("/d/b.mp4", "/d/c.mp4"),
+                      human=0, prompt="which is better?", answer="A",
+                      frames=[["/cache/b/0.png", "/cache/b/1.png"], ["/cache/c/0.png", "/cache/c/1.png"]])
+    set_active_run(IOVQAArguments())
+    remember_sample_origins([scored])
+    remember_sample_origins([pair])
+    question = [["/questions/q.mp4/0.png"]]
+    assert run_samples([[scored.frames], pair.frames, question]) == [True, True, False]
+    assert sample_origin(pair.frames) == "pairs.csv row 3 (comparison 'b.mp4' vs 'c.mp4')"
+    assert sample_origin([scored.frames]) == "train.csv row 1 (video 'a.mp4')"
