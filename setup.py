@@ -16,12 +16,11 @@ import os
 
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
 PTH_NAME = "iovqa_plugin.pth"
-SUBPACKAGES = ("data", "train", "score", "eval", "demo")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -65,7 +64,9 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["iovqa_plugin", "iovqa_plugin.patches"] + [f"iovqa_plugin.{p}" for p in SUBPACKAGES],
+    # every sub-package of iovqa_plugin/ (found, so a new one cannot be left out of the wheel), and patches/
+    packages=["iovqa_plugin", "iovqa_plugin.patches"]
+    + [f"iovqa_plugin.{p}" for p in find_packages(os.path.join(HERE, "iovqa_plugin"))],
     package_dir={"iovqa_plugin": "iovqa_plugin", "iovqa_plugin.patches": "patches"},
     install_requires=[
         "llamafactory==0.9.5",

@@ -30,6 +30,10 @@ SECTIONS = {
                                                               "comparison"],
                        ["bench/learning.py", "--steps", "6", "--seeds", "0", "--arms", "iovqa", "comparison",
                         "--work", "work/bench_learning_quick"]),
+    "learning_images": ("Learning: the IOVQA arm after an image warm-up on the training videos' stills",
+                        ["bench/learning.py", "--arms", "iovqa", "image_warmup"],
+                        ["bench/learning.py", "--steps", "6", "--warmup-steps", "2", "--seeds", "0", "--arms", "iovqa",
+                         "image_warmup", "--work", "work/bench_learning_quick"]),
     "overhead": ("Speed and memory: labelled-position logits vs all-position logits vs stock LLaMA-Factory; "
                  "cached frames vs mp4 decoding at 720x1280", ["bench/overhead.py"],
                  ["bench/overhead.py", "--steps", "5", "--repeats", "1", "--hd-clips", "4"]),

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data.annotations import Issue
 from ..data.pairs import PairColumns, pair_columns_problem, parse_pair_rows
-from .predictions import PRED, REASON, VIDEO, MatchError, _table, read_predictions
+from .predictions import PRED, REASON, VIDEO, MatchError, _refuse_empty, _table, read_predictions
 
 MAX_SHOWN = 10  # bad pair rows shown in one error
 
@@ -200,6 +200,7 @@ COMPARISON_COLUMNS = ("video_a", "video_b", "p_a", "p_b")  # what `iovqa score` 
 
 def is_comparison_predictions(path: str) -> bool:
     """A prediction file of comparisons (``iovqa score`` on pairs: P(A), P(B) per pair), not of scores."""
+    _refuse_empty(path)
     return set(COMPARISON_COLUMNS) <= set(_table(path).columns)
 
 
