@@ -227,3 +227,17 @@ def clean_plugin_state():
     before = active_run()
     yield
     set_active_run(before)
+
+
+def teacher_forced(scorer, feature, answer_ids) -> float:
+    """log p(answer | prompt) from one full forward of prompt + answer (no padding), the reference the scorer's
+    and the rollouts' one-pass log-probs are checked against."""
+    import torch
+
+    ids = feature["input_ids"] + answer_ids
+    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+    with torch.no_grad():
+        logits = scorer.loaded.model(**batch).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    start = len(feature["input_ids"])
+    return sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer_ids))

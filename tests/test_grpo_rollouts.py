@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from conftest import teacher_forced
 from iovqa_plugin.data.grid import ScoreGrid
 from iovqa_plugin.rl.rollouts import (answer_logits, answer_starts, completion_batch, completion_logps, prompt_batch,
                                       sample_completions, token_distribution)
@@ -39,17 +40,6 @@ def sft_batch(scorer, features, answers):
     finally:
         tokenizer.padding_side = "left"
     return batch
-
-
-def teacher_forced(scorer, feature, answer_ids):
-    """log p(answer | prompt) from one full forward of prompt + answer (no padding)."""
-    ids = feature["input_ids"] + answer_ids
-    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
-    with torch.no_grad():
-        logits = scorer.loaded.model(**batch).logits[0].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    start = len(feature["input_ids"])
-    return sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer_ids))
 
 
 def test_rollout_logits_and_log_probs_are_the_scorers_and_teacher_forcing(scorer, features):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import base_recipe, write_recipe
+from conftest import base_recipe, teacher_forced, write_recipe
 
 
 def demo_rows(demo_dir, n=3):
@@ -25,13 +25,7 @@ def brute_force(scorer, video_path, prompt):
     logps = []
     for n in range(10, 51):
         answer = scorer.loaded.tokenizer.encode(str(n), add_special_tokens=False)
-        ids = feature["input_ids"] + answer
-        batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
-        with torch.no_grad():
-            logits = scorer.loaded.model(**batch).logits[0].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        start = len(feature["input_ids"])
-        logps.append(sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer)))
+        logps.append(teacher_forced(scorer, feature, answer))
     logps = torch.tensor(logps, dtype=torch.float64)
     return torch.softmax(logps, dim=0)
 
