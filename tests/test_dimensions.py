@@ -16,7 +16,8 @@ from iovqa_plugin.data.annotations import AnnotationError, Columns, load_annotat
 from iovqa_plugin.data.dimensions import joint_answer, joint_prefix, read_joint_answer, row_samples
 from iovqa_plugin.data.label_formats import mos_to_label
 from iovqa_plugin.data.prompt import build_prompt
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, token_tables, trained_texts
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, token_tables, trained_texts
 from test_mask import kept_text, labels_for
 
 FIVE = ("traditional", "alignment", "aesthetic", "temporal", "overall")

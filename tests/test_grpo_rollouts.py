@@ -13,7 +13,7 @@ from conftest import teacher_forced
 from iovqa_plugin.data.grid import ScoreGrid
 from iovqa_plugin.rl.rollouts import (answer_logits, answer_starts, completion_batch, completion_logps, prompt_batch,
                                       sample_completions, token_distribution)
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")

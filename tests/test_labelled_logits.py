@@ -10,7 +10,8 @@ import torch
 
 from conftest import base_recipe, train_in_process
 from iovqa_plugin.train.mask import mask_labels, token_tables
-from iovqa_plugin.train.labelled_logits import IGNORE_INDEX, LabelledLogitsError, compact_for_metrics, labelled_loss
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.labelled_logits import LabelledLogitsError, compact_for_metrics, labelled_loss
 
 PROMPTS = ("Rate this video.", "How good is the clip of a red car driving fast through the rain at night?", "Score it.")
 RTOL = 1e-5

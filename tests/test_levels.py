@@ -15,7 +15,8 @@ from iovqa_plugin.data.label_formats import label_to_mos, mos_to_label, read_ans
 from iovqa_plugin.data.labels import LEVEL_WORDS, mos_to_level
 from iovqa_plugin.data.levels import LevelTokens, LevelTokensError, expected_level
 from iovqa_plugin.data.prompt import build_prompt
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_level_labels
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_level_labels
 from iovqa_plugin.train.soft_targets import gaussian_levels, level_logits, row_sigmas, soft_level_loss
 
 

@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from iovqa_plugin.train.mask import IGNORE_INDEX, LabelMaskError, mask_labels, score_mask, token_tables
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import LabelMaskError, mask_labels, score_mask, token_tables
 
 
 def labels_for(tokenizer, responses, prompt_len=5):

@@ -15,7 +15,7 @@ from iovqa_plugin.config import IOVQAArguments
 from iovqa_plugin.data.annotations import AnnotationError, AnnotationFileError, Columns
 from iovqa_plugin.data.pair_samples import load_drawn_pairs, load_pair_file
 from iovqa_plugin.data.pairs import PairColumns, Rated, build_pair_prompt, draw_pairs
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 
 DEMO = Columns(video="video_name", prompt="Prompt", mos="Overall_MOS")
 

@@ -11,7 +11,7 @@ import torch
 from conftest import base_recipe, train_in_process
 from iovqa_plugin.config import PluginConfigError
 from iovqa_plugin.config_parser import build_config
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 from iovqa_plugin.train.rank_loss import (EPS, RankSettings, fidelity_loss, integer_score_distributions, rank_loss,
                                           score_moments)
 

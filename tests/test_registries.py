@@ -86,7 +86,8 @@ def test_the_formatter_writes_the_new_format(out_of_fifty, demo_dir):
 
 
 def test_the_mask_keeps_the_new_formats_digits(out_of_fifty, qwen_tokenizer):
-    from iovqa_plugin.train.mask import IGNORE_INDEX, mask_labels, token_tables
+    from iovqa_plugin.data.labels import IGNORE_INDEX
+    from iovqa_plugin.train.mask import mask_labels, token_tables
 
     end = [qwen_tokenizer.convert_tokens_to_ids("<|im_end|>")]
     rows = [[IGNORE_INDEX] * 3 + qwen_tokenizer.encode(out_of_fifty.to_label(m), add_special_tokens=False) + end

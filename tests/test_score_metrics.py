@@ -6,7 +6,7 @@ import torch
 
 from iovqa_plugin.data.grid import ScoreGrid
 from iovqa_plugin.train import score_metrics
-from iovqa_plugin.train.mask import IGNORE_INDEX
+from iovqa_plugin.data.labels import IGNORE_INDEX
 
 
 @pytest.fixture

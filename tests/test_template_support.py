@@ -21,7 +21,8 @@ from iovqa_plugin.patches.score_position import (
     render_answer,
     score_layout,
 )
-from iovqa_plugin.train.mask import IGNORE_INDEX, mask_labels, token_tables
+from iovqa_plugin.data.labels import IGNORE_INDEX
+from iovqa_plugin.train.mask import mask_labels, token_tables
 
 TABLE_HEADER = (
     "| template | multimodal plugin | tokenizer checked | assistant turn before the score | supported |\n"

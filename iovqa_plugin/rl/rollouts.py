@@ -32,7 +32,7 @@ import torch
 from ..data.grid import ScoreGrid
 from ..data.levels import LevelTokens
 from ..train.labelled_logits import forward_at
-from ..train.mask import IGNORE_INDEX
+from ..data.labels import IGNORE_INDEX
 
 # keys of an SFT batch laid out along the sequence (the rest, pixels and grids, are per sample and kept)
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "token_type_ids", "mm_token_type_ids")
