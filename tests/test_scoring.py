@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import base_recipe, teacher_forced, write_recipe
+from conftest import base_recipe, teacher_forced_all, write_recipe
 
 
 def demo_rows(demo_dir, n=3):
@@ -20,13 +20,10 @@ def demo_rows(demo_dir, n=3):
 
 
 def brute_force(scorer, video_path, prompt):
-    """p(n) for n = 10..50 by scoring each integer's tokens after the prompt, one sequence at a time."""
+    """p(n) for n = 10..50 by scoring each integer's tokens after the prompt with full forwards (no cache)."""
     feature = scorer.encode(prompt, scorer.cache.get(video_path))
-    logps = []
-    for n in range(10, 51):
-        answer = scorer.loaded.tokenizer.encode(str(n), add_special_tokens=False)
-        logps.append(teacher_forced(scorer, feature, answer))
-    logps = torch.tensor(logps, dtype=torch.float64)
+    answers = [scorer.loaded.tokenizer.encode(str(n), add_special_tokens=False) for n in range(10, 51)]
+    logps = torch.tensor(teacher_forced_all(scorer, feature, answers), dtype=torch.float64)
     return torch.softmax(logps, dim=0)
 
 
@@ -52,7 +49,7 @@ def manual_greedy(scorer, feature, steps=6):
     for _ in range(steps):
         batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
         with torch.no_grad():
-            token = int(scorer.loaded.model(**batch).logits[0, -1].argmax())
+            token = int(scorer.loaded.model(**batch, logits_to_keep=1).logits[0, -1].argmax())
         ids.append(token)
         answer = scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True)
         if token in scorer.loaded.stop_ids or re.search(r"\d\d", answer):  # the answer's score is complete
