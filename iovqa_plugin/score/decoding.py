@@ -7,6 +7,8 @@
   writing digits: "455555" instead of "45"). A think block the model writes
   (``<think>...</think>``) and any text in it is not the answer: the score is
   read after it (``answer_text``).
+* ``sampled``: n answers of one video sampled at a temperature, seeded (the
+  mean of their scores is VisualQuality-R1's way of scoring).
 * ``distribution``: p(n) over the integer grid 10..50 from the model's
   next-token distributions (first digit, then the second digit after each
   possible first digit), in one prefill plus one batched step; also the
@@ -63,10 +65,42 @@ class ScoreComplete:
 
 
 
+def reasoning_text(text: str, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> str | None:
+    """The reasoning of generated text: inside its think block (from the start when the template wrote the opening
+    tag into the prompt), None when it has no closed block."""
+    opening, closing = thought_tags
+    if not closing or closing not in text:
+        return None
+    thought = text.split(closing, 1)[0]
+    if opening and opening in thought:
+        thought = thought.split(opening, 1)[1]
+    return thought.strip()
+
+
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
            label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
            thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
     """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score."""
+    return _generate(model, batch, tokenizer, stop_ids, mm_token_type_ids, label_format, max_new_tokens, thought_tags,
+                     do_sample=False)
+
+
+def sampled(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
+            temperature: float, seed: int, label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
+            thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
+    """One answer per row sampled at ``temperature`` (no top-k/top-p cut), each ending at its score, drawn from
+    torch's generator seeded with ``seed`` (the caller's random state is left as it was). The batch is one
+    video's prompt repeated once per answer (``num_return_sequences`` cannot expand LLaMA-Factory's
+    ``second_per_grid_ts`` list in transformers 5.6)."""
+    device = batch["input_ids"].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _generate(model, batch, tokenizer, stop_ids, mm_token_type_ids, label_format, max_new_tokens,
+                         thought_tags, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+
+
+def _generate(model, batch, tokenizer, stop_ids, mm_token_type_ids, label_format, max_new_tokens, thought_tags,
+              **sampling) -> list[str]:
     from transformers import StoppingCriteriaList
 
     # generate computes positions itself and refuses inputs the forward only tolerates (Qwen3-VL's video_metadata,
@@ -78,11 +112,11 @@ def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int
     with torch.inference_mode():
         out = model.generate(
             **inputs,
-            do_sample=False,
             max_new_tokens=max_new_tokens,
             eos_token_id=stop_ids,
             pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([complete]),
+            **sampling,
         )
     new = out[:, batch["input_ids"].shape[1] :]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
