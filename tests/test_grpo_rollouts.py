@@ -125,6 +125,7 @@ def grpo_steps(iovqa_args, tokenizer):
     steps._group = iovqa_args.grpo_num_generations
     steps._grid, steps._levels = ScoreGrid.from_tokenizer(tokenizer), None
     steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
+    steps._word_tokens, steps._words_cache, steps._choice_words = None, {}, ("A", "B", "tie")
     return steps
 
 
@@ -199,12 +200,53 @@ def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypa
     seen = []
     original = steps._sample_closed
 
-    def recording(model_, batch_, starts, pad):
+    def recording(model_, batch_, starts, pad, sets):
         seen.append(batch_["pixel_values_videos"])
-        return original(model_, batch_, starts, pad)
+        return original(model_, batch_, starts, pad, sets)
 
     monkeypatch.setattr(steps, "_sample_closed", recording)
     rollouts = steps._new_rollouts(model, batch)
     assert len(seen) == 2 and seen[0].shape == seen[1].shape and not torch.equal(seen[0], seen[1])
     assert "reward/temporal" in steps._metrics and len(steps._metrics["parseable_shuffled"]) == 1
     assert rollouts.completions.mask.shape[0] == 4
+
+
+def test_yes_no_rows_draw_from_their_words_and_score_rows_from_the_grid(scorer, features, monkeypatch):
+    """A batch mixing score rows and yes/no question rows: each group's answers come from its own answer set
+    (the words as its label spells them, "Yes"/"No"), `choice` rewards the question rows and `score_relative`
+    the score rows, and each reward's mean is taken over its own rows."""
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.patches import grpo_trainer
+    from iovqa_plugin.patches.score_position import level_tokens
+
+    tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
+    batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "Yes", "Yes"])
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2,
+                               "iovqa_grpo_rewards": {"score_relative": 1.0, "choice": 1.0}})
+    steps = grpo_steps(iovqa_args, tokenizer)
+    steps._word_tokens = lambda words: level_tokens(scorer.loaded.template, tokenizer, words)
+    asked, original = [], grpo_trainer.answer_logits
+
+    def certain(model_, prompts, grid=None, levels=None):
+        """The policy's logits with all the mass on "37" (scores) or on the first word (choices)."""
+        first, second = original(model_, prompts, grid, levels)
+        asked.append((prompts["input_ids"].shape[0], grid is not None, levels))
+        first = torch.full_like(first, -1e4)
+        if grid is not None:
+            first[:, tokenizer.convert_tokens_to_ids("3")] = 0.0
+            second = torch.full_like(second, -1e4)
+            second[:, :, tokenizer.convert_tokens_to_ids("7")] = 0.0
+        else:
+            first[:, levels.ids[0]] = 0.0
+        return first, second
+
+    monkeypatch.setattr(grpo_trainer, "answer_logits", certain)
+    rollouts = steps._new_rollouts(model, batch)
+    # one prefill per prompt: one prompt of each answer set
+    assert [(n, is_grid) for n, is_grid, _ in asked] == [(1, True), (1, False)]
+    assert [tokenizer.decode(t) for t in asked[1][2].paths] == ["Yes", "No"]
+    texts = [tokenizer.decode(row[mask.bool()]) for row, mask in zip(rollouts.completions.tokens,
+                                                                        rollouts.completions.mask)]
+    assert texts == ["37", "37", "Yes", "Yes"]
+    assert steps._metrics["reward/score_relative"] == [1.0] and steps._metrics["reward/choice"] == [1.0]
+    assert steps._metrics["parseable"] == [1.0]

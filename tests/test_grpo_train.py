@@ -88,3 +88,26 @@ def test_thinking_grpo_with_freeze_tuning_generates_its_rollouts(tiny_model, dem
     assert entry["parseable"] == 0.0 and entry["reward/format"] == 0.0 and entry["reward"] == 0.0
     assert "kl" not in entry  # beta 0: no reference pass
     assert os.path.isfile(os.path.join(out, "model.safetensors"))  # freeze tuning saves the whole model
+
+
+@pytest.mark.slow
+def test_answer_only_grpo_on_comparison_rows_next_to_score_rows(tiny_model, demo_dir, tmp_path):
+    """Drawn pairs (A/B) next to scores in one run: each group's answers are drawn from its own answer set (the
+    choice words' distribution for a pair, the score grid's for a video), `choice` rewards the pairs and
+    `score_relative` the scores, each logged over its own rows."""
+    from conftest import train_in_process
+    from test_pairs import pair_dataset_dir
+
+    data = pair_dataset_dir(demo_dir, tmp_path)
+    out = str(tmp_path / "pairs")
+    recipe = grpo_recipe(tiny_model, data, out, dataset="scores,train_pairs", media_dir=demo_dir,
+                         iovqa_pairs_per_row=1, iovqa_grpo_rewards={"score_relative": 1.0, "choice": 1.0},
+                         iovqa_grpo_num_generations=2, per_device_train_batch_size=8, max_steps=2, save_steps=2)
+    log = train_in_process(recipe)
+    assert "GRPO (answer_only answers): 2 answers per prompt" in log
+    steps = logged(out)
+    assert len(steps) == 2
+    # every step logs both rewards, each over its own rows (a pair's answer is never read as a score); the
+    # untrained model's answers mostly leave both answer sets (which answers are drawn: test_grpo_rollouts)
+    for entry in steps:
+        assert 0 <= entry["reward/choice"] <= 1 and 0 <= entry["reward/score_relative"] <= 1

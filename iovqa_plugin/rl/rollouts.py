@@ -97,6 +97,8 @@ def select_rows(batch: dict[str, Any], rows: Sequence[int]) -> Optional[dict[str
             continue
         elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == size:
             out[key] = value.index_select(0, index)
+        elif isinstance(value, (list, tuple)) and len(value) == size:  # one per row (second_per_grid_ts)
+            out[key] = type(value)(value[r] for r in rows)
         elif value is None:
             out[key] = None
         else:
