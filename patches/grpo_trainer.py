@@ -251,10 +251,11 @@ class GRPOSteps:
             if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
                 firsts = [i for i in range(size) if sets[i] == answers]
                 unique, n = batch, 1
-                first, second = answer_logits(model, prompt_batch(unique, starts, pad), grid, levels)
-                first, second = first[firsts], None if second is None else second[firsts]
+                first, second = answer_logits(model, prompt_batch(unique, starts, pad), grid, levels, lazy=True)
+                first, second = first[firsts], _rows_of(second, firsts)
             else:
-                first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), grid, levels)
+                first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), grid, levels,
+                                              lazy=True)
             drawn = sample_completions(first, second, n, grid, levels, iovqa_args.grpo_temperature,
                                        iovqa_args.grpo_top_p, self._generator)
             for k, row in enumerate(firsts):
@@ -300,6 +301,14 @@ class GRPOSteps:
                 logs[name] = round(fmean(values), 6)
             self._metrics.clear()
         return super().log(logs, *args, **kwargs)
+
+
+def _rows_of(second, rows: list[int]):
+    """``answer_logits``'s second-position logits (a tensor, a lazy function or None) for ``rows`` of its batch."""
+    if second is None or not callable(second):
+        return None if second is None else second[rows]
+    index = torch.tensor(rows)
+    return lambda picked, digits: second(index[picked], digits)
 
 
 def _is_peft(model) -> bool:

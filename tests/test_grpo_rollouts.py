@@ -52,6 +52,17 @@ def test_rollout_logits_and_log_probs_are_the_scorers_and_teacher_forcing(scorer
     first, second = answer_logits(model, prompt_batch(batch, starts, tokenizer.pad_token_id), grid)
     reference, _ = scorer.distribution(scorer.batch(features))
     assert torch.allclose(grid.probabilities(first, second), reference, atol=1e-6)
+    # the lazy step (only the continuations the drawn answers take) gives the same logits and the same answers
+    prompts = prompt_batch(batch, starts, tokenizer.pad_token_id)
+    lazy_first, lazy_second = answer_logits(model, prompts, grid, lazy=True)
+    assert torch.allclose(lazy_first, first, atol=1e-5)
+    assert torch.allclose(lazy_second(torch.tensor([2, 0, 2]), torch.tensor([4, 1, 0])),
+                          second[[2, 0, 2], [4, 1, 0]], atol=1e-4)
+    sharp = first.clone()  # mass on the digits, so that continuations are drawn
+    sharp[:, grid.first_ids] += 30.0
+    lazy_first, lazy_second = answer_logits(model, prompts, grid, lazy=True)
+    assert (sample_completions(sharp, lazy_second, 6, grid, generator=torch.Generator().manual_seed(5))
+            == sample_completions(sharp, second, 6, grid, generator=torch.Generator().manual_seed(5)))
     # drawn answers (and an unreadable one) teacher-forced in one batch: a forward of each prompt + answer alone
     drawn = sample_completions(first, second, 1, grid, generator=torch.Generator().manual_seed(0))
     drawn[1] = tokenizer.encode("50", add_special_tokens=False)  # a first digit other than the batch label's
@@ -227,7 +238,7 @@ def test_yes_no_rows_draw_from_their_words_and_score_rows_from_the_grid(scorer, 
     steps._word_tokens = lambda words: level_tokens(scorer.loaded.template, tokenizer, words)
     asked, original = [], grpo_trainer.answer_logits
 
-    def certain(model_, prompts, grid=None, levels=None):
+    def certain(model_, prompts, grid=None, levels=None, lazy=False):
         """The policy's logits with all the mass on "37" (scores) or on the first word (choices)."""
         first, second = original(model_, prompts, grid, levels)
         asked.append((prompts["input_ids"].shape[0], grid is not None, levels))

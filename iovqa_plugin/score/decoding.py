@@ -126,22 +126,34 @@ def grid_logits(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[tor
     """(next-token logits at the answer's first position (B, V), logits after each first digit 1..5 (B, 5, V),
     None for one-token grids): one prefill plus one batched step. No gradient context of its own: the
     caller's (``distribution`` runs it under inference mode)."""
-    # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
-    out = model(**batch, use_cache=grid.steps == 2, logits_to_keep=1)
-    first = out.logits[:, -1]
+    first, cache = prefill(model, batch, grid.steps == 2)
     if grid.steps == 1:
         return first, None
     size = first.shape[0]
     k = grid.first_ids.numel()
-    cache = out.past_key_values
-    # each row's cache k times; reorder_cache (not batch_repeat_interleave) covers every layer kind, the
-    # linear-attention states of hybrid models such as Qwen3.5 included
-    cache.reorder_cache(torch.arange(size, device=first.device).repeat_interleave(k))
-    step_ids = grid.first_ids.to(first.device).repeat(size).unsqueeze(1)  # (B*5, 1)
-    mask = batch["attention_mask"].repeat_interleave(k, dim=0)
-    mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+    rows = torch.arange(size, device=first.device).repeat_interleave(k)
+    step = continuation_logits(model, batch, cache, rows, grid.first_ids.to(first.device).repeat(size))
+    return first, step.view(size, k, -1)
+
+
+def prefill(model: Any, batch: dict[str, Any], use_cache: bool = True) -> tuple[torch.Tensor, Any]:
+    """(next-token logits at each row's end (B, V), the prompts' cache)."""
+    # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
+    out = model(**batch, use_cache=use_cache, logits_to_keep=1)
+    return out.logits[:, -1], out.past_key_values
+
+
+def continuation_logits(model: Any, batch: dict[str, Any], cache: Any, rows: torch.Tensor,
+                        token_ids: torch.Tensor) -> torch.Tensor:
+    """(M, V) next-token logits after prompt ``rows[m]`` (of ``batch``, whose :func:`prefill` gave ``cache``)
+    followed by the token ``token_ids[m]``: one batched step. The cache is reordered in place (used up)."""
+    # reorder_cache (not batch_repeat_interleave) covers every layer kind, the linear-attention states of
+    # hybrid models such as Qwen3.5 included
+    cache.reorder_cache(rows)
+    step_ids = token_ids.unsqueeze(1)  # (M, 1)
+    mask = torch.cat([batch["attention_mask"][rows], torch.ones_like(step_ids)], dim=1)
     # the next text position after each row's last token, on all three mrope axes
-    position_ids = batch["position_ids"][..., -1:].repeat_interleave(k, dim=1) + 1
+    position_ids = batch["position_ids"][..., -1:].index_select(-2, rows) + 1
     step = model(
         input_ids=step_ids,
         attention_mask=mask,
@@ -150,7 +162,7 @@ def grid_logits(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[tor
         use_cache=True,
         logits_to_keep=1,
     )
-    return first, step.logits[:, -1].view(size, k, -1)
+    return step.logits[:, -1]
 
 
 def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[torch.Tensor, torch.Tensor]:
