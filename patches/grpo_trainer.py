@@ -39,6 +39,7 @@ from statistics import fmean
 from typing import Any, Optional
 
 import torch
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
 
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError
@@ -132,13 +133,15 @@ class GRPOSteps:
         """This micro-batch's rollouts: new ones on the first of num_iterations passes over a generation batch."""
         accumulation = self.args.gradient_accumulation_steps
         slot = self._micro_steps % accumulation
-        fresh = (self._micro_steps // accumulation) % self._iovqa_args.grpo_num_iterations == 0
+        # from the optimizer step, not a count of this process's calls: a run resumed from a checkpoint samples
+        # anew where the uninterrupted run did
+        fresh = self.state.global_step % self._iovqa_args.grpo_num_iterations == 0
         self._micro_steps += 1
         if fresh or slot not in self._cache:
-            self._cache[slot] = self._new_rollouts(model, inputs)
+            self._cache[slot] = self._new_rollouts(model, inputs, slot)
         return self._cache[slot]
 
-    def _new_rollouts(self, model, inputs) -> Rollouts:
+    def _new_rollouts(self, model, inputs, slot: int = 0) -> Rollouts:
         iovqa_args, tokenizer = self._iovqa_args, self.processing_class
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         labels = inputs["labels"]
@@ -151,14 +154,15 @@ class GRPOSteps:
         pad = tokenizer.pad_token_id
         closed = iovqa_args.grpo_mode == "answer_only"
         with _eval_mode(model), torch.no_grad():
-            tokens = self._sample_closed(model, batch, starts, pad, sets) if closed else self._generate(
+            generators = self._group_generators(labels.shape[0] // self._group, slot)
+            tokens = self._sample_closed(model, batch, starts, pad, sets, generators) if closed else self._generate(
                 model, batch, starts, pad)
             # T-GRPO: the same prompts with their frames shuffled, answered for the temporal reward only
             shuffled = None
             if "temporal" in iovqa_args.grpo_rewards:
                 frames = self._frames_shuffled(batch)
-                shuffled = self._sample_closed(model, frames, starts, pad, sets) if closed else self._generate(
-                    model, frames, starts, pad)
+                shuffled = self._sample_closed(model, frames, starts, pad, sets, generators) if closed else \
+                    self._generate(model, frames, starts, pad)
         answers = self._read(tokens, tokenizer)
         total, each = self._rewards(answers, rows, None if shuffled is None else self._read(shuffled, tokenizer))
         rewards = torch.tensor(total, dtype=torch.float32)
@@ -238,15 +242,34 @@ class GRPOSteps:
         pixels = shuffle_frames(batch["pixel_values_videos"], grid, temporal_patch, vision.patch_size, orders)
         return {**batch, "pixel_values_videos": pixels}
 
-    def _sample_closed(self, model, batch, starts, pad, sets) -> list[list[int]]:
+    def _group_generators(self, groups: int, slot: int):
+        """One random generator per group of this micro-batch, seeded by the run's seed, the optimizer step and the
+        group's place in the global batch: a prompt's answers are the same whichever process draws them, so
+        N processes sample what one process does (a bare step outside a Trainer: the one generator)."""
+        args, state = getattr(self, "args", None), getattr(self, "state", None)
+        if args is None or state is None:
+            return self._generator
+        first = (slot * args.world_size + args.process_index) * groups
+        return [torch.Generator().manual_seed(group_seed(args.seed, state.global_step, first + k))
+                for k in range(groups)]
+
+    def _sample_closed(self, model, batch, starts, pad, sets, generators=None) -> list[list[int]]:
         """Each group's answers drawn token by token from the policy's exact next-token distributions over its
         answer set (the run's scores, or a choice row's words), one prefill per prompt."""
         size, group = batch["input_ids"].shape[0], self._group
         out: list[Optional[list[int]]] = [None] * size
         iovqa_args = self._iovqa_args
-        for answers in dict.fromkeys(sets[i] for i in range(0, size, group)):  # each answer set in the batch
+        generators = self._generator if generators is None else generators
+
+        def rngs(rows):
+            return [generators[i // group] for i in rows] if isinstance(generators, list) else generators
+
+        for answers in self._answer_sets([sets[i] for i in range(0, size, group)]):
             firsts = [i for i in range(0, size, group) if sets[i] == answers]
             grid, levels = (self._grid, self._levels) if answers is None else (None, self._words(answers))
+            if not firsts:  # another process's answer set: ZeRO-3 needs the same forwards on every process
+                _idle_forward(model, prompt_batch(batch, starts, pad), grid, levels)
+                continue
             unique, n = select_rows(batch, firsts), group  # one prompt per group (its rows are the same prompt)
             if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
                 firsts = [i for i in range(size) if sets[i] == answers]
@@ -257,10 +280,21 @@ class GRPOSteps:
                 first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), grid, levels,
                                               lazy=True)
             drawn = sample_completions(first, second, n, grid, levels, iovqa_args.grpo_temperature,
-                                       iovqa_args.grpo_top_p, self._generator)
+                                       iovqa_args.grpo_top_p, rngs(firsts))
             for k, row in enumerate(firsts):
                 out[row:row + n] = drawn[k * n:(k + 1) * n]
         return out
+
+    def _answer_sets(self, present: list) -> list:
+        """The answer sets of this micro-batch, or with several processes those of every process's, in one order
+        (under ZeRO-3 every process must run the same forwards)."""
+        present = list(dict.fromkeys(present))
+        args = getattr(self, "args", None)
+        if args is None or args.world_size == 1:
+            return present
+        from accelerate.utils import gather_object
+
+        return list(dict.fromkeys(gather_object(present)))
 
     def _words(self, answers: tuple[str, ...]):
         if answers not in self._words_cache:
@@ -277,7 +311,8 @@ class GRPOSteps:
         iovqa_args = self._iovqa_args
         out = _unwrap_for_generation(model).generate(
             **inputs, do_sample=True, temperature=iovqa_args.grpo_temperature, top_p=iovqa_args.grpo_top_p,
-            max_new_tokens=iovqa_args.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad)
+            max_new_tokens=iovqa_args.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad,
+            synced_gpus=is_deepspeed_zero3_enabled() and self.args.world_size > 1)  # ZeRO-3: every rank steps
         new = out[:, prompts["input_ids"].shape[1]:].tolist()
         completions = []
         for row in new:
@@ -301,6 +336,18 @@ class GRPOSteps:
                 logs[name] = round(fmean(values), 6)
             self._metrics.clear()
         return super().log(logs, *args, **kwargs)
+
+
+def group_seed(seed: int, step: int, group: int) -> int:
+    """The seed of one group's answers at one optimizer step."""
+    return (seed * 1_000_003 + step) * 1_000_033 + group
+
+
+def _idle_forward(model, prompts, grid, levels) -> None:
+    """The forwards of an answer set's rollout (prefill and step) on this process's prompts, results unused."""
+    first, second = answer_logits(model, prompts, grid, levels, lazy=True)
+    if callable(second):
+        second(torch.tensor([0]), torch.tensor([0]))
 
 
 def _rows_of(second, rows: list[int]):

@@ -211,9 +211,9 @@ def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypa
     seen = []
     original = steps._sample_closed
 
-    def recording(model_, batch_, starts, pad, sets):
+    def recording(model_, batch_, starts, pad, sets, generators=None):
         seen.append(batch_["pixel_values_videos"])
-        return original(model_, batch_, starts, pad, sets)
+        return original(model_, batch_, starts, pad, sets, generators)
 
     monkeypatch.setattr(steps, "_sample_closed", recording)
     rollouts = steps._new_rollouts(model, batch)
@@ -261,3 +261,20 @@ def test_yes_no_rows_draw_from_their_words_and_score_rows_from_the_grid(scorer, 
     assert texts == ["37", "37", "Yes", "Yes"]
     assert steps._metrics["reward/score_relative"] == [1.0] and steps._metrics["reward/choice"] == [1.0]
     assert steps._metrics["parseable"] == [1.0]
+
+
+def test_each_prompts_answers_come_from_its_own_generator():
+    """With one generator per prompt, a prompt's answers do not depend on the prompts drawn before it (what
+    makes N processes sample what one process does)."""
+    grid = ScoreGrid(2, torch.tensor([11, 12, 13, 14, 15]), torch.tensor([20 + d for d in range(10)]))
+    logits = torch.randn(2, 40, generator=torch.Generator().manual_seed(0))
+    logits[:, 11:16] += 3.0
+    second = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(1))
+    second[..., 20:30] += 3.0
+
+    def rngs(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    both = sample_completions(logits, second, 6, grid, generator=rngs(7, 8))
+    alone = sample_completions(logits[1:], second[1:], 6, grid, generator=rngs(8))
+    assert both[6:] == alone and both[:6] != both[6:]

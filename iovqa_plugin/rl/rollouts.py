@@ -183,7 +183,7 @@ def _draw(q: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torc
 
 def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[ScoreGrid] = None,
                        levels: Optional[LevelTokens] = None, temperature: float = 1.0, top_p: float = 1.0,
-                       generator: Optional[torch.Generator] = None) -> list[list[int]]:
+                       generator: Any = None) -> list[list[int]]:
     """``n`` answers per prompt (row b's are rows b·n .. b·n + n − 1 of the result), each a token list.
 
     Integers: the first token from the first position's distribution; a first digit 1..5 is followed by a token
@@ -191,9 +191,14 @@ def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[
     ends the answer (unreadable). One-token grids: the token alone. Levels: the distinguishing token; a level's
     is followed by the rest of its word (its tokens teacher-forced), another ends the answer. ``second``: the
     logits after each first digit (B, 5, V), or a function of (rows, digits) giving them for the pairs the
-    drawn answers take (:func:`answer_logits` with ``lazy``).
+    drawn answers take (:func:`answer_logits` with ``lazy``). ``generator``: one for all, or a list of one per
+    prompt row (each prompt's answers then do not depend on the other prompts of the batch).
     """
-    tokens = _draw(token_distribution(first, temperature, top_p), n, generator)  # (B, n)
+    q = token_distribution(first, temperature, top_p)
+    if isinstance(generator, (list, tuple)):  # one generator per prompt: its answers whatever the batch
+        tokens = torch.cat([_draw(q[b:b + 1], n, generator[b]) for b in range(q.shape[0])])
+    else:
+        tokens = _draw(q, n, generator)  # (B, n)
     out: list[list[int]] = []
     if levels is not None:
         shared, ids = list(levels.shared_prefix), levels.ids.tolist()
@@ -206,7 +211,9 @@ def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[
     drawn = tokens.tolist()
     if callable(second):  # step only the (prompt, first digit) pairs drawn
         pairs = sorted({(row, first_ids.index(t)) for row, ts in enumerate(drawn) for t in ts if t in first_ids})
-        logits = second(torch.tensor([r for r, _ in pairs]), torch.tensor([d for _, d in pairs])) if pairs else []
+        # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
+        asked = pairs or [(0, 0)]
+        logits = second(torch.tensor([r for r, _ in asked]), torch.tensor([d for _, d in asked]))
         after = {pair: logits[m] for m, pair in enumerate(pairs)}
     else:
         after = None
@@ -218,7 +225,8 @@ def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[
             digit = first_ids.index(token)
             logits = after[(row, digit)] if after is not None else second[row, digit]
             q = token_distribution(logits.unsqueeze(0), temperature, top_p)
-            out.append([token, int(_draw(q, 1, generator)[0, 0])])
+            rng = generator[row] if isinstance(generator, (list, tuple)) else generator
+            out.append([token, int(_draw(q, 1, rng)[0, 0])])
     return out
 
 
