@@ -121,8 +121,7 @@ SAMPLING_FLAGS = ("samples", "temperature", "seed")
 
 def sampling_options(args: argparse.Namespace, iovqa_args):
     """The sampled mode's options from the command line (refused with another mode), checked before loading."""
-    from .modes import Sampling
-    from .scorer import check_mode
+    from .modes import Sampling, check_mode
 
     given = {name: getattr(args, name, None) for name in SAMPLING_FLAGS}
     given = {name: value for name, value in given.items() if value is not None}

@@ -56,6 +56,13 @@ register_scoring_mode = SCORING_MODES.register
 get_scoring_mode = SCORING_MODES.lookup
 
 
+def check_mode(mode: str, iovqa_args) -> None:
+    """Refuse a scoring mode this run's model cannot be scored with (before any model is loaded)."""
+    if get_scoring_mode(mode).sampled and iovqa_args.multi_dimension:
+        raise ValueError("--mode sampled scores one MOS per video; runs with several quality dimensions "
+                         "(iovqa_dimensions) are scored with greedy, expected or both")
+
+
 register_scoring_mode(ScoringMode("expected", expected=True))
 register_scoring_mode(ScoringMode("greedy", greedy=True, score="greedy_mos", greedy_error_fails=True))
 register_scoring_mode(ScoringMode("both", greedy=True, expected=True))

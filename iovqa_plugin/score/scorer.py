@@ -50,16 +50,9 @@ from ..data.label_formats import read_answer
 from ..data.labels import IGNORE_INDEX
 from ..data.prompt import cut_prompt
 from . import decoding
-from .modes import get_scoring_mode
+from .modes import check_mode, get_scoring_mode
 from .results import VideoResult
 from .settings import ScorerSettings
-
-
-def check_mode(mode: str, iovqa_args: Any) -> None:
-    """Refuse a scoring mode this run's model cannot be scored with."""
-    if get_scoring_mode(mode).sampled and iovqa_args.multi_dimension:
-        raise ValueError("--mode sampled scores one MOS per video; runs with several quality dimensions "
-                         "(iovqa_dimensions) are scored with greedy, expected or both")
 
 
 def video_seed(seed: int, video: str) -> int:
