@@ -356,3 +356,13 @@ def test_sampling_options_belong_to_the_sampled_mode(scorer):
     sampled = score_options("sampled", sampling_options(args(seed=2), scorer.iovqa_args))
     assert sampled["sampling"] == {"samples": 8, "temperature": 1.0, "seed": 2}  # a resumed file must match them
     assert "sampling" not in score_options("expected")
+
+
+def test_the_summary_reports_the_sampled_answers_that_gave_no_score(tmp_path):
+    from iovqa_plugin.score.command import _prediction_warnings
+
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"video": ["a", "b"], "pred_mos": [4.1, None], "sampled_parsed": [3, 0],
+                  "sampled_unparseable": [1, 4]}).to_csv(path, index=False)
+    assert _prediction_warnings(str(path)) == [
+        "5 of 8 sampled answers gave no MOS (left out of each video's mean; sampled_unparseable per video)"]

@@ -252,6 +252,10 @@ def _prediction_warnings(path: str) -> list[str]:
         reasons = kinds.value_counts()
         counts = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
         warnings.append(f"{table['greedy_error'].notna().sum()} of {len(table)} greedy answers gave no MOS ({counts})")
+    if "sampled_unparseable" in table and table["sampled_unparseable"].fillna(0).gt(0).any():
+        unread, drawn = table["sampled_unparseable"].sum(), (table["sampled_unparseable"] + table["sampled_parsed"]).sum()
+        warnings.append(f"{int(unread)} of {int(drawn)} sampled answers gave no MOS (left out of each video's mean; "
+                        "sampled_unparseable per video)")
     if "integer_mass" in table and (table["integer_mass"] < LOW_INTEGER_MASS).any():
         low = int((table["integer_mass"] < LOW_INTEGER_MASS).sum())
         warnings.append(f"{low} of {len(table)} videos: the model put under {LOW_INTEGER_MASS:.0%} of its probability "
