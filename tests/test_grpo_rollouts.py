@@ -222,6 +222,7 @@ def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypa
     assert rollouts.completions.mask.shape[0] == 4
 
 
+@pytest.mark.slow  # runs the model (generate / rollouts): seconds
 def test_yes_no_rows_draw_from_their_words_and_score_rows_from_the_grid(scorer, features, monkeypatch):
     """A batch mixing score rows and yes/no question rows: each group's answers come from its own answer set
     (the words as its label spells them, "Yes"/"No"), `choice` rewards the question rows and `score_relative`

@@ -312,6 +312,7 @@ def test_greedy_writes_a_thinking_answers_reasoning(scorer, demo_dir, tmp_path, 
     assert preds["greedy_mos"].tolist() == [4.2, 3.1]
 
 
+@pytest.mark.slow  # runs the model (generate / rollouts): seconds
 def test_sampled_answers_are_seeded_per_video(scorer, demo_dir):
     """The same seed draws the same answers (whatever the global random state), another seed others; each
     video's seed comes from its id, so batches and processes do not change its answers."""
