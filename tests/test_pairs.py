@@ -180,6 +180,7 @@ def pair_dataset_dir(demo_dir, tmp_path):
     return str(data)
 
 
+@pytest.mark.slow
 def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(tiny_model, demo_dir, tmp_path):
     from iovqa_plugin.data.layouts import LAYOUTS
     from iovqa_plugin.data.pair_samples import load_comparisons
