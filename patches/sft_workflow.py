@@ -97,6 +97,11 @@ def _plugin_trainer(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
 
             kwargs.update(rank=rank, grid=ScoreGrid.from_tokenizer(kwargs["tokenizer"]),
                           scores=iovqa_args.scores_per_answer)
+        if iovqa_args.pair_soft_targets:  # the choice words' tokens, where the soft choice targets go
+            from .score_position import level_tokens
+
+            kwargs["choices"] = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"],
+                                             iovqa_args.choices.answers)
         return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
 
