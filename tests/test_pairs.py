@@ -269,3 +269,67 @@ def test_comparison_rows_are_the_runs_own_next_to_stock_question_rows(clean_plug
     assert run_samples([[scored.frames], pair.frames, question]) == [True, True, False]
     assert sample_origin(pair.frames) == "pairs.csv row 3 (comparison 'b.mp4' vs 'c.mp4')"
     assert sample_origin([scored.frames]) == "train.csv row 1 (video 'a.mp4')"
+
+
+# --- soft choice targets from the two MOS and their raters' stds (iovqa_pair_soft_targets) ---------------------
+
+def test_the_soft_choice_loss_equals_a_hand_computation_next_to_hard_rows():
+    from types import SimpleNamespace
+
+    from scipy.stats import norm
+
+    from iovqa_plugin.data.levels import LevelTokens
+    from iovqa_plugin.patches.trainer import LabelledLogitsTrainer
+    from iovqa_plugin.train.labelled_logits import causal_lm_loss
+    from iovqa_plugin.train.rank_loss import preference_probability
+    from iovqa_plugin.train.soft_targets import CHOICE_KEY, choice_targets
+
+    torch.manual_seed(0)
+    a, b = 7, 8  # the choice tokens' ids
+    logits = torch.randn(3, 3, 12)
+    # row 0 a score (two digits), row 1 a comparison with a soft target, row 2 a comparison answered hard
+    targets = torch.tensor([[3, 5, IGNORE_INDEX], [IGNORE_INDEX, a, IGNORE_INDEX], [b, IGNORE_INDEX, IGNORE_INDEX]])
+    p = float(preference_probability(3.6, 3.1, 0.4, 0.3))
+    assert p == pytest.approx(norm.cdf(0.5 / 0.5))  # (3.6 - 3.1) / sqrt(0.4^2 + 0.3^2)
+    trainer = SimpleNamespace(_choices=LevelTokens(paths=((a,), (b,)), prefix=0))
+    inputs, loss_function = LabelledLogitsTrainer._choice_loss(trainer, {CHOICE_KEY: choice_targets([None, p, None], 2),
+                                                                        "input_ids": None})
+    assert CHOICE_KEY not in inputs and "input_ids" in inputs
+    log_p = torch.log_softmax(logits, dim=-1)
+    by_hand = (-log_p[0, 0, 3] - log_p[0, 1, 5] - (p * log_p[1, 1, a] + (1 - p) * log_p[1, 1, b]) - log_p[2, 0, b]) / 4
+    assert loss_function(logits, targets, None).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert loss_function(logits, targets, 8).item() == pytest.approx(by_hand.item() * 4 / 8, rel=1e-6)
+    # as both stds go to 0 the target becomes the hard choice, and the loss the causal-LM loss
+    for std, gap in ((0.1, 1e-2), (0.01, 1e-6), (0.0, 1e-9)):
+        p = float(preference_probability(3.6, 3.1, std, std))
+        _, sharp = LabelledLogitsTrainer._choice_loss(trainer, {CHOICE_KEY: choice_targets([None, p, None], 2)})
+        assert 1 - p < gap
+        assert sharp(logits, targets, None).item() == pytest.approx(causal_lm_loss(logits, targets).item(), abs=gap * 20)
+    assert LabelledLogitsTrainer._choice_loss(trainer, {"input_ids": None})[1] is causal_lm_loss  # no soft rows
+    with pytest.raises(Exception, match="needs iovqa_labelled_logits: true"):
+        IOVQAArguments(pair_soft_targets=True, labelled_logits=False)
+
+
+def test_soft_choice_targets_only_for_pairs_with_both_mos_and_both_stds(demo_dir, tmp_path, clean_plugin_state):
+    from iovqa_plugin.patches.run import pair_targets, remember_pair_targets, set_active_run
+    from iovqa_plugin.train.rank_loss import preference_probability
+
+    videos = demo_rows(demo_dir)["video_name"].tolist()
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"video_a": videos[:3], "video_b": videos[3:6], "mos_a": [3.0, 2.0, 4.0], "mos_b": [2.0, 2.5, 1.0],
+                  "std_a": [0.5, 0.5, ""], "std_b": [0.5, 0.2, 0.3]}).to_csv(path, index=False)
+    samples, _, _ = load_pair_file(str(path), PairColumns(), config(tmp_path), "", progress=False)
+    set_active_run(IOVQAArguments())
+    remember_pair_targets(samples, preference_probability)
+    found = pair_targets([s.media_lists()[1] for s in samples])
+    assert found[:2] == pytest.approx([float(preference_probability(3.0, 2.0, 0.5, 0.5)),
+                                       float(preference_probability(2.0, 2.5, 0.5, 0.2))])
+    assert found[2] is None  # one std missing: the hard choice
+    # drawn pairs carry the pointwise rows' MOS and stds (iovqa_std_column, read with pair soft targets on)
+    table = demo_rows(demo_dir)
+    table["MOS_std"] = 0.3
+    table.to_csv(tmp_path / "train.csv", index=False)
+    drawn, _, _ = load_drawn_pairs(str(tmp_path / "train.csv"), Columns("video_name", "Prompt", "Overall_MOS", "MOS_std"),
+                                   config(tmp_path, pair_soft_targets=True, std_column="MOS_std"), "", progress=False)
+    mos = dict(zip(table["video_name"], table["Overall_MOS"]))
+    assert drawn and all(s.stds == (0.3, 0.3) and s.mos == (mos[s.media[0]], mos[s.media[1]]) for s in drawn)
