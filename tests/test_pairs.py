@@ -180,6 +180,7 @@ def pair_dataset_dir(demo_dir, tmp_path):
     return str(data)
 
 
+@pytest.mark.slow
 def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(tiny_model, demo_dir, tmp_path):
     from iovqa_plugin.data.layouts import LAYOUTS
     from iovqa_plugin.data.pair_samples import load_comparisons
@@ -189,7 +190,8 @@ def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(
 
     data = pair_dataset_dir(demo_dir, tmp_path)
     recipe = base_recipe(tiny_model, data, str(tmp_path / "run"), dataset="scores,train_pairs", media_dir=demo_dir,
-                         max_steps=2, save_steps=2, iovqa_pairs_per_row=2)
+                         max_steps=2, save_steps=2, iovqa_pairs_per_row=2, eval_dataset="test_pairs",
+                         eval_strategy="steps", eval_steps=2)
     path = write_recipe(tmp_path / "r.yaml", recipe)
     result = run_cli(["llamafactory-cli", "train", path])
     log = result.stdout + result.stderr
@@ -199,6 +201,10 @@ def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(
     assert re.search(r"Num examples = %d\b" % (30 + int(drawn.group(1))), log)  # the scores and the pairs
     targets = re.findall(r"'([^']*)'", log.split("first batch targets ")[1].splitlines()[0])
     assert targets and all(t in ("A", "B") or re.fullmatch(r"\d\d", t) for t in targets), targets
+    # the in-training evaluation on held-out pairs reports their pairwise accuracy
+    with open(tmp_path / "run" / "trainer_state.json", encoding="utf-8") as handle:
+        evaluated = [e for e in json.load(handle)["log_history"] if "eval_loss" in e]
+    assert evaluated and 0 <= evaluated[-1]["eval_pairwise_diff"] <= 1 and "eval_srcc" not in evaluated[-1]
 
     out = tmp_path / "pairs_pred.csv"
     scored = run_cli(["iovqa", "score", "--recipe", path, "--data", "test_pairs", "--out", str(out)])
@@ -333,3 +339,35 @@ def test_soft_choice_targets_only_for_pairs_with_both_mos_and_both_stds(demo_dir
                                    config(tmp_path, pair_soft_targets=True, std_column="MOS_std"), "", progress=False)
     mos = dict(zip(table["video_name"], table["Overall_MOS"]))
     assert drawn and all(s.stds == (0.3, 0.3) and s.mos == (mos[s.media[0]], mos[s.media[1]]) for s in drawn)
+
+
+def test_evaluation_reads_pairwise_accuracy_from_comparison_rows_next_to_scores(qwen_tokenizer):
+    from types import SimpleNamespace
+
+    from iovqa_plugin.data.grid import ScoreGrid
+    from iovqa_plugin.train.score_metrics import ComputeScoreMetrics, ScoreLogits
+
+    grid = ScoreGrid.from_tokenizer(qwen_tokenizer)
+    a, b = qwen_tokenizer.convert_tokens_to_ids(["A", "B"])
+    digit = {d: qwen_tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    vocab = len(qwen_tokenizer)
+    # rows as compact_for_metrics packs them: labels[:, 0] unused, logits[:, j] predict labels[:, j + 1]
+    labels = torch.full((6, 3), IGNORE_INDEX)
+    for row, (first, second) in enumerate(((3, 7), (2, 0), (4, 5))):  # scored rows: MOS 3.7, 2.0, 4.5
+        labels[row, 1:] = torch.tensor([digit[first], digit[second]])
+    labels[3, 1], labels[4, 1], labels[5, 1] = a, b, a  # comparisons: A better, B better, A better
+    logits = torch.zeros(6, 3, vocab)
+    logits[0, 0, digit[4]], logits[1, 0, digit[1]], logits[2, 0, digit[5]] = 5.0, 5.0, 5.0
+    logits[3, 0, a], logits[4, 0, b], logits[5, 0, b] = 2.0, 1.0, 0.5  # right, right, wrong
+    reduced = ScoreLogits(grid, 1, torch.tensor([a, b]))(logits, labels)
+    assert reduced[:, 2].tolist() == [0, 0, 0, 1, 1, 1]
+    p = torch.sigmoid(torch.tensor([2.0, -1.0, -0.5]))  # P(A) over the two choice tokens
+    assert reduced[3:, 0].tolist() == pytest.approx((2 * p - 1).tolist(), abs=1e-6)  # P(A) - P(B)
+    assert reduced[3:, 1].tolist() == [1, -1, 1]
+    assert reduced[:3, 1].tolist() == pytest.approx([3.7, 2.0, 4.5])  # the scored rows' MOS as before
+    assert torch.equal(reduced[:3, :2], ScoreLogits(grid, 1)(logits[:3], labels[:3]))
+    metrics = ComputeScoreMetrics(comparisons=True)(SimpleNamespace(predictions=reduced.numpy()))
+    assert metrics["pairwise_diff"] == pytest.approx(2 / 3) and metrics["pairwise_tau"] == pytest.approx(2 / 3)
+    assert metrics["srcc"] == pytest.approx(1.0)  # over the scored rows only: expected grades ~4, ~1, ~5
+    only_pairs = ComputeScoreMetrics(comparisons=True)(SimpleNamespace(predictions=reduced[3:].numpy()))
+    assert set(only_pairs) == {"pairwise_diff", "pairwise_tau"}
