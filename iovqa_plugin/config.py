@@ -179,7 +179,8 @@ class IOVQAArguments(GRPOArguments):
         default=None,
         metadata={
             "help": "Soft targets: column of each row's rater standard deviation of the MOS (0..4), the sigma of its "
-            "target (DeQA-Score). Default: none, every row uses iovqa_level_sigma."
+            "target (DeQA-Score). Default: none, every row uses iovqa_level_sigma. With iovqa_pair_soft_targets: "
+            "the stds of pairs drawn from a pointwise file."
         },
     )
     head: Literal["none", "softmax_regression"] = field(
