@@ -133,7 +133,7 @@ def main() -> None:
         for start in range(0, len(pairs), 8):
             chunk = pairs[start: start + 8]
             features = [comparisons.encode(s) for s in chunk]
-            batch, out = forward(loaded, features, attentions=split == "test" and start == 0)
+            batch, out = forward(loaded, features, attentions=split == "test")
             last = out.hidden_states[-1].float()
             for i, s in enumerate(chunk):
                 (a0, a1), (b0, b1) = blocks(batch["input_ids"][i].tolist(), pad)

@@ -342,3 +342,20 @@ def test_scoring_image_pairs_writes_p_a_from_the_choice_tokens(scorer, tiny_mode
     assert written["p_a"].tolist() == pytest.approx([r.probabilities[0] for r in results], abs=1e-4)
     assert ((written["p_a"] + written["p_b"] - 1).abs() < 1e-5).all() and written["error"].isna().all()
     assert written["choice"].tolist() == [r.choice for r in results]
+
+
+@pytest.mark.slow
+def test_a_run_on_image_pairs_with_soft_choice_targets_trains_the_choice_against_them(tiny_model, media_dir, tmp_path):
+    from conftest import train_in_process
+
+    data = image_pairs_dir(media_dir, tmp_path)
+    recipe = base_recipe(tiny_model, data, str(tmp_path / "run"), dataset="image_pairs", media_dir=media_dir,
+                         max_steps=1, save_steps=1, per_device_train_batch_size=3, iovqa_pair_soft_targets=True,
+                         iovqa_frame_cache_dir=str(tmp_path / "cache"))
+    log = train_in_process(recipe)
+    assert "soft choice targets P(A) [" in log, log[-3000:]
+    shown = log.split("soft choice targets P(A) [")[1].split("]")[0]
+    assert sorted(round(float(p), 4) for p in shown.split(", ")) == [0.068, 0.6726, 0.9904]  # Φ by hand, any order
+    with open(tmp_path / "run" / "trainer_state.json", encoding="utf-8") as handle:
+        losses = [e["loss"] for e in json.load(handle)["log_history"] if "loss" in e]
+    assert losses and all(np.isfinite(losses))
