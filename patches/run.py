@@ -22,9 +22,9 @@ _ORIGINS: dict[str, str] = {}
 # first frame file of each sample of the run -> (MOS, std or None): level runs' per-row targets, which their
 # labels (a level word) do not carry; the collator looks them up by the sample's frames
 _TARGETS: dict[str, tuple[float, Optional[float]]] = {}
-# first files of a comparison's two media (sample_media order) -> P(A better) from the MOS and raters' stds
-# (iovqa_pair_soft_targets), looked up by the collator as _TARGETS is
-_PAIR_TARGETS: dict[tuple[str, ...], float] = {}
+# first files of a comparison's two media (sample_media order) -> (P(A better) from the MOS and raters' stds, its
+# row) (iovqa_pair_soft_targets), looked up by the collator as _TARGETS is
+_PAIR_TARGETS: dict[tuple[str, ...], tuple[float, str]] = {}
 
 
 def set_active_run(iovqa_args: Optional[IOVQAArguments]) -> None:
@@ -136,26 +136,27 @@ def sample_targets(media_of_rows: Sequence) -> list[tuple[float, Optional[float]
 def remember_pair_targets(samples: Iterable, probability) -> None:
     """The formatter records P(A better) of each comparison whose data has both MOS and both stds
     (``PairSample``), ``probability(mos_a, mos_b, std_a, std_b)``; keyed by its media's first files as a batch row
-    lists them (:func:`sample_media`: videos, then images). An image and a video compared in both orders have
-    the same key and different targets: refused, naming the rows."""
-    origins = {}
+    lists them (:func:`sample_media`: videos, then images). Two pairs with the same key and different targets (the
+    same two media rated twice, or an image and a video compared in both orders) cannot be told apart in a batch:
+    refused, naming the rows."""
     for sample in samples:
         if sample.human == 0 or None in (*sample.mos, *sample.stds) or not sample.frames:
             continue
         images, videos = sample.media_lists()
         key = tuple(_firsts(videos)) + tuple(images)
         p = float(probability(*sample.mos, *sample.stds))
-        if key in _PAIR_TARGETS and abs(_PAIR_TARGETS[key] - p) > 1e-9:
+        if key in _PAIR_TARGETS and abs(_PAIR_TARGETS[key][0] - p) > 1e-9:
             raise ValueError(
-                f"{sample.file} row {sample.row} (comparison {sample.media[0]!r} vs {sample.media[1]!r}) shows the same "
-                f"image and video as {origins.get(key, 'another row')} in the other order: a batch row of an image "
-                "and a video does not say which is A, so their soft targets cannot be told apart. Keep one order."
+                f"{sample.file} row {sample.row} (comparison {sample.media[0]!r} vs {sample.media[1]!r}, P(A) {p:.4f}) "
+                f"shows the same two media as {_PAIR_TARGETS[key][1]} with another soft target "
+                f"({_PAIR_TARGETS[key][0]:.4f}): the collator finds a pair's target by its media (an image and a video "
+                "in either order alike), so each pair of media needs one rating. Keep one row per pair of media."
             )
-        _PAIR_TARGETS[key] = p
-        origins.setdefault(key, f"{sample.file} row {sample.row}")
+        _PAIR_TARGETS.setdefault(key, (p, f"{sample.file} row {sample.row}"))
 
 
 def pair_targets(media_of_rows: Sequence) -> list[Optional[float]]:
     """P(A better) of each batch row (given each row's media, :func:`sample_media`), None where the row's
     choice target is hard (no stds, a preference label, or not a comparison)."""
-    return [_PAIR_TARGETS.get(tuple(_firsts(media))) for media in media_of_rows]
+    found = [_PAIR_TARGETS.get(tuple(_firsts(media))) for media in media_of_rows]
+    return [None if target is None else target[0] for target in found]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -331,6 +332,9 @@ def test_soft_choice_targets_only_for_pairs_with_both_mos_and_both_stds(demo_dir
     assert found[:2] == pytest.approx([float(preference_probability(3.0, 2.0, 0.5, 0.5)),
                                        float(preference_probability(2.0, 2.5, 0.5, 0.2))])
     assert found[2] is None  # one std missing: the hard choice
+    rerated = [replace(samples[0], row=7, stds=(0.9, 0.9))]  # the same two videos rated again, another target
+    with pytest.raises(ValueError, match=r"pairs.csv row 7 .* shows the same two media as .*pairs.csv row 1"):
+        remember_pair_targets(rerated, preference_probability)
     # drawn pairs carry the pointwise rows' MOS and stds (iovqa_std_column, read with pair soft targets on)
     table = demo_rows(demo_dir)
     table["MOS_std"] = 0.3
