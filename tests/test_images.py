@@ -310,8 +310,7 @@ def test_image_pairs_through_formatter_and_collator_mask_the_choice_and_carry_so
     assert (batch[CHOICE_KEY].sum(1) - 1).abs().max() < 1e-6
 
 
-def test_scoring_image_pairs_writes_p_a_from_the_choice_tokens(scorer, tiny_model, media_dir, tmp_path, capsys):
-    from iovqa_plugin.cli import main
+def test_scoring_image_pairs_gives_p_a_from_the_choice_tokens(scorer, media_dir, tmp_path):
     from iovqa_plugin.data.pair_samples import load_pair_file
     from iovqa_plugin.data.pairs import PairColumns
     from iovqa_plugin.score.comparisons import ComparisonScorer
@@ -331,7 +330,20 @@ def test_scoring_image_pairs_writes_p_a_from_the_choice_tokens(scorer, tiny_mode
         with torch.no_grad():
             logits = loaded.model(**loaded.batch([comparisons.encode(sample)])).logits[0, -1].float()
         assert torch.softmax(logits[ids], dim=-1)[0].item() == pytest.approx(result.probabilities[0], abs=1e-4)
-    # iovqa score on the pairs file (by path, with its layout): p_a, p_b, choice per pair
+
+
+@pytest.mark.slow
+def test_iovqa_score_on_image_pairs_writes_p_a_p_b_and_the_choice(scorer, tiny_model, media_dir, tmp_path):
+    from iovqa_plugin.cli import main
+    from iovqa_plugin.data.pair_samples import load_pair_file
+    from iovqa_plugin.data.pairs import PairColumns
+    from iovqa_plugin.score.comparisons import ComparisonScorer
+
+    data = image_pairs_dir(media_dir, tmp_path)
+    samples, _, _ = load_pair_file(os.path.join(data, "pairs.csv"), PairColumns(), scorer.iovqa_args, media_dir,
+                                   progress=False)
+    results = list(ComparisonScorer(scorer).score(samples, batch_size=3))
+    # iovqa score on the pairs file (by path, with its layout): p_a, p_b, choice per pair, as the scorer gives them
     recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data, str(tmp_path / "o"), media_dir=media_dir,
                                                            dataset="image_pairs"))
     out = tmp_path / "pred.csv"
