@@ -26,11 +26,12 @@ $(STAMP): setup.py constraints.txt
 demo: install
 	$(RUN) $(BIN)/iovqa demo
 
+# one worker per core, each taking whole files (a file's tests share its module fixtures and trained runs)
 test: install
-	$(RUN) $(BIN)/python -m pytest tests
+	$(RUN) $(BIN)/python -m pytest tests -n auto --dist loadfile
 
 test-fast: install
-	$(RUN) $(BIN)/python -m pytest tests -m "not slow"
+	$(RUN) $(BIN)/python -m pytest tests -m "not slow" -n auto --dist loadfile
 
 # Benchmarks print their numbers (they are not tests) and write them, with the commands and machine facts,
 # to bench/RESULTS.md (`make bench`, about an hour on 2 cores) or bench/RESULTS_quick.md (`make bench-quick`,

@@ -88,7 +88,8 @@ setup(
         "bench": ["dashscope", "scikit-video", "scikit-image", "jieba", "nltk", "rouge-chinese"],
         # the packaging test builds a wheel without build isolation (offline); deepspeed: the ZeRO-3 tests
         # (its sdist builds without torch and compiles no ops at install time: DeepSpeed JIT-builds what it uses)
-        "test": ["pytest>=8", "dashscope", "scikit-video", "setuptools>=64", "wheel", "jieba", "nltk", "rouge-chinese",
+        # pytest-xdist: `make test` runs the suite's files on every core
+        "test": ["pytest>=8", "pytest-xdist", "dashscope", "scikit-video", "setuptools>=64", "wheel", "jieba", "nltk", "rouge-chinese",
                  "deepspeed"],
     },
     entry_points={"console_scripts": ["iovqa=iovqa_plugin.cli:main"]},

@@ -6,9 +6,10 @@ Both produce the same thing, `group` sampled answers for each of `prompts` video
 (a tiny Qwen2.5-VL built here, `--hidden` wide, untrained) and the same collated prompts (the demo ladder's
 test videos, LLaMA-Factory's template, frames and collator, as training builds them):
 
-* exact-distribution: the policy's next-token distributions at the answer's first digit and after each first
-  digit, from one prefill of each prompt plus one batched step (the scorer's expected decoding,
-  `rl.rollouts.answer_logits`), then `group` answers drawn token by token (`sample_completions`);
+* exact-distribution: what the GRPO trainer runs on a micro-batch of `prompts` x `group` rows: one row of
+  each group taken (`select_rows`), the policy's next-token distributions at the answer's first digit from one
+  prefill of each prompt, `group` answers drawn token by token (`sample_completions`), the second digit's
+  distributions from one batched step after the first digits drawn (`rl.rollouts.answer_logits`, lazy);
 * generate: each prompt repeated `group` times, `model.generate` with sampling (temperature 1), at most 3 new
   tokens (the two digits and the stop token: what an answer-only rollout needs; the untrained model never
   stops earlier, a trained one stops after those 3).
@@ -47,7 +48,7 @@ def main() -> None:
     from iovqa_plugin.data.grid import ScoreGrid
     from iovqa_plugin.demo.ladder import make_demo_dataset
     from iovqa_plugin.demo.tiny_model import build_tiny_model
-    from iovqa_plugin.rl.rollouts import answer_logits, sample_completions
+    from iovqa_plugin.rl.rollouts import answer_logits, sample_completions, select_rows
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
 
@@ -73,12 +74,12 @@ def main() -> None:
         loaded = scorer.loaded
         model, tokenizer = loaded.model, loaded.tokenizer
         grid = ScoreGrid.from_tokenizer(tokenizer)
-        unique = loaded.batch(features)
         repeated = loaded.batch([f for f in features for _ in range(args.group)])
         generator = torch.Generator().manual_seed(0)
 
         def exact():
-            first, second = answer_logits(model, unique, grid)
+            unique = select_rows(repeated, range(0, args.prompts * args.group, args.group))
+            first, second = answer_logits(model, unique, grid, lazy=True)
             return sample_completions(first, second, args.group, grid, generator=generator)
 
         def generate():
@@ -100,7 +101,7 @@ def main() -> None:
         total = args.prompts * args.group
         rate = {name: total / statistics.median(values) for name, values in seconds.items()}
         print(f"threads {torch.get_num_threads()}, {args.prompts} prompts x {args.group} answers, hidden "
-              f"{args.hidden}, {args.repeats} repeats (interleaved), prompt length {unique['input_ids'].shape[1]}")
+              f"{args.hidden}, {args.repeats} repeats (interleaved), prompt length {repeated['input_ids'].shape[1]}")
         for name in ("exact", "generate"):
             print(f"  {name:9s} {rate[name]:9.1f} answers/s  (median {statistics.median(seconds[name]) * 1000:.1f} ms "
                   f"per {total} answers)")

@@ -2,7 +2,7 @@
 
     iovqa train RECIPE.yaml [key=value ...]        train through LLaMA-Factory (same as llamafactory-cli train)
     iovqa prepare RECIPE.yaml [--workers N]        check the recipe's datasets and fill the frame cache
-    iovqa score --recipe R.yaml --data D --out preds.csv [--mode expected|greedy|both|head] [--nproc N]
+    iovqa score --recipe R.yaml --data D --out preds.csv [--mode expected|greedy|both|head|sampled] [--nproc N]
     iovqa eval --pred preds.csv --labels D         metrics, JSON report and scatter plot
     iovqa ensemble (--config ens.yaml | --pred a.csv b.csv ...) --out ens.csv [--fit-labels D]
     iovqa demo | build-tiny-model DIR | demo-data DIR | keys
@@ -199,7 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "Several quality dimensions: a column per dimension for each decoding (per_sample: each "
                         "dimension scored with its own prompt; joint: the answer's wording is written for the model and "
                         "each score is decoded after its name and the earlier scores as decoded: greedy's text, or "
-                        "in expected mode (and where greedy gave none) the rounded expected score)")
+                        "in expected mode (and where greedy gave none) the rounded expected score). sampled: the mean "
+                        "score of --samples answers sampled at --temperature (VisualQuality-R1's scoring), its spread "
+                        "in sampled_std, the answers without a score counted in sampled_unparseable")
+    p.add_argument("--samples", type=int, default=None, help="--mode sampled: answers per video (default 8)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="--mode sampled: the sampling temperature (default 1.0; no top-k or top-p cut)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="--mode sampled: the run's seed (default 0); each video's answers are drawn with a seed of it "
+                        "and the video's id, so a video scores the same in any batch or process")
     p.add_argument("--model", default=None,
                    help="base model or merged export (default: the recipe's); given alone, no adapter is added")
     p.add_argument("--adapter", default=None,

@@ -39,17 +39,19 @@ from statistics import fmean
 from typing import Any, Optional
 
 import torch
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
 
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError
 from iovqa_plugin.logs import get_logger
-from iovqa_plugin.rl.answers import parse_answer
+from iovqa_plugin.rl.answers import label_row, parse_answer
+from iovqa_plugin.train.answer_words import CASES, YES_NO_WORDS as YES_NO
 from iovqa_plugin.rl.loss import group_advantages, grpo_loss
 from iovqa_plugin.rl.rewards import combine
 from iovqa_plugin.rl.rollouts import (Completions, answer_logits, answer_starts, completion_batch, completion_logps,
                                       frame_orders, prompt_batch, sample_completions, select_rows, shuffle_frames)
 from iovqa_plugin.train.head import MOS_KEY
-from iovqa_plugin.train.mask import mos_from_labels
+from iovqa_plugin.train.mask import masked_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY
 
 from .trainer import LabelledLogitsTrainer, LevelTrainer
@@ -71,12 +73,16 @@ class GRPOSteps:
     """The GRPO training step, in front of an SFT trainer class (see the module docstring)."""
 
     def __init__(self, *args: Any, iovqa_args: IOVQAArguments, grid: Any = None, levels: Any = None, lead: int = 0,
-                 stop_ids: tuple = (), **kwargs: Any):
+                 stop_ids: tuple = (), word_tokens: Any = None, **kwargs: Any):
         if iovqa_args.level_scores:
             kwargs.update(iovqa_args=iovqa_args, levels=levels)
         super().__init__(*args, **kwargs)
         self._iovqa_args, self._grid, self._levels = iovqa_args, grid, levels
         self._lead, self._stop_ids = lead, list(stop_ids)
+        # choice rows (preference, yes/no): their words' token paths, found as the level words' (words -> tokens)
+        self._word_tokens, self._words_cache = word_tokens, {}
+        choices = iovqa_args.choices
+        self._choice_words = (choices.a, choices.b, choices.tie)
         self._group = iovqa_args.grpo_num_generations
         self._cache: dict[int, Rollouts] = {}
         self._micro_steps = 0
@@ -127,37 +133,44 @@ class GRPOSteps:
         """This micro-batch's rollouts: new ones on the first of num_iterations passes over a generation batch."""
         accumulation = self.args.gradient_accumulation_steps
         slot = self._micro_steps % accumulation
-        fresh = (self._micro_steps // accumulation) % self._iovqa_args.grpo_num_iterations == 0
+        # from the optimizer step, not a count of this process's calls: a run resumed from a checkpoint samples
+        # anew where the uninterrupted run did
+        fresh = self.state.global_step % self._iovqa_args.grpo_num_iterations == 0
         self._micro_steps += 1
         if fresh or slot not in self._cache:
-            self._cache[slot] = self._new_rollouts(model, inputs)
+            self._cache[slot] = self._new_rollouts(model, inputs, slot)
         return self._cache[slot]
 
-    def _new_rollouts(self, model, inputs) -> Rollouts:
+    def _new_rollouts(self, model, inputs, slot: int = 0) -> Rollouts:
         iovqa_args, tokenizer = self._iovqa_args, self.processing_class
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         labels = inputs["labels"]
         if labels.shape[0] % self._group:
             raise ValueError(f"a micro-batch of {labels.shape[0]} rows does not hold whole groups of "
                              f"{self._group} (per_device_train_batch_size must be a multiple of it)")
-        mos = inputs[MOS_KEY] if MOS_KEY in inputs else mos_from_labels(labels, tokenizer)
+        rows, sets = self._label_rows(inputs, tokenizer)
         batch = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
         starts = answer_starts(labels, self._lead if iovqa_args.grpo_mode == "thinking" else 0)
         pad = tokenizer.pad_token_id
-        rollout = self._sample_closed if iovqa_args.grpo_mode == "answer_only" else self._generate
+        closed = iovqa_args.grpo_mode == "answer_only"
         with _eval_mode(model), torch.no_grad():
-            tokens = rollout(model, batch, starts, pad)
+            generators = self._group_generators(labels.shape[0] // self._group, slot)
+            tokens = self._sample_closed(model, batch, starts, pad, sets, generators) if closed else self._generate(
+                model, batch, starts, pad)
             # T-GRPO: the same prompts with their frames shuffled, answered for the temporal reward only
             shuffled = None
             if "temporal" in iovqa_args.grpo_rewards:
-                shuffled = rollout(model, self._frames_shuffled(batch), starts, pad)
+                frames = self._frames_shuffled(batch)
+                shuffled = self._sample_closed(model, frames, starts, pad, sets, generators) if closed else \
+                    self._generate(model, frames, starts, pad)
         answers = self._read(tokens, tokenizer)
-        rows = [{"mos": float(m), "group": i // self._group} for i, m in enumerate(mos.tolist())]
         total, each = self._rewards(answers, rows, None if shuffled is None else self._read(shuffled, tokenizer))
         rewards = torch.tensor(total, dtype=torch.float32)
         advantages, group_std = group_advantages(rewards, self._group, iovqa_args.grpo_scale_rewards)
         for name, values in each.items():
-            self._metrics[f"reward/{name}"].append(fmean(values))
+            given = [v for v in values if v is not None]
+            if given:  # the mean over the rows the reward rewards
+                self._metrics[f"reward/{name}"].append(fmean(given))
         self._metrics["reward"].append(fmean(total))
         self._metrics["reward_std"].append(float(group_std.mean()))
         self._metrics["parseable"].append(fmean(float(a.parsed) for a in answers))
@@ -171,10 +184,38 @@ class GRPOSteps:
                     ref = completion_logps(model, completions)
         return Rollouts(completions, advantages, old, ref)
 
+    def _label_rows(self, inputs, tokenizer) -> tuple[list[dict], list[Optional[tuple]]]:
+        """(each row's reward fields: its MOS or its choice, and the prompt it answers; each row's answer set:
+        None for the run's scores, else the words a choice row chooses from)."""
+        if self._iovqa_args.level_scores:  # the MOS of the annotation row (a level label is one of five)
+            rows = [{"mos": float(m)} for m in inputs[MOS_KEY].tolist()]
+            sets = [None] * len(rows)
+        else:
+            rows, sets = [], []
+            for i, text in enumerate(masked_texts(inputs["labels"], tokenizer)):
+                row = label_row(text, self._iovqa_args.label_format, self._choice_words + YES_NO)
+                if row is None:
+                    raise ValueError(f"GRPO reads a score, a preference or a yes/no answer from each row's label; "
+                                     f"batch row {i}'s is {text!r}")
+                rows.append(row)
+                sets.append(self._choice_set(text, row["choice"]) if "choice" in row else None)
+        for i, row in enumerate(rows):
+            row["group"] = i // self._group
+        return rows, sets
+
+    def _choice_set(self, text: str, choice: str) -> tuple[str, ...]:
+        """The words a choice row's answer is drawn from: the run's choice words (the tie word when ties are
+        answered), or yes / no spelt as the label spells its word."""
+        if choice in self._choice_words:
+            return self._iovqa_args.choices.answers
+        word = text.strip().rstrip(".")
+        case = next(c for c in CASES if c(word) == word) if any(c(word) == word for c in CASES) else str.lower
+        return tuple(case(w) for w in YES_NO)
+
     def _read(self, tokens, tokenizer) -> list:
         iovqa_args = self._iovqa_args
         return [parse_answer(tokenizer.decode(t, skip_special_tokens=True), iovqa_args.grpo_mode,
-                             iovqa_args.label_format) for t in tokens]
+                             iovqa_args.label_format, words=self._choice_words + YES_NO) for t in tokens]
 
     def _rewards(self, answers, rows, shuffled) -> tuple[list[float], dict[str, list[float]]]:
         """Each answer's weighted reward and each reward's values; ``temporal`` also reads the shuffled answers."""
@@ -184,7 +225,7 @@ class GRPOSteps:
         if shuffled is not None:
             size = len(answers)
             both = rows + [dict(row, shuffled=True) for row in rows]
-            extra, values = combine(answers + shuffled, both, {"temporal": specs["temporal"]})
+            extra, values = combine(answers + shuffled, both, {"temporal": specs["temporal"]}, check=False)
             total = [a + b for a, b in zip(total, extra[:size])]
             each["temporal"] = values["temporal"][:size]
             self._metrics["parseable_shuffled"].append(fmean(float(a.parsed) for a in shuffled))
@@ -201,17 +242,66 @@ class GRPOSteps:
         pixels = shuffle_frames(batch["pixel_values_videos"], grid, temporal_patch, vision.patch_size, orders)
         return {**batch, "pixel_values_videos": pixels}
 
-    def _sample_closed(self, model, batch, starts, pad) -> list[list[int]]:
-        """Each group's answers drawn token by token from the policy's exact next-token distributions."""
+    def _group_generators(self, groups: int, slot: int):
+        """One random generator per group of this micro-batch, seeded by the run's seed, the optimizer step and the
+        group's place in the global batch: a prompt's answers are the same whichever process draws them, so
+        N processes sample what one process does (a bare step outside a Trainer: the one generator)."""
+        args, state = getattr(self, "args", None), getattr(self, "state", None)
+        if args is None or state is None:
+            return self._generator
+        first = (slot * args.world_size + args.process_index) * groups
+        return [torch.Generator().manual_seed(group_seed(args.seed, state.global_step, first + k))
+                for k in range(groups)]
+
+    def _sample_closed(self, model, batch, starts, pad, sets, generators=None) -> list[list[int]]:
+        """Each group's answers drawn token by token from the policy's exact next-token distributions over its
+        answer set (the run's scores, or a choice row's words), one prefill per prompt."""
         size, group = batch["input_ids"].shape[0], self._group
-        firsts = list(range(0, size, group))
-        unique = select_rows(batch, firsts)  # one prompt per group (its rows are the same prompt)
-        if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
-            unique, firsts, group = batch, list(range(size)), 1
-        first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), self._grid, self._levels)
+        out: list[Optional[list[int]]] = [None] * size
         iovqa_args = self._iovqa_args
-        return sample_completions(first, second, group, self._grid, self._levels, iovqa_args.grpo_temperature,
-                                  iovqa_args.grpo_top_p, self._generator)
+        generators = self._generator if generators is None else generators
+
+        def rngs(rows):
+            return [generators[i // group] for i in rows] if isinstance(generators, list) else generators
+
+        for answers in self._answer_sets([sets[i] for i in range(0, size, group)]):
+            firsts = [i for i in range(0, size, group) if sets[i] == answers]
+            grid, levels = (self._grid, self._levels) if answers is None else (None, self._words(answers))
+            if not firsts:  # another process's answer set: ZeRO-3 needs the same forwards on every process
+                _idle_forward(model, prompt_batch(batch, starts, pad), grid, levels)
+                continue
+            unique, n = select_rows(batch, firsts), group  # one prompt per group (its rows are the same prompt)
+            if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
+                firsts = [i for i in range(size) if sets[i] == answers]
+                unique, n = batch, 1
+                first, second = answer_logits(model, prompt_batch(unique, starts, pad), grid, levels, lazy=True)
+                first, second = first[firsts], _rows_of(second, firsts)
+            else:
+                first, second = answer_logits(model, prompt_batch(unique, starts[firsts], pad), grid, levels,
+                                              lazy=True)
+            drawn = sample_completions(first, second, n, grid, levels, iovqa_args.grpo_temperature,
+                                       iovqa_args.grpo_top_p, rngs(firsts))
+            for k, row in enumerate(firsts):
+                out[row:row + n] = drawn[k * n:(k + 1) * n]
+        return out
+
+    def _answer_sets(self, present: list) -> list:
+        """The answer sets of this micro-batch, or with several processes those of every process's, in one order
+        (under ZeRO-3 every process must run the same forwards)."""
+        present = list(dict.fromkeys(present))
+        args = getattr(self, "args", None)
+        if args is None or args.world_size == 1:
+            return present
+        from accelerate.utils import gather_object
+
+        return list(dict.fromkeys(gather_object(present)))
+
+    def _words(self, answers: tuple[str, ...]):
+        if answers not in self._words_cache:
+            if self._word_tokens is None:
+                raise ValueError(f"this run's trainer cannot find the token paths of the answers {answers}")
+            self._words_cache[answers] = self._word_tokens(answers)
+        return self._words_cache[answers]
 
     def _generate(self, model, batch, starts, pad) -> list[list[int]]:
         """Thinking answers: one sampled completion per row, cut after its first stop token."""
@@ -221,7 +311,8 @@ class GRPOSteps:
         iovqa_args = self._iovqa_args
         out = _unwrap_for_generation(model).generate(
             **inputs, do_sample=True, temperature=iovqa_args.grpo_temperature, top_p=iovqa_args.grpo_top_p,
-            max_new_tokens=iovqa_args.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad)
+            max_new_tokens=iovqa_args.grpo_max_completion_length, eos_token_id=self._stop_ids, pad_token_id=pad,
+            synced_gpus=is_deepspeed_zero3_enabled() and self.args.world_size > 1)  # ZeRO-3: every rank steps
         new = out[:, prompts["input_ids"].shape[1]:].tolist()
         completions = []
         for row in new:
@@ -245,6 +336,26 @@ class GRPOSteps:
                 logs[name] = round(fmean(values), 6)
             self._metrics.clear()
         return super().log(logs, *args, **kwargs)
+
+
+def group_seed(seed: int, step: int, group: int) -> int:
+    """The seed of one group's answers at one optimizer step."""
+    return (seed * 1_000_003 + step) * 1_000_033 + group
+
+
+def _idle_forward(model, prompts, grid, levels) -> None:
+    """The forwards of an answer set's rollout (prefill and step) on this process's prompts, results unused."""
+    first, second = answer_logits(model, prompts, grid, levels, lazy=True)
+    if callable(second):
+        second(torch.tensor([0]), torch.tensor([0]))
+
+
+def _rows_of(second, rows: list[int]):
+    """``answer_logits``'s second-position logits (a tensor, a lazy function or None) for ``rows`` of its batch."""
+    if second is None or not callable(second):
+        return None if second is None else second[rows]
+    index = torch.tensor(rows)
+    return lambda picked, digits: second(index[picked], digits)
 
 
 def _is_peft(model) -> bool:

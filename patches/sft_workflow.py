@@ -132,6 +132,7 @@ def _grpo_trainer(iovqa_args: Any, args: tuple, kwargs: dict):
     tokenizer = kwargs["tokenizer"]
     template = kwargs["data_collator"].template
     stop_ids = tuple(template.get_stop_token_ids(tokenizer))
+    kwargs["word_tokens"] = lambda words: level_tokens(template, tokenizer, words)  # choice rows' answer words
     if iovqa_args.level_scores:
         levels = level_tokens(template, tokenizer)
         return LevelGRPOTrainer(*args, iovqa_args=iovqa_args, levels=levels, lead=len(levels.lead), stop_ids=stop_ids,

@@ -230,14 +230,28 @@ def clean_plugin_state():
 
 
 def teacher_forced(scorer, feature, answer_ids) -> float:
-    """log p(answer | prompt) from one full forward of prompt + answer (no padding), the reference the scorer's
-    and the rollouts' one-pass log-probs are checked against."""
+    """log p(answer | prompt) from a full forward of prompt + answer (no padding, no cache), the reference the
+    scorer's and the rollouts' one-pass log-probs are checked against."""
+    return teacher_forced_all(scorer, feature, [answer_ids])[0]
+
+
+def teacher_forced_all(scorer, feature, answers) -> list[float]:
+    """teacher_forced for each answer, with one full forward per distinct answer-less-its-last-token: under the
+    causal mask the logits before an answer's last token do not depend on it, so "prompt 3" gives every "3x"."""
     import torch
 
-    ids = feature["input_ids"] + answer_ids
-    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
-    with torch.no_grad():
-        logits = scorer.loaded.model(**batch).logits[0].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
+    prefixes = {}
+    for answer in answers:
+        prefixes.setdefault(tuple(answer[:-1]), []).append(answer)
     start = len(feature["input_ids"])
-    return sum(float(logprobs[start - 1 + i, t]) for i, t in enumerate(answer_ids))
+    found = {}
+    for prefix, group in prefixes.items():
+        ids = feature["input_ids"] + list(prefix)
+        batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+        with torch.no_grad():  # the positions that predict the answer's tokens only (the output layer is vocab-wide)
+            logits = scorer.loaded.model(**batch, logits_to_keep=len(prefix) + 1).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        assert batch["input_ids"].shape[1] == start + len(prefix)
+        for answer in group:
+            found[tuple(answer)] = sum(float(logprobs[i, t]) for i, t in enumerate(answer))
+    return [found[tuple(answer)] for answer in answers]

@@ -106,3 +106,28 @@ def test_the_scorer_reads_the_answer_block_after_a_think_block():
     assert answer_text("<think>still thinking about 45") == ""
     assert answer_text("41") == "41"  # answer-only models as before
     assert read_answer(answer_text("<think>a</think><answer>good</answer>"), "level")[0] == 4.0
+
+
+def test_a_rows_label_is_a_score_or_a_choice_in_the_runs_words():
+    from iovqa_plugin.rl.answers import label_row
+
+    assert label_row("37") == {"mos": 3.7} and label_row("good", "level") == {"mos": 4.0}
+    assert label_row("B") == {"choice": "B"} and label_row("Yes.") == {"choice": "yes"}
+    assert label_row("a lovely clip") is None
+    words = ("first", "second", "same", "yes", "no")  # iovqa_choice_words: first,second,same
+    assert label_row("Second", words=words) == {"choice": "second"} and label_row("A", words=words) is None
+    assert ans("video first").choice is None and parse_answer("first", words=words).choice == "first"
+
+
+def test_a_batch_mixing_score_and_choice_rows_rewards_each_with_its_own_reward():
+    answers = [ans("37"), ans("zz"), ans("A"), ans("B")]
+    rows = [{"mos": 3.7, "group": 0}, {"mos": 3.7, "group": 0}, {"choice": "A", "group": 1},
+            {"choice": "A", "group": 1}]
+    total, each = combine(answers, rows, {"score_relative": {"weight": 1.0}, "choice": {"weight": 2.0}})
+    assert each == {"score_relative": [1.0, 0.0, None, None], "choice": [None, None, 1.0, 0.0]}
+    assert total == [1.0, 0.0, 2.0, 0.0]
+    # choice rows and no reward that compares their answers with their label: refused, not rewarded 0
+    with pytest.raises(RewardInputError, match="preference or yes/no rows.*add choice"):
+        combine(answers, rows, {"score_relative": {"weight": 1.0}})
+    with pytest.raises(RewardInputError, match="score rows.*score reward"):
+        combine(answers, rows, {"choice": {"weight": 1.0}})

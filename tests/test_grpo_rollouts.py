@@ -52,6 +52,17 @@ def test_rollout_logits_and_log_probs_are_the_scorers_and_teacher_forcing(scorer
     first, second = answer_logits(model, prompt_batch(batch, starts, tokenizer.pad_token_id), grid)
     reference, _ = scorer.distribution(scorer.batch(features))
     assert torch.allclose(grid.probabilities(first, second), reference, atol=1e-6)
+    # the lazy step (only the continuations the drawn answers take) gives the same logits and the same answers
+    prompts = prompt_batch(batch, starts, tokenizer.pad_token_id)
+    lazy_first, lazy_second = answer_logits(model, prompts, grid, lazy=True)
+    assert torch.allclose(lazy_first, first, atol=1e-5)
+    assert torch.allclose(lazy_second(torch.tensor([2, 0, 2]), torch.tensor([4, 1, 0])),
+                          second[[2, 0, 2], [4, 1, 0]], atol=1e-4)
+    sharp = first.clone()  # mass on the digits, so that continuations are drawn
+    sharp[:, grid.first_ids] += 30.0
+    lazy_first, lazy_second = answer_logits(model, prompts, grid, lazy=True)
+    assert (sample_completions(sharp, lazy_second, 6, grid, generator=torch.Generator().manual_seed(5))
+            == sample_completions(sharp, second, 6, grid, generator=torch.Generator().manual_seed(5)))
     # drawn answers (and an unreadable one) teacher-forced in one batch: a forward of each prompt + answer alone
     drawn = sample_completions(first, second, 1, grid, generator=torch.Generator().manual_seed(0))
     drawn[1] = tokenizer.encode("50", add_special_tokens=False)  # a first digit other than the batch label's
@@ -125,6 +136,7 @@ def grpo_steps(iovqa_args, tokenizer):
     steps._group = iovqa_args.grpo_num_generations
     steps._grid, steps._levels = ScoreGrid.from_tokenizer(tokenizer), None
     steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
+    steps._word_tokens, steps._words_cache, steps._choice_words = None, {}, ("A", "B", "tie")
     return steps
 
 
@@ -199,12 +211,71 @@ def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypa
     seen = []
     original = steps._sample_closed
 
-    def recording(model_, batch_, starts, pad):
+    def recording(model_, batch_, starts, pad, sets, generators=None):
         seen.append(batch_["pixel_values_videos"])
-        return original(model_, batch_, starts, pad)
+        return original(model_, batch_, starts, pad, sets, generators)
 
     monkeypatch.setattr(steps, "_sample_closed", recording)
     rollouts = steps._new_rollouts(model, batch)
     assert len(seen) == 2 and seen[0].shape == seen[1].shape and not torch.equal(seen[0], seen[1])
     assert "reward/temporal" in steps._metrics and len(steps._metrics["parseable_shuffled"]) == 1
     assert rollouts.completions.mask.shape[0] == 4
+
+
+@pytest.mark.slow  # runs the model (generate / rollouts): seconds
+def test_yes_no_rows_draw_from_their_words_and_score_rows_from_the_grid(scorer, features, monkeypatch):
+    """A batch mixing score rows and yes/no question rows: each group's answers come from its own answer set
+    (the words as its label spells them, "Yes"/"No"), `choice` rewards the question rows and `score_relative`
+    the score rows, and each reward's mean is taken over its own rows."""
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.patches import grpo_trainer
+    from iovqa_plugin.patches.score_position import level_tokens
+
+    tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
+    batch = sft_batch(scorer, [features[0], features[0], features[1], features[1]], ["37", "37", "Yes", "Yes"])
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2,
+                               "iovqa_grpo_rewards": {"score_relative": 1.0, "choice": 1.0}})
+    steps = grpo_steps(iovqa_args, tokenizer)
+    steps._word_tokens = lambda words: level_tokens(scorer.loaded.template, tokenizer, words)
+    asked, original = [], grpo_trainer.answer_logits
+
+    def certain(model_, prompts, grid=None, levels=None, lazy=False):
+        """The policy's logits with all the mass on "37" (scores) or on the first word (choices)."""
+        first, second = original(model_, prompts, grid, levels)
+        asked.append((prompts["input_ids"].shape[0], grid is not None, levels))
+        first = torch.full_like(first, -1e4)
+        if grid is not None:
+            first[:, tokenizer.convert_tokens_to_ids("3")] = 0.0
+            second = torch.full_like(second, -1e4)
+            second[:, :, tokenizer.convert_tokens_to_ids("7")] = 0.0
+        else:
+            first[:, levels.ids[0]] = 0.0
+        return first, second
+
+    monkeypatch.setattr(grpo_trainer, "answer_logits", certain)
+    rollouts = steps._new_rollouts(model, batch)
+    # one prefill per prompt: one prompt of each answer set
+    assert [(n, is_grid) for n, is_grid, _ in asked] == [(1, True), (1, False)]
+    assert [tokenizer.decode(t) for t in asked[1][2].paths] == ["Yes", "No"]
+    texts = [tokenizer.decode(row[mask.bool()]) for row, mask in zip(rollouts.completions.tokens,
+                                                                        rollouts.completions.mask)]
+    assert texts == ["37", "37", "Yes", "Yes"]
+    assert steps._metrics["reward/score_relative"] == [1.0] and steps._metrics["reward/choice"] == [1.0]
+    assert steps._metrics["parseable"] == [1.0]
+
+
+def test_each_prompts_answers_come_from_its_own_generator():
+    """With one generator per prompt, a prompt's answers do not depend on the prompts drawn before it (what
+    makes N processes sample what one process does)."""
+    grid = ScoreGrid(2, torch.tensor([11, 12, 13, 14, 15]), torch.tensor([20 + d for d in range(10)]))
+    logits = torch.randn(2, 40, generator=torch.Generator().manual_seed(0))
+    logits[:, 11:16] += 3.0
+    second = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(1))
+    second[..., 20:30] += 3.0
+
+    def rngs(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    both = sample_completions(logits, second, 6, grid, generator=rngs(7, 8))
+    alone = sample_completions(logits[1:], second[1:], 6, grid, generator=rngs(8))
+    assert both[6:] == alone and both[:6] != both[6:]

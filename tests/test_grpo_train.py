@@ -5,6 +5,7 @@ import os
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, base_recipe, run_cli, write_recipe
@@ -88,3 +89,107 @@ def test_thinking_grpo_with_freeze_tuning_generates_its_rollouts(tiny_model, dem
     assert entry["parseable"] == 0.0 and entry["reward/format"] == 0.0 and entry["reward"] == 0.0
     assert "kl" not in entry  # beta 0: no reference pass
     assert os.path.isfile(os.path.join(out, "model.safetensors"))  # freeze tuning saves the whole model
+
+
+@pytest.mark.slow
+def test_answer_only_grpo_on_comparison_rows_next_to_score_rows(tiny_model, demo_dir, tmp_path):
+    """Drawn pairs (A/B) next to scores in one run: each group's answers are drawn from its own answer set (the
+    choice words' distribution for a pair, the score grid's for a video), `choice` rewards the pairs and
+    `score_relative` the scores, each logged over its own rows."""
+    from conftest import train_in_process
+    from test_pairs import pair_dataset_dir
+
+    data = pair_dataset_dir(demo_dir, tmp_path)
+    out = str(tmp_path / "pairs")
+    recipe = grpo_recipe(tiny_model, data, out, dataset="scores,train_pairs", media_dir=demo_dir,
+                         iovqa_pairs_per_row=1, iovqa_grpo_rewards={"score_relative": 1.0, "choice": 1.0},
+                         iovqa_grpo_num_generations=2, per_device_train_batch_size=8, max_steps=2, save_steps=2)
+    log = train_in_process(recipe)
+    assert "GRPO (answer_only answers): 2 answers per prompt" in log
+    steps = logged(out)
+    assert len(steps) == 2
+    # every step logs both rewards, each over its own rows (a pair's answer is never read as a score); the
+    # untrained model's answers mostly leave both answer sets (which answers are drawn: test_grpo_rollouts)
+    for entry in steps:
+        assert 0 <= entry["reward/choice"] <= 1 and 0 <= entry["reward/score_relative"] <= 1
+
+
+TEXT_REWARD = "def text_length(answers, rows, scale=0.1):\n    return [scale * len(a.text) for a in answers]\n"
+
+
+def varied_recipe(tiny_model, demo_dir, out, **overrides):
+    """Answer-only GRPO whose rewards differ within groups even on the untrained model (the answers' text length:
+    score_relative is 0 for its mostly unreadable answers), so every step moves the adapter; the `grpo` loss
+    (each answer's token mean, then the mean over answers) averages alike over one or several processes."""
+    settings = dict(iovqa_grpo_rewards={"text_rewards:text_length": 1.0}, iovqa_grpo_loss_type="grpo",
+                    learning_rate=5e-3, iovqa_grpo_num_generations=2, iovqa_grpo_beta=0.0)
+    return grpo_recipe(tiny_model, demo_dir, out, **{**settings, **overrides})
+
+
+def adapter_weights(out):
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(out, "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_grpo_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tiny_model, demo_dir, tmp_path, monkeypatch):
+    """Exact equality, not only a restored step: each group's answers are drawn from a generator seeded by the
+    run's seed, the optimizer step and the group's place in the batch (not from a random state carried through
+    the run), and the sampler, optimizer and scheduler come back from the checkpoint, so steps 3-4 of the resumed
+    run sample and train exactly as the uninterrupted run's."""
+    from conftest import train_in_process
+
+    (tmp_path / "text_rewards.py").write_text(TEXT_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    common = dict(max_steps=3, save_steps=2, per_device_train_batch_size=4)  # 2 prompts x 2 answers a step
+    train_in_process(varied_recipe(tiny_model, demo_dir, full, **common))
+    log = train_in_process(varied_recipe(tiny_model, demo_dir, resumed, **common,
+                                         resume_from_checkpoint=os.path.join(full, "checkpoint-2")))
+    assert "Resuming training from checkpoint with epoch 0 and global step 2" in log
+    assert [e["step"] for e in logged(resumed)] == [1, 2, 3]  # steps 1-2: the checkpoint's log history
+    for before, after in zip(logged(full)[2:], logged(resumed)[2:]):
+        assert before["reward_std"] > 0  # the step did move the adapter
+        for key in ("loss", "reward", "reward_std", "grad_norm"):
+            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-7), key
+    expected, final = adapter_weights(full), adapter_weights(resumed)
+    assert set(final) == set(expected)
+    for key in expected:
+        assert torch.allclose(final[key], expected[key], atol=1e-6), key
+
+
+@pytest.mark.slow
+def test_two_process_zero3_grpo_equals_one_process(tiny_model, demo_dir, tmp_path, monkeypatch):
+    """2 ZeRO-3 processes x 2 answers (one prompt each) train as 1 process x 4 answers (both prompts): the same
+    prompts (TRL's RepeatSampler, sharded by accelerate), the same answers (each group's generator is seeded by
+    its place in the global batch, not by the process), the same loss and the same adapter."""
+    from conftest import train_in_process
+    from test_deepspeed import Z3_CONFIG
+
+    (tmp_path / "text_rewards.py").write_text(TEXT_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    single, zero3 = str(tmp_path / "single"), str(tmp_path / "zero3")
+    # plain SGD: the weights move by the gradients themselves (Adam's first steps move every weight by about
+    # the learning rate, whatever the gradient's size: float noise on a near-zero gradient flips its sign)
+    common = dict(optim="sgd", learning_rate=0.5, max_grad_norm=0.0)
+    train_in_process(varied_recipe(tiny_model, demo_dir, single, per_device_train_batch_size=4, **common))
+    recipe = varied_recipe(tiny_model, demo_dir, zero3, per_device_train_batch_size=2, deepspeed=Z3_CONFIG,
+                           use_cpu=False, **common)  # use_cpu off for DeepSpeed to start (tests/test_deepspeed.py)
+    env = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": str(tmp_path)}
+    result = run_cli(["llamafactory-cli", "train", write_recipe(tmp_path / "z3.yaml", recipe)], env=env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "Detected DeepSpeed ZeRO-3" in log
+    one, two = logged(single), logged(zero3)
+    assert [e["step"] for e in one] == [e["step"] for e in two] == [1, 2]
+    for a, b in zip(one, two):  # the logged loss is the mean over the processes
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+        assert a["reward_std"] > 0 and a["grad_norm"] > 0  # the steps did move the adapter
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    expected, final = adapter_weights(single), adapter_weights(zero3)
+    assert set(final) == set(expected)
+    moved = max(float(expected[k].abs().max()) for k in expected if "lora_B" in k)  # lora_B starts at 0
+    worst = max((float((final[k] - expected[k]).abs().max()), k) for k in expected)
+    assert moved > 1e-4 and worst[0] < 1e-4 * moved, (worst, moved)

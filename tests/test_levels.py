@@ -284,7 +284,7 @@ def test_level_run_trains_scores_and_evaluates(level_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_level_expected_score_equals_brute_force_enumeration(level_run):
-    """The scorer's level distribution vs each level word scored after the prompt, one sequence at a time."""
+    """The scorer's level distribution vs each level word scored after the prompt by full forwards (no cache)."""
     from iovqa_plugin.score.decoding import level_distribution
     from iovqa_plugin.score.scorer import Scorer
     from iovqa_plugin.score.settings import ScorerSettings
@@ -303,15 +303,14 @@ def test_level_expected_score_equals_brute_force_enumeration(level_run):
     spaced_probabilities, _ = level_distribution(scorer.loaded.model, scorer.batch(features), spaced)
     for i, feature in enumerate(features):
         for tokens, found in ((levels, results[i].grades), (spaced, spaced_probabilities[i].tolist())):
-            logps = []
-            for path in tokens.paths:
-                ids = feature["input_ids"] + list(path)
-                batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids),
-                                           labels=[-100] * len(ids))])
-                with torch.no_grad():
-                    logits = scorer.loaded.model(**batch).logits[0].float()
-                position = len(feature["input_ids"]) + tokens.prefix - 1  # predicts the distinguishing token
-                logps.append(float(logits[position, path[tokens.prefix]]))
+            # the words share their first `prefix` tokens: one full forward (no cache) up to the distinguishing
+            # token gives every word's logit there
+            ids = feature["input_ids"] + list(tokens.paths[0][: tokens.prefix])
+            assert all(list(path[: tokens.prefix]) == ids[len(feature["input_ids"]):] for path in tokens.paths)
+            batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+            with torch.no_grad():
+                logits = scorer.loaded.model(**batch, logits_to_keep=1).logits[0, -1].float()
+            logps = [float(logits[path[tokens.prefix]]) for path in tokens.paths]
             reference = torch.softmax(torch.tensor(logps, dtype=torch.float64), dim=0)
             assert found == pytest.approx(reference.tolist(), abs=1e-5)
         reference = torch.tensor(results[i].grades, dtype=torch.float64)

@@ -44,6 +44,7 @@ EXTENSIONS = {"iovqa_qwen3vl_8b.yaml", "iovqa_qwen3_5_9b.yaml", "image_warmup_7b
 FAMILY = {
     "iovqa_qwen3vl_8b.yaml": ("tiny_qwen3_vl", "qwen3_vl_nothink"),
     "iovqa_qwen3_5_9b.yaml": ("tiny_qwen3_5", "qwen3_5"),
+    "iovqa_grpo_qwen3vl_8b.yaml": ("tiny_qwen3_vl", "qwen3_vl_nothink"),
 }
 PLUGIN = {
     "iovqa_7b.yaml": ("integer", "digits"),
@@ -68,6 +69,8 @@ PLUGIN = {
     "iovqa_grpo_demo_cpu.yaml": ("integer", "digits"),
     "iovqa_grpo_7b.yaml": ("integer", "digits"),
     "vqinsight_stage2_video_7b.yaml": ("integer", "digits"),
+    "vqinsight_stage1_image_7b.yaml": ("integer", "digits"),
+    "iovqa_grpo_qwen3vl_8b.yaml": ("integer", "digits"),
     "visualquality_r1_7b.yaml": ("integer", "digits"),
     "qinsight_7b.yaml": ("integer", "digits"),
     "image_warmup_7b.yaml": ("integer", "digits"),
@@ -82,6 +85,8 @@ GRPO_RECIPES = {
     "iovqa_grpo_demo_cpu.yaml": ("answer_only", {"score_relative"}, 4, 0.0, None, None),
     "iovqa_grpo_7b.yaml": ("answer_only", {"score_relative"}, 8, 0.001, None, None),
     "vqinsight_stage2_video_7b.yaml": ("thinking", {"format", "score_relative", "length"}, 8, 0.001, 1e-6, 3),
+    "vqinsight_stage1_image_7b.yaml": ("thinking", {"format", "score_relative"}, 8, 0.001, 1e-6, 3),
+    "iovqa_grpo_qwen3vl_8b.yaml": ("answer_only", {"score_relative"}, 8, 0.001, None, None),
     "visualquality_r1_7b.yaml": ("thinking", {"format", "fidelity_rank"}, 6, 0.04, 1e-6, 10),
     "qinsight_7b.yaml": ("thinking", {"format", "score_threshold"}, 8, 0.001, 1e-6, 10),
 }
@@ -122,7 +127,8 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
     assert iovqa_args.level_targets == ("soft" if name in SOFT_TARGETS else "hard")
     assert iovqa_args.rank_on == (name in DEQA_RECIPES)
     assert iovqa_args.yes_no_mask == name.startswith("vqa2_mixed")
-    assert iovqa_args.image_prompt_free == (name == "image_warmup_7b.yaml")  # KonIQ's photographs have no text prompt
+    # KonIQ's photographs have no text prompt
+    assert iovqa_args.image_prompt_free == (name in ("image_warmup_7b.yaml", "vqinsight_stage1_image_7b.yaml"))
     recipe = load(path)  # with its plugin keys: the patched reader takes them out and checks the recipe
     # Only what a CPU test machine needs is swapped: the model path, the output folder, and CPU.
     recipe.update(model_name_or_path=tiny_model, output_dir=str(tmp_path / "out"), use_cpu=True)
@@ -197,10 +203,13 @@ def _check_grpo(name, path, iovqa_args, training_args, deepspeed):
     text = open(path, encoding="utf-8").read()
     if not name.endswith("_cpu.yaml"):
         assert "Where the numbers come from" in text and "DESIGN.md section 9" in text
-        assert load(path)["model_name_or_path"] == "Qwen/Qwen2.5-VL-7B-Instruct" and training_args.bf16
+        model = "Qwen/Qwen3-VL-8B-Instruct" if name in FAMILY else "Qwen/Qwen2.5-VL-7B-Instruct"
+        assert load(path)["model_name_or_path"] == model and training_args.bf16
         assert deepspeed == "examples/deepspeed/ds_z3_config.json"
     if mode == "thinking":  # the prompt asks for the form the format reward checks
         assert "<think>" in iovqa_args.prompt_template and "<answer>" in iovqa_args.prompt_template
+        if iovqa_args.image_prompt_template:  # images are asked with their own prompt
+            assert "<think>" in iovqa_args.image_prompt_template and "<answer>" in iovqa_args.image_prompt_template
 
 
 def test_deepspeed_config_is_zero3():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import base_recipe, teacher_forced, write_recipe
+from conftest import base_recipe, teacher_forced_all, write_recipe
 
 
 def demo_rows(demo_dir, n=3):
@@ -20,13 +20,10 @@ def demo_rows(demo_dir, n=3):
 
 
 def brute_force(scorer, video_path, prompt):
-    """p(n) for n = 10..50 by scoring each integer's tokens after the prompt, one sequence at a time."""
+    """p(n) for n = 10..50 by scoring each integer's tokens after the prompt with full forwards (no cache)."""
     feature = scorer.encode(prompt, scorer.cache.get(video_path))
-    logps = []
-    for n in range(10, 51):
-        answer = scorer.loaded.tokenizer.encode(str(n), add_special_tokens=False)
-        logps.append(teacher_forced(scorer, feature, answer))
-    logps = torch.tensor(logps, dtype=torch.float64)
+    answers = [scorer.loaded.tokenizer.encode(str(n), add_special_tokens=False) for n in range(10, 51)]
+    logps = torch.tensor(teacher_forced_all(scorer, feature, answers), dtype=torch.float64)
     return torch.softmax(logps, dim=0)
 
 
@@ -52,7 +49,7 @@ def manual_greedy(scorer, feature, steps=6):
     for _ in range(steps):
         batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
         with torch.no_grad():
-            token = int(scorer.loaded.model(**batch).logits[0, -1].argmax())
+            token = int(scorer.loaded.model(**batch, logits_to_keep=1).logits[0, -1].argmax())
         ids.append(token)
         answer = scorer.loaded.tokenizer.decode(ids[len(feature["input_ids"]) :], skip_special_tokens=True)
         if token in scorer.loaded.stop_ids or re.search(r"\d\d", answer):  # the answer's score is complete
@@ -269,3 +266,101 @@ def test_a_refused_resume_writes_nothing_and_loads_no_model(scorer, tiny_model, 
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("preds")} == written
     assert main(command) == 0
     assert "0 scored, 0 failed, 3 already done" in capsys.readouterr().out
+
+
+def test_sampled_mode_averages_the_samples_that_give_a_score_and_counts_the_rest(scorer, demo_dir, tmp_path,
+                                                                                  monkeypatch):
+    """pred_mos is the mean of the readable samples, sampled_std their spread; an unreadable sample is counted,
+    never averaged in; a video none of whose samples gives a score is an error; the reasoning is written."""
+    from iovqa_plugin.score.scoring_loop import score_file
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(2)
+    annotations = tmp_path / "a.csv"
+    table.to_csv(annotations, index=False)
+    answers = {table["video_name"][0]: ["37", "no idea", "<think>sharp, steady</think><answer>41</answer>", "45"],
+               table["video_name"][1]: ["blurry", "", "<think>noise</think>", "100"]}
+    monkeypatch.setattr(scorer, "sampled", lambda video, feature: answers[video])
+    out = tmp_path / "preds.csv"
+    stats = score_file(scorer, str(annotations), str(out), demo_dir, mode="sampled", progress=False)
+    assert stats["scored"] == 1 and stats["errors"] == 1
+    preds = pd.read_csv(out).set_index("video")
+    good, bad = preds.loc[table["video_name"][0]], preds.loc[table["video_name"][1]]
+    assert good["pred_mos"] == pytest.approx(4.1) and good["sampled_mos"] == pytest.approx(4.1)
+    assert good["sampled_std"] == pytest.approx(math.sqrt(((3.7 - 4.1) ** 2 + 0 + (4.5 - 4.1) ** 2) / 3))
+    assert (good["sampled_parsed"], good["sampled_unparseable"]) == (3, 1)
+    assert good["reasoning"] == "sharp, steady"
+    assert math.isnan(bad["pred_mos"]) and (bad["sampled_parsed"], bad["sampled_unparseable"]) == (0, 4)
+    assert "none of the 4 sampled answers gave a MOS" in bad["error"] and bad["reasoning"] == "noise"
+
+
+def test_greedy_writes_a_thinking_answers_reasoning(scorer, demo_dir, tmp_path, monkeypatch):
+    from iovqa_plugin.score.scoring_loop import score_file
+
+    table = pd.read_csv(os.path.join(demo_dir, "demo", "test.csv")).head(2)
+    annotations = tmp_path / "a.csv"
+    table.to_csv(annotations, index=False)
+    # a GRPO thinking answer, and a reasoning template's (its opening tag is in the prompt: only the closing one)
+    texts = iter(["<think>steady camera, crisp</think>\n<answer>42</answer>", "a little blur\n</think>\n\n31"])
+    monkeypatch.setattr(scorer, "greedy", lambda batch: [next(texts) for _ in range(len(batch["input_ids"]))])
+    out = tmp_path / "preds.csv"
+    score_file(scorer, str(annotations), str(out), demo_dir, mode="greedy", batch_size=2, progress=False)
+    preds = pd.read_csv(out)
+    assert preds["reasoning"].tolist() == ["steady camera, crisp", "a little blur"]
+    assert preds["greedy_mos"].tolist() == [4.2, 3.1]
+
+
+@pytest.mark.slow  # runs the model (generate / rollouts): seconds
+def test_sampled_answers_are_seeded_per_video(scorer, demo_dir):
+    """The same seed draws the same answers (whatever the global random state), another seed others; each
+    video's seed comes from its id, so batches and processes do not change its answers."""
+    from dataclasses import replace
+
+    from iovqa_plugin.score.modes import Sampling
+    from iovqa_plugin.score.scorer import video_seed
+
+    video, path, prompt = demo_rows(demo_dir, 1)[0]
+    feature = scorer.encode(prompt, scorer.cache.get(path))
+    before = scorer.settings.sampling
+    try:
+        scorer.settings.sampling = Sampling(samples=4, temperature=1.5, seed=3)
+        first = scorer.sampled(video, feature)
+        torch.manual_seed(1234)
+        state = torch.get_rng_state()
+        assert scorer.sampled(video, feature) == first and len(first) == 4
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+        scorer.settings.sampling = replace(scorer.settings.sampling, seed=4)
+        assert scorer.sampled(video, feature) != first
+    finally:
+        scorer.settings.sampling = before
+    assert video_seed(3, video) == video_seed(3, video) != video_seed(3, video + "x")
+
+
+def test_sampling_options_belong_to_the_sampled_mode(scorer):
+    import argparse
+
+    from iovqa_plugin.errors import UserError
+    from iovqa_plugin.score.command import sampling_options, score_options
+
+    def args(**kw):
+        return argparse.Namespace(**{"mode": "sampled", "samples": None, "temperature": None, "seed": None, **kw})
+
+    assert sampling_options(args(samples=6, temperature=0.7), scorer.iovqa_args).samples == 6
+    with pytest.raises(UserError, match="--samples: options of --mode sampled"):
+        sampling_options(args(mode="expected", samples=6), scorer.iovqa_args)
+    with pytest.raises(UserError, match="--samples must be an integer >= 1"):
+        sampling_options(args(samples=0), scorer.iovqa_args)
+    with pytest.raises(UserError, match="--temperature must be > 0"):
+        sampling_options(args(temperature=0.0), scorer.iovqa_args)
+    sampled = score_options("sampled", sampling_options(args(seed=2), scorer.iovqa_args))
+    assert sampled["sampling"] == {"samples": 8, "temperature": 1.0, "seed": 2}  # a resumed file must match them
+    assert "sampling" not in score_options("expected")
+
+
+def test_the_summary_reports_the_sampled_answers_that_gave_no_score(tmp_path):
+    from iovqa_plugin.score.command import _prediction_warnings
+
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"video": ["a", "b"], "pred_mos": [4.1, None], "sampled_parsed": [3, 0],
+                  "sampled_unparseable": [1, 4]}).to_csv(path, index=False)
+    assert _prediction_warnings(str(path)) == [
+        "5 of 8 sampled answers gave no MOS (left out of each video's mean; sampled_unparseable per video)"]

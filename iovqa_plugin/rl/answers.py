@@ -25,9 +25,7 @@ ANSWER_TAGS = ("<answer>", "</answer>")
 _THINKING = re.compile(r"\s*<think>(?P<reasoning>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(?P<answer>.*?)</answer>", re.DOTALL)
 _REASONING = re.compile(r"<think>(?P<reasoning>.*?)</think>", re.DOTALL)
-# a preference ("A", "video B", "Image A") or a yes/no answer
-_CHOICE = re.compile(r"^\s*(?:(?:video|image|option)\s+)?(A|B|yes|no)\b[\s.!]*$", re.IGNORECASE)
-CHOICES = ("A", "B", "yes", "no")
+CHOICES = ("A", "B", "tie", "yes", "no")  # a preference (the default choice words) or a yes/no answer
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class Answer:
     well_formed: bool = False  # thinking: exactly one think block then one answer block; answer_only: a value read
     score: Optional[float] = None  # the MOS (1..5) the answer gives, None when it gives none
     dimensions: dict = field(default_factory=dict)  # joint answers: {dimension: MOS}, the dimensions read
-    choice: Optional[str] = None  # "A", "B", "yes" or "no"
+    choice: Optional[str] = None  # one of the choice words ("A", "B", "tie"), "yes" or "no"
 
     @property
     def parsed(self) -> bool:
@@ -48,18 +46,30 @@ class Answer:
         return self.score is not None or bool(self.dimensions) or self.choice is not None
 
 
-def read_choice(text: Optional[str]) -> Optional[str]:
-    """"A", "B", "yes" or "no" from a preference / yes-no answer ("Video A", "yes."), else None."""
-    found = _CHOICE.match(text or "")
+def read_choice(text: Optional[str], words: tuple[str, ...] = CHOICES) -> Optional[str]:
+    """The word of ``words`` a preference / yes-no answer gives ("Video A", "yes.", "Yes"), as ``words`` spells
+    it, else None."""
+    found = re.match(r"^\s*(?:(?:video|image|option)\s+)?(" + "|".join(map(re.escape, words)) + r")\b[\s.!]*$",
+                     text or "", re.IGNORECASE)
     if found is None:
         return None
-    word = found.group(1)
-    return word.upper() if word.upper() in ("A", "B") else word.lower()
+    return next(word for word in words if word.lower() == found.group(1).lower())
+
+
+def label_row(text: str, label_format: str = "integer", words: tuple[str, ...] = CHOICES) -> Optional[dict]:
+    """What a training row's label gives the rewards: ``{"choice": word}`` for a preference or yes/no label,
+    ``{"mos": MOS}`` for a score, None for neither."""
+    choice = read_choice(text, words)
+    if choice is not None:
+        return {"choice": choice}
+    score = read_answer(text.strip(), label_format)[0]
+    return None if score is None else {"mos": score}
 
 
 def parse_answer(text: str, mode: str = "answer_only", label_format: str = "integer",
-                 dimensions: tuple[str, ...] = ()) -> Answer:
-    """Read one rollout. ``dimensions``: the joint answer's dimensions (several), else () for one score."""
+                 dimensions: tuple[str, ...] = (), words: tuple[str, ...] = CHOICES) -> Answer:
+    """Read one rollout. ``dimensions``: the joint answer's dimensions (several), else () for one score;
+    ``words``: the choice words a preference or yes/no answer is read as."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     text = text or ""
@@ -79,7 +89,7 @@ def parse_answer(text: str, mode: str = "answer_only", label_format: str = "inte
             if all(mos is not None for mos, _ in found.values()):
                 read = {name: mos for name, (mos, _) in found.items()}
         else:
-            choice = read_choice(value)
+            choice = read_choice(value, words)
             if choice is None:
                 score = read_answer(value, label_format)[0]
     well_formed = (score is not None or bool(read) or choice is not None) and (mode == "answer_only" or bool(whole))

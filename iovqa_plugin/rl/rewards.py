@@ -211,28 +211,32 @@ def length(answers: Sequence[Answer], rows: Rows, min_words: int = 20, max_words
 
 @dataclass(frozen=True)
 class RewardKind:
-    """A registered reward: its name in iovqa_grpo_rewards, its function, and whether it reads the reasoning."""
+    """A registered reward: its name in iovqa_grpo_rewards, its function, whether it reads the reasoning, and
+    which rows it rewards."""
 
     name: str
     function: Reward
     thinking_only: bool = False  # it rewards the reasoning's form: thinking answers only
+    # the row field it compares answers with: it rewards the rows that have it ("mos": score rows, "choice":
+    # preference and yes/no rows, "dimensions": joint rows); None: every row (a user reward too)
+    reads: Optional[str] = None
 
 
 REWARDS: Registry[RewardKind] = Registry("reward", "iovqa_grpo_rewards")
 register_reward = REWARDS.register
-for _name, _function, _thinking in (
-    ("format", format_reward, True),
-    ("score_relative", score_relative, False),
-    ("score_threshold", score_threshold, False),
-    ("score_gaussian", score_gaussian, False),
-    ("score_tiered", score_tiered, False),
-    ("fidelity_rank", fidelity_rank, False),
-    ("dimensions", dimensions, False),
-    ("choice", choice, False),
-    ("temporal", temporal, False),
-    ("length", length, True),
+for _name, _function, _thinking, _reads in (
+    ("format", format_reward, True, None),
+    ("score_relative", score_relative, False, "mos"),
+    ("score_threshold", score_threshold, False, "mos"),
+    ("score_gaussian", score_gaussian, False, "mos"),
+    ("score_tiered", score_tiered, False, "mos"),
+    ("fidelity_rank", fidelity_rank, False, "mos"),
+    ("dimensions", dimensions, False, "dimensions"),
+    ("choice", choice, False, "choice"),
+    ("temporal", temporal, False, None),
+    ("length", length, True, None),
 ):
-    register_reward(RewardKind(_name, _function, _thinking))
+    register_reward(RewardKind(_name, _function, _thinking, _reads))
 SCORE_REWARDS = ("score_relative", "score_threshold", "score_gaussian")
 
 
@@ -249,16 +253,38 @@ def reward_function(name: str) -> Reward:
     return function
 
 
-def combine(answers: Sequence[Answer], rows: Rows, rewards: Mapping[str, Mapping[str, Any]]
-            ) -> tuple[list[float], dict[str, list[float]]]:
-    """(weighted sum per rollout, {name: that reward per rollout}) for ``{name: {"weight": w, **arguments}}``."""
-    each = {}
+def combine(answers: Sequence[Answer], rows: Rows, rewards: Mapping[str, Mapping[str, Any]], check: bool = True
+            ) -> tuple[list[float], dict[str, list[Optional[float]]]]:
+    """(weighted sum per rollout, {name: that reward per rollout}) for ``{name: {"weight": w, **arguments}}``.
+
+    A reward that compares answers with a row field (:attr:`RewardKind.reads`) rewards the rows that have it
+    (score rows, choice rows: a batch may mix them) and is None on the others (0 in the sum). A row kind that
+    none of the rewards compares with is an error (``check``; a user reward may read any row): its answers
+    would be rewarded for their form only."""
+    reads = {name: REWARDS[name].reads if name in REWARDS else None for name in rewards}
+    kinds = {kind for row in rows for kind in ("dimensions", "choice", "mos") if row.get(kind) is not None}
+    compared = set(reads.values())
+    if check and not any(":" in name for name in rewards):
+        for kind in ("choice", "mos"):
+            if kind in kinds and kind not in compared and not (kind == "mos" and "dimensions" in compared):
+                raise RewardInputError(
+                    f"the batch has {'preference or yes/no' if kind == 'choice' else 'score'} rows, and none of "
+                    f"the rewards {list(rewards)} compares their answers with their label: add "
+                    f"{'choice' if kind == 'choice' else 'a score reward (score_relative, ...)'} to "
+                    "iovqa_grpo_rewards")
+    each: dict[str, list[Optional[float]]] = {}
     for name, spec in rewards.items():
         arguments = {k: v for k, v in spec.items() if k != "weight"}
-        values = [float(v) for v in reward_function(name)(answers, rows, **arguments)]
-        if len(values) != len(answers):
-            raise RewardInputError(f"reward {name!r} returned {len(values)} values for {len(answers)} answers")
-        each[name] = values
-    total = [sum(float(rewards[name].get("weight", 1.0)) * each[name][k] for name in rewards)
+        field_ = reads[name]
+        index = [k for k, row in enumerate(rows) if field_ is None or row.get(field_) is not None]
+        values = [float(v) for v in reward_function(name)([answers[k] for k in index], [rows[k] for k in index],
+                                                          **arguments)] if index else []
+        if len(values) != len(index):
+            raise RewardInputError(f"reward {name!r} returned {len(values)} values for {len(index)} answers")
+        out: list[Optional[float]] = [None] * len(answers)
+        for k, value in zip(index, values):
+            out[k] = value
+        each[name] = out
+    total = [sum(float(rewards[name].get("weight", 1.0)) * (each[name][k] or 0.0) for name in rewards)
              for k in range(len(answers))]
     return total, each

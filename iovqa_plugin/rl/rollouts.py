@@ -4,9 +4,10 @@ A batch is LLaMA-Factory's SFT batch (right-padded prompt + answer, the labels m
 tokens), ``num_generations`` consecutive rows per prompt. Each row's *start* is where its answer begins.
 
 *Exact-distribution rollouts* (answer-only mode): where the answers form a closed set (the 41 integers
-10..50, the five level words), the policy's next-token distributions at the answer's positions come from one
-prefill of each prompt plus one batched step (the scorer's expected decoding: ``score.decoding.grid_logits``,
-after each possible first digit; ``level_answer_logits``), so the group's answers are drawn token by token from
+10..50, the five level words, choice words), the policy's next-token distributions at the answer's positions
+come from one prefill of each prompt plus one batched step (the scorer's expected decoding:
+``score.decoding.prefill`` and ``continuation_logits``, stepped only after the first digits the group drew;
+``level_answer_logits``), so the group's answers are drawn token by token from
 them (:func:`sample_completions`: temperature and top-p per token, as ``generate`` samples) instead of calling
 ``generate`` once per answer. A drawn token off the answer set (a first token that is no first digit, a
 second digit past 50, a word that is no level) ends that answer there: it is an unreadable answer, rewarded 0,
@@ -97,6 +98,8 @@ def select_rows(batch: dict[str, Any], rows: Sequence[int]) -> Optional[dict[str
             continue
         elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == size:
             out[key] = value.index_select(0, index)
+        elif isinstance(value, (list, tuple)) and len(value) == size:  # one per row (second_per_grid_ts)
+            out[key] = type(value)(value[r] for r in rows)
         elif value is None:
             out[key] = None
         else:
@@ -136,12 +139,24 @@ def shuffle_frames(pixels: torch.Tensor, grid_thw: torch.Tensor, temporal_patch:
 
 
 def answer_logits(model: Any, prompts: dict[str, Any], grid: Optional[ScoreGrid] = None,
-                  levels: Optional[LevelTokens] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(first (B, V), second (B, 5, V) or None): the next-token logits of the prompts' answers (integers: at the
-    first digit and after each first digit 1..5; levels: at the distinguishing position), no gradient."""
-    from ..score.decoding import grid_logits, level_answer_logits
+                  levels: Optional[LevelTokens] = None, lazy: bool = False) -> tuple[torch.Tensor, Any]:
+    """(first (B, V), second): the next-token logits of the prompts' answers, no gradient. Integers: at the first
+    digit, and ``second`` (B, 5, V) after each first digit 1..5, or with ``lazy`` a function
+    ``second(rows, digits) -> (M, V)`` that steps only the continuations asked for (those the drawn answers
+    take: :func:`sample_completions`), in one batched step; levels: at the distinguishing position, second
+    None."""
+    from ..score.decoding import continuation_logits, grid_logits, level_answer_logits, prefill
 
     with torch.no_grad():
+        if grid is not None and lazy and grid.steps == 2:
+            first, cache = prefill(model, prompts)
+
+            def second(rows: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    ids = grid.first_ids.to(first.device)[digits.to(first.device)]
+                    return continuation_logits(model, prompts, cache, rows.to(first.device), ids)
+
+            return first, second
         if grid is not None:
             return grid_logits(model, prompts, grid)
         if levels is not None:
@@ -166,17 +181,24 @@ def _draw(q: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torc
     return torch.multinomial(q.float().cpu(), n, replacement=True, generator=generator)
 
 
-def sample_completions(first: torch.Tensor, second: Optional[torch.Tensor], n: int, grid: Optional[ScoreGrid] = None,
+def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[ScoreGrid] = None,
                        levels: Optional[LevelTokens] = None, temperature: float = 1.0, top_p: float = 1.0,
-                       generator: Optional[torch.Generator] = None) -> list[list[int]]:
+                       generator: Any = None) -> list[list[int]]:
     """``n`` answers per prompt (row b's are rows b·n .. b·n + n − 1 of the result), each a token list.
 
     Integers: the first token from the first position's distribution; a first digit 1..5 is followed by a token
     from the distribution after it, and the answer is valid when that is a digit (0 after 5); any other token
     ends the answer (unreadable). One-token grids: the token alone. Levels: the distinguishing token; a level's
-    is followed by the rest of its word (its tokens teacher-forced), another ends the answer.
+    is followed by the rest of its word (its tokens teacher-forced), another ends the answer. ``second``: the
+    logits after each first digit (B, 5, V), or a function of (rows, digits) giving them for the pairs the
+    drawn answers take (:func:`answer_logits` with ``lazy``). ``generator``: one for all, or a list of one per
+    prompt row (each prompt's answers then do not depend on the other prompts of the batch).
     """
-    tokens = _draw(token_distribution(first, temperature, top_p), n, generator)  # (B, n)
+    q = token_distribution(first, temperature, top_p)
+    if isinstance(generator, (list, tuple)):  # one generator per prompt: its answers whatever the batch
+        tokens = torch.cat([_draw(q[b:b + 1], n, generator[b]) for b in range(q.shape[0])])
+    else:
+        tokens = _draw(q, n, generator)  # (B, n)
     out: list[list[int]] = []
     if levels is not None:
         shared, ids = list(levels.shared_prefix), levels.ids.tolist()
@@ -186,14 +208,25 @@ def sample_completions(first: torch.Tensor, second: Optional[torch.Tensor], n: i
     if grid is None:
         raise ValueError("sample_completions needs the score grid or the level tokens")
     first_ids = grid.first_ids.tolist()
-    for row, drawn in enumerate(tokens.tolist()):
-        for token in drawn:
+    drawn = tokens.tolist()
+    if callable(second):  # step only the (prompt, first digit) pairs drawn
+        pairs = sorted({(row, first_ids.index(t)) for row, ts in enumerate(drawn) for t in ts if t in first_ids})
+        # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
+        asked = pairs or [(0, 0)]
+        logits = second(torch.tensor([r for r, _ in asked]), torch.tensor([d for _, d in asked]))
+        after = {pair: logits[m] for m, pair in enumerate(pairs)}
+    else:
+        after = None
+    for row, answers in enumerate(drawn):
+        for token in answers:
             if grid.steps == 1 or token not in first_ids:
                 out.append([token])
                 continue
             digit = first_ids.index(token)
-            q = token_distribution(second[row, digit].unsqueeze(0), temperature, top_p)
-            out.append([token, int(_draw(q, 1, generator)[0, 0])])
+            logits = after[(row, digit)] if after is not None else second[row, digit]
+            q = token_distribution(logits.unsqueeze(0), temperature, top_p)
+            rng = generator[row] if isinstance(generator, (list, tuple)) else generator
+            out.append([token, int(_draw(q, 1, rng)[0, 0])])
     return out
 
 

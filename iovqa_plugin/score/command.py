@@ -40,6 +40,7 @@ def score_command(args: argparse.Namespace) -> int:
 
         die_with_parent(int(os.environ.get(PARENT_VARIABLE) or os.getppid()))
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
+    settings.sampling = sampling_options(args, settings.iovqa_args)
     if args.frame_cache_dir:  # where frames are cached changes no score
         settings.iovqa_args.frame_cache_dir = args.frame_cache_dir
     source = resolve_data(args.data, load_recipe_file(args.recipe), settings.iovqa_args, media_dir=args.media_dir,
@@ -47,7 +48,7 @@ def score_command(args: argparse.Namespace) -> int:
     if source.formatting in LAYOUTS and LAYOUTS[source.formatting].comparison:
         return _score_comparisons(args, settings, source, max(nproc, world.size), began)
     rows = scoring_rows(source)
-    identity = run_identity(settings, args.mode, score_options())
+    identity = run_identity(settings, args.mode, score_options(args.mode, settings.sampling))
     processes = max(nproc, world.size)
     job = ScoringJob(args.out, rows, processes, identity, args.save_probs)
     if not args.restart:  # what resuming would refuse, before the model loads and before anything is written
@@ -102,11 +103,38 @@ def mode_hints(iovqa_args, mode: str) -> list[str]:
     return []
 
 
-def score_options() -> dict:
-    """Decoding options beyond the mode that change a prediction file's content (recorded in its meta)."""
+def score_options(mode: str = "expected", sampling=None) -> dict:
+    """Decoding options beyond the mode that change a prediction file's content (recorded in its meta);
+    ``sampling``: the sampled mode's (a :class:`~.modes.Sampling`), recorded in that mode."""
+    from dataclasses import asdict
+
     from .modes import MAX_NEW_TOKENS
 
-    return {"max_new_tokens": MAX_NEW_TOKENS}
+    options = {"max_new_tokens": MAX_NEW_TOKENS}
+    if get_scoring_mode(mode).sampled:
+        options["sampling"] = asdict(sampling)
+    return options
+
+
+SAMPLING_FLAGS = ("samples", "temperature", "seed")
+
+
+def sampling_options(args: argparse.Namespace, iovqa_args):
+    """The sampled mode's options from the command line (refused with another mode), checked before loading."""
+    from .modes import Sampling, check_mode
+
+    given = {name: getattr(args, name, None) for name in SAMPLING_FLAGS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not get_scoring_mode(args.mode).sampled:
+        if given:
+            raise UserError(f"{', '.join('--' + n for n in given)}: options of --mode sampled (this run: --mode "
+                            f"{args.mode})")
+        return Sampling()
+    try:
+        check_mode(args.mode, iovqa_args)
+        return Sampling(**given)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def _score_single(args: argparse.Namespace, settings, rows: list, began: float) -> int:
@@ -125,7 +153,8 @@ def _score_single(args: argparse.Namespace, settings, rows: list, began: float) 
         try:
             stats = score_rows_into(scorer, rows, args.out, mode=args.mode, batch_size=args.batch_size,
                                     save_probabilities=args.save_probs, restart=args.restart,
-                                    extra_identity=score_options(), sources=parts)
+                                    extra_identity=score_options(args.mode, settings.sampling),
+                                    sources=parts)
         except KeyboardInterrupt:
             return _interrupted(args.out, len(rows))
         remove_part_files(args.out)  # their rows are in --out now
@@ -223,6 +252,10 @@ def _prediction_warnings(path: str) -> list[str]:
         reasons = kinds.value_counts()
         counts = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
         warnings.append(f"{table['greedy_error'].notna().sum()} of {len(table)} greedy answers gave no MOS ({counts})")
+    if "sampled_unparseable" in table and table["sampled_unparseable"].fillna(0).gt(0).any():
+        unread, drawn = table["sampled_unparseable"].sum(), (table["sampled_unparseable"] + table["sampled_parsed"]).sum()
+        warnings.append(f"{int(unread)} of {int(drawn)} sampled answers gave no MOS (left out of each video's mean; "
+                        "sampled_unparseable per video)")
     if "integer_mass" in table and (table["integer_mass"] < LOW_INTEGER_MASS).any():
         low = int((table["integer_mass"] < LOW_INTEGER_MASS).sum())
         warnings.append(f"{low} of {len(table)} videos: the model put under {LOW_INTEGER_MASS:.0%} of its probability "

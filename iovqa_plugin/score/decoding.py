@@ -7,6 +7,8 @@
   writing digits: "455555" instead of "45"). A think block the model writes
   (``<think>...</think>``) and any text in it is not the answer: the score is
   read after it (``answer_text``).
+* ``sampled``: n answers of one video sampled at a temperature, seeded (the
+  mean of their scores is VisualQuality-R1's way of scoring).
 * ``distribution``: p(n) over the integer grid 10..50 from the model's
   next-token distributions (first digit, then the second digit after each
   possible first digit), in one prefill plus one batched step; also the
@@ -63,10 +65,42 @@ class ScoreComplete:
 
 
 
+def reasoning_text(text: str, thought_tags: tuple[str, str] = THOUGHT_TAGS) -> str | None:
+    """The reasoning of generated text: inside its think block (from the start when the template wrote the opening
+    tag into the prompt), None when it has no closed block."""
+    opening, closing = thought_tags
+    if not closing or closing not in text:
+        return None
+    thought = text.split(closing, 1)[0]
+    if opening and opening in thought:
+        thought = thought.split(opening, 1)[1]
+    return thought.strip()
+
+
 def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
            label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
            thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
     """Temperature-0 answers, one string per row (special tokens dropped), each ending at its score."""
+    return _generate(model, batch, tokenizer, stop_ids, mm_token_type_ids, label_format, max_new_tokens, thought_tags,
+                     do_sample=False)
+
+
+def sampled(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int], mm_token_type_ids: torch.Tensor,
+            temperature: float, seed: int, label_format: str = "integer", max_new_tokens: int = MAX_NEW_TOKENS,
+            thought_tags: tuple[str, str] = THOUGHT_TAGS) -> list[str]:
+    """One answer per row sampled at ``temperature`` (no top-k/top-p cut), each ending at its score, drawn from
+    torch's generator seeded with ``seed`` (the caller's random state is left as it was). The batch is one
+    video's prompt repeated once per answer (``num_return_sequences`` cannot expand LLaMA-Factory's
+    ``second_per_grid_ts`` list in transformers 5.6)."""
+    device = batch["input_ids"].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _generate(model, batch, tokenizer, stop_ids, mm_token_type_ids, label_format, max_new_tokens,
+                         thought_tags, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+
+
+def _generate(model, batch, tokenizer, stop_ids, mm_token_type_ids, label_format, max_new_tokens, thought_tags,
+              **sampling) -> list[str]:
     from transformers import StoppingCriteriaList
 
     # generate computes positions itself and refuses inputs the forward only tolerates (Qwen3-VL's video_metadata,
@@ -78,11 +112,11 @@ def greedy(model: Any, batch: dict[str, Any], tokenizer: Any, stop_ids: list[int
     with torch.inference_mode():
         out = model.generate(
             **inputs,
-            do_sample=False,
             max_new_tokens=max_new_tokens,
             eos_token_id=stop_ids,
             pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([complete]),
+            **sampling,
         )
     new = out[:, batch["input_ids"].shape[1] :]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
@@ -92,22 +126,34 @@ def grid_logits(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[tor
     """(next-token logits at the answer's first position (B, V), logits after each first digit 1..5 (B, 5, V),
     None for one-token grids): one prefill plus one batched step. No gradient context of its own: the
     caller's (``distribution`` runs it under inference mode)."""
-    # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
-    out = model(**batch, use_cache=grid.steps == 2, logits_to_keep=1)
-    first = out.logits[:, -1]
+    first, cache = prefill(model, batch, grid.steps == 2)
     if grid.steps == 1:
         return first, None
     size = first.shape[0]
     k = grid.first_ids.numel()
-    cache = out.past_key_values
-    # each row's cache k times; reorder_cache (not batch_repeat_interleave) covers every layer kind, the
-    # linear-attention states of hybrid models such as Qwen3.5 included
-    cache.reorder_cache(torch.arange(size, device=first.device).repeat_interleave(k))
-    step_ids = grid.first_ids.to(first.device).repeat(size).unsqueeze(1)  # (B*5, 1)
-    mask = batch["attention_mask"].repeat_interleave(k, dim=0)
-    mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+    rows = torch.arange(size, device=first.device).repeat_interleave(k)
+    step = continuation_logits(model, batch, cache, rows, grid.first_ids.to(first.device).repeat(size))
+    return first, step.view(size, k, -1)
+
+
+def prefill(model: Any, batch: dict[str, Any], use_cache: bool = True) -> tuple[torch.Tensor, Any]:
+    """(next-token logits at each row's end (B, V), the prompts' cache)."""
+    # logits_to_keep=1: only the last position's logits (all positions would be a (B, L, vocab) tensor)
+    out = model(**batch, use_cache=use_cache, logits_to_keep=1)
+    return out.logits[:, -1], out.past_key_values
+
+
+def continuation_logits(model: Any, batch: dict[str, Any], cache: Any, rows: torch.Tensor,
+                        token_ids: torch.Tensor) -> torch.Tensor:
+    """(M, V) next-token logits after prompt ``rows[m]`` (of ``batch``, whose :func:`prefill` gave ``cache``)
+    followed by the token ``token_ids[m]``: one batched step. The cache is reordered in place (used up)."""
+    # reorder_cache (not batch_repeat_interleave) covers every layer kind, the linear-attention states of
+    # hybrid models such as Qwen3.5 included
+    cache.reorder_cache(rows)
+    step_ids = token_ids.unsqueeze(1)  # (M, 1)
+    mask = torch.cat([batch["attention_mask"][rows], torch.ones_like(step_ids)], dim=1)
     # the next text position after each row's last token, on all three mrope axes
-    position_ids = batch["position_ids"][..., -1:].repeat_interleave(k, dim=1) + 1
+    position_ids = batch["position_ids"][..., -1:].index_select(-2, rows) + 1
     step = model(
         input_ids=step_ids,
         attention_mask=mask,
@@ -116,7 +162,7 @@ def grid_logits(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[tor
         use_cache=True,
         logits_to_keep=1,
     )
-    return first, step.logits[:, -1].view(size, k, -1)
+    return step.logits[:, -1]
 
 
 def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,10 +24,15 @@ COLUMNS = [
     "greedy_text",
     "greedy_mos",
     "greedy_error",
+    "reasoning",
     "expected_mos",
     "expected_std",
     "integer_mass",
     "head_mos",
+    "sampled_mos",
+    "sampled_std",
+    "sampled_parsed",
+    "sampled_unparseable",
     *(f"p_{name}" for name in LEVEL_WORDS),
     "error",
 ]
@@ -52,6 +57,11 @@ class VideoResult:
     integer_mass: Optional[float] = None
     probabilities: Optional[list[float]] = None
     head_mos: Optional[float] = None
+    reasoning: Optional[str] = None  # a thinking model's think block (greedy's; sampled mode: the first sample's that has one)
+    sampled_mos: Optional[float] = None  # sampled mode: the mean MOS of the samples that gave one
+    sampled_std: Optional[float] = None  # their (population) standard deviation
+    sampled_parsed: Optional[int] = None  # how many samples gave a MOS
+    sampled_unparseable: Optional[int] = None  # how many gave none (left out of the mean, never averaged in)
     grades: Optional[list[float]] = None  # head, or level runs' expected: P(bad), P(poor), P(fair), P(good), P(excellent)
     error: Optional[str] = None
     dimensions: Optional[dict[str, "VideoResult"]] = None  # several quality dimensions: each one's result

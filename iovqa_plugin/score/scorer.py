@@ -10,7 +10,8 @@ run, so prompt and frames are exactly those of training.
 Decoding modes (see ``decoding``):
 
 * ``greedy``: temperature-0 generation (the paper); the first number in the
-  answer (after a think block, if the model writes one), /10. An answer without a number, or with a number outside the
+  answer (after a think block, if the model writes one: its text is the
+  ``reasoning`` column), /10. An answer without a number, or with a number outside the
   label grid, is recorded as such (``greedy_error``; in greedy mode also
   ``error``), never turned into a MOS.
 * ``expected``: the expectation of the score over the integer grid 10..50,
@@ -20,11 +21,16 @@ Decoding modes (see ``decoding``):
   level tokens (``integer_mass``) and the five probabilities (``p_bad`` ..
   ``p_excellent``). Greedy answers read their first level word (1..5).
 * ``both``: both; ``pred_mos`` is the expected score.
+* ``sampled``: n answers sampled at a temperature (``--samples``,
+  ``--temperature``, ``--seed``; VisualQuality-R1 scores this way), each
+  video's seeded by the run's seed and its id: ``pred_mos`` is the mean of
+  the samples' scores, ``sampled_std`` their spread; samples without a
+  score are counted (``sampled_unparseable``), never averaged in.
 * ``head``: for models trained with the softmax-regression head: the head's
   expected grade and the five grade probabilities.
 
 Several quality dimensions (``iovqa_dimensions``): every dimension gets its
-own scores (columns ``<column>_<dimension>``, see ``results``). ``per_sample``
+own scores (``sampled`` excepted: one MOS per video) (columns ``<column>_<dimension>``, see ``results``). ``per_sample``
 runs: each dimension is scored with its own prompt, as trained. ``joint``
 runs: the answer's wording ("traditional 37, alignment 41, ...") is written
 for the model, since the digit mask never trains it, and the scores are
@@ -44,9 +50,16 @@ from ..data.label_formats import read_answer
 from ..data.labels import IGNORE_INDEX
 from ..data.prompt import cut_prompt
 from . import decoding
-from .modes import get_scoring_mode
+from .modes import check_mode, get_scoring_mode
 from .results import VideoResult
 from .settings import ScorerSettings
+
+
+def video_seed(seed: int, video: str) -> int:
+    """The seed of one video's sampled answers: the run's seed and the video's id (stable across processes)."""
+    import zlib
+
+    return zlib.crc32(f"{seed}:{video}".encode("utf-8"))
 
 
 class Scorer:
@@ -87,16 +100,45 @@ class Scorer:
     def batch(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         return self.loaded.batch(features)
 
-    def greedy(self, batch: dict[str, Any]) -> list[str]:
-        """Temperature-0 answers (the paper's decoding)."""
-        loaded, iovqa_args = self.loaded, self.iovqa_args
+    def answer_limit(self) -> int:
+        """The most tokens a generated answer may take."""
+        iovqa_args = self.iovqa_args
         # a level word can take more tokens than a score ("ex" + "cellent", or one per letter)
         limit = max(decoding.MAX_NEW_TOKENS, self.levels.longest + 1) if self.levels else decoding.MAX_NEW_TOKENS
         if iovqa_args.rl_on and iovqa_args.grpo_mode == "thinking":  # reasoning first: as long as in its rollouts
             limit = max(limit, iovqa_args.grpo_max_completion_length)
+        return limit
+
+    def greedy(self, batch: dict[str, Any]) -> list[str]:
+        """Temperature-0 answers (the paper's decoding)."""
+        loaded = self.loaded
         return decoding.greedy(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
-                               loaded.mm_token_type_ids(batch["input_ids"]), iovqa_args.label_format, limit,
-                               loaded.thought_tags)
+                               loaded.mm_token_type_ids(batch["input_ids"]), self.iovqa_args.label_format,
+                               self.answer_limit(), loaded.thought_tags)
+
+    def sampled(self, video: str, feature: dict[str, Any]) -> list[str]:
+        """The sampled answers of one video (``settings.sampling``), seeded by the run's seed and the video's id."""
+        loaded, sampling = self.loaded, self.settings.sampling
+        batch = self.batch([feature] * sampling.samples)
+        return decoding.sampled(loaded.model, batch, loaded.tokenizer, loaded.stop_ids,
+                                loaded.mm_token_type_ids(batch["input_ids"]), sampling.temperature,
+                                video_seed(sampling.seed, video), self.iovqa_args.label_format, self.answer_limit(),
+                                loaded.thought_tags)
+
+    def _read_samples(self, result: VideoResult, texts: list[str]) -> None:
+        """The sampled answers' mean MOS and spread; the answers that gave none are counted, not averaged."""
+        from statistics import fmean, pstdev
+
+        tags = self.loaded.thought_tags
+        scores = [read_answer(decoding.answer_text(text, tags), self.iovqa_args.label_format)[0] for text in texts]
+        read = [score for score in scores if score is not None]
+        result.sampled_parsed, result.sampled_unparseable = len(read), len(scores) - len(read)
+        if read:
+            result.sampled_mos, result.sampled_std = fmean(read), pstdev(read)
+        else:
+            result.error = f"none of the {len(texts)} sampled answers gave a MOS (e.g. {texts[0][:60]!r})"
+        if result.reasoning is None:  # the first sample's that has one
+            result.reasoning = next(filter(None, (decoding.reasoning_text(text, tags) for text in texts)), None)
 
     def distribution(self, batch: dict[str, Any]):
         """(p(n) over 10..50, probability mass on valid integers)."""
@@ -172,12 +214,16 @@ class Scorer:
         if decoders.greedy:
             for result, text in zip(results, self.greedy(batch)):
                 result.greedy_text = text
+                result.reasoning = decoding.reasoning_text(text, self.loaded.thought_tags)
                 answer = decoding.answer_text(text, self.loaded.thought_tags)
                 result.greedy_mos, reason = read_answer(answer, self.iovqa_args.label_format)
                 if reason is not None:  # never a MOS: no number, or one off the label grid
                     result.greedy_error = reason
                     if decoders.greedy_error_fails:
                         result.error = f"greedy {reason}"
+        if decoders.sampled:
+            for result, video, feature in zip(results, videos, features):
+                self._read_samples(result, self.sampled(video, feature))
         if decoders.expected and self.levels is not None:
             from ..data.levels import expected_level
 
@@ -199,7 +245,7 @@ class Scorer:
     def score_rows(self, rows: Iterable[tuple[str, str, str]], mode: str = "expected",
                    batch_size: int = 4) -> Iterator[VideoResult]:
         """Yield a :class:`VideoResult` per (video id, video path, text prompt); failures become error rows."""
-        get_scoring_mode(mode)  # an unknown mode is refused before any video is read
+        check_mode(mode, self.iovqa_args)  # refused before any video is read
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         pending: list[tuple[str, list[dict]]] = []

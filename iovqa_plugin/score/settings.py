@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..config import IOVQAArguments
+from .modes import Sampling
 from ..recipe import RUN_CONFIG_FILE, INPUT_KEYS, compare_with_run, load_run_keys, split_recipe
 
 # LLaMA-Factory keys of a recipe that change how a model is loaded or what its inputs are.
@@ -32,6 +33,7 @@ class ScorerSettings:
     note: str = ""  # how the model and adapter were chosen, for the user
     device: Optional[str] = None  # e.g. "cuda:1" for one rank of a data-parallel job; None: LLaMA-Factory's placement
     warnings: list = field(default_factory=list)  # what the user should know about this choice of model and keys
+    sampling: Sampling = field(default_factory=Sampling)  # --mode sampled: how many answers, temperature, seed
 
     @classmethod
     def from_recipe(cls, recipe_path: str, model: Optional[str] = None, adapter: Optional[str] = None):
