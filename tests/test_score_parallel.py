@@ -432,3 +432,20 @@ def test_torchrun_refuses_an_output_another_run_is_writing_before_any_rank_touch
         assert result.returncode != 0
         assert f"{out} is being written by another `iovqa score`: pid {os.getpid()}" in result.stderr
         assert sorted(os.listdir(tmp_path)) == ["preds.csv.lock"]  # rank 1 waited for rank 0 and wrote nothing
+
+
+def test_a_worker_keeps_the_inherited_lock_out_of_the_processes_it_starts(tmp_path, monkeypatch):
+    """A helper a worker's libraries start (ldconfig and the like) must not hold the lock once the workers end."""
+    from iovqa_plugin.score.launch import LOCK_FD_VARIABLE, keep_lock_to_self
+    from iovqa_plugin.score.output_lock import OutputLock
+
+    lock = OutputLock(str(tmp_path / "preds.csv")).acquire()
+    try:
+        os.set_inheritable(lock.fd, True)  # as a worker receives it (pass_fds)
+        monkeypatch.setenv(LOCK_FD_VARIABLE, str(lock.fd))
+        keep_lock_to_self()
+        child = subprocess.run(["ls", "/proc/self/fd"], capture_output=True, text=True, close_fds=False)
+        assert str(lock.fd) not in child.stdout.split()
+        assert not os.get_inheritable(lock.fd)
+    finally:
+        lock.release()
