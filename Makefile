@@ -26,12 +26,14 @@ $(STAMP): setup.py constraints.txt
 demo: install
 	$(RUN) $(BIN)/iovqa demo
 
-# one worker per core, each taking whole files (a file's tests share its module fixtures and trained runs)
+# one worker per core (at most 4: past that the largest files set the time and each worker builds the shared
+# fixtures again), each taking whole files (a file's tests share its module fixtures and trained runs)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: install
-	$(RUN) $(BIN)/python -m pytest tests -n auto --dist loadfile
+	$(RUN) $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(RUN) $(BIN)/python -m pytest tests -m "not slow" -n auto --dist loadfile
+	$(RUN) $(BIN)/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks print their numbers (they are not tests) and write them, with the commands and machine facts,
 # to bench/RESULTS.md (`make bench`, about an hour on 2 cores) or bench/RESULTS_quick.md (`make bench-quick`,

@@ -34,6 +34,9 @@ SECTIONS = {
                         ["bench/learning.py", "--arms", "iovqa", "image_warmup"],
                         ["bench/learning.py", "--steps", "6", "--warmup-steps", "2", "--seeds", "0", "--arms", "iovqa",
                          "image_warmup", "--work", "work/bench_learning_quick"]),
+    "pair_probe": ("Probe: what the tiny model gets of a comparison sample (why the comparison arm learns nothing)",
+                   ["bench/pair_probe.py", "--pairs", "200"],
+                   ["bench/pair_probe.py", "--pairs", "16", "--work", "work/bench_learning_quick"]),
     "overhead": ("Speed and memory: labelled-position logits vs all-position logits vs stock LLaMA-Factory; "
                  "cached frames vs mp4 decoding at 720x1280", ["bench/overhead.py"],
                  ["bench/overhead.py", "--steps", "5", "--repeats", "1", "--hd-clips", "4"]),

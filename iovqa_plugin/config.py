@@ -179,7 +179,8 @@ class IOVQAArguments(GRPOArguments):
         default=None,
         metadata={
             "help": "Soft targets: column of each row's rater standard deviation of the MOS (0..4), the sigma of its "
-            "target (DeQA-Score). Default: none, every row uses iovqa_level_sigma."
+            "target (DeQA-Score). Default: none, every row uses iovqa_level_sigma. With iovqa_pair_soft_targets: "
+            "the stds of pairs drawn from a pointwise file."
         },
     )
     head: Literal["none", "softmax_regression"] = field(
@@ -267,6 +268,17 @@ class IOVQAArguments(GRPOArguments):
             "in the dataset summary). `answer`: answered with the third choice word."
         },
     )
+    pair_soft_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "Comparison samples whose data carries both MOS and both raters' stds (a pairs file's mos_a, "
+            "mos_b, std_a, std_b; drawn pairs: the MOS and iovqa_std_column): the choice token's target is the "
+            "Thurstone probability p = Phi((mos_a - mos_b) / sqrt(std_a^2 + std_b^2)) that A is better, "
+            "cross-entropy to [p, 1 - p] over the choice words (DeQA-Score style), instead of the one-hot "
+            "choice. Rows with a preference label, or without both stds, keep the hard choice. Needs "
+            "iovqa_labelled_logits (on by default)."
+        },
+    )
     pair_template: Optional[str] = field(
         default=None,
         metadata={
@@ -338,8 +350,9 @@ class IOVQAArguments(GRPOArguments):
         if self.level_sigma != _default("level_sigma") and not self.soft_targets:
             raise PluginConfigError(f"iovqa_level_sigma ({self.level_sigma}) is read for iovqa_level_targets: soft only "
                                     "(with iovqa_label_format: level)")
-        if self.std_column is not None and not self.soft_targets:
-            raise PluginConfigError("iovqa_std_column is read for iovqa_level_targets: soft only")
+        if self.std_column is not None and not (self.soft_targets or self.pair_soft_targets):
+            raise PluginConfigError("iovqa_std_column is read for iovqa_level_targets: soft (level labels) and "
+                                    "iovqa_pair_soft_targets (drawn pairs) only")
         if self.head_on and not self.integer_scores:
             raise PluginConfigError(
                 "iovqa_head needs iovqa_label_format: integer and iovqa_label_mask: digits (the MOS is read from "
@@ -423,6 +436,10 @@ class IOVQAArguments(GRPOArguments):
             raise PluginConfigError(f"iovqa_pair_margin must be a number >= 0, got {self.pair_margin}")
         if self.pairs_per_row < 1:
             raise PluginConfigError(f"iovqa_pairs_per_row must be >= 1, got {self.pairs_per_row}")
+        if self.pair_soft_targets and (not self.labelled_logits or not self.mask_on or self.rl_on):
+            raise PluginConfigError("iovqa_pair_soft_targets replaces the choice token's loss of the SFT trainer on "
+                                    "labelled-position logits: it needs iovqa_labelled_logits: true and "
+                                    "iovqa_label_mask: digits, and no iovqa_rl")
 
     @property
     def choices(self):

@@ -1,6 +1,6 @@
 """The masking collator: LLaMA-Factory's SFT collator followed by the digit-only label mask (or, for level
 labels, the level-word mask with each row's MOS and soft-target sigma); on comparison rows (two media) the
-choice word's tokens only.
+choice word's tokens only, and with ``iovqa_pair_soft_targets`` each pair's soft choice target (``CHOICE_KEY``).
 
 The mask is applied to the run's IOVQA samples only (``run.run_samples``: the rows whose media the iovqa
 formatter gave). A row of a stock dataset mixed into the run (free-text questions and answers about a video or
@@ -22,9 +22,9 @@ from iovqa_plugin.train.head import MOS_KEY, add_label_token, check_label_counts
 from iovqa_plugin.data.labels import IGNORE_INDEX
 from iovqa_plugin.train.mask import LabelMaskError, mask_labels, mask_level_labels, mos_from_labels
 from iovqa_plugin.train.mask import token_tables, trained_texts
-from iovqa_plugin.train.soft_targets import SIGMA_KEY, row_sigmas
+from iovqa_plugin.train.soft_targets import CHOICE_KEY, SIGMA_KEY, choice_targets, row_sigmas
 
-from .run import run_samples, sample_media, sample_targets
+from .run import pair_targets, run_samples, sample_media, sample_targets
 from .score_position import level_tokens, render_answer
 
 MEDIA_PER_COMPARISON = 2  # a comparison sample shows two media; a scoring sample one
@@ -108,6 +108,10 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
             check_label_counts([list(f["input_ids"]).count(label_id) for f in features])
         targets = sample_targets([sample_media(f) for f in features]) if self.iovqa_args.format.words else None
         comparison = [is_comparison(f) for f in features]  # before the stock collator pops the media
+        soft_choices = None
+        if self.iovqa_args.pair_soft_targets and any(comparison):
+            found = pair_targets([sample_media(f) for f in features])
+            soft_choices = [p if is_pair else None for p, is_pair in zip(found, comparison)]
         batch = super().__call__(features)
         labels, rows = batch["labels"], [row for row, is_run in enumerate(scored) if is_run]
         try:
@@ -126,6 +130,8 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
         batch["labels"] = masked
         if self.iovqa_args.head_on:
             batch[MOS_KEY] = mos_from_labels(batch["labels"], self.tokenizer)
+        if soft_choices is not None and any(p is not None for p in soft_choices):
+            batch[CHOICE_KEY] = choice_targets(soft_choices, len(self.iovqa_args.choices.answers))
         if targets is not None:
             batch[MOS_KEY] = torch.tensor([mos for mos, _ in targets], dtype=torch.float32)
             batch[SIGMA_KEY] = row_sigmas([std for _, std in targets], self.iovqa_args.level_sigma)
@@ -136,6 +142,8 @@ class DigitMaskCollator(SFTDataCollatorWith4DAttentionMask):
                 extra = f"; MOS {[round(m, 4) for m in batch[MOS_KEY].tolist()]}"
                 if self.iovqa_args.soft_targets:
                     extra += f", soft-target sigma {[round(s, 4) for s in batch[SIGMA_KEY].tolist()]}"
+            if CHOICE_KEY in batch:
+                extra += f"; soft choice targets P(A) {[None if p is None else round(p, 4) for p in soft_choices]}"
             if stock:
                 extra += f"; rows {stock} are question/answer samples (stock labels" + (
                     ", a yes/no answer on its word only)" if self._answer_words is not None else ")")

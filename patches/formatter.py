@@ -39,7 +39,7 @@ from iovqa_plugin.data.dimensions import sample_dimensions
 from iovqa_plugin.data.images import IMAGE
 from iovqa_plugin.logs import get_logger
 
-from .run import remember_sample_origins, remember_sample_targets
+from .run import remember_pair_targets, remember_sample_origins, remember_sample_targets
 
 logger = get_logger()
 
@@ -118,16 +118,18 @@ class IOVQADatasetConverter(DatasetConverter):
 
 
 def _example(prompt: str, response: str | None, frames: list[str] | None, image: bool = False,
-             videos: list[list[str]] | None = None) -> dict[str, Any]:
-    """``frames``: a video's frame files, or (``image``) the one file of an image; ``videos``: several videos
-    (a comparison's two, in prompt order)."""
+             media: tuple[list[str], list[list[str]]] | None = None) -> dict[str, Any]:
+    """``frames``: a video's frame files, or (``image``) the one file of an image; ``media``: (images, videos)
+    of a comparison, each kind in prompt order (``PairSample.media_lists``)."""
+    images, videos = media if media is not None else (
+        (frames, None) if image and frames is not None else (None, None if frames is None else [frames]))
     return {
         "_prompt": [{"role": "user", "content": prompt}],
         "_response": [] if response is None else [{"role": "assistant", "content": response}],
         "_system": "",
         "_tools": "",
-        "_images": frames if image and frames is not None else None,
-        "_videos": videos if videos is not None else None if frames is None or image else [frames],
+        "_images": images or None,
+        "_videos": videos or None,
         "_audios": None,
     }
 
@@ -151,8 +153,8 @@ def check_comparison_run(iovqa_args: IOVQAArguments, dataset: Any) -> None:
 
 @dataclass
 class PairDatasetConverter(IOVQADatasetConverter):
-    """Rows of a pairs file, or pairs drawn from a pointwise file -> comparison samples (two videos, the
-    question which is better, the choice word as the answer)."""
+    """Rows of a pairs file, or pairs drawn from a pointwise file -> comparison samples (two media: videos,
+    images or one of each; the question which is better, the choice word as the answer)."""
 
     def __post_init__(self):
         iovqa_args = self.iovqa_args or IOVQAArguments()
@@ -172,6 +174,10 @@ class PairDatasetConverter(IOVQADatasetConverter):
                                                   columns=self.columns, pair_columns=pair_columns)
         self.samples = {s.key: _pair_example(s) for s in samples}
         remember_sample_origins(samples)  # comparison rows are the run's own, next to stock question rows
+        if iovqa_args.pair_soft_targets:  # the choice's soft target is not in the answer: the collator looks it up
+            from iovqa_plugin.train.rank_loss import preference_probability
+
+            remember_pair_targets(samples, preference_probability)
         # bad rows (in the skip report) and left-out ties (counted in the summary) become empty samples
         self.skipped = {row_id(i.file, i.row) for i in issues} | set(stats["tie_keys"])
         self._report(path, issues, stats)
@@ -195,7 +201,7 @@ class PairDatasetConverter(IOVQADatasetConverter):
 
 
 def _pair_example(sample: PairSample) -> dict[str, Any]:
-    return _example(sample.prompt, sample.answer, None, videos=sample.frames)
+    return _example(sample.prompt, sample.answer, None, media=sample.media_lists())
 
 
 def converter_class(layout: Layout) -> type:

@@ -39,9 +39,10 @@ def check_recipe(recipe: dict, iovqa_args: Optional[IOVQAArguments]) -> None:
     stock_eval = _stock_eval_datasets(recipe)
     if stock_eval and iovqa_args.mask_on:
         raise PluginConfigError(
-            f"eval_dataset {stock_eval} is not formatting 'iovqa': the evaluation's score metrics (eval_srcc, "
-            "eval_plcc) read a score from every evaluation row. Evaluate on iovqa datasets; question/answer datasets "
-            "mixed into the run belong in `dataset`."
+            f"eval_dataset {stock_eval} is not formatting 'iovqa' (nor a comparison layout): the evaluation's "
+            "metrics (eval_srcc, eval_plcc; eval_pairwise_diff for comparisons) read a score or a choice from every "
+            "evaluation row. Evaluate on iovqa datasets; question/answer datasets mixed into the run belong in "
+            "`dataset`."
         )
     template = recipe.get("template")
     if not template:
@@ -57,12 +58,13 @@ def check_recipe(recipe: dict, iovqa_args: Optional[IOVQAArguments]) -> None:
 
 
 def _stock_eval_datasets(recipe: dict) -> list[str]:
-    """The recipe's evaluation datasets of another formatting than iovqa (in its dataset_info.json)."""
+    """The recipe's evaluation datasets of another formatting than the plugin's layouts (in its dataset_info.json)."""
     from iovqa_plugin.data.datasets import data_dirs, dataset_names, read_dataset_info
+    from iovqa_plugin.data.layouts import LAYOUTS
 
     names = dataset_names({"eval_dataset": recipe.get("eval_dataset")})
     info = read_dataset_info(data_dirs(recipe)[0]) if names else {}
-    return [name for name in names if isinstance(info.get(name), dict) and info[name].get("formatting") != "iovqa"]
+    return [name for name in names if isinstance(info.get(name), dict) and info[name].get("formatting") not in LAYOUTS]
 
 
 def _iovqa_datasets(recipe: dict) -> list[str]:

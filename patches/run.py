@@ -22,6 +22,9 @@ _ORIGINS: dict[str, str] = {}
 # first frame file of each sample of the run -> (MOS, std or None): level runs' per-row targets, which their
 # labels (a level word) do not carry; the collator looks them up by the sample's frames
 _TARGETS: dict[str, tuple[float, Optional[float]]] = {}
+# first files of a comparison's two media (sample_media order) -> (P(A better) from the MOS and raters' stds, its
+# row) (iovqa_pair_soft_targets), looked up by the collator as _TARGETS is
+_PAIR_TARGETS: dict[tuple[str, ...], tuple[float, str]] = {}
 
 
 def set_active_run(iovqa_args: Optional[IOVQAArguments]) -> None:
@@ -30,6 +33,7 @@ def set_active_run(iovqa_args: Optional[IOVQAArguments]) -> None:
     _ACTIVE = iovqa_args
     _ORIGINS.clear()
     _TARGETS.clear()
+    _PAIR_TARGETS.clear()
 
 
 def active_run() -> Optional[IOVQAArguments]:
@@ -52,18 +56,19 @@ def remember_sample_origins(samples: Iterable) -> None:
     """The formatter records where each of the run's samples (``annotations.Sample`` or a comparison's
     ``pairs.PairSample``, with frames) comes from."""
     for sample in samples:
-        first = sample.frames[0] if sample.frames else None
-        if isinstance(first, list):  # a comparison's frames: one list per medium
-            first = first[0] if first else None
-        if first:
-            video = getattr(sample, "video", None)
-            shown = f"video {video!r}" if video else "comparison " + " vs ".join(map(repr, sample.media))
+        frames = sample.frames or []
+        # a comparison's frames: one list per medium, each medium's first file recorded (a batch row of an image
+        # and a video lists its video first, see sample_media)
+        firsts = [f[0] for f in frames if f] if frames and isinstance(frames[0], list) else frames[:1]
+        video = getattr(sample, "video", None)
+        shown = f"video {video!r}" if video else "comparison " + " vs ".join(map(repr, sample.media))
+        for first in firsts:
             _ORIGINS[first] = f"{sample.file} row {sample.row} ({shown})"
 
 
 def sample_media(sample: dict) -> list:
-    """A processed sample's media (``videos``: lists of frame files; else ``images``: files)."""
-    return list(sample.get("videos") or ()) or list(sample.get("images") or ())
+    """A processed sample's media: its ``videos`` (lists of frame files), then its ``images`` (files)."""
+    return list(sample.get("videos") or ()) + list(sample.get("images") or ())
 
 
 def _firsts(media: Sequence) -> list:
@@ -126,3 +131,32 @@ def sample_targets(media_of_rows: Sequence) -> list[tuple[float, Optional[float]
             "`formatting: iovqa`, has none"
         )
     return found
+
+
+def remember_pair_targets(samples: Iterable, probability) -> None:
+    """The formatter records P(A better) of each comparison whose data has both MOS and both stds
+    (``PairSample``), ``probability(mos_a, mos_b, std_a, std_b)``; keyed by its media's first files as a batch row
+    lists them (:func:`sample_media`: videos, then images). Two pairs with the same key and different targets (the
+    same two media rated twice, or an image and a video compared in both orders) cannot be told apart in a batch:
+    refused, naming the rows."""
+    for sample in samples:
+        if sample.human == 0 or None in (*sample.mos, *sample.stds) or not sample.frames:
+            continue
+        images, videos = sample.media_lists()
+        key = tuple(_firsts(videos)) + tuple(images)
+        p = float(probability(*sample.mos, *sample.stds))
+        if key in _PAIR_TARGETS and abs(_PAIR_TARGETS[key][0] - p) > 1e-9:
+            raise ValueError(
+                f"{sample.file} row {sample.row} (comparison {sample.media[0]!r} vs {sample.media[1]!r}, P(A) {p:.4f}) "
+                f"shows the same two media as {_PAIR_TARGETS[key][1]} with another soft target "
+                f"({_PAIR_TARGETS[key][0]:.4f}): the collator finds a pair's target by its media (an image and a video "
+                "in either order alike), so each pair of media needs one rating. Keep one row per pair of media."
+            )
+        _PAIR_TARGETS.setdefault(key, (p, f"{sample.file} row {sample.row}"))
+
+
+def pair_targets(media_of_rows: Sequence) -> list[Optional[float]]:
+    """P(A better) of each batch row (given each row's media, :func:`sample_media`), None where the row's
+    choice target is hard (no stds, a preference label, or not a comparison)."""
+    found = [_PAIR_TARGETS.get(tuple(_firsts(media))) for media in media_of_rows]
+    return [None if target is None else target[0] for target in found]

@@ -66,10 +66,12 @@ def _plugin_trainer(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
         from iovqa_plugin.data.grid import ScoreGrid
         from iovqa_plugin.train.score_metrics import ComputeScoreMetrics, ScoreLogits
 
-        kwargs["compute_metrics"] = ComputeScoreMetrics(iovqa_args.dimension_names if iovqa_args.joint else ())
+        choice_ids = None if iovqa_args.head_on else _choice_ids(iovqa_args, kwargs)
+        kwargs["compute_metrics"] = ComputeScoreMetrics(iovqa_args.dimension_names if iovqa_args.joint else (),
+                                                        comparisons=choice_ids is not None)
         # the head trainer's evaluation step already returns (expected score, MOS)
         kwargs["preprocess_logits_for_metrics"] = None if iovqa_args.head_on else ScoreLogits(
-            ScoreGrid.from_tokenizer(kwargs["tokenizer"]), iovqa_args.scores_per_answer)
+            ScoreGrid.from_tokenizer(kwargs["tokenizer"]), iovqa_args.scores_per_answer, choice_ids)
     if iovqa_args.level_scores:
         from .score_position import level_tokens
         from .trainer import LevelTrainer
@@ -97,8 +99,29 @@ def _plugin_trainer(original: Any, iovqa_args: Any, *args: Any, **kwargs: Any):
 
             kwargs.update(rank=rank, grid=ScoreGrid.from_tokenizer(kwargs["tokenizer"]),
                           scores=iovqa_args.scores_per_answer)
+        if iovqa_args.pair_soft_targets:  # the choice words' tokens, where the soft choice targets go
+            from .score_position import level_tokens
+
+            kwargs["choices"] = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"],
+                                             iovqa_args.choices.answers)
         return LabelledLogitsTrainer(*args, **kwargs)
     return original(*args, **kwargs)
+
+
+def _choice_ids(iovqa_args: Any, kwargs: dict):
+    """The choice words' tokens, for the pairwise accuracy of comparison rows in the evaluation (runs that may
+    hold comparisons: one dimension, integer or decimal labels, the mask on); None for the others."""
+    from iovqa_plugin.data.levels import LevelTokensError
+
+    from .score_position import level_tokens
+
+    if iovqa_args.multi_dimension or iovqa_args.format.words or not iovqa_args.mask_on:
+        return None
+    try:
+        choices = level_tokens(kwargs["data_collator"].template, kwargs["tokenizer"], iovqa_args.choices.answers)
+    except LevelTokensError:  # choice words this tokenizer cannot tell apart: the choice mask refuses comparisons
+        return None
+    return choices.ids if choices.prefix == 0 else None  # read at the answer's first token
 
 
 def _grpo_trainer(iovqa_args: Any, args: tuple, kwargs: dict):

@@ -13,7 +13,9 @@ the stock step (see that module for what is reproduced and what is refused); eva
 row's labelled-position logits packed to the front instead of full-sequence logits, which the score
 metrics (or LLaMA-Factory's argmax accuracy) read with the same results. ``predict_with_generate``
 keeps the stock evaluation step. With ``iovqa_rank_loss: fidelity`` it adds the weighted fidelity ranking
-loss over the micro-batch's pairs (``train.rank_loss``) to the SFT loss, logged as ``rank_loss``.
+loss over the micro-batch's pairs (``train.rank_loss``) to the SFT loss, logged as ``rank_loss``. With
+``iovqa_pair_soft_targets`` a comparison row's choice token is trained against its soft target (the
+collator's ``CHOICE_KEY``, ``train.soft_targets``).
 
 ``LevelTrainer``: level-word label runs (``iovqa_label_format: level``), always on labelled-position
 logits. Hard targets: the same causal-LM loss; soft targets (``iovqa_level_targets: soft``): the
@@ -37,7 +39,7 @@ from iovqa_plugin.data.levels import LevelTokens, expected_level
 from iovqa_plugin.train.head import MOS_KEY, HeadForward, expected_score, grade_probabilities, head_loss
 from iovqa_plugin.train.labelled_logits import LabelledLogitsError, causal_lm_loss, compact_for_metrics, labelled_loss
 from iovqa_plugin.train.rank_loss import RankSettings, integer_score_distributions, rank_loss, score_moments
-from iovqa_plugin.train.soft_targets import SIGMA_KEY, gaussian_levels, level_logits, soft_level_loss
+from iovqa_plugin.train.soft_targets import CHOICE_KEY, SIGMA_KEY, gaussian_levels, level_logits, soft_level_loss
 
 
 class HeadTrainer(CustomSeq2SeqTrainer):
@@ -108,10 +110,11 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
     """LLaMA-Factory's SFT trainer whose loss and evaluation step run the output layer at labelled positions only."""
 
     def __init__(self, *args: Any, rank: Optional[RankSettings] = None, grid: Any = None, scores: int = 1,
-                 **kwargs: Any):
+                 choices: Optional[LevelTokens] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # the fidelity ranking loss (None: off); integer runs read each row's score on ``grid``, ``scores`` per answer
         self._rank, self._grid, self._scores, self._rank_terms = rank, grid, scores, []
+        self._choices = choices  # the choice words' tokens (iovqa_pair_soft_targets), else None
         if rank is not None:
             get_logger().info("fidelity ranking loss, weight %s, %s, pairs %s", rank.weight,
                               f"fixed sigma {rank.sigma}" if rank.sigma else "predicted variances",
@@ -125,9 +128,27 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
         get_logger().info("labelled-position logits: the output layer runs only where the loss is")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch)
+        inputs, loss_function = self._choice_loss(inputs)
+        loss, outputs = self._labelled_loss(model, inputs, num_items_in_batch, loss_function)
         loss = self._with_rank(model, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _choice_loss(self, inputs):
+        """(the batch without its soft choice targets, the loss function): the causal-LM loss, with the choice
+        token of each comparison row that has a soft target (``train.soft_targets``) trained against it."""
+        if CHOICE_KEY not in inputs:
+            return inputs, causal_lm_loss
+        inputs = dict(inputs)
+        target = inputs.pop(CHOICE_KEY)
+        if self._choices is None:
+            raise LabelledLogitsError("the batch has soft choice targets but the trainer has no choice words")
+        rows, choices = ~torch.isnan(target[:, 0]), self._choices
+
+        def soft(logits, targets, items):
+            return soft_level_loss(logits, targets, choices.ids, choices.prefix, target.to(logits.device), items,
+                                   rows=rows)
+
+        return inputs, soft
 
     def _rank_distributions(self, outputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """(probabilities (B, S, C), values (C,), MOS (B, S), stds (B, S) or None) of the rows' S scores."""
@@ -180,7 +201,7 @@ class LabelledLogitsTrainer(CustomSeq2SeqTrainer):
 
     def _generation_inputs(self, inputs):
         """The batch as LLaMA-Factory's generating prediction step takes it."""
-        return inputs
+        return {k: v for k, v in inputs.items() if k != CHOICE_KEY}
 
     def _for_metrics(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
         """(predictions, labels) handed to compute_metrics: the packed labelled-position logits."""

@@ -184,10 +184,13 @@ def test_two_process_zero3_grpo_equals_one_process(tiny_model, demo_dir, tmp_pat
     assert "Detected DeepSpeed ZeRO-3" in log
     one, two = logged(single), logged(zero3)
     assert [e["step"] for e in one] == [e["step"] for e in two] == [1, 2]
+    # float32 sums in another order (ZeRO-3's partitions, gloo's all-reduce) move step 2's figures by about 1e-4
+    # of their size after step 1's large SGD step; another answer or prompt would change the rewards, and these
+    # by far more
     for a, b in zip(one, two):  # the logged loss is the mean over the processes
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-6)
         assert a["reward_std"] > 0 and a["grad_norm"] > 0  # the steps did move the adapter
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
     expected, final = adapter_weights(single), adapter_weights(zero3)
     assert set(final) == set(expected)
     moved = max(float(expected[k].abs().max()) for k in expected if "lora_B" in k)  # lora_B starts at 0

@@ -245,3 +245,129 @@ def test_photographs_without_text_prompts_next_to_videos(tiny_model, media_dir, 
     with pytest.raises(AnnotationFileError, match="missing column"):
         load_annotations(str(root / "bad.csv"), Columns("image_name", "Prompt", "MOS"),
                          IOVQAArguments(frame_cache_dir=str(tmp_path / "cache")), str(root), progress=False)
+
+
+# --- comparisons of images: two images, or an image and a video ----------------------------------------------
+
+def image_pairs_dir(media_dir, tmp_path):
+    """A dataset_dir with a pairs file comparing two images, an image with a video and a video with an image (the
+    two MOS and their raters' stds given), its media in ``media_dir``."""
+    data = tmp_path / "pairs_data"
+    data.mkdir()
+    pd.DataFrame({"video_a": ["still1.jpeg", "still2.webp", "clip2.mp4"],
+                  "video_b": ["still0.dat", "clip1.mp4", "still3.bmp"],
+                  "mos_a": [4.0, 2.0, 3.5], "mos_b": [2.5, 3.0, 3.4], "std_a": [0.5, 0.3, 0.2],
+                  "std_b": [0.4, 0.6, 0.1]}).to_csv(data / "pairs.csv", index=False)
+    (data / "dataset_info.json").write_text(json.dumps({"image_pairs": {"file_name": "pairs.csv",
+                                                                        "formatting": "iovqa_pairs"}}))
+    return str(data)
+
+
+def test_image_pairs_show_each_medium_as_what_it_is_a_first(tmp_path, media_dir):
+    from iovqa_plugin.data.pair_samples import load_pair_file
+    from iovqa_plugin.data.pairs import PairColumns
+
+    path = os.path.join(image_pairs_dir(media_dir, tmp_path), "pairs.csv")
+    samples, issues, _ = load_pair_file(path, PairColumns(), IOVQAArguments(frame_cache_dir=str(tmp_path / "c")),
+                                        media_dir, progress=False)
+    assert not issues and [s.kinds for s in samples] == [(IMAGE, IMAGE), (IMAGE, VIDEO), (VIDEO, IMAGE)]
+    two_images, image_video, video_image = samples
+    assert two_images.prompt.startswith("A: <image>\nB: <image>\n") and "AI-generated images" in two_images.prompt
+    assert "temporal" not in two_images.prompt and "text-image alignment" in two_images.prompt
+    assert image_video.prompt.startswith("A: <image>\nB: <video>\n") and "images and videos" in image_video.prompt
+    assert video_image.prompt.startswith("A: <video>\nB: <image>\n")
+    assert [s.answer for s in samples] == ["A", "B", "A"] and image_video.stds == (0.3, 0.6)
+    images, videos = two_images.media_lists()  # LLaMA-Factory's lists, A's first
+    assert not videos and images == [two_images.frames[0][0], two_images.frames[1][0]] and images[0] != images[1]
+    images, videos = video_image.media_lists()
+    assert images == video_image.frames[1] and videos == [video_image.frames[0]] and len(videos[0]) == 2
+
+
+def test_image_pairs_through_formatter_and_collator_mask_the_choice_and_carry_soft_targets(tiny_model, media_dir,
+                                                                                        tmp_path):
+    from scipy.stats import norm
+
+    from iovqa_plugin.train.soft_targets import CHOICE_KEY
+
+    data = image_pairs_dir(media_dir, tmp_path)
+    features, batch, tokenizer = load_run(tiny_model, data, tmp_path, dataset="image_pairs", media_dir=media_dir,
+                                          iovqa_num_frames=2, iovqa_pair_soft_targets=True)
+    image_pad, video_pad = (tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>"))
+    kinds = []
+    for feature in features:
+        ids = feature["input_ids"]
+        firsts = sorted((ids.index(pad), name) for pad, name in ((image_pad, IMAGE), (video_pad, VIDEO)) if pad in ids)
+        kinds.append([name for _, name in firsts])
+        assert len(feature["images"] or []) + len(feature["videos"] or []) == 2
+    assert kinds == [[IMAGE], [IMAGE, VIDEO], [VIDEO, IMAGE]]  # in prompt order: A's tokens before B's
+    two = tokenizer.decode(features[0]["input_ids"])
+    assert two.index("A: <|vision_start|><|image_pad|>") < two.index("B: <|vision_start|><|image_pad|>")
+    assert batch["image_grid_thw"].shape[0] == 4 and batch["video_grid_thw"].shape[0] == 2  # 2 + 1 + 1, 1 + 1
+    assert [tokenizer.decode(row[row != -100]) for row in batch["labels"]] == ["A", "B", "A"]  # the choice only
+    by_hand = [norm.cdf((a - b) / np.hypot(sa, sb)) for a, b, sa, sb in
+               ((4.0, 2.5, 0.5, 0.4), (2.0, 3.0, 0.3, 0.6), (3.5, 3.4, 0.2, 0.1))]
+    assert batch[CHOICE_KEY][:, 0].tolist() == pytest.approx(by_hand, abs=1e-6)
+    assert (batch[CHOICE_KEY].sum(1) - 1).abs().max() < 1e-6
+
+
+def test_scoring_image_pairs_gives_p_a_from_the_choice_tokens(scorer, media_dir, tmp_path):
+    from iovqa_plugin.data.pair_samples import load_pair_file
+    from iovqa_plugin.data.pairs import PairColumns
+    from iovqa_plugin.score.comparisons import ComparisonScorer
+
+    data = image_pairs_dir(media_dir, tmp_path)
+    samples, _, _ = load_pair_file(os.path.join(data, "pairs.csv"), PairColumns(), scorer.iovqa_args, media_dir,
+                                   progress=False)
+    comparisons = ComparisonScorer(scorer)
+    results = list(comparisons.score(samples, batch_size=3))
+    assert all(r.error is None for r in results)
+    for r in results:
+        assert sum(r.probabilities) == pytest.approx(1.0, abs=1e-5) and r.choice in ("A", "B")
+    # P(A) by hand: the softmax over "A" and "B" of the next-token logits after the prompt, each pair alone
+    loaded = scorer.loaded
+    ids = loaded.tokenizer.convert_tokens_to_ids(["A", "B"])
+    for sample, result in zip(samples, results):
+        with torch.no_grad():
+            logits = loaded.model(**loaded.batch([comparisons.encode(sample)])).logits[0, -1].float()
+        assert torch.softmax(logits[ids], dim=-1)[0].item() == pytest.approx(result.probabilities[0], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_iovqa_score_on_image_pairs_writes_p_a_p_b_and_the_choice(scorer, tiny_model, media_dir, tmp_path):
+    from iovqa_plugin.cli import main
+    from iovqa_plugin.data.pair_samples import load_pair_file
+    from iovqa_plugin.data.pairs import PairColumns
+    from iovqa_plugin.score.comparisons import ComparisonScorer
+
+    data = image_pairs_dir(media_dir, tmp_path)
+    samples, _, _ = load_pair_file(os.path.join(data, "pairs.csv"), PairColumns(), scorer.iovqa_args, media_dir,
+                                   progress=False)
+    results = list(ComparisonScorer(scorer).score(samples, batch_size=3))
+    # iovqa score on the pairs file (by path, with its layout): p_a, p_b, choice per pair, as the scorer gives them
+    recipe = write_recipe(tmp_path / "r.yaml", base_recipe(tiny_model, data, str(tmp_path / "o"), media_dir=media_dir,
+                                                           dataset="image_pairs"))
+    out = tmp_path / "pred.csv"
+    assert main(["score", "--recipe", recipe, "--adapter", "", "--data", os.path.join(data, "pairs.csv"),
+                 "--layout", "iovqa_pairs", "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert written["video_a"].tolist() == ["still1.jpeg", "still2.webp", "clip2.mp4"]
+    assert written["p_a"].tolist() == pytest.approx([r.probabilities[0] for r in results], abs=1e-4)
+    assert ((written["p_a"] + written["p_b"] - 1).abs() < 1e-5).all() and written["error"].isna().all()
+    assert written["choice"].tolist() == [r.choice for r in results]
+
+
+@pytest.mark.slow
+def test_a_run_on_image_pairs_with_soft_choice_targets_trains_the_choice_against_them(tiny_model, media_dir, tmp_path):
+    from conftest import train_in_process
+
+    data = image_pairs_dir(media_dir, tmp_path)
+    recipe = base_recipe(tiny_model, data, str(tmp_path / "run"), dataset="image_pairs", media_dir=media_dir,
+                         max_steps=1, save_steps=1, per_device_train_batch_size=3, iovqa_pair_soft_targets=True,
+                         iovqa_frame_cache_dir=str(tmp_path / "cache"))
+    log = train_in_process(recipe)
+    assert "soft choice targets P(A) [" in log, log[-3000:]
+    shown = log.split("soft choice targets P(A) [")[1].split("]")[0]
+    assert sorted(round(float(p), 4) for p in shown.split(", ")) == [0.068, 0.6726, 0.9904]  # Φ by hand, any order
+    with open(tmp_path / "run" / "trainer_state.json", encoding="utf-8") as handle:
+        losses = [e["loss"] for e in json.load(handle)["log_history"] if "loss" in e]
+    assert losses and all(np.isfinite(losses))

@@ -50,7 +50,7 @@ def test_level_recipe_keys_are_checked():
         build_config({"iovqa_label_format": "level", "iovqa_label_mask": "none", "iovqa_level_targets": "soft"})
     with pytest.raises(PluginConfigError, match="iovqa_level_sigma must be > 0"):
         build_config({"iovqa_label_format": "level", "iovqa_level_targets": "soft", "iovqa_level_sigma": 0})
-    with pytest.raises(PluginConfigError, match="iovqa_std_column is read for iovqa_level_targets: soft only"):
+    with pytest.raises(PluginConfigError, match="iovqa_std_column is read for iovqa_level_targets: soft "):
         build_config({"iovqa_label_format": "level", "iovqa_std_column": "std"})
     with pytest.raises(PluginConfigError, match="iovqa_head needs"):
         build_config({"iovqa_label_format": "level", "iovqa_head": "softmax_regression"})

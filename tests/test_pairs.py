@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -190,7 +191,8 @@ def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(
 
     data = pair_dataset_dir(demo_dir, tmp_path)
     recipe = base_recipe(tiny_model, data, str(tmp_path / "run"), dataset="scores,train_pairs", media_dir=demo_dir,
-                         max_steps=2, save_steps=2, iovqa_pairs_per_row=2)
+                         max_steps=2, save_steps=2, iovqa_pairs_per_row=2, eval_dataset="test_pairs",
+                         eval_strategy="steps", eval_steps=2)
     path = write_recipe(tmp_path / "r.yaml", recipe)
     result = run_cli(["llamafactory-cli", "train", path])
     log = result.stdout + result.stderr
@@ -200,6 +202,10 @@ def test_training_on_drawn_pairs_next_to_scores_then_p_a_from_the_choice_tokens(
     assert re.search(r"Num examples = %d\b" % (30 + int(drawn.group(1))), log)  # the scores and the pairs
     targets = re.findall(r"'([^']*)'", log.split("first batch targets ")[1].splitlines()[0])
     assert targets and all(t in ("A", "B") or re.fullmatch(r"\d\d", t) for t in targets), targets
+    # the in-training evaluation on held-out pairs reports their pairwise accuracy
+    with open(tmp_path / "run" / "trainer_state.json", encoding="utf-8") as handle:
+        evaluated = [e for e in json.load(handle)["log_history"] if "eval_loss" in e]
+    assert evaluated and 0 <= evaluated[-1]["eval_pairwise_diff"] <= 1 and "eval_srcc" not in evaluated[-1]
 
     out = tmp_path / "pairs_pred.csv"
     scored = run_cli(["iovqa", "score", "--recipe", path, "--data", "test_pairs", "--out", str(out)])
@@ -270,3 +276,102 @@ def test_comparison_rows_are_the_runs_own_next_to_stock_question_rows(clean_plug
     assert run_samples([[scored.frames], pair.frames, question]) == [True, True, False]
     assert sample_origin(pair.frames) == "pairs.csv row 3 (comparison 'b.mp4' vs 'c.mp4')"
     assert sample_origin([scored.frames]) == "train.csv row 1 (video 'a.mp4')"
+
+
+# --- soft choice targets from the two MOS and their raters' stds (iovqa_pair_soft_targets) ---------------------
+
+def test_the_soft_choice_loss_equals_a_hand_computation_next_to_hard_rows():
+    from types import SimpleNamespace
+
+    from scipy.stats import norm
+
+    from iovqa_plugin.data.levels import LevelTokens
+    from iovqa_plugin.patches.trainer import LabelledLogitsTrainer
+    from iovqa_plugin.train.labelled_logits import causal_lm_loss
+    from iovqa_plugin.train.rank_loss import preference_probability
+    from iovqa_plugin.train.soft_targets import CHOICE_KEY, choice_targets
+
+    torch.manual_seed(0)
+    a, b = 7, 8  # the choice tokens' ids
+    logits = torch.randn(3, 3, 12)
+    # row 0 a score (two digits), row 1 a comparison with a soft target, row 2 a comparison answered hard
+    targets = torch.tensor([[3, 5, IGNORE_INDEX], [IGNORE_INDEX, a, IGNORE_INDEX], [b, IGNORE_INDEX, IGNORE_INDEX]])
+    p = float(preference_probability(3.6, 3.1, 0.4, 0.3))
+    assert p == pytest.approx(norm.cdf(0.5 / 0.5))  # (3.6 - 3.1) / sqrt(0.4^2 + 0.3^2)
+    trainer = SimpleNamespace(_choices=LevelTokens(paths=((a,), (b,)), prefix=0))
+    inputs, loss_function = LabelledLogitsTrainer._choice_loss(trainer, {CHOICE_KEY: choice_targets([None, p, None], 2),
+                                                                        "input_ids": None})
+    assert CHOICE_KEY not in inputs and "input_ids" in inputs
+    log_p = torch.log_softmax(logits, dim=-1)
+    by_hand = (-log_p[0, 0, 3] - log_p[0, 1, 5] - (p * log_p[1, 1, a] + (1 - p) * log_p[1, 1, b]) - log_p[2, 0, b]) / 4
+    assert loss_function(logits, targets, None).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert loss_function(logits, targets, 8).item() == pytest.approx(by_hand.item() * 4 / 8, rel=1e-6)
+    # as both stds go to 0 the target becomes the hard choice, and the loss the causal-LM loss
+    for std, gap in ((0.1, 1e-2), (0.01, 1e-6), (0.0, 1e-9)):
+        p = float(preference_probability(3.6, 3.1, std, std))
+        _, sharp = LabelledLogitsTrainer._choice_loss(trainer, {CHOICE_KEY: choice_targets([None, p, None], 2)})
+        assert 1 - p < gap
+        assert sharp(logits, targets, None).item() == pytest.approx(causal_lm_loss(logits, targets).item(), abs=gap * 20)
+    assert LabelledLogitsTrainer._choice_loss(trainer, {"input_ids": None})[1] is causal_lm_loss  # no soft rows
+    with pytest.raises(Exception, match="needs iovqa_labelled_logits: true"):
+        IOVQAArguments(pair_soft_targets=True, labelled_logits=False)
+
+
+def test_soft_choice_targets_only_for_pairs_with_both_mos_and_both_stds(demo_dir, tmp_path, clean_plugin_state):
+    from iovqa_plugin.patches.run import pair_targets, remember_pair_targets, set_active_run
+    from iovqa_plugin.train.rank_loss import preference_probability
+
+    videos = demo_rows(demo_dir)["video_name"].tolist()
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"video_a": videos[:3], "video_b": videos[3:6], "mos_a": [3.0, 2.0, 4.0], "mos_b": [2.0, 2.5, 1.0],
+                  "std_a": [0.5, 0.5, ""], "std_b": [0.5, 0.2, 0.3]}).to_csv(path, index=False)
+    samples, _, _ = load_pair_file(str(path), PairColumns(), config(tmp_path), "", progress=False)
+    set_active_run(IOVQAArguments())
+    remember_pair_targets(samples, preference_probability)
+    found = pair_targets([s.media_lists()[1] for s in samples])
+    assert found[:2] == pytest.approx([float(preference_probability(3.0, 2.0, 0.5, 0.5)),
+                                       float(preference_probability(2.0, 2.5, 0.5, 0.2))])
+    assert found[2] is None  # one std missing: the hard choice
+    rerated = [replace(samples[0], row=7, stds=(0.9, 0.9))]  # the same two videos rated again, another target
+    with pytest.raises(ValueError, match=r"pairs.csv row 7 .* shows the same two media as .*pairs.csv row 1"):
+        remember_pair_targets(rerated, preference_probability)
+    # drawn pairs carry the pointwise rows' MOS and stds (iovqa_std_column, read with pair soft targets on)
+    table = demo_rows(demo_dir)
+    table["MOS_std"] = 0.3
+    table.to_csv(tmp_path / "train.csv", index=False)
+    drawn, _, _ = load_drawn_pairs(str(tmp_path / "train.csv"), Columns("video_name", "Prompt", "Overall_MOS", "MOS_std"),
+                                   config(tmp_path, pair_soft_targets=True, std_column="MOS_std"), "", progress=False)
+    mos = dict(zip(table["video_name"], table["Overall_MOS"]))
+    assert drawn and all(s.stds == (0.3, 0.3) and s.mos == (mos[s.media[0]], mos[s.media[1]]) for s in drawn)
+
+
+def test_evaluation_reads_pairwise_accuracy_from_comparison_rows_next_to_scores(qwen_tokenizer):
+    from types import SimpleNamespace
+
+    from iovqa_plugin.data.grid import ScoreGrid
+    from iovqa_plugin.train.score_metrics import ComputeScoreMetrics, ScoreLogits
+
+    grid = ScoreGrid.from_tokenizer(qwen_tokenizer)
+    a, b = qwen_tokenizer.convert_tokens_to_ids(["A", "B"])
+    digit = {d: qwen_tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    vocab = len(qwen_tokenizer)
+    # rows as compact_for_metrics packs them: labels[:, 0] unused, logits[:, j] predict labels[:, j + 1]
+    labels = torch.full((6, 3), IGNORE_INDEX)
+    for row, (first, second) in enumerate(((3, 7), (2, 0), (4, 5))):  # scored rows: MOS 3.7, 2.0, 4.5
+        labels[row, 1:] = torch.tensor([digit[first], digit[second]])
+    labels[3, 1], labels[4, 1], labels[5, 1] = a, b, a  # comparisons: A better, B better, A better
+    logits = torch.zeros(6, 3, vocab)
+    logits[0, 0, digit[4]], logits[1, 0, digit[1]], logits[2, 0, digit[5]] = 5.0, 5.0, 5.0
+    logits[3, 0, a], logits[4, 0, b], logits[5, 0, b] = 2.0, 1.0, 0.5  # right, right, wrong
+    reduced = ScoreLogits(grid, 1, torch.tensor([a, b]))(logits, labels)
+    assert reduced[:, 2].tolist() == [0, 0, 0, 1, 1, 1]
+    p = torch.sigmoid(torch.tensor([2.0, -1.0, -0.5]))  # P(A) over the two choice tokens
+    assert reduced[3:, 0].tolist() == pytest.approx((2 * p - 1).tolist(), abs=1e-6)  # P(A) - P(B)
+    assert reduced[3:, 1].tolist() == [1, -1, 1]
+    assert reduced[:3, 1].tolist() == pytest.approx([3.7, 2.0, 4.5])  # the scored rows' MOS as before
+    assert torch.equal(reduced[:3, :2], ScoreLogits(grid, 1)(logits[:3], labels[:3]))
+    metrics = ComputeScoreMetrics(comparisons=True)(SimpleNamespace(predictions=reduced.numpy()))
+    assert metrics["pairwise_diff"] == pytest.approx(2 / 3) and metrics["pairwise_tau"] == pytest.approx(2 / 3)
+    assert metrics["srcc"] == pytest.approx(1.0)  # over the scored rows only: expected grades ~4, ~1, ~5
+    only_pairs = ComputeScoreMetrics(comparisons=True)(SimpleNamespace(predictions=reduced[3:].numpy()))
+    assert set(only_pairs) == {"pairwise_diff", "pairwise_tau"}

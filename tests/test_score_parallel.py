@@ -330,11 +330,20 @@ def test_a_part_holding_a_video_twice_merges_to_its_newest_row(scorer, rows, ref
 
 
 def process_gone(pid):
+    """Every thread of ``pid`` has ended. A killed process's main thread shows as a zombie while its other
+    threads (torch's) may still be exiting, and those still hold its descriptors, the output lock among them."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has ended
+        tasks = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return True
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return False
+        except FileNotFoundError:  # this thread is gone
+            pass
+    return True
 
 
 @pytest.mark.slow
@@ -432,3 +441,52 @@ def test_torchrun_refuses_an_output_another_run_is_writing_before_any_rank_touch
         assert result.returncode != 0
         assert f"{out} is being written by another `iovqa score`: pid {os.getpid()}" in result.stderr
         assert sorted(os.listdir(tmp_path)) == ["preds.csv.lock"]  # rank 1 waited for rank 0 and wrote nothing
+
+
+def test_a_worker_keeps_the_inherited_lock_out_of_the_processes_it_starts(tmp_path, monkeypatch):
+    """A helper a worker's libraries start (ldconfig and the like) must not hold the lock once the workers end."""
+    from iovqa_plugin.score.launch import LOCK_FD_VARIABLE, keep_lock_to_self
+    from iovqa_plugin.score.output_lock import OutputLock
+
+    lock = OutputLock(str(tmp_path / "preds.csv")).acquire()
+    try:
+        os.set_inheritable(lock.fd, True)  # as a worker receives it (pass_fds)
+        monkeypatch.setenv(LOCK_FD_VARIABLE, str(lock.fd))
+        keep_lock_to_self()
+        child = subprocess.run(["ls", "/proc/self/fd"], capture_output=True, text=True, close_fds=False)
+        assert str(lock.fd) not in child.stdout.split()
+        assert not os.get_inheritable(lock.fd)
+    finally:
+        lock.release()
+
+
+def test_a_rerun_waits_for_the_lock_of_a_gone_launcher_its_ending_workers_still_hold(tmp_path):
+    """The launcher is gone (its pid recorded in the lock file) and a worker holds the lock a moment longer
+    while its threads end: the re-run waits for it instead of refusing; a live holder is refused at once."""
+    import sys
+
+    from iovqa_plugin.score.output_lock import OutputLock, OutputLocked
+
+    out = tmp_path / "preds.csv"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that has ended, as the killed launcher's
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import json, os, socket, sys, time\n"
+         "from iovqa_plugin.score.output_lock import OutputLock\n"
+         f"lock = OutputLock({str(out)!r}).acquire()\n"
+         "os.ftruncate(lock.fd, 0); os.lseek(lock.fd, 0, 0)\n"
+         f"os.write(lock.fd, json.dumps({{'pid': {gone.pid}, 'host': socket.gethostname(), 'since': 0}}).encode())\n"
+         "print('held', flush=True)\ntime.sleep(float(sys.stdin.readline()))"],
+        cwd=REPO, env=environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=r"\(gone; a worker it started still runs and holds the lock\)"):
+            OutputLock(str(out), ending_wait_s=0).acquire()
+        holder.stdin.write("0.5\n")
+        holder.stdin.flush()
+        began = time.monotonic()
+        with OutputLock(str(out), ending_wait_s=15):
+            assert 0.5 <= time.monotonic() - began < 15  # taken once the holder had let go, not before
+    finally:
+        holder.kill()
+        holder.wait()

@@ -100,7 +100,8 @@ STOCK_COLUMN_DEFAULTS = {"videos": None, "prompt": "instruction", "response": "o
 def resolve_columns(dataset_attr: Any, iovqa_args: IOVQAArguments) -> Columns:
     """dataset_info.json `columns` (videos, prompt, response, std) where given, else the plugin's column keys.
 
-    The std column is read by soft-target runs only (the only ones with a use for it)."""
+    The std column is read by soft-target runs only (level words, or comparisons: the only ones with a use for
+    it)."""
 
     def pick(attr: str, fallback: str) -> str:
         value = getattr(dataset_attr, attr, None)
@@ -110,7 +111,8 @@ def resolve_columns(dataset_attr: Any, iovqa_args: IOVQAArguments) -> Columns:
         video=pick("videos", iovqa_args.video_column),
         prompt=pick("prompt", iovqa_args.prompt_column),
         mos=pick("response", iovqa_args.mos_column),
-        std=(getattr(dataset_attr, "std", None) or iovqa_args.std_column) if iovqa_args.soft_targets else None,
+        std=((getattr(dataset_attr, "std", None) or iovqa_args.std_column)
+             if iovqa_args.soft_targets or iovqa_args.pair_soft_targets else None),
     )
 
 

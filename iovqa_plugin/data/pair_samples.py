@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 from .annotations import (AnnotationError, AnnotationFileError, Columns, Issue, annotation_tables, load_annotations,
                           row_id)
 from .frames import FrameCache, FrameSpec, extract_many
+from .images import media_kind
 from .pairs import (PairColumns, PairSample, Rated, build_pair_prompt, draw_pairs, drawn_pair_key, media_path,
                     pair_columns_problem, parse_pair_rows, text)
 
@@ -57,11 +58,12 @@ def load_pair_file(path: str, columns: PairColumns, iovqa_args: IOVQAArguments, 
             prompt = pair.prompt
             if prompt and len(prompt) > iovqa_args.max_prompt_chars:
                 prompt, stats["prompts_cut"] = prompt[: iovqa_args.max_prompt_chars], stats["prompts_cut"] + 1
+            paths = (media_path(media_dir, pair.video_a), media_path(media_dir, pair.video_b))
+            kinds = (media_kind(paths[0]), media_kind(paths[1]))  # by content; neither kind: reported with the frames
             samples.append(PairSample(
-                file=file, row=pair.row, key=row_id(file, pair.row), media=(pair.video_a, pair.video_b),
-                paths=(media_path(media_dir, pair.video_a), media_path(media_dir, pair.video_b)), human=pair.human,
-                prompt=build_pair_prompt(("video", "video"), prompt, choices, iovqa_args.pair_template), answer=answer,
-                rows=(pair.row,)))
+                file=file, row=pair.row, key=row_id(file, pair.row), media=(pair.video_a, pair.video_b), paths=paths,
+                human=pair.human, prompt=build_pair_prompt(kinds, prompt, choices, iovqa_args.pair_template),
+                answer=answer, rows=(pair.row,), kinds=kinds, mos=pair.mos, stds=pair.stds))
     samples, frame_issues = attach_pair_frames(samples, (columns.video_a, columns.video_b), iovqa_args, progress)
     stats["used"] = len(samples)
     return _stop_or_keep(samples, issues + frame_issues, iovqa_args, stats)
@@ -108,19 +110,21 @@ def load_drawn_pairs(path: str, columns: Columns, iovqa_args: IOVQAArguments, me
                                 sample.video))
             continue
         rated.append(Rated((sample.file, sample.row), sample.video, sample.mos, group))
-    frames = {(s.file, s.row): s.frames for s in points}
+    points_by_key = {(s.file, s.row): s for s in points}
     choices = iovqa_args.choices
     samples = []
     for first, second in draw_pairs(rated, iovqa_args.pair_margin, iovqa_args.pairs_per_row, iovqa_args.pair_seed):
         human = 1 if first.mos > second.mos else -1
         same_text = texts[first.key] if texts[first.key] == texts[second.key] else None
         (file, row), (file_b, row_b) = first.key, second.key
+        a, b = points_by_key[first.key], points_by_key[second.key]
         samples.append(PairSample(
             file=file, row=row, key=drawn_pair_key(row_id(file, row), row_id(file_b, row_b)),
             media=(first.video, second.video),
             paths=(media_path(media_dir, first.video), media_path(media_dir, second.video)), human=human,
-            prompt=build_pair_prompt(("video", "video"), same_text, choices, iovqa_args.pair_template),
-            answer=choices.answer(human), rows=(row, row_b), frames=[frames[first.key], frames[second.key]]))
+            prompt=build_pair_prompt((a.media, b.media), same_text, choices, iovqa_args.pair_template),
+            answer=choices.answer(human), rows=(row, row_b), frames=[a.frames, b.frames], kinds=(a.media, b.media),
+            mos=(first.mos, second.mos), stds=(a.std, b.std)))
     stats = {"rows": point_stats["rows"], "used": len({k for s in samples for k in s.rows}),
              "ties_left_out": 0, "tie_keys": [], "prompts_cut": point_stats["prompts_cut"]}
     return _stop_or_keep(samples, issues, iovqa_args, stats)

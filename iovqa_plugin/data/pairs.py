@@ -26,11 +26,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 from .annotations import Issue
+from .images import IMAGE, VIDEO
 from .labels import LabelError, parse_std
 from .prompt import PromptTemplateError, neutralize_placeholders, template_fields
 
 PREFERENCES = {"a": 1, "b": -1, "tie": 0}  # a preference label (any case) -> the sign of MOS_A - MOS_B it says
-MEDIA_PLACEHOLDERS = {"video": "<video>", "image": "<image>"}  # one placeholder per medium, in prompt order
+MEDIA_PLACEHOLDERS = {VIDEO: "<video>", IMAGE: "<image>"}  # one placeholder per medium, in prompt order
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,10 @@ DEFAULT_PAIR_TEMPLATE = (
     "Which of the two, {a} or {b}, has the better overall quality, considering aesthetic quality, image quality, "
     "temporal quality and text-video alignment? Answer with {choices}. Output the answer only."
 )
+# Two images: the image prompt's dimensions (no temporal quality; text-image alignment). An image and a video keep
+# the video wording: one of the two has a temporal quality.
+DEFAULT_IMAGE_PAIR_TEMPLATE = DEFAULT_PAIR_TEMPLATE.replace(
+    "image quality, temporal quality and text-video alignment", "image quality and text-image alignment")
 PROMPT_SENTENCE = 'Both were generated from the text prompt: "{text}"\n'
 _PAIR_FIELDS = {"first", "second", "prompt", "a", "b", "choices", "media"}
 
@@ -230,10 +235,12 @@ class ChoiceWords:
 
 def build_pair_prompt(kinds: tuple[str, str], user_prompt: Optional[str], choices: ChoiceWords,
                       template: Optional[str] = None) -> str:
-    """The comparison prompt with one media placeholder per medium (A's first)."""
-    media = "videos" if set(kinds) == {"video"} else "images" if set(kinds) == {"image"} else "images and videos"
+    """The comparison prompt with one media placeholder per medium (A's first): ``<image>`` for an image,
+    ``<video>`` for a video (``kinds``: A's and B's, ``images.media_kind``)."""
+    media = "videos" if set(kinds) == {VIDEO} else "images" if set(kinds) == {IMAGE} else "images and videos"
     sentence = PROMPT_SENTENCE.format(text=neutralize_placeholders(user_prompt)) if user_prompt else ""
-    return (template or DEFAULT_PAIR_TEMPLATE).format(
+    default = DEFAULT_IMAGE_PAIR_TEMPLATE if set(kinds) == {IMAGE} else DEFAULT_PAIR_TEMPLATE
+    return (template or default).format(
         first=MEDIA_PLACEHOLDERS[kinds[0]], second=MEDIA_PLACEHOLDERS[kinds[1]], prompt=sentence,
         a=choices.a, b=choices.b, choices=choices.wording(), media=media)
 
@@ -251,8 +258,17 @@ class PairSample:
     prompt: str
     answer: Optional[str]
     rows: tuple[int, ...] = ()
-    frames: list[list[str]] = field(default_factory=list)
-    kinds: tuple[str, str] = ("video", "video")
+    frames: list[list[str]] = field(default_factory=list)  # per medium: a video's frames, an image's one copy
+    kinds: tuple[str, str] = (VIDEO, VIDEO)
+    mos: tuple[Optional[float], Optional[float]] = (None, None)  # A's and B's MOS, when the data has them
+    stds: tuple[Optional[float], Optional[float]] = (None, None)  # and their raters' standard deviations
+
+    def media_lists(self) -> tuple[list[str], list[list[str]]]:
+        """(images, videos) as LLaMA-Factory takes a sample's media: each kind in prompt order (an image: its one
+        cached file). The prompt's placeholders say which of them is A."""
+        images = [frames[0] for frames, kind in zip(self.frames, self.kinds) if kind == IMAGE]
+        videos = [frames for frames, kind in zip(self.frames, self.kinds) if kind != IMAGE]
+        return images, videos
 
 
 def drawn_pair_key(first: str, second: str) -> str:

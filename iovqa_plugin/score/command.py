@@ -36,9 +36,10 @@ def score_command(args: argparse.Namespace) -> int:
     if args.part_only and world.size == 1:
         raise UserError("--part-only is for the workers `iovqa score --nproc N` starts")
     if args.part_only:  # a worker of --nproc: never outlive the launcher (it would write on under a re-run)
-        from .launch import PARENT_VARIABLE, die_with_parent
+        from .launch import PARENT_VARIABLE, die_with_parent, keep_lock_to_self
 
         die_with_parent(int(os.environ.get(PARENT_VARIABLE) or os.getppid()))
+        keep_lock_to_self()
     settings = ScorerSettings.from_recipe(args.recipe, model=args.model, adapter=args.adapter)
     settings.sampling = sampling_options(args, settings.iovqa_args)
     if args.frame_cache_dir:  # where frames are cached changes no score

@@ -1,7 +1,7 @@
 """Scoring comparisons: P(A) from the choice-token logits, and the greedy choice.
 
-A comparison sample is encoded as in training (both media, in prompt order, and the comparison prompt),
-without its answer. At the answer position the softmax over the choice words' distinguishing tokens
+A comparison sample is encoded as in training (both media, videos or images, in prompt order, and the
+comparison prompt), without its answer. At the answer position the softmax over the choice words' distinguishing tokens
 (``A``, ``B``; ``tie`` too when ties are answered) gives P(A), P(B) (and P(tie)), normalised over the
 choice tokens so they sum to 1; ``choice`` is the most probable choice word, which is the greedy answer
 whenever the model's top token is a choice token at all; ``choice_mass`` says how much of the whole
@@ -51,7 +51,8 @@ class ComparisonScorer:
         self.tokens = scorer.loaded.level_tokens(self.words)
 
     def encode(self, sample: PairSample) -> dict[str, Any]:
-        return self.scorer.loaded.encode_media(sample.prompt, [], sample.frames, prefix=list(self.tokens.lead))
+        images, videos = sample.media_lists()
+        return self.scorer.loaded.encode_media(sample.prompt, images, videos, prefix=list(self.tokens.lead))
 
     def score(self, samples: list[PairSample], batch_size: int = 4) -> Iterator[ComparisonResult]:
         """A result per sample, in order; a batch that fails is scored one by one, failures become error rows."""

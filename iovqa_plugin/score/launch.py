@@ -35,6 +35,7 @@ _LAUNCHER_VARIABLES = ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK"
 
 
 PARENT_VARIABLE = "IOVQA_SCORE_PARENT"  # the pid of the `--nproc` launcher, set for its workers
+LOCK_FD_VARIABLE = "IOVQA_SCORE_LOCK_FD"  # the output lock's descriptor, inherited by the workers
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -140,6 +141,18 @@ def die_with_parent(parent: int, death_signal: bool = True, poll_s: float = 1.0)
     threading.Thread(target=watch, name="iovqa-score-parent-watch", daemon=True).start()
 
 
+def keep_lock_to_self() -> None:
+    """Keep the inherited output lock out of the processes this worker starts (libraries run helpers such as
+    ``ldconfig``): one of them left running after the workers end would still hold the lock, and the re-run
+    that resumes the file would be refused."""
+    fd = os.environ.get(LOCK_FD_VARIABLE)
+    if fd:
+        try:
+            os.set_inheritable(int(fd), False)
+        except OSError:  # not open here (started by hand with the variable set): nothing to keep
+            pass
+
+
 def run_local(job: ScoringJob, argv: Sequence[str], progress: bool = True,
               lock_fd: Optional[int] = None) -> dict[str, Any]:
     """Run ``iovqa <argv>`` as ``job.size`` workers on this machine; the merged counts once all have finished.
@@ -150,6 +163,8 @@ def run_local(job: ScoringJob, argv: Sequence[str], progress: bool = True,
     command = [sys.executable, "-m", "iovqa_plugin.cli", *argv, "--part-only"]
     base = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
     base[PARENT_VARIABLE] = str(os.getpid())
+    if lock_fd is not None:
+        base[LOCK_FD_VARIABLE] = str(lock_fd)
     # the cores shared out before the workers' numeric libraries start their thread pools (as torchrun limits
     # them); this process does not import torch, which would only delay the workers' start
     base["OMP_NUM_THREADS"] = str(cpu_threads(job.size))

@@ -30,13 +30,18 @@ def lock_path(out: str) -> str:
 class OutputLock:
     """The exclusive lock of a prediction file; ``with OutputLock(out):`` or acquire() / release()."""
 
-    def __init__(self, out: str):
+    def __init__(self, out: str, ending_wait_s: float = 15.0):
+        """``ending_wait_s``: how long to wait when the run that took the lock is gone but the lock is still held:
+        its ``--nproc`` workers die with it, and the kernel frees the lock only once their last thread has
+        ended, which a re-run started right after the kill can precede."""
         self.out = out
         self.path = lock_path(out)
+        self.ending_wait_s = ending_wait_s
         self.fd: Optional[int] = None
 
     def acquire(self) -> "OutputLock":
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        deadline = time.monotonic() + self.ending_wait_s
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -44,6 +49,9 @@ class OutputLock:
             except BlockingIOError:
                 holder = _read(fd)
                 os.close(fd)
+                if _gone_here(holder) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
                 raise OutputLocked(self._held_by(holder)) from None
             try:
                 current = os.stat(self.path)
@@ -82,7 +90,7 @@ class OutputLock:
         pid, host = holder.get("pid"), holder.get("host")
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
         state = ""
-        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        if _gone_here(holder):
             state = " (gone; a worker it started still runs and holds the lock)"
         return (f"{self.out} is being written by another `iovqa score`: pid {pid}{state} on {host}, since {since}: "
                 f"{holder.get('command', '?')}; {advice}")
@@ -100,6 +108,12 @@ def _read(fd: int) -> Optional[dict]:
     except (OSError, ValueError):
         return None  # still being written by its holder
     return holder if isinstance(holder, dict) else None
+
+
+def _gone_here(holder: Optional[dict]) -> bool:
+    """The lock's taker ran on this machine and has ended (the lock lives on in processes it started)."""
+    pid = (holder or {}).get("pid")
+    return (holder or {}).get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

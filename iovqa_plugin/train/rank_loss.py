@@ -82,6 +82,15 @@ def normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
 
 
+def preference_probability(mos_i: torch.Tensor, mos_j: torch.Tensor, std_i: torch.Tensor,
+                           std_j: torch.Tensor) -> torch.Tensor:
+    """Thurstone's P(i better than j) from two MOS and their raters' stds: Phi((mu_i - mu_j) / sqrt(std_i^2 +
+    std_j^2 + eps)); with both stds 0 it is the hard 1 / 0 (0.5 for equal MOS). Numbers or tensors."""
+    mos_i, mos_j, std_i, std_j = (torch.as_tensor(v, dtype=torch.float64) if not torch.is_tensor(v) else v
+                                  for v in (mos_i, mos_j, std_i, std_j))
+    return normal_cdf((mos_i - mos_j) / (std_i ** 2 + std_j ** 2 + EPS).sqrt())
+
+
 def fidelity_loss(
     scores: torch.Tensor,
     variances: torch.Tensor,
@@ -116,7 +125,7 @@ def fidelity_loss(
             p = (torch.sign(mos[i] - mos[j]) + 1) / 2  # 1, 0, or 0.5 for equal MOS
         else:
             stds = stds.to(scores.device, dtype)
-            p = normal_cdf((mos[i] - mos[j]) / (stds[i] ** 2 + stds[j] ** 2 + EPS).sqrt())
+            p = preference_probability(mos[i], mos[j], stds[i], stds[j])
     loss = 1 - (p_hat * p + EPS).sqrt() - ((1 - p_hat) * (1 - p) + EPS).sqrt()
     return loss.mean()
 

@@ -1,4 +1,5 @@
-"""Soft targets for level-word labels (DeQA-Score): a Gaussian around the MOS over the five levels.
+"""Soft targets over answer words: level words (DeQA-Score: a Gaussian around the MOS over the five levels), and a
+comparison's choice words (Thurstone: the probability that A is better).
 
 With hard level labels a MOS of 3.4 and one of 2.6 both train the one-hot
 "fair": the position of the MOS inside its level is lost. With
@@ -28,6 +29,17 @@ not (3.25 -> 3). A much smaller sigma snaps back to the nearest level
 (sigma 0.25: 3.25 -> 3.02); a larger one flattens the target and pulls its
 mean toward the middle of the scale (sigma 1: 4.5 -> 4.22 and 1.0 -> 1.52,
 against 4.49 and 1.12 at sigma 0.5).
+
+Comparisons (``iovqa_pair_soft_targets``): a pair whose data has both MOS and
+both raters' stds trains its choice token against
+
+    t = [p, 1 - p] (and 0 on the tie word when ties are answered),
+    p = Phi((mos_a - mos_b) / sqrt(std_a^2 + std_b^2))   (``rank_loss.preference_probability``),
+
+with the same loss as the level words' (:func:`soft_level_loss` on the rows that
+have such a target; the other rows of the batch, scores and hard choices, keep
+their one-hot cross-entropy). Two clearly different MOS with small stds give
+p near 1 or 0, the hard choice; as the stds go to 0 the target becomes it.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from ..data.labels import IGNORE_INDEX, LEVELS
 
 MOS_KEY = "iovqa_mos"  # the batch key of each row's MOS (the head's target, the level runs' metric truth)
 SIGMA_KEY = "iovqa_sigma"  # the batch key of each row's soft-target sigma
+CHOICE_KEY = "iovqa_choice_target"  # the batch key of each row's soft choice target (B, answers); NaN rows: hard
 _SIGMA_FLOOR = 1e-3  # keeps a 0 standard deviation finite: the target is then the one-hot nearest level
 
 
@@ -55,6 +68,12 @@ def gaussian_levels(mos: torch.Tensor, sigma: torch.Tensor | float) -> torch.Ten
 def row_sigmas(stds: Sequence[Optional[float]], default: float) -> torch.Tensor:
     """Each row's sigma: its standard deviation when the data has one, else the recipe's ``default``."""
     return torch.tensor([default if std is None else std for std in stds], dtype=torch.float32)
+
+
+def choice_targets(p_a: Sequence[Optional[float]], answers: int) -> torch.Tensor:
+    """(B, answers) each row's target over the choice words, [p, 1 - p, (0)]; NaN for a row without one."""
+    rows = [[float("nan")] * answers if p is None else [p, 1 - p] + [0.0] * (answers - 2) for p in p_a]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), answers)
 
 
 def level_positions(targets: torch.Tensor, prefix: int) -> torch.Tensor:
@@ -84,10 +103,13 @@ def soft_level_loss(
     prefix: int,
     target: torch.Tensor,
     num_items_in_batch: Optional[Any] = None,
+    rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Cross-entropy with the level token's one-hot replaced by ``target`` (B, 5) over ``level_ids``.
+    """Cross-entropy with the level token's one-hot replaced by ``target`` (B, n) over ``level_ids`` (n words:
+    the levels, or a comparison's choice words).
 
-    ``logits`` (B, K, V) predict ``targets`` (B, K) (IGNORE_INDEX where nothing is trained). The sum over
+    ``logits`` (B, K, V) predict ``targets`` (B, K) (IGNORE_INDEX where nothing is trained). ``rows`` (B,) bool:
+    the rows with a soft target (None: all); the others keep the one-hot loss everywhere. The sum over
     labelled targets is divided by ``num_items_in_batch`` when given, else by their count (the mean), as
     ``train.labelled_logits.causal_lm_loss``.
     """
@@ -95,7 +117,13 @@ def soft_level_loss(
     log_p = torch.log_softmax(logits.float(), dim=-1)
     labelled = targets != IGNORE_INDEX
     hard = -log_p.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    at = level_positions(targets, prefix)
+    if rows is None:
+        at = level_positions(targets, prefix)
+    else:
+        rows = rows.to(targets.device)
+        at = torch.zeros_like(labelled)
+        at[rows] = level_positions(targets[rows], prefix)
+        target = target[rows.to(target.device)]
     soft = -(target.to(log_p.device).float() * log_p[at][:, level_ids.to(log_p.device)]).sum(-1)
     per_token = torch.where(labelled, hard, torch.zeros_like(hard))
     per_token = per_token.masked_scatter(at, soft)
