@@ -25,14 +25,17 @@ def features(scorer, demo_dir):
 
 
 def sft_batch(scorer, features, answers):
-    """A right-padded SFT batch as training collates it: prompt, then the answer's digits (labelled) and <|im_end|>."""
+    """A right-padded SFT batch as training collates it: prompt, then the answer (labelled: its digits only when it
+    has any, as the digit mask keeps a joint answer's scores) and <|im_end|>."""
     tokenizer = scorer.loaded.tokenizer
     rows = []
     for feature, answer in zip(features, answers):
         digits = tokenizer.encode(answer, add_special_tokens=False)
         end = tokenizer.encode("<|im_end|>\n", add_special_tokens=False)
         ids = feature["input_ids"] + digits + end
-        labels = [IGNORE_INDEX] * len(feature["input_ids"]) + digits + [IGNORE_INDEX] * len(end)
+        numeric = any(c.isdigit() for c in answer)
+        kept = [t if not numeric or tokenizer.decode([t]).isdigit() else IGNORE_INDEX for t in digits]
+        labels = [IGNORE_INDEX] * len(feature["input_ids"]) + kept + [IGNORE_INDEX] * len(end)
         rows.append(dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=labels))
     tokenizer.padding_side = "right"
     try:
@@ -125,7 +128,7 @@ def test_level_answers_are_whole_words_or_end_off_the_set():
     assert sample_completions(logits, None, 2, levels=levels) == [[8, 9], [8, 9], [3], [3]]
 
 
-def grpo_steps(iovqa_args, tokenizer):
+def grpo_steps(iovqa_args, tokenizer, grid=None):
     """The GRPO step of the trainer, without a Trainer around it (what _new_rollouts reads)."""
     from collections import defaultdict
 
@@ -134,7 +137,7 @@ def grpo_steps(iovqa_args, tokenizer):
     steps = object.__new__(GRPOTrainer)
     steps._iovqa_args, steps.processing_class, steps._lead = iovqa_args, tokenizer, 0
     steps._group = iovqa_args.grpo_num_generations
-    steps._grid, steps._levels = ScoreGrid.from_tokenizer(tokenizer), None
+    steps._grid, steps._levels = grid or ScoreGrid.from_tokenizer(tokenizer), None
     steps._metrics, steps._generator = defaultdict(list), torch.Generator().manual_seed(0)
     steps._word_tokens, steps._words_cache, steps._choice_words = None, {}, ("A", "B", "tie")
     return steps
@@ -211,9 +214,9 @@ def test_temporal_rollouts_answer_the_shuffled_frames(scorer, features, monkeypa
     seen = []
     original = steps._sample_closed
 
-    def recording(model_, batch_, starts, pad, sets, generators=None):
+    def recording(model_, batch_, starts, pad, sets, generators=None, wording=None):
         seen.append(batch_["pixel_values_videos"])
-        return original(model_, batch_, starts, pad, sets, generators)
+        return original(model_, batch_, starts, pad, sets, generators, wording)
 
     monkeypatch.setattr(steps, "_sample_closed", recording)
     rollouts = steps._new_rollouts(model, batch)
@@ -279,3 +282,194 @@ def test_each_prompts_answers_come_from_its_own_generator():
     both = sample_completions(logits, second, 6, grid, generator=rngs(7, 8))
     alone = sample_completions(logits[1:], second[1:], 6, grid, generator=rngs(8))
     assert both[6:] == alone and both[:6] != both[6:]
+
+
+def token_logps(scorer, feature, tokens) -> list[float]:
+    """log p(token_j | prompt, tokens_<j) of each token, from one full forward of prompt + tokens (no padding, no
+    cache): the teacher-forced reference, token by token."""
+    ids = feature["input_ids"] + list(tokens)
+    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+    with torch.no_grad():
+        logits = scorer.loaded.model(**batch, logits_to_keep=len(tokens) + 1).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(tokens).unsqueeze(-1)).flatten().tolist()
+
+
+JOINT = {"iovqa_dimensions": "traditional,overall", "iovqa_dimension_layout": "joint"}
+
+
+def test_joint_rollouts_draw_each_score_after_the_earlier_ones_with_teacher_forced_log_probs(scorer, features,
+                                                                                              monkeypatch):
+    """A joint answer ("traditional 37, overall 41") drawn score by score: each score from the model's exact
+    next-token distribution after the prompt, the earlier scores drawn and the wording between them (the row's
+    own tokens), and each drawn token's log-prob in the loss's one forward equal to teacher forcing (the wording,
+    written for the model, is no action: log-prob 0, mask 0)."""
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.patches import grpo_trainer
+    from iovqa_plugin.rl.rollouts import joint_drawn, joint_wording
+
+    tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    pair = [features[0]] * 4 + [features[1]] * 4
+    batch = sft_batch(scorer, pair, ["traditional 37, overall 41"] * 4 + ["traditional 12, overall 50"] * 4)
+    steps = grpo_steps(build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 4, **JOINT}), tokenizer)
+    seen, original = [], grpo_trainer.answer_logits
+    head = tokenizer.encode("traditional ", add_special_tokens=False)
+
+    def digits_likely(model_, prompts, grid_=None, levels=None, lazy=False):
+        """The policy's logits, recorded, then with the digits made likely (the untrained model's answers would
+        mostly leave the grid at the first score)."""
+        first, second = original(model_, prompts, grid_, levels, lazy=lazy)
+        seen.append((prompts["input_ids"], prompts["attention_mask"], first))
+
+        def second_likely(rows, digits):
+            logits = second(rows, digits).clone()
+            logits[:, grid.second_ids] += 30.0
+            return logits
+
+        likely = first.clone()
+        likely[:, grid.first_ids] += 30.0
+        return likely, second_likely
+
+    monkeypatch.setattr(grpo_trainer, "answer_logits", digits_likely)
+    rollouts = steps._new_rollouts(model, batch)
+    completions = rollouts.completions
+    wording = joint_wording(batch["input_ids"], batch["labels"], 2, grid.steps)
+    assert tokenizer.decode(wording[0][0]) == ", overall " and wording[0] == wording[5]
+    drawn = [completions.tokens[i, :int((completions.tokens[i] != tokenizer.pad_token_id).sum())].tolist()
+             for i in range(8)]
+    answers = steps._read(drawn, tokenizer)
+    complete = [i for i, a in enumerate(answers) if a.parsed]
+    assert complete, "no answer reached its second score"
+    for i in complete:  # "traditional 37, overall 41": both scores read, the wording the row's own
+        assert set(answers[i].dimensions) == {"traditional", "overall"}
+        assert drawn[i][2:-2] == wording[i][0] and answers[i].text.startswith("traditional ")
+    for i, tokens in enumerate(drawn):  # a score off the grid ends its answer there
+        assert len(tokens) in (1, 2, 2 + len(wording[i][0]) + 1, 2 + len(wording[i][0]) + 2)
+        assert completions.mask[i, :len(tokens)].tolist() == joint_drawn(wording[i], grid.steps, len(tokens))
+    # the first score: one prefill per prompt; the second: one per distinct answer so far of a prompt
+    assert [ids.shape[0] for ids, _, _ in seen] == [2, len({(i // 4, tuple(drawn[i][:2])) for i in range(8)
+                                                          if grid.value(drawn[i][:2]) is not None})]
+    for ids, attention, first in seen:  # each distribution is the model's after exactly that answer so far
+        for row in range(ids.shape[0]):
+            sequence = ids[row][attention[row].bool()].tolist()
+            feature = next(f for f in features if sequence[:len(f["input_ids"])] == f["input_ids"])
+            so_far = sequence[len(feature["input_ids"]):]
+            assert so_far[:len(head)] == head  # the answer's first name is the prompt's, as the label writes it
+            so_far = so_far[len(head):]
+            assert so_far == [] or any(t[:len(so_far)] == so_far for t in drawn)
+            batch_one = scorer.batch([dict(feature, input_ids=sequence, attention_mask=[1] * len(sequence),
+                                           labels=[-100] * len(sequence))])
+            with torch.no_grad():
+                reference = model(**batch_one, logits_to_keep=1).logits[0, -1].float()
+            assert torch.allclose(torch.log_softmax(first[row].float(), -1), torch.log_softmax(reference, -1),
+                                  atol=1e-4)
+    with torch.no_grad():
+        logps = completion_logps(model, completions)
+    for i, tokens in enumerate(drawn):
+        reference = token_logps(scorer, dict(pair[i], input_ids=pair[i]["input_ids"] + head), tokens)
+        flags = joint_drawn(wording[i], grid.steps, len(tokens))
+        expected = [r if f else 0.0 for r, f in zip(reference, flags)]
+        assert logps[i, :len(tokens)].tolist() == pytest.approx(expected, abs=1e-4)
+    assert {"reward/dimensions", "reward/dimensions/traditional", "reward/dimensions/overall"} <= set(steps._metrics)
+
+
+class SequenceModel:
+    """A causal LM whose next-token logits are a fixed function of the whole sequence so far (its unpadded
+    tokens), with a cache that keeps each row's sequence: the exact distribution of any answer is known."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def logits_of(self, sequence):
+        logits = torch.randn(self.vocab, generator=torch.Generator().manual_seed(hash(tuple(sequence)) % 2**31))
+        if sequence[-1] in range(11, 16):  # after a first digit: mostly a digit
+            logits[20:30] += 4.0
+        else:  # mostly a first digit
+            logits[11:16] += 4.0
+        return logits * 1.5
+
+    def __call__(self, input_ids, attention_mask, past_key_values=None, logits_to_keep=1, **unused):
+        from types import SimpleNamespace
+
+        if past_key_values is None:
+            sequences = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        else:
+            sequences = [past + ids.tolist() for past, ids in zip(past_key_values.rows, input_ids)]
+        cache = SimpleNamespace(rows=sequences)
+        cache.reorder_cache = lambda rows: setattr(cache, "rows", [cache.rows[r] for r in rows.tolist()])
+        logits = torch.stack([self.logits_of(s) for s in sequences]).unsqueeze(1)
+        return SimpleNamespace(logits=logits, past_key_values=cache)
+
+
+def test_joint_answers_follow_the_policys_distribution_score_by_score():
+    """Whole joint answers drawn (a chi-square test at a fixed seed): each answer's frequency is the product of
+    its tokens' probabilities, each after the prompt, the earlier scores and the wording, at the temperature."""
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.data.labels import INTEGER_LABELS
+
+    grid = ScoreGrid(2, torch.arange(11, 16), torch.arange(20, 30))  # "1".."5", "0".."9"
+    model, n, temperature = SequenceModel(40), 3000, 0.8
+    prompt, wording = [1, 2, 3], [5, 6]  # prompt, then "traditional 37, overall 41" as [11+2, 27, 5, 6, 14, 21]
+    ids = torch.tensor([prompt + [13, 27] + wording + [14, 21] + [7]] * n)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, [3, 4, 7, 8]] = ids[:, [3, 4, 7, 8]]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+             "position_ids": torch.arange(ids.shape[1]).repeat(n, 1)}
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": n, "iovqa_grpo_temperature":
+                               temperature, **JOINT})
+    steps = grpo_steps(iovqa_args, None, grid)
+    starts = answer_starts(labels)
+    from iovqa_plugin.rl.rollouts import joint_wording
+
+    rows = joint_wording(ids, labels, 2, 2)
+    drawn = steps._sample_closed(model, batch, starts, 0, [None] * n, torch.Generator().manual_seed(11), rows)
+
+    def path(value):
+        return [11 + value // 10 - 1, 20 + value % 10]
+
+    def q(sequence):
+        return token_distribution(model.logits_of(sequence), temperature)
+
+    cells = {}  # each complete answer's probability; everything else (an answer that left the grid) is one cell
+    for a in INTEGER_LABELS:
+        first = prompt + path(a)
+        p_a = float(q(prompt)[path(a)[0]] * q(prompt + path(a)[:1])[path(a)[1]])
+        after = q(first + wording)
+        for b in INTEGER_LABELS:
+            cells[(a, b)] = p_a * float(after[path(b)[0]] * q(first + wording + path(b)[:1])[path(b)[1]])
+    keys = list(cells)
+    index = {tuple(path(a) + wording + path(b)): k for k, (a, b) in enumerate(keys)}
+    counts = np.bincount([index.get(tuple(t), len(keys)) for t in drawn], minlength=len(keys) + 1)
+    probabilities = np.array([cells[k] for k in keys] + [1 - sum(cells.values())])
+    assert (probabilities * n >= 5).sum() >= 20  # enough cells for the test to see a wrong distribution
+    assert chi_square_p(counts, probabilities, n) > 0.01
+    assert counts[-1] > 0 and all(len(t) in (1, 2, 5, 6) for t in drawn)  # some answers left the grid and ended
+
+
+def test_generated_joint_answers_are_read_per_dimension_and_one_missing_scores_zero(scorer, features, monkeypatch):
+    """Thinking (generated) rollouts of a joint recipe start where the answer does (before its first dimension's
+    name) and are read dimension by dimension; an answer missing a dimension is unparseable and gets 0 from the
+    dimensions reward, without an error."""
+    from iovqa_plugin.config_parser import build_config
+
+    tokenizer = scorer.loaded.tokenizer
+    batch = sft_batch(scorer, [features[0]] * 2 + [features[1]] * 2, ["traditional 37, overall 41"] * 2
+                      + ["traditional 12, overall 50"] * 2)
+    steps = grpo_steps(build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2, "iovqa_grpo_mode": "thinking",
+                                     **JOINT}), tokenizer)
+    texts = ["<think>sharp</think><answer>traditional 37, overall 41</answer>", "<answer>traditional 37</answer>",
+             "<think>soft</think><answer>overall 20, traditional 12</answer>", "traditional 12, overall"]
+    asked = []
+
+    def generate(model, batch_, starts, pad):
+        asked.append(starts)
+        return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+    monkeypatch.setattr(steps, "_generate", generate)
+    rollouts = steps._new_rollouts(scorer.loaded.model, batch)
+    assert asked[0].tolist() == [len(features[0]["input_ids"])] * 2 + [len(features[1]["input_ids"])] * 2
+    assert steps._metrics["parseable"] == [0.5] and steps._metrics["reward/format"] == [0.5]
+    # 1 (exact), 0 (overall missing), 1 - |2.0 - 5.0| / 5.0 = 0.4 on overall and 1 on traditional, 0 (no overall score)
+    assert steps._metrics["reward/dimensions"] == [pytest.approx((1 + 0 + (1 + 0.4) / 2 + 0) / 4)]
+    assert steps._metrics["reward/dimensions/overall"] == [pytest.approx((1 + 0 + 0.4 + 0) / 4)]
+    assert rollouts.completions.mask.sum().item() == sum(len(tokenizer.encode(t)) for t in texts)

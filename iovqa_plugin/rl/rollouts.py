@@ -12,7 +12,10 @@ them (:func:`sample_completions`: temperature and top-p per token, as ``generate
 ``generate`` once per answer. A drawn token off the answer set (a first token that is no first digit, a
 second digit past 50, a word that is no level) ends that answer there: it is an unreadable answer, rewarded 0,
 as a generated one would be, so the objective is generate's for the answer's tokens; only what a valid answer
-writes after its score (the stop token) is not drawn.
+writes after its score (the stop token) is not drawn. A joint answer (several dimensions' scores) is drawn
+score by score, each after the answer so far (``patches.grpo_trainer``); its wording between the scores is the
+row's own (:func:`joint_wording`), written for the model as the scorer writes it, and is no action
+(:func:`joint_drawn`: mask 0).
 
 *Teacher-forced log-probs*: every sampled (or generated) completion is written after its row's prompt
 (:func:`completion_batch`) and one forward, with the output layer at the completion's positions only
@@ -181,7 +184,7 @@ def _draw(q: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torc
     return torch.multinomial(q.float().cpu(), n, replacement=True, generator=generator)
 
 
-def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[ScoreGrid] = None,
+def sample_completions(first: torch.Tensor, second: Any, n: Any, grid: Optional[ScoreGrid] = None,
                        levels: Optional[LevelTokens] = None, temperature: float = 1.0, top_p: float = 1.0,
                        generator: Any = None) -> list[list[int]]:
     """``n`` answers per prompt (row b's are rows b·n .. b·n + n − 1 of the result), each a token list.
@@ -192,23 +195,26 @@ def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[
     is followed by the rest of its word (its tokens teacher-forced), another ends the answer. ``second``: the
     logits after each first digit (B, 5, V), or a function of (rows, digits) giving them for the pairs the
     drawn answers take (:func:`answer_logits` with ``lazy``). ``generator``: one for all, or a list of one per
-    prompt row (each prompt's answers then do not depend on the other prompts of the batch).
+    prompt row (each prompt's answers then do not depend on the other prompts of the batch). ``n``: the answers
+    of every row, or a list of each row's.
     """
     q = token_distribution(first, temperature, top_p)
+    counts = [n] * q.shape[0] if isinstance(n, int) else list(n)
     if isinstance(generator, (list, tuple)):  # one generator per prompt: its answers whatever the batch
-        tokens = torch.cat([_draw(q[b:b + 1], n, generator[b]) for b in range(q.shape[0])])
+        drawn = [_draw(q[b:b + 1], counts[b], generator[b])[0].tolist() for b in range(q.shape[0])]
+    elif isinstance(n, int):
+        drawn = _draw(q, n, generator).tolist()  # (B, n)
     else:
-        tokens = _draw(q, n, generator)  # (B, n)
+        drawn = [_draw(q[b:b + 1], counts[b], generator)[0].tolist() for b in range(q.shape[0])]
     out: list[list[int]] = []
     if levels is not None:
         shared, ids = list(levels.shared_prefix), levels.ids.tolist()
-        for token in tokens.flatten().tolist():
+        for token in (t for ts in drawn for t in ts):
             out.append(list(levels.paths[ids.index(token)]) if token in ids else shared + [token])
         return out
     if grid is None:
         raise ValueError("sample_completions needs the score grid or the level tokens")
     first_ids = grid.first_ids.tolist()
-    drawn = tokens.tolist()
     if callable(second):  # step only the (prompt, first digit) pairs drawn
         pairs = sorted({(row, first_ids.index(t)) for row, ts in enumerate(drawn) for t in ts if t in first_ids})
         # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
@@ -241,10 +247,12 @@ class Completions:
 
 
 def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: Sequence[Sequence[int]],
-                     pad_id: int) -> Completions:
+                     pad_id: int, drawn: Optional[Sequence[Sequence[int]]] = None) -> Completions:
     """Row i = its prompt (tokens before ``starts[i]``), then ``completions[i]``, right-padded.
 
     Positions continue the prompt's: every completion token is a text token, one further on each rope axis.
+    ``drawn``: per completion token 1 when the policy drew it, 0 when it was written for the model (a joint
+    answer's wording): the mask; default all drawn.
     """
     size = batch["input_ids"].shape[0]
     ends = [int(starts[i]) + len(completions[i]) for i in range(size)]
@@ -269,7 +277,7 @@ def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: S
         attention[i, s:s + n] = 1
         if n:
             targets[i, s - 1:s - 1 + n] = completion  # position t predicts token t + 1
-            mask[i, :n] = 1
+            mask[i, :n] = 1 if drawn is None else torch.tensor(list(drawn[i]), dtype=torch.long, device=device)
             tokens[i, :n] = completion
         if positions is not None:
             prefix = position_ids[..., i, :s]
@@ -283,8 +291,8 @@ def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: S
 
 
 def completion_logps(model: Any, completions: Completions) -> torch.Tensor:
-    """(B, T) log π(o_t | prompt, o_<t) of each completion token (0 where the mask is 0), with gradient when
-    the caller has it on; the output layer runs at the completions' positions only."""
+    """(B, T) log π(o_t | prompt, o_<t) of each drawn completion token (0 where the mask is 0), with gradient
+    when the caller has it on; the output layer runs at the completions' positions only."""
     targets = completions.targets
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
     outputs = forward_at(model, completions.inputs, positions)
@@ -297,4 +305,34 @@ def completion_logps(model: Any, completions: Completions) -> torch.Tensor:
     out = logps.new_zeros(completions.mask.shape)
     rows, cols = labelled.nonzero(as_tuple=True)
     out[rows, slot[rows, cols]] = logps[rows, cols]
+    return out * completions.mask.to(out.device, out.dtype)  # a token written for the model is no action
+
+
+def joint_wording(input_ids: torch.Tensor, labels: torch.Tensor, scores: int, steps: int) -> list[list[list[int]]]:
+    """Each row's tokens between its joint answer's scores (``", temporal "``: ``scores`` − 1 lists a row), read
+    from the row itself: its labelled runs are the scores (``steps`` tokens each, the digit mask keeps those
+    only), the tokens between two runs the wording as the SFT answer was tokenized."""
+    out = []
+    for row in range(labels.shape[0]):
+        positions = (labels[row] != IGNORE_INDEX).nonzero().flatten().tolist()
+        runs = [[p] for p in positions[:1]]
+        for p in positions[1:]:
+            if p == runs[-1][-1] + 1:
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        if len(runs) != scores or any(len(run) != steps for run in runs):
+            raise ValueError(f"batch row {row}: a joint answer holds {scores} scores of {steps} token(s) each; its "
+                             f"labels hold runs of {[len(run) for run in runs]}")
+        out.append([input_ids[row, a[-1] + 1:b[0]].tolist() for a, b in zip(runs, runs[1:])])
     return out
+
+
+def joint_drawn(wording: Sequence[Sequence[int]], steps: int, length: int) -> list[int]:
+    """The ``drawn`` flags (see :func:`completion_batch`) of a joint completion of ``length`` tokens: each
+    score's ``steps`` tokens drawn, the ``wording`` between them written (an answer that left the grid ends
+    within a score)."""
+    flags = [1] * steps
+    for between in wording:
+        flags += [0] * len(between) + [1] * steps
+    return flags[:length]
