@@ -169,8 +169,8 @@ def answer_logits(model: Any, prompts: dict[str, Any], grid: Optional[ScoreGrid]
 
 def token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
     """softmax(logits / T), then the smallest set of most likely tokens holding top_p of it, renormalised
-    (as ``generate``'s temperature and top-p warpers)."""
-    q = torch.softmax(logits.double() / temperature, dim=-1)
+    (as ``generate``'s temperature and top-p warpers), in float32 as ``generate`` computes it."""
+    q = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         ordered, order = q.sort(dim=-1, descending=True)
         before = ordered.cumsum(dim=-1) - ordered  # mass of the more likely tokens
@@ -215,24 +215,29 @@ def sample_completions(first: torch.Tensor, second: Any, n: Any, grid: Optional[
     if grid is None:
         raise ValueError("sample_completions needs the score grid or the level tokens")
     first_ids = grid.first_ids.tolist()
-    if callable(second):  # step only the (prompt, first digit) pairs drawn
-        pairs = sorted({(row, first_ids.index(t)) for row, ts in enumerate(drawn) for t in ts if t in first_ids})
-        # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
-        asked = pairs or [(0, 0)]
-        logits = second(torch.tensor([r for r, _ in asked]), torch.tensor([d for _, d in asked]))
-        after = {pair: logits[m] for m, pair in enumerate(pairs)}
-    else:
-        after = None
+    takers: dict[tuple[int, int], list[int]] = {}  # (prompt row, first digit) -> the answers that drew it
     for row, answers in enumerate(drawn):
         for token in answers:
-            if grid.steps == 1 or token not in first_ids:
-                out.append([token])
-                continue
-            digit = first_ids.index(token)
-            logits = after[(row, digit)] if after is not None else second[row, digit]
-            q = token_distribution(logits.unsqueeze(0), temperature, top_p)
-            rng = generator[row] if isinstance(generator, (list, tuple)) else generator
-            out.append([token, int(_draw(q, 1, rng)[0, 0])])
+            if grid.steps == 2 and token in first_ids:
+                takers.setdefault((row, first_ids.index(token)), []).append(len(out))
+            out.append([token])
+    if grid.steps == 1:
+        return out
+    pairs = sorted(takers)
+    if callable(second):  # step only the (prompt, first digit) pairs drawn
+        # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
+        asked = pairs or [(0, 0)]
+        logits = second(torch.tensor([r for r, _ in asked]), torch.tensor([d for _, d in asked]))[:len(pairs)]
+    elif pairs:
+        logits = second[[r for r, _ in pairs], [d for _, d in pairs]]
+    if not pairs:
+        return out
+    # one distribution per pair, all its answers' second tokens drawn from it at once
+    q = token_distribution(logits, temperature, top_p)
+    for m, pair in enumerate(pairs):
+        rng = generator[pair[0]] if isinstance(generator, (list, tuple)) else generator
+        for k, token in zip(takers[pair], _draw(q[m:m + 1], len(takers[pair]), rng)[0].tolist()):
+            out[k].append(token)
     return out
 
 
