@@ -51,8 +51,9 @@ from iovqa_plugin.train.answer_words import CASES, YES_NO_WORDS as YES_NO
 from iovqa_plugin.rl.loss import group_advantages, grpo_loss
 from iovqa_plugin.rl.rewards import REWARDS, combine
 from iovqa_plugin.rl.rollouts import (Completions, answer_logits, answer_starts, completion_batch, completion_logps,
-                                      frame_orders, joint_drawn, joint_wording, prompt_batch, sample_completions,
-                                      select_rows, shuffle_frames)
+                                      frame_orders, joint_drawn, joint_wording, logits_after, prompt_batch,
+                                      sample_completions, select_rows, shuffle_frames)
+from iovqa_plugin.score.decoding import prefill
 from iovqa_plugin.train.head import MOS_KEY
 from iovqa_plugin.train.mask import masked_texts, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY
@@ -296,7 +297,7 @@ class GRPOSteps:
     def _sample_closed(self, model, batch, starts, pad, sets, generators=None, wording=None) -> list[list[int]]:
         """Each group's answers drawn token by token from the policy's exact next-token distributions over its
         answer set (the run's scores, or a choice row's words), one prefill per prompt. ``wording``: joint
-        answers' (:func:`joint_wording`): the later dimensions' scores are drawn after the first's."""
+        answers' (:func:`joint_wording`): their scores are drawn one after the other (:meth:`_sample_joint`)."""
         size, group = batch["input_ids"].shape[0], self._group
         out: list[Optional[list[int]]] = [None] * size
         iovqa_args = self._iovqa_args
@@ -311,6 +312,9 @@ class GRPOSteps:
             if not firsts:  # another process's answer set: ZeRO-3 needs the same forwards on every process
                 _idle_forward(model, prompt_batch(batch, starts, pad), grid, levels)
                 continue
+            if wording is not None and answers is None:  # joint answers: score by score
+                self._sample_joint(model, batch, starts, pad, firsts, out, wording, rngs)
+                continue
             unique, n = select_rows(batch, firsts), group  # one prompt per group (its rows are the same prompt)
             if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
                 firsts = [i for i in range(size) if sets[i] == answers]
@@ -324,46 +328,45 @@ class GRPOSteps:
                                        iovqa_args.grpo_top_p, rngs(firsts))
             for k, row in enumerate(firsts):
                 out[row:row + n] = drawn[k * n:(k + 1) * n]
-        if wording is not None:
-            self._later_scores(model, batch, starts, pad, out, wording, rngs)
         return out
 
-    def _later_scores(self, model, batch, starts, pad, out, wording, rngs) -> None:
-        """A joint answer's later scores, in ``out`` in place: dimension k's drawn from the policy's exact
-        distribution after the answer so far (the earlier scores drawn, the wording between them as the row's
-        label writes it), one prefill per distinct answer so far of a prompt plus one batched step, as the scorer
-        decodes a joint answer score by score. An answer whose score left the grid ends there (unreadable)."""
-        grid, iovqa_args = self._grid, self._iovqa_args
-        alive = [i for i, tokens in enumerate(out) if grid.value(tokens) is not None]
-        for k in range(1, len(iovqa_args.dimension_names)):
-            so_far: dict[tuple, list[int]] = {}  # (prompt, answer so far) -> its rows: one distribution each
-            for i in alive:
-                so_far.setdefault((i // self._group, tuple(out[i] + wording[i][k - 1])), []).append(i)
+    def _sample_joint(self, model, batch, starts, pad, firsts, out, wording, rngs) -> None:
+        """Joint answers of the groups whose first rows are ``firsts``, in ``out`` in place: the scores drawn one
+        after the other, dimension k's from the policy's exact distribution after the answer so far (the earlier
+        scores drawn, the wording between them as the row's label writes it), as the scorer decodes a joint answer
+        score by score. One prefill per prompt, then for each dimension one step of a copy of its cache over the
+        distinct answers so far of each prompt and one batched step for the second digits. An answer whose score
+        left the grid ends there (unreadable)."""
+        grid, iovqa_args, group = self._grid, self._iovqa_args, self._group
+        unique = select_rows(batch, firsts)
+        if unique is None:  # inputs select_rows cannot split: every row its own prompt
+            prompts, place = prompt_batch(batch, starts, pad), {i: i for i in range(len(out))}
+        else:
+            prompts = prompt_batch(unique, starts[firsts], pad)
+            place = {i: k for k, f in enumerate(firsts) for i in range(f, f + group)}
+        first, cache = prefill(model, prompts)
+        so_far: dict[tuple, list[int]] = {}  # (prompt, answer so far) -> its rows: one distribution each
+        for i in (i for f in firsts for i in range(f, f + group)):
+            so_far.setdefault((place[i], ()), []).append(i)
+        dimensions = len(iovqa_args.dimension_names)
+        for k in range(dimensions):
             if not so_far:  # no answer went on; under ZeRO-3 every process still runs the same forwards
                 if getattr(getattr(self, "args", None), "world_size", 1) > 1:
-                    _idle_forward(model, prompt_batch(batch, starts, pad), grid, None)
+                    _idle_forward(model, prompts, grid, None)
                 continue
-            firsts = [members[0] for members in so_far.values()]
-            answers = [list(answer) for _, answer in so_far]
-            unique, index = select_rows(batch, firsts), firsts
-            if unique is None:  # inputs select_rows cannot split: every row prefilled, the ones asked for kept
-                unique, index = batch, list(range(len(out)))
-                answers = [next((list(a) for (_, a), m in so_far.items() if m[0] == i), []) for i in index]
-            extended = completion_batch(unique, starts[index], answers, pad)
-            lengths = torch.tensor([len(a) for a in answers], device=starts.device)
-            first, second = answer_logits(model, prompt_batch(extended.inputs, starts[index] + lengths, pad), grid,
-                                          lazy=True)
-            if unique is batch:
-                first, second = first[firsts], _rows_of(second, firsts)
-            drawn = iter(sample_completions(first, second, [len(m) for m in so_far.values()], grid, None,
-                                            iovqa_args.grpo_temperature, iovqa_args.grpo_top_p, rngs(firsts)))
-            alive = []
-            for (_, answer), members in so_far.items():
+            keys = list(so_far)
+            logits, second = logits_after(model, prompts, first, cache, [p for p, _ in keys],
+                                          [list(a) for _, a in keys], grid)
+            drawn = iter(sample_completions(logits, second, [len(so_far[key]) for key in keys], grid, None,
+                                            iovqa_args.grpo_temperature, iovqa_args.grpo_top_p,
+                                            rngs([so_far[key][0] for key in keys])))
+            going: dict[tuple, list[int]] = {}
+            for (p, answer), members in so_far.items():
                 for i in members:
-                    score = next(drawn)
-                    out[i] = list(answer) + score
-                    if grid.value(score) is not None:
-                        alive.append(i)
+                    out[i] = list(answer) + next(drawn)
+                    if k + 1 < dimensions and grid.value(out[i][len(answer):]) is not None:
+                        going.setdefault((p, tuple(out[i] + wording[i][k])), []).append(i)
+            so_far = going
 
     def _answer_sets(self, present: list) -> list:
         """The answer sets of this micro-batch, or with several processes those of every process's, in one order

@@ -298,14 +298,47 @@ def token_logps(scorer, feature, tokens) -> list[float]:
 JOINT = {"iovqa_dimensions": "traditional,overall", "iovqa_dimension_layout": "joint"}
 
 
-def test_joint_rollouts_draw_each_score_after_the_earlier_ones_with_teacher_forced_log_probs(scorer, features,
-                                                                                              monkeypatch):
-    """A joint answer ("traditional 37, overall 41") drawn score by score: each score from the model's exact
-    next-token distribution after the prompt, the earlier scores drawn and the wording between them (the row's
-    own tokens), and each drawn token's log-prob in the loss's one forward equal to teacher forcing (the wording,
-    written for the model, is no action: log-prob 0, mask 0)."""
+def full_forward_logits(scorer, feature, tokens) -> torch.Tensor:
+    """(V,) next-token logits after the prompt and ``tokens``, from one full forward (no padding, no cache)."""
+    ids = feature["input_ids"] + list(tokens)
+    batch = scorer.batch([dict(feature, input_ids=ids, attention_mask=[1] * len(ids), labels=[-100] * len(ids))])
+    with torch.no_grad():
+        return scorer.loaded.model(**batch, logits_to_keep=1).logits[0, -1].float()
+
+
+def test_logits_after_an_answer_so_far_are_a_full_forwards_and_leave_the_prompt_cache(scorer, features):
+    """The next-token logits after a prompt and an answer so far, from a copy of the prompts' prefill cache stepped
+    over the answers (of several lengths, left-padded, one of them empty), and one first digit further: those of a
+    full forward of prompt + answer; the prefill cache serves the next dimension unchanged."""
+    from iovqa_plugin.rl.rollouts import logits_after
+    from iovqa_plugin.score.decoding import prefill
+
+    model, tokenizer = scorer.loaded.model, scorer.loaded.tokenizer
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    prompts = scorer.batch(features[:2])
+    with torch.no_grad():
+        first, cache = prefill(model, prompts)
+    words = ["37, overall ", "12, temporal 4", ""]
+    answers = [tokenizer.encode(w, add_special_tokens=False) for w in words]
+    rows = [0, 1, 1]
+    logits, second = logits_after(model, prompts, first, cache, rows, answers, grid)
+    stepped = second(torch.tensor([0, 2]), torch.tensor([3, 0]))  # "4" after answer 0, "1" after answer 2
+    for r, (row, answer) in enumerate(zip(rows, answers)):
+        assert torch.allclose(logits[r].float(), full_forward_logits(scorer, features[row], answer), atol=1e-4)
+    for m, (r, digit) in enumerate(((0, 3), (2, 0))):
+        after = answers[r] + [int(grid.first_ids[digit])]
+        assert torch.allclose(stepped[m].float(), full_forward_logits(scorer, features[rows[r]], after), atol=1e-4)
+    again, second = logits_after(model, prompts, first, cache, rows, answers, grid)  # the cache is copied, not used up
+    assert torch.allclose(again, logits, atol=1e-5)
+    assert torch.allclose(second(torch.tensor([0, 2]), torch.tensor([3, 0])), stepped, atol=1e-5)
+
+
+def test_joint_rollouts_draw_each_score_after_the_earlier_ones_with_teacher_forced_log_probs(scorer, features):
+    """A joint answer ("traditional 37, overall 41") drawn score by score on the tiny model (its digits made likely
+    by a bias on the output layer, so that answers reach their second score): the wording between the scores is
+    the row's own (written, mask 0, log-prob 0), and each drawn token's log-prob in the loss's one forward equals
+    teacher forcing; the first score is drawn from one prefill per prompt, the second after the first."""
     from iovqa_plugin.config_parser import build_config
-    from iovqa_plugin.patches import grpo_trainer
     from iovqa_plugin.rl.rollouts import joint_drawn, joint_wording
 
     tokenizer, model = scorer.loaded.tokenizer, scorer.loaded.model
@@ -313,69 +346,56 @@ def test_joint_rollouts_draw_each_score_after_the_earlier_ones_with_teacher_forc
     pair = [features[0]] * 4 + [features[1]] * 4
     batch = sft_batch(scorer, pair, ["traditional 37, overall 41"] * 4 + ["traditional 12, overall 50"] * 4)
     steps = grpo_steps(build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 4, **JOINT}), tokenizer)
-    seen, original = [], grpo_trainer.answer_logits
     head = tokenizer.encode("traditional ", add_special_tokens=False)
-
-    def digits_likely(model_, prompts, grid_=None, levels=None, lazy=False):
-        """The policy's logits, recorded, then with the digits made likely (the untrained model's answers would
-        mostly leave the grid at the first score)."""
-        first, second = original(model_, prompts, grid_, levels, lazy=lazy)
-        seen.append((prompts["input_ids"], prompts["attention_mask"], first))
-
-        def second_likely(rows, digits):
-            logits = second(rows, digits).clone()
-            logits[:, grid.second_ids] += 30.0
-            return logits
-
-        likely = first.clone()
-        likely[:, grid.first_ids] += 30.0
-        return likely, second_likely
-
-    monkeypatch.setattr(grpo_trainer, "answer_logits", digits_likely)
-    rollouts = steps._new_rollouts(model, batch)
-    completions = rollouts.completions
-    wording = joint_wording(batch["input_ids"], batch["labels"], 2, grid.steps)
-    assert tokenizer.decode(wording[0][0]) == ", overall " and wording[0] == wording[5]
-    drawn = [completions.tokens[i, :int((completions.tokens[i] != tokenizer.pad_token_id).sum())].tolist()
-             for i in range(8)]
-    answers = steps._read(drawn, tokenizer)
-    complete = [i for i, a in enumerate(answers) if a.parsed]
-    assert complete, "no answer reached its second score"
-    for i in complete:  # "traditional 37, overall 41": both scores read, the wording the row's own
-        assert set(answers[i].dimensions) == {"traditional", "overall"}
-        assert drawn[i][2:-2] == wording[i][0] and answers[i].text.startswith("traditional ")
-    for i, tokens in enumerate(drawn):  # a score off the grid ends its answer there
-        assert len(tokens) in (1, 2, 2 + len(wording[i][0]) + 1, 2 + len(wording[i][0]) + 2)
-        assert completions.mask[i, :len(tokens)].tolist() == joint_drawn(wording[i], grid.steps, len(tokens))
-    # the first score: one prefill per prompt; the second: one per distinct answer so far of a prompt
-    assert [ids.shape[0] for ids, _, _ in seen] == [2, len({(i // 4, tuple(drawn[i][:2])) for i in range(8)
-                                                          if grid.value(drawn[i][:2]) is not None})]
-    for ids, attention, first in seen:  # each distribution is the model's after exactly that answer so far
-        for row in range(ids.shape[0]):
-            sequence = ids[row][attention[row].bool()].tolist()
-            feature = next(f for f in features if sequence[:len(f["input_ids"])] == f["input_ids"])
-            so_far = sequence[len(feature["input_ids"]):]
-            assert so_far[:len(head)] == head  # the answer's first name is the prompt's, as the label writes it
-            so_far = so_far[len(head):]
-            assert so_far == [] or any(t[:len(so_far)] == so_far for t in drawn)
-            batch_one = scorer.batch([dict(feature, input_ids=sequence, attention_mask=[1] * len(sequence),
-                                           labels=[-100] * len(sequence))])
-            with torch.no_grad():
-                reference = model(**batch_one, logits_to_keep=1).logits[0, -1].float()
-            assert torch.allclose(torch.log_softmax(first[row].float(), -1), torch.log_softmax(reference, -1),
-                                  atol=1e-4)
-    with torch.no_grad():
-        logps = completion_logps(model, completions)
-    for i, tokens in enumerate(drawn):
-        reference = token_logps(scorer, dict(pair[i], input_ids=pair[i]["input_ids"] + head), tokens)
-        flags = joint_drawn(wording[i], grid.steps, len(tokens))
-        expected = [r if f else 0.0 for r, f in zip(reference, flags)]
-        assert logps[i, :len(tokens)].tolist() == pytest.approx(expected, abs=1e-4)
+    bias = torch.zeros(model.lm_head.out_features)
+    bias[grid.second_ids] = 29.0
+    bias[grid.first_ids] = 30.0
+    prefills = []
+    hooks = [model.lm_head.register_forward_hook(lambda module, inputs, output: output + bias),
+             model.model.visual.register_forward_hook(lambda module, inputs, output: prefills.append(1))]
+    try:
+        rollouts = steps._new_rollouts(model, batch)
+        completions = rollouts.completions
+        with torch.no_grad():
+            logps = completion_logps(model, completions)
+        wording = joint_wording(batch["input_ids"], batch["labels"], 2, grid.steps)
+        assert tokenizer.decode(wording[0][0]) == ", overall " and wording[0] == wording[5]
+        drawn = [completions.tokens[i, :int((completions.tokens[i] != tokenizer.pad_token_id).sum())].tolist()
+                 for i in range(8)]
+        answers = steps._read(drawn, tokenizer)
+        complete = [i for i, a in enumerate(answers) if a.parsed]
+        assert complete, "no answer reached its second score"
+        for i in complete:  # "traditional 37, overall 41": both scores read, the wording the row's own
+            assert set(answers[i].dimensions) == {"traditional", "overall"}
+            assert drawn[i][2:-2] == wording[i][0] and answers[i].text.startswith("traditional ")
+        for i, tokens in enumerate(drawn):  # a score off the grid ends its answer there
+            assert len(tokens) in (1, 2, 2 + len(wording[i][0]) + 1, 2 + len(wording[i][0]) + 2)
+            flags = joint_drawn(wording[i], grid.steps, len(tokens))
+            assert completions.mask[i, :len(tokens)].tolist() == flags
+            prompt = dict(pair[i], input_ids=pair[i]["input_ids"] + head)
+            expected = [r if f else 0.0 for r, f in zip(token_logps(scorer, prompt, tokens), flags)]
+            assert logps[i, :len(tokens)].tolist() == pytest.approx(expected, abs=1e-4)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # the vision tower ran once for the rollouts (one prefill of the 2 prompts, every dimension from its cache),
+    # once for the loss's forward and once per teacher-forced reference above
+    assert len(prefills) == 1 + 1 + 8
     assert {"reward/dimensions", "reward/dimensions/traditional", "reward/dimensions/overall"} <= set(steps._metrics)
 
 
+class SequenceCache:
+    """Each row's tokens so far."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def reorder_cache(self, index):
+        self.rows = [self.rows[r] for r in index.tolist()]
+
+
 class SequenceModel:
-    """A causal LM whose next-token logits are a fixed function of the whole sequence so far (its unpadded
+    """A causal LM whose next-token logits are a fixed function of the whole sequence so far (its unmasked
     tokens), with a cache that keeps each row's sequence: the exact distribution of any answer is known."""
 
     def __init__(self, vocab):
@@ -392,14 +412,11 @@ class SequenceModel:
     def __call__(self, input_ids, attention_mask, past_key_values=None, logits_to_keep=1, **unused):
         from types import SimpleNamespace
 
-        if past_key_values is None:
-            sequences = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
-        else:
-            sequences = [past + ids.tolist() for past, ids in zip(past_key_values.rows, input_ids)]
-        cache = SimpleNamespace(rows=sequences)
-        cache.reorder_cache = lambda rows: setattr(cache, "rows", [cache.rows[r] for r in rows.tolist()])
+        step = attention_mask[:, -input_ids.shape[1]:].bool()  # the new tokens' mask (a left-padded step's)
+        past = past_key_values.rows if past_key_values is not None else [[] for _ in input_ids]
+        sequences = [before + ids[keep].tolist() for before, ids, keep in zip(past, input_ids, step)]
         logits = torch.stack([self.logits_of(s) for s in sequences]).unsqueeze(1)
-        return SimpleNamespace(logits=logits, past_key_values=cache)
+        return SimpleNamespace(logits=logits, past_key_values=SequenceCache(sequences))
 
 
 def test_joint_answers_follow_the_policys_distribution_score_by_score():

@@ -13,7 +13,8 @@ them (:func:`sample_completions`: temperature and top-p per token, as ``generate
 second digit past 50, a word that is no level) ends that answer there: it is an unreadable answer, rewarded 0,
 as a generated one would be, so the objective is generate's for the answer's tokens; only what a valid answer
 writes after its score (the stop token) is not drawn. A joint answer (several dimensions' scores) is drawn
-score by score, each after the answer so far (``patches.grpo_trainer``); its wording between the scores is the
+score by score, each after the answer so far (:func:`logits_after`: the prompts' prefill cache copied and stepped
+over each answer so far, so a prompt runs once for every dimension); its wording between the scores is the
 row's own (:func:`joint_wording`), written for the model as the scorer writes it, and is no action
 (:func:`joint_drawn`: mask 0).
 
@@ -165,6 +166,51 @@ def answer_logits(model: Any, prompts: dict[str, Any], grid: Optional[ScoreGrid]
         if levels is not None:
             return level_answer_logits(model, prompts, levels), None
     raise ValueError("answer_logits needs the score grid or the level tokens")
+
+
+def logits_after(model: Any, prompts: dict[str, Any], first: torch.Tensor, cache: Any, rows: Sequence[int],
+                 answers: Sequence[Sequence[int]], grid: ScoreGrid) -> tuple[torch.Tensor, Any]:
+    """(first (R, V), second): the next-token logits after prompt ``rows[r]`` of ``prompts`` followed by the
+    tokens ``answers[r]`` (a joint answer so far), and ``second(picked, digits)`` those one first digit further
+    (as :func:`answer_logits` with ``lazy``), no gradient. ``first`` and ``cache`` are the prompts' prefill
+    (``score.decoding.prefill``): a copy of the cache is stepped over the answers (left-padded to one length: the
+    pads masked), so the prompts (their vision tower included) are run once for every dimension of the answer."""
+    import copy
+
+    from ..score.decoding import continuation_logits
+
+    device = first.device
+    index = torch.as_tensor(list(rows), dtype=torch.long, device=device)
+    with torch.no_grad():
+        own = copy.deepcopy(cache)
+        own.reorder_cache(index)
+        mask = prompts["attention_mask"][index]
+        positions = prompts["position_ids"].index_select(-2, index)
+        width = max(len(a) for a in answers)
+        logits = first[index]
+        if width:
+            ids = torch.full((len(answers), width), 0, dtype=torch.long, device=device)
+            step_mask = torch.zeros((len(answers), width), dtype=mask.dtype, device=device)
+            step_positions = positions[..., -1:].repeat_interleave(width, dim=-1)  # a pad's: any, it is masked
+            for r, answer in enumerate(answers):
+                if answer:
+                    ids[r, -len(answer):] = torch.tensor(list(answer), device=device)
+                    step_mask[r, -len(answer):] = 1
+                    step_positions[..., r, -len(answer):] += torch.arange(1, len(answer) + 1, device=device)
+            mask = torch.cat([mask, step_mask], dim=1)
+            positions = torch.cat([positions, step_positions], dim=-1)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=step_positions, past_key_values=own,
+                        use_cache=True, logits_to_keep=1)
+            empty = torch.tensor([not a for a in answers], device=device)  # their last position is a pad
+            logits, own = torch.where(empty.unsqueeze(1), logits, out.logits[:, -1]), out.past_key_values
+    extended = {"attention_mask": mask, "position_ids": positions}
+
+    def second(picked: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ids = grid.first_ids.to(device)[digits.to(device)]
+            return continuation_logits(model, extended, own, picked.to(device), ids)
+
+    return logits, second
 
 
 def token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
