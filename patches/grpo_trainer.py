@@ -50,10 +50,9 @@ from iovqa_plugin.rl.answers import label_row, parse_answer
 from iovqa_plugin.train.answer_words import CASES, YES_NO_WORDS as YES_NO
 from iovqa_plugin.rl.loss import group_advantages, grpo_loss
 from iovqa_plugin.rl.rewards import REWARDS, combine
-from iovqa_plugin.rl.rollouts import (Completions, answer_logits, answer_starts, completion_batch, completion_logps,
-                                      frame_orders, joint_drawn, joint_wording, logits_after, prompt_batch,
+from iovqa_plugin.rl.rollouts import (AnswersSoFar, Completions, answer_logits, answer_starts, completion_batch,
+                                      completion_logps, frame_orders, joint_drawn, joint_wording, prompt_batch,
                                       sample_completions, select_rows, shuffle_frames)
-from iovqa_plugin.score.decoding import prefill
 from iovqa_plugin.train.head import MOS_KEY
 from iovqa_plugin.train.mask import masked_texts, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY
@@ -334,8 +333,8 @@ class GRPOSteps:
         """Joint answers of the groups whose first rows are ``firsts``, in ``out`` in place: the scores drawn one
         after the other, dimension k's from the policy's exact distribution after the answer so far (the earlier
         scores drawn, the wording between them as the row's label writes it), as the scorer decodes a joint answer
-        score by score. One prefill per prompt, then for each dimension one step of a copy of its cache over the
-        distinct answers so far of each prompt and one batched step for the second digits. An answer whose score
+        score by score. One prefill per prompt, its cache carried along the distinct answers so far of each prompt
+        (:class:`AnswersSoFar`), and one batched step for each dimension's second digits. An answer whose score
         left the grid ends there (unreadable)."""
         grid, iovqa_args, group = self._grid, self._iovqa_args, self._group
         unique = select_rows(batch, firsts)
@@ -344,29 +343,37 @@ class GRPOSteps:
         else:
             prompts = prompt_batch(unique, starts[firsts], pad)
             place = {i: k for k, f in enumerate(firsts) for i in range(f, f + group)}
-        first, cache = prefill(model, prompts)
-        so_far: dict[tuple, list[int]] = {}  # (prompt, answer so far) -> its rows: one distribution each
+        answers = AnswersSoFar(model, prompts, grid)
+        groups: dict[tuple, list[int]] = {}  # (prompt, answer so far) -> its rows: one distribution each
         for i in (i for f in firsts for i in range(f, f + group)):
-            so_far.setdefault((place[i], ()), []).append(i)
-        dimensions = len(iovqa_args.dimension_names)
+            groups.setdefault((place[i], ()), []).append(i)
+        keys = list(groups)
+        answers.extend([p for p, _ in keys], [[] for _ in keys])
+        dimensions, synced = len(iovqa_args.dimension_names), getattr(getattr(self, "args", None), "world_size", 1) > 1
         for k in range(dimensions):
-            if not so_far:  # no answer went on; under ZeRO-3 every process still runs the same forwards
-                if getattr(getattr(self, "args", None), "world_size", 1) > 1:
-                    _idle_forward(model, prompts, grid, None)
-                continue
-            keys = list(so_far)
-            logits, second = logits_after(model, prompts, first, cache, [p for p, _ in keys],
-                                          [list(a) for _, a in keys], grid)
-            drawn = iter(sample_completions(logits, second, [len(so_far[key]) for key in keys], grid, None,
-                                            iovqa_args.grpo_temperature, iovqa_args.grpo_top_p,
-                                            rngs([so_far[key][0] for key in keys])))
+            if keys:
+                drawn = iter(sample_completions(answers.logits, answers.second, [len(groups[key]) for key in keys],
+                                                grid, None, iovqa_args.grpo_temperature, iovqa_args.grpo_top_p,
+                                                rngs([groups[key][0] for key in keys])))
+            else:  # no answer went on here: under ZeRO-3 every process still runs the same forwards
+                answers.second(torch.tensor([0]), torch.tensor([0]))
             going: dict[tuple, list[int]] = {}
-            for (p, answer), members in so_far.items():
-                for i in members:
-                    out[i] = list(answer) + next(drawn)
-                    if k + 1 < dimensions and grid.value(out[i][len(answer):]) is not None:
-                        going.setdefault((p, tuple(out[i] + wording[i][k])), []).append(i)
-            so_far = going
+            parent: dict[tuple, int] = {}
+            for m, key in enumerate(keys):
+                for i in groups[key]:
+                    out[i] = list(key[1]) + next(drawn)
+                    if k + 1 < dimensions and grid.value(out[i][len(key[1]):]) is not None:
+                        longer = (key[0], tuple(out[i] + wording[i][k]))
+                        going.setdefault(longer, []).append(i)
+                        parent[longer] = m
+            if k + 1 == dimensions or not (going or synced):
+                break
+            if going:
+                answers.extend([parent[key] for key in going],
+                               [key[1][len(keys[parent[key]][1]):] for key in going])
+            else:  # the other processes' step over their answers so far, on a stand-in of the same length
+                answers.extend([0], [[0] * (grid.steps + len(wording[firsts[0]][k]))])
+            keys, groups = list(going), going
 
     def _answer_sets(self, present: list) -> list:
         """The answer sets of this micro-batch, or with several processes those of every process's, in one order

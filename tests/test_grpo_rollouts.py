@@ -306,31 +306,37 @@ def full_forward_logits(scorer, feature, tokens) -> torch.Tensor:
         return scorer.loaded.model(**batch, logits_to_keep=1).logits[0, -1].float()
 
 
-def test_logits_after_an_answer_so_far_are_a_full_forwards_and_leave_the_prompt_cache(scorer, features):
-    """The next-token logits after a prompt and an answer so far, from a copy of the prompts' prefill cache stepped
-    over the answers (of several lengths, left-padded, one of them empty), and one first digit further: those of a
-    full forward of prompt + answer; the prefill cache serves the next dimension unchanged."""
-    from iovqa_plugin.rl.rollouts import logits_after
-    from iovqa_plugin.score.decoding import prefill
+def test_answers_so_far_carry_the_prompts_cache_as_a_full_forward_would(scorer, features):
+    """The next-token logits after a prompt and an answer so far, from the prompts' prefill cache carried along the
+    answers (extended twice, entries branching), and one first digit further: those of a full forward of prompt +
+    answer; the step for the second digit leaves the cache for the next extension."""
+    from iovqa_plugin.rl.rollouts import AnswersSoFar
 
     model, tokenizer = scorer.loaded.model, scorer.loaded.tokenizer
     grid = ScoreGrid.from_tokenizer(tokenizer)
-    prompts = scorer.batch(features[:2])
-    with torch.no_grad():
-        first, cache = prefill(model, prompts)
-    words = ["37, overall ", "12, temporal 4", ""]
-    answers = [tokenizer.encode(w, add_special_tokens=False) for w in words]
-    rows = [0, 1, 1]
-    logits, second = logits_after(model, prompts, first, cache, rows, answers, grid)
-    stepped = second(torch.tensor([0, 2]), torch.tensor([3, 0]))  # "4" after answer 0, "1" after answer 2
-    for r, (row, answer) in enumerate(zip(rows, answers)):
-        assert torch.allclose(logits[r].float(), full_forward_logits(scorer, features[row], answer), atol=1e-4)
-    for m, (r, digit) in enumerate(((0, 3), (2, 0))):
-        after = answers[r] + [int(grid.first_ids[digit])]
-        assert torch.allclose(stepped[m].float(), full_forward_logits(scorer, features[rows[r]], after), atol=1e-4)
-    again, second = logits_after(model, prompts, first, cache, rows, answers, grid)  # the cache is copied, not used up
-    assert torch.allclose(again, logits, atol=1e-5)
-    assert torch.allclose(second(torch.tensor([0, 2]), torch.tensor([3, 0])), stepped, atol=1e-5)
+    answers = AnswersSoFar(model, scorer.batch(features[:2]), grid)  # left-padded prompts of two lengths
+
+    def encode(text):
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    def check(so_far):  # (prompt, answer so far) of each entry
+        for m, (row, tokens) in enumerate(so_far):
+            assert torch.allclose(answers.logits[m].float(), full_forward_logits(scorer, features[row], tokens),
+                                  atol=1e-4)
+        picked, digits = torch.tensor([len(so_far) - 1, 0]), torch.tensor([3, 0])  # "4" and "1" further
+        stepped = answers.second(picked, digits)
+        for m, (entry, digit) in enumerate(zip(picked.tolist(), digits.tolist())):
+            row, tokens = so_far[entry]
+            after = tokens + [int(grid.first_ids[digit])]
+            assert torch.allclose(stepped[m].float(), full_forward_logits(scorer, features[row], after), atol=1e-4)
+        assert torch.allclose(answers.second(picked, digits), stepped, atol=1e-5)  # the cache was not used up
+
+    answers.extend([0, 1, 1], [encode("37, overall "), encode("12, overall "), encode("45, overall ")])
+    check([(0, encode("37, overall ")), (1, encode("12, overall ")), (1, encode("45, overall "))])
+    answers.extend([2, 0], [encode("20, look "), encode("33, look ")])  # entries branch and end
+    check([(1, encode("45, overall 20, look ")), (0, encode("37, overall 33, look "))])
+    with pytest.raises(ValueError, match="different numbers of tokens"):
+        answers.extend([0, 1], [encode("1"), encode("12")])
 
 
 def test_joint_rollouts_draw_each_score_after_the_earlier_ones_with_teacher_forced_log_probs(scorer, features):
@@ -491,3 +497,38 @@ def test_generated_joint_answers_are_read_per_dimension_and_one_missing_scores_z
     assert steps._metrics["reward/dimensions"] == [pytest.approx((1 + 0 + (1 + 0.4) / 2 + 0) / 4)]
     assert steps._metrics["reward/dimensions/overall"] == [pytest.approx((1 + 0 + 0.4 + 0) / 4)]
     assert rollouts.completions.mask.sum().item() == sum(len(tokenizer.encode(t)) for t in texts)
+
+
+@pytest.mark.slow  # loads the tiny Qwen3.5
+def test_answers_so_far_on_a_hybrid_model_with_linear_attention(tiny_qwen3_5):
+    """Qwen3.5's linear-attention layers take their previous state only in one-token steps (transformers runs a
+    longer step as a fresh prefill): the answers so far, stepped token by token from left-padded prompts, still
+    give a full forward's logits."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from iovqa_plugin.rl.rollouts import AnswersSoFar
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen3_5, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3_5)
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    prompts = [encode("Rate the quality of this video"), encode("Rate it")]
+    width = max(map(len, prompts))
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    batch = {"input_ids": torch.tensor([[0] * (width - len(p)) + p for p in prompts]), "attention_mask": mask,
+             "position_ids": (mask.cumsum(1) - 1).clamp(min=0).unsqueeze(0).repeat(3, 1, 1)}
+
+    def full(tokens):
+        ids = torch.tensor([tokens])
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1,
+                         position_ids=torch.arange(len(tokens)).view(1, 1, -1).repeat(3, 1, 1)).logits[0, -1]
+
+    answers = AnswersSoFar(model, batch, grid)
+    so_far = [encode("37, overall "), encode("12, overall ")]
+    answers.extend([0, 1], so_far)
+    stepped = answers.second(torch.tensor([0, 1]), torch.tensor([3, 0]))
+    for m in range(2):
+        assert torch.allclose(answers.logits[m], full(prompts[m] + so_far[m]), atol=1e-5)
+        digit = int(grid.first_ids[(3, 0)[m]])
+        assert torch.allclose(stepped[m], full(prompts[m] + so_far[m] + [digit]), atol=1e-5)

@@ -13,8 +13,8 @@ them (:func:`sample_completions`: temperature and top-p per token, as ``generate
 second digit past 50, a word that is no level) ends that answer there: it is an unreadable answer, rewarded 0,
 as a generated one would be, so the objective is generate's for the answer's tokens; only what a valid answer
 writes after its score (the stop token) is not drawn. A joint answer (several dimensions' scores) is drawn
-score by score, each after the answer so far (:func:`logits_after`: the prompts' prefill cache copied and stepped
-over each answer so far, so a prompt runs once for every dimension); its wording between the scores is the
+score by score, each after the answer so far (:class:`AnswersSoFar`: the prompts' prefill cache carried along the
+answers, so a prompt runs once for every dimension); its wording between the scores is the
 row's own (:func:`joint_wording`), written for the model as the scorer writes it, and is no action
 (:func:`joint_drawn`: mask 0).
 
@@ -168,49 +168,56 @@ def answer_logits(model: Any, prompts: dict[str, Any], grid: Optional[ScoreGrid]
     raise ValueError("answer_logits needs the score grid or the level tokens")
 
 
-def logits_after(model: Any, prompts: dict[str, Any], first: torch.Tensor, cache: Any, rows: Sequence[int],
-                 answers: Sequence[Sequence[int]], grid: ScoreGrid) -> tuple[torch.Tensor, Any]:
-    """(first (R, V), second): the next-token logits after prompt ``rows[r]`` of ``prompts`` followed by the
-    tokens ``answers[r]`` (a joint answer so far), and ``second(picked, digits)`` those one first digit further
-    (as :func:`answer_logits` with ``lazy``), no gradient. ``first`` and ``cache`` are the prompts' prefill
-    (``score.decoding.prefill``): a copy of the cache is stepped over the answers (left-padded to one length: the
-    pads masked), so the prompts (their vision tower included) are run once for every dimension of the answer."""
-    import copy
+class AnswersSoFar:
+    """The prompts' cache carried along answers written token by token (a joint answer's scores and the wording
+    between them), so that a prompt, its vision tower included, is run once for every dimension of its answer.
 
-    from ..score.decoding import continuation_logits
+    Its entries are answers so far: at first the prompts (``score.decoding.prefill``, no gradient);
+    :meth:`extend` makes entry m continue entry ``parents[m]`` by ``tokens[m]``, one one-token step per token
+    (hybrid models such as Qwen3.5 take the previous state of their linear-attention layers only in one-token
+    steps, and a pad would move that state), and :meth:`second` gives the logits one first digit further from a
+    copy of the cache, as :func:`answer_logits` with ``lazy``. ``logits``: (entries, V) the next-token logits
+    after each entry."""
 
-    device = first.device
-    index = torch.as_tensor(list(rows), dtype=torch.long, device=device)
-    with torch.no_grad():
-        own = copy.deepcopy(cache)
-        own.reorder_cache(index)
-        mask = prompts["attention_mask"][index]
-        positions = prompts["position_ids"].index_select(-2, index)
-        width = max(len(a) for a in answers)
-        logits = first[index]
-        if width:
-            ids = torch.full((len(answers), width), 0, dtype=torch.long, device=device)
-            step_mask = torch.zeros((len(answers), width), dtype=mask.dtype, device=device)
-            step_positions = positions[..., -1:].repeat_interleave(width, dim=-1)  # a pad's: any, it is masked
-            for r, answer in enumerate(answers):
-                if answer:
-                    ids[r, -len(answer):] = torch.tensor(list(answer), device=device)
-                    step_mask[r, -len(answer):] = 1
-                    step_positions[..., r, -len(answer):] += torch.arange(1, len(answer) + 1, device=device)
-            mask = torch.cat([mask, step_mask], dim=1)
-            positions = torch.cat([positions, step_positions], dim=-1)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=step_positions, past_key_values=own,
-                        use_cache=True, logits_to_keep=1)
-            empty = torch.tensor([not a for a in answers], device=device)  # their last position is a pad
-            logits, own = torch.where(empty.unsqueeze(1), logits, out.logits[:, -1]), out.past_key_values
-    extended = {"attention_mask": mask, "position_ids": positions}
+    def __init__(self, model: Any, prompts: dict[str, Any], grid: ScoreGrid):
+        from ..score.decoding import prefill
 
-    def second(picked: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+        self.model, self.grid = model, grid
         with torch.no_grad():
-            ids = grid.first_ids.to(device)[digits.to(device)]
-            return continuation_logits(model, extended, own, picked.to(device), ids)
+            self.logits, self.cache = prefill(model, prompts)
+        self.mask, self.positions = prompts["attention_mask"], prompts["position_ids"]
 
-    return logits, second
+    def extend(self, parents: Sequence[int], tokens: Sequence[Sequence[int]]) -> None:
+        lengths = {len(t) for t in tokens}
+        if len(lengths) != 1:
+            raise ValueError(f"answers so far continued by different numbers of tokens {sorted(lengths)}: the joint "
+                             "answer's wording must tokenize alike on every row")
+        device = self.logits.device
+        index = torch.as_tensor(list(parents), dtype=torch.long, device=device)
+        self.cache.reorder_cache(index)  # the parents are not asked for again
+        self.logits, self.mask = self.logits[index], self.mask[index]
+        self.positions = self.positions.index_select(-2, index)
+        steps = torch.tensor([list(t) for t in tokens], dtype=torch.long, device=device)
+        with torch.no_grad():
+            for t in range(steps.shape[1]):
+                self.mask = torch.cat([self.mask, torch.ones_like(steps[:, :1], dtype=self.mask.dtype)], dim=1)
+                step_positions = self.positions[..., -1:] + 1
+                self.positions = torch.cat([self.positions, step_positions], dim=-1)
+                out = self.model(input_ids=steps[:, t:t + 1], attention_mask=self.mask, position_ids=step_positions,
+                                 past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                self.logits, self.cache = out.logits[:, -1], out.past_key_values
+
+    def second(self, picked: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+        """(M, V) the logits after entry ``picked[m]`` and first digit ``digits[m]`` (its index 0..4)."""
+        import copy
+
+        from ..score.decoding import continuation_logits
+
+        device = self.logits.device
+        with torch.no_grad():
+            ids = self.grid.first_ids.to(device)[digits.to(device)]
+            return continuation_logits(self.model, {"attention_mask": self.mask, "position_ids": self.positions},
+                                       copy.deepcopy(self.cache), picked.to(device), ids)
 
 
 def token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
