@@ -532,3 +532,53 @@ def test_answers_so_far_on_a_hybrid_model_with_linear_attention(tiny_qwen3_5):
         assert torch.allclose(answers.logits[m], full(prompts[m] + so_far[m]), atol=1e-5)
         digit = int(grid.first_ids[(3, 0)[m]])
         assert torch.allclose(stepped[m], full(prompts[m] + so_far[m] + [digit]), atol=1e-5)
+
+
+class CountingModel(SequenceModel):
+    """A SequenceModel that counts its forwards and puts its mass on the score digits, or off them (``dead``)."""
+
+    def __init__(self, vocab, dead=False):
+        super().__init__(vocab)
+        self.dead, self.calls = dead, 0
+
+    def logits_of(self, sequence):
+        logits = super().logits_of(sequence)
+        if self.dead:
+            logits[11:30] -= 50.0  # no first digit: every answer leaves the grid at its first token
+        return logits
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return super().__call__(*args, **kwargs)
+
+
+def test_joint_rollouts_run_the_same_forwards_on_every_process():
+    """Under ZeRO-3 every process must run the same forwards: a process whose answers all left the grid at the
+    first score still steps (stand-ins of the answers' length) as one whose answers went on; alone, it stops."""
+    from types import SimpleNamespace
+
+    from iovqa_plugin.config_parser import build_config
+    from iovqa_plugin.rl.rollouts import joint_wording
+
+    grid = ScoreGrid(2, torch.arange(11, 16), torch.arange(20, 30))
+    ids = torch.tensor([[1, 2, 3, 13, 27, 5, 6, 14, 21, 8, 9, 12, 20, 7]] * 4)  # three scores, two words between
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, [3, 4, 7, 8, 11, 12]] = ids[:, [3, 4, 7, 8, 11, 12]]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+             "position_ids": torch.arange(ids.shape[1]).repeat(4, 1)}
+    iovqa_args = build_config({"iovqa_rl": "grpo", "iovqa_grpo_num_generations": 2,
+                               "iovqa_dimensions": "traditional,temporal,overall", "iovqa_dimension_layout": "joint"})
+    wording = joint_wording(ids, labels, 3, 2)
+    calls = {}
+    for processes in (1, 2):
+        for dead in (False, True):
+            steps = grpo_steps(iovqa_args, None, grid)
+            steps.args = SimpleNamespace(world_size=processes)
+            model = CountingModel(40, dead)
+            drawn = steps._sample_closed(model, batch, answer_starts(labels), 0, [None] * 4,
+                                         torch.Generator().manual_seed(3), wording)
+            assert all(len(t) == 1 for t in drawn) if dead else any(len(t) == 10 for t in drawn)
+            calls[(processes, dead)] = model.calls
+    # prefill, then per score: the second digits' step, and the 4 one-token steps of a score and its wording
+    assert calls[(2, True)] == calls[(2, False)] == 1 + 3 + 2 * 4
+    assert calls[(1, True)] == 2  # alone, a process stops once no answer goes on
