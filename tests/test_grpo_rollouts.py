@@ -339,6 +339,7 @@ def test_answers_so_far_carry_the_prompts_cache_as_a_full_forward_would(scorer, 
         answers.extend([0, 1], [encode("1"), encode("12")])
 
 
+@pytest.mark.slow  # runs the model (rollouts, the loss's forward, a teacher-forced forward per answer): seconds
 def test_joint_rollouts_draw_each_score_after_the_earlier_ones_with_teacher_forced_log_probs(scorer, features):
     """A joint answer ("traditional 37, overall 41") drawn score by score on the tiny model (its digits made likely
     by a bias on the output layer, so that answers reach their second score): the wording between the scores is
