@@ -150,11 +150,14 @@ def test_grpo_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tiny_model,
     assert "Resuming training from checkpoint with epoch 0 and global step 2" in log
     assert [e["step"] for e in logged(resumed)] == [1, 2, 3]  # steps 1-2: the checkpoint's log history
     for before, after in zip(logged(full)[2:], logged(resumed)[2:]):
-        assert before["reward_std"] > 0  # the step did move the adapter
         for key in ("loss", "reward", "reward_std", "grad_norm"):
             assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-7), key
     expected, final = adapter_weights(full), adapter_weights(resumed)
     assert set(final) == set(expected)
+    # step 3 moved the adapter (Adam's moments from steps 1-2 move it even where step 3's group rewards tie), so
+    # equal final weights need the optimizer state back from the checkpoint, not only the weights
+    checkpoint = adapter_weights(os.path.join(full, "checkpoint-2"))
+    assert max(float((expected[k] - checkpoint[k]).abs().max()) for k in expected) > 1e-6
     for key in expected:
         assert torch.allclose(final[key], expected[key], atol=1e-6), key
 
