@@ -12,7 +12,8 @@ One training micro-batch holds ``per_device_train_batch_size / num_generations``
 1. **rollouts** (model in eval mode, no gradient: generation and the scorer's KV-cache step are not
    compatible with gradient checkpointing): answer-only runs draw each group's answers token by token from
    the policy's exact next-token distributions at the answer's positions (``rl.rollouts``: one prefill per
-   prompt, one batched step; a token off the answer set ends the answer, unreadable);
+   prompt, one batched step; a token off the answer set ends the answer, unreadable; a joint answer's later
+   scores one after the other, each after the answer so far);
    thinking runs sample ``<think>…</think><answer>…</answer>`` with ``model.generate`` (temperature, top-p,
    max_completion_length);
 2. **rewards** (``rl.rewards.combine``) on the answers read by ``rl.answers.parse_answer``, with each row's
@@ -43,15 +44,17 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
 
 from iovqa_plugin.config import IOVQAArguments, PluginConfigError
+from iovqa_plugin.data.dimensions import joint_prefix, read_joint_answer
 from iovqa_plugin.logs import get_logger
 from iovqa_plugin.rl.answers import label_row, parse_answer
 from iovqa_plugin.train.answer_words import CASES, YES_NO_WORDS as YES_NO
 from iovqa_plugin.rl.loss import group_advantages, grpo_loss
-from iovqa_plugin.rl.rewards import combine
-from iovqa_plugin.rl.rollouts import (Completions, answer_logits, answer_starts, completion_batch, completion_logps,
-                                      frame_orders, prompt_batch, sample_completions, select_rows, shuffle_frames)
+from iovqa_plugin.rl.rewards import REWARDS, combine
+from iovqa_plugin.rl.rollouts import (AnswersSoFar, Completions, answer_logits, answer_starts, completion_batch,
+                                      completion_logps, frame_orders, joint_drawn, joint_wording, prompt_batch,
+                                      sample_completions, select_rows, shuffle_frames)
 from iovqa_plugin.train.head import MOS_KEY
-from iovqa_plugin.train.mask import masked_texts
+from iovqa_plugin.train.mask import masked_texts, trained_texts
 from iovqa_plugin.train.soft_targets import SIGMA_KEY
 
 from .trainer import LabelledLogitsTrainer, LevelTrainer
@@ -150,13 +153,17 @@ class GRPOSteps:
                              f"{self._group} (per_device_train_batch_size must be a multiple of it)")
         rows, sets = self._label_rows(inputs, tokenizer)
         batch = {k: v for k, v in inputs.items() if k not in ROLLOUT_KEYS}
-        starts = answer_starts(labels, self._lead if iovqa_args.grpo_mode == "thinking" else 0)
-        pad = tokenizer.pad_token_id
         closed = iovqa_args.grpo_mode == "answer_only"
+        # answer-only rollouts start at the first score (a joint answer's first name is written for the model, as
+        # the scorer writes it); thinking ones where the answer starts
+        starts = answer_starts(labels, 0 if closed else self._lead + len(self._joint_head(tokenizer)[1]))
+        pad = tokenizer.pad_token_id
+        wording = joint_wording(batch["input_ids"], labels, len(iovqa_args.dimension_names), self._grid.steps) \
+            if closed and iovqa_args.joint else None
         with _eval_mode(model), torch.no_grad():
             generators = self._group_generators(labels.shape[0] // self._group, slot)
-            tokens = self._sample_closed(model, batch, starts, pad, sets, generators) if closed else self._generate(
-                model, batch, starts, pad)
+            tokens = self._sample_closed(model, batch, starts, pad, sets, generators, wording) if closed else \
+                self._generate(model, batch, starts, pad)
             # T-GRPO: the same prompts with their frames shuffled, answered for the temporal reward only
             shuffled = None
             if "temporal" in iovqa_args.grpo_rewards:
@@ -171,10 +178,13 @@ class GRPOSteps:
             given = [v for v in values if v is not None]
             if given:  # the mean over the rows the reward rewards
                 self._metrics[f"reward/{name}"].append(fmean(given))
+        if "dimensions" in iovqa_args.grpo_rewards:
+            self._log_dimensions(answers, rows)
         self._metrics["reward"].append(fmean(total))
         self._metrics["reward_std"].append(float(group_std.mean()))
         self._metrics["parseable"].append(fmean(float(a.parsed) for a in answers))
-        completions = completion_batch(batch, starts, tokens, pad)
+        drawn = None if wording is None else [joint_drawn(w, self._grid.steps, len(t)) for w, t in zip(wording, tokens)]
+        completions = completion_batch(batch, starts, tokens, pad, drawn)
         old = ref = None
         with torch.no_grad():
             if iovqa_args.grpo_num_iterations > 1:
@@ -187,9 +197,19 @@ class GRPOSteps:
     def _label_rows(self, inputs, tokenizer) -> tuple[list[dict], list[Optional[tuple]]]:
         """(each row's reward fields: its MOS or its choice, and the prompt it answers; each row's answer set:
         None for the run's scores, else the words a choice row chooses from)."""
-        if self._iovqa_args.level_scores:  # the MOS of the annotation row (a level label is one of five)
+        iovqa_args = self._iovqa_args
+        if iovqa_args.level_scores:  # the MOS of the annotation row (a level label is one of five)
             rows = [{"mos": float(m)} for m in inputs[MOS_KEY].tolist()]
             sets = [None] * len(rows)
+        elif iovqa_args.joint:  # every dimension's MOS, read back from the label's scores
+            names = iovqa_args.dimension_names
+            rows, sets = [], [None] * inputs["labels"].shape[0]
+            for i, text in enumerate(trained_texts(inputs["labels"], tokenizer, names)):
+                found = read_joint_answer(text, names, iovqa_args.label_format)
+                if any(mos is None for mos, _ in found.values()):
+                    raise ValueError(f"GRPO reads every dimension's score from each joint row's label; batch row "
+                                     f"{i}'s is {text!r}")
+                rows.append({"dimensions": {name: mos for name, (mos, _) in found.items()}})
         else:
             rows, sets = [], []
             for i, text in enumerate(masked_texts(inputs["labels"], tokenizer)):
@@ -214,8 +234,28 @@ class GRPOSteps:
 
     def _read(self, tokens, tokenizer) -> list:
         iovqa_args = self._iovqa_args
-        return [parse_answer(tokenizer.decode(t, skip_special_tokens=True), iovqa_args.grpo_mode,
-                             iovqa_args.label_format, words=self._choice_words + YES_NO) for t in tokens]
+        # answer-only joint rollouts start after the first dimension's name, which the prompt holds
+        head = self._joint_head(tokenizer)[0] if iovqa_args.grpo_mode == "answer_only" else ""
+        names = iovqa_args.dimension_names if iovqa_args.joint else ()
+        return [parse_answer(head + tokenizer.decode(t, skip_special_tokens=True), iovqa_args.grpo_mode,
+                             iovqa_args.label_format, names, words=self._choice_words + YES_NO) for t in tokens]
+
+    def _joint_head(self, tokenizer) -> tuple[str, list[int]]:
+        """(text, tokens) a joint answer writes before its first score ("traditional "); nothing without joint."""
+        if not self._iovqa_args.joint:
+            return "", []
+        text = joint_prefix(self._iovqa_args.dimension_names, 0, [])
+        return text, tokenizer.encode(text, add_special_tokens=False)
+
+    def _log_dimensions(self, answers, rows) -> None:
+        """Each dimension's score reward (the one the ``dimensions`` reward averages), its mean over the batch."""
+        spec = {k: v for k, v in self._iovqa_args.grpo_rewards["dimensions"].items() if k not in ("weight", "weights")}
+        for name in self._iovqa_args.dimension_names:
+            alone = [{"dimensions": {name: row["dimensions"][name]}} for row in rows if row.get("dimensions")]
+            if alone:
+                read = [a for a, row in zip(answers, rows) if row.get("dimensions")]
+                self._metrics[f"reward/dimensions/{name}"].append(fmean(REWARDS["dimensions"].function(read, alone,
+                                                                                                       **spec)))
 
     def _rewards(self, answers, rows, shuffled) -> tuple[list[float], dict[str, list[float]]]:
         """Each answer's weighted reward and each reward's values; ``temporal`` also reads the shuffled answers."""
@@ -253,9 +293,10 @@ class GRPOSteps:
         return [torch.Generator().manual_seed(group_seed(args.seed, state.global_step, first + k))
                 for k in range(groups)]
 
-    def _sample_closed(self, model, batch, starts, pad, sets, generators=None) -> list[list[int]]:
+    def _sample_closed(self, model, batch, starts, pad, sets, generators=None, wording=None) -> list[list[int]]:
         """Each group's answers drawn token by token from the policy's exact next-token distributions over its
-        answer set (the run's scores, or a choice row's words), one prefill per prompt."""
+        answer set (the run's scores, or a choice row's words), one prefill per prompt. ``wording``: joint
+        answers' (:func:`joint_wording`): their scores are drawn one after the other (:meth:`_sample_joint`)."""
         size, group = batch["input_ids"].shape[0], self._group
         out: list[Optional[list[int]]] = [None] * size
         iovqa_args = self._iovqa_args
@@ -269,6 +310,9 @@ class GRPOSteps:
             grid, levels = (self._grid, self._levels) if answers is None else (None, self._words(answers))
             if not firsts:  # another process's answer set: ZeRO-3 needs the same forwards on every process
                 _idle_forward(model, prompt_batch(batch, starts, pad), grid, levels)
+                continue
+            if wording is not None and answers is None:  # joint answers: score by score
+                self._sample_joint(model, batch, starts, pad, firsts, out, wording, rngs)
                 continue
             unique, n = select_rows(batch, firsts), group  # one prompt per group (its rows are the same prompt)
             if unique is None:  # inputs select_rows cannot split: every row its own prompt, one draw each
@@ -284,6 +328,52 @@ class GRPOSteps:
             for k, row in enumerate(firsts):
                 out[row:row + n] = drawn[k * n:(k + 1) * n]
         return out
+
+    def _sample_joint(self, model, batch, starts, pad, firsts, out, wording, rngs) -> None:
+        """Joint answers of the groups whose first rows are ``firsts``, in ``out`` in place: the scores drawn one
+        after the other, dimension k's from the policy's exact distribution after the answer so far (the earlier
+        scores drawn, the wording between them as the row's label writes it), as the scorer decodes a joint answer
+        score by score. One prefill per prompt, its cache carried along the distinct answers so far of each prompt
+        (:class:`AnswersSoFar`), and one batched step for each dimension's second digits. An answer whose score
+        left the grid ends there (unreadable)."""
+        grid, iovqa_args, group = self._grid, self._iovqa_args, self._group
+        unique = select_rows(batch, firsts)
+        if unique is None:  # inputs select_rows cannot split: every row its own prompt
+            prompts, place = prompt_batch(batch, starts, pad), {i: i for i in range(len(out))}
+        else:
+            prompts = prompt_batch(unique, starts[firsts], pad)
+            place = {i: k for k, f in enumerate(firsts) for i in range(f, f + group)}
+        answers = AnswersSoFar(model, prompts, grid)
+        groups: dict[tuple, list[int]] = {}  # (prompt, answer so far) -> its rows: one distribution each
+        for i in (i for f in firsts for i in range(f, f + group)):
+            groups.setdefault((place[i], ()), []).append(i)
+        keys = list(groups)
+        answers.extend([p for p, _ in keys], [[] for _ in keys])
+        dimensions, synced = len(iovqa_args.dimension_names), getattr(getattr(self, "args", None), "world_size", 1) > 1
+        for k in range(dimensions):
+            if keys:
+                drawn = iter(sample_completions(answers.logits, answers.second, [len(groups[key]) for key in keys],
+                                                grid, None, iovqa_args.grpo_temperature, iovqa_args.grpo_top_p,
+                                                rngs([groups[key][0] for key in keys])))
+            else:  # no answer went on here: under ZeRO-3 every process still runs the same forwards
+                answers.second(torch.tensor([0]), torch.tensor([0]))
+            going: dict[tuple, list[int]] = {}
+            parent: dict[tuple, int] = {}
+            for m, key in enumerate(keys):
+                for i in groups[key]:
+                    out[i] = list(key[1]) + next(drawn)
+                    if k + 1 < dimensions and grid.value(out[i][len(key[1]):]) is not None:
+                        longer = (key[0], tuple(out[i] + wording[i][k]))
+                        going.setdefault(longer, []).append(i)
+                        parent[longer] = m
+            if k + 1 == dimensions or not (going or synced):
+                break
+            if going:
+                answers.extend([parent[key] for key in going],
+                               [key[1][len(keys[parent[key]][1]):] for key in going])
+            else:  # the other processes' step over their answers so far, on a stand-in of the same length
+                answers.extend([0], [[0] * (grid.steps + len(wording[firsts[0]][k]))])
+            keys, groups = list(going), going
 
     def _answer_sets(self, present: list) -> list:
         """The answer sets of this micro-batch, or with several processes those of every process's, in one order

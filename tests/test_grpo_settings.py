@@ -7,6 +7,7 @@ from iovqa_plugin.config_parser import build_config, help_text
 from iovqa_plugin.recipe import split_recipe
 
 GRPO = {"iovqa_rl": "grpo", "per_device_train_batch_size": 8}
+JOINT = {"iovqa_dimensions": "traditional,overall", "iovqa_dimension_layout": "joint"}
 
 
 def test_grpo_keys_carry_trl_names_and_defaults():
@@ -35,7 +36,12 @@ def test_a_recipe_without_the_entry_key_is_unchanged_and_grpo_keys_need_it():
     ({"iovqa_grpo_rewards": {"length": 1}}, "'length' rewards the reasoning"),
     ({"iovqa_grpo_rewards": {"nosuchmodule_xyz:f": 1}}, "cannot load the user reward"),
     ({"iovqa_grpo_rewards": {"temporal": 1}, "iovqa_num_frames": 2}, "temporal shuffles the frames"),
-    ({"iovqa_dimensions": "traditional,overall", "iovqa_dimension_layout": "joint"}, "joint is not supported yet"),
+    ({"iovqa_grpo_rewards": {"dimensions": 1}}, "'dimensions' rewards each score of a joint answer; this recipe's"),
+    ({"iovqa_grpo_rewards": {"score_relative": 1}, **JOINT}, "'score_relative' reads one score .* use dimensions"),
+    ({"iovqa_grpo_rewards": {"dimensions": {"weight": 1, "weights": {"overal": 2}}}, **JOINT},
+     r"weights must map this recipe's dimensions \['traditional', 'overall'\]"),
+    ({"iovqa_grpo_rewards": {"dimensions": {"weight": 1, "weights": {"overall": -1}}}, **JOINT},
+     "weights must be numbers >= 0"),
     ({"iovqa_grpo_num_generations": 3}, r"per_device_train_batch_size \(8\) must be a multiple"),
     ({"iovqa_grpo_num_generations": 1}, "must be >= 2"),
     ({"iovqa_grpo_beta": -0.1}, "iovqa_grpo_beta must be a number >= 0"),
@@ -55,3 +61,10 @@ def test_thinking_rewards_and_a_user_reward(tmp_path, monkeypatch):
     _, config = split_recipe({**GRPO, "iovqa_grpo_mode": "thinking",
                               "iovqa_grpo_rewards": {"format": 0.5, "my_rewards:closeness": {"weight": 2, "scale": 3}}})
     assert config.grpo_rewards == {"format": {"weight": 0.5}, "my_rewards:closeness": {"weight": 2.0, "scale": 3}}
+
+
+def test_a_joint_recipe_is_rewarded_per_dimension_by_default():
+    _, config = split_recipe({**GRPO, **JOINT})
+    assert config.grpo_rewards == {"dimensions": {"weight": 1.0}}
+    _, config = split_recipe({**GRPO, **JOINT, "iovqa_grpo_mode": "thinking"})
+    assert config.grpo_rewards == {"format": {"weight": 1.0}, "dimensions": {"weight": 1.0}}

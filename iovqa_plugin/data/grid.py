@@ -41,6 +41,18 @@ class ScoreGrid:
             "expected-score decoding is not defined for it (use greedy decoding)"
         )
 
+    def value(self, tokens: list[int]) -> int | None:
+        """The integer 10..50 a token path writes, None when it is off the grid (a token that is no digit, 51..59)."""
+        if len(tokens) != self.steps or tokens[0] not in self.first_ids.tolist():
+            return None
+        first = self.first_ids.tolist().index(tokens[0])
+        if self.steps == 1:
+            return INTEGER_LABELS[first]
+        if tokens[1] not in self.second_ids.tolist():
+            return None
+        value = (first + 1) * 10 + self.second_ids.tolist().index(tokens[1])
+        return value if value in INTEGER_LABELS else None
+
     def probabilities(self, first_logits: torch.Tensor, second_logits: torch.Tensor | None = None) -> torch.Tensor:
         """p(n) for n = 10..50 (rows sum to 1), from next-token logits.
 

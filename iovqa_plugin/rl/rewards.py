@@ -217,22 +217,22 @@ class RewardKind:
     name: str
     function: Reward
     thinking_only: bool = False  # it rewards the reasoning's form: thinking answers only
-    # the row field it compares answers with: it rewards the rows that have it ("mos": score rows, "choice":
+    # the row fields it compares answers with: it rewards the rows that have one ("mos": score rows, "choice":
     # preference and yes/no rows, "dimensions": joint rows); None: every row (a user reward too)
-    reads: Optional[str] = None
+    reads: Optional[tuple[str, ...]] = None
 
 
 REWARDS: Registry[RewardKind] = Registry("reward", "iovqa_grpo_rewards")
 register_reward = REWARDS.register
 for _name, _function, _thinking, _reads in (
     ("format", format_reward, True, None),
-    ("score_relative", score_relative, False, "mos"),
-    ("score_threshold", score_threshold, False, "mos"),
-    ("score_gaussian", score_gaussian, False, "mos"),
-    ("score_tiered", score_tiered, False, "mos"),
-    ("fidelity_rank", fidelity_rank, False, "mos"),
-    ("dimensions", dimensions, False, "dimensions"),
-    ("choice", choice, False, "choice"),
+    ("score_relative", score_relative, False, ("mos",)),
+    ("score_threshold", score_threshold, False, ("mos",)),
+    ("score_gaussian", score_gaussian, False, ("mos",)),
+    ("score_tiered", score_tiered, False, ("mos", "dimensions")),
+    ("fidelity_rank", fidelity_rank, False, ("mos",)),
+    ("dimensions", dimensions, False, ("dimensions",)),
+    ("choice", choice, False, ("choice",)),
     ("temporal", temporal, False, None),
     ("length", length, True, None),
 ):
@@ -263,20 +263,20 @@ def combine(answers: Sequence[Answer], rows: Rows, rewards: Mapping[str, Mapping
     would be rewarded for their form only."""
     reads = {name: REWARDS[name].reads if name in REWARDS else None for name in rewards}
     kinds = {kind for row in rows for kind in ("dimensions", "choice", "mos") if row.get(kind) is not None}
-    compared = set(reads.values())
+    compared = {kind for fields in reads.values() for kind in fields or ()}
     if check and not any(":" in name for name in rewards):
-        for kind in ("choice", "mos"):
+        for kind, what, add in (("choice", "preference or yes/no", "choice"),
+                                ("mos", "score", "a score reward (score_relative, ...)"),
+                                ("dimensions", "joint (several scores)", "dimensions or score_tiered")):
             if kind in kinds and kind not in compared and not (kind == "mos" and "dimensions" in compared):
                 raise RewardInputError(
-                    f"the batch has {'preference or yes/no' if kind == 'choice' else 'score'} rows, and none of "
-                    f"the rewards {list(rewards)} compares their answers with their label: add "
-                    f"{'choice' if kind == 'choice' else 'a score reward (score_relative, ...)'} to "
-                    "iovqa_grpo_rewards")
+                    f"the batch has {what} rows, and none of the rewards {list(rewards)} compares their answers "
+                    f"with their label: add {add} to iovqa_grpo_rewards")
     each: dict[str, list[Optional[float]]] = {}
     for name, spec in rewards.items():
         arguments = {k: v for k, v in spec.items() if k != "weight"}
-        field_ = reads[name]
-        index = [k for k, row in enumerate(rows) if field_ is None or row.get(field_) is not None]
+        fields = reads[name]
+        index = [k for k, row in enumerate(rows) if fields is None or any(row.get(f) is not None for f in fields)]
         values = [float(v) for v in reward_function(name)([answers[k] for k in index], [rows[k] for k in index],
                                                           **arguments)] if index else []
         if len(values) != len(index):

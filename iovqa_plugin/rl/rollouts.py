@@ -12,7 +12,11 @@ them (:func:`sample_completions`: temperature and top-p per token, as ``generate
 ``generate`` once per answer. A drawn token off the answer set (a first token that is no first digit, a
 second digit past 50, a word that is no level) ends that answer there: it is an unreadable answer, rewarded 0,
 as a generated one would be, so the objective is generate's for the answer's tokens; only what a valid answer
-writes after its score (the stop token) is not drawn.
+writes after its score (the stop token) is not drawn. A joint answer (several dimensions' scores) is drawn
+score by score, each after the answer so far (:class:`AnswersSoFar`: the prompts' prefill cache carried along the
+answers, so a prompt runs once for every dimension); its wording between the scores is the
+row's own (:func:`joint_wording`), written for the model as the scorer writes it, and is no action
+(:func:`joint_drawn`: mask 0).
 
 *Teacher-forced log-probs*: every sampled (or generated) completion is written after its row's prompt
 (:func:`completion_batch`) and one forward, with the output layer at the completion's positions only
@@ -164,10 +168,62 @@ def answer_logits(model: Any, prompts: dict[str, Any], grid: Optional[ScoreGrid]
     raise ValueError("answer_logits needs the score grid or the level tokens")
 
 
+class AnswersSoFar:
+    """The prompts' cache carried along answers written token by token (a joint answer's scores and the wording
+    between them), so that a prompt, its vision tower included, is run once for every dimension of its answer.
+
+    Its entries are answers so far: at first the prompts (``score.decoding.prefill``, no gradient);
+    :meth:`extend` makes entry m continue entry ``parents[m]`` by ``tokens[m]``, one one-token step per token
+    (hybrid models such as Qwen3.5 take the previous state of their linear-attention layers only in one-token
+    steps, and a pad would move that state), and :meth:`second` gives the logits one first digit further from a
+    copy of the cache, as :func:`answer_logits` with ``lazy``. ``logits``: (entries, V) the next-token logits
+    after each entry."""
+
+    def __init__(self, model: Any, prompts: dict[str, Any], grid: ScoreGrid):
+        from ..score.decoding import prefill
+
+        self.model, self.grid = model, grid
+        with torch.no_grad():
+            self.logits, self.cache = prefill(model, prompts)
+        self.mask, self.positions = prompts["attention_mask"], prompts["position_ids"]
+
+    def extend(self, parents: Sequence[int], tokens: Sequence[Sequence[int]]) -> None:
+        lengths = {len(t) for t in tokens}
+        if len(lengths) != 1:
+            raise ValueError(f"answers so far continued by different numbers of tokens {sorted(lengths)}: the joint "
+                             "answer's wording must tokenize alike on every row")
+        device = self.logits.device
+        index = torch.as_tensor(list(parents), dtype=torch.long, device=device)
+        self.cache.reorder_cache(index)  # the parents are not asked for again
+        self.logits, self.mask = self.logits[index], self.mask[index]
+        self.positions = self.positions.index_select(-2, index)
+        steps = torch.tensor([list(t) for t in tokens], dtype=torch.long, device=device)
+        with torch.no_grad():
+            for t in range(steps.shape[1]):
+                self.mask = torch.cat([self.mask, torch.ones_like(steps[:, :1], dtype=self.mask.dtype)], dim=1)
+                step_positions = self.positions[..., -1:] + 1
+                self.positions = torch.cat([self.positions, step_positions], dim=-1)
+                out = self.model(input_ids=steps[:, t:t + 1], attention_mask=self.mask, position_ids=step_positions,
+                                 past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                self.logits, self.cache = out.logits[:, -1], out.past_key_values
+
+    def second(self, picked: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+        """(M, V) the logits after entry ``picked[m]`` and first digit ``digits[m]`` (its index 0..4)."""
+        import copy
+
+        from ..score.decoding import continuation_logits
+
+        device = self.logits.device
+        with torch.no_grad():
+            ids = self.grid.first_ids.to(device)[digits.to(device)]
+            return continuation_logits(self.model, {"attention_mask": self.mask, "position_ids": self.positions},
+                                       copy.deepcopy(self.cache), picked.to(device), ids)
+
+
 def token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
     """softmax(logits / T), then the smallest set of most likely tokens holding top_p of it, renormalised
-    (as ``generate``'s temperature and top-p warpers)."""
-    q = torch.softmax(logits.double() / temperature, dim=-1)
+    (as ``generate``'s temperature and top-p warpers), in float32 as ``generate`` computes it."""
+    q = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         ordered, order = q.sort(dim=-1, descending=True)
         before = ordered.cumsum(dim=-1) - ordered  # mass of the more likely tokens
@@ -181,7 +237,7 @@ def _draw(q: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torc
     return torch.multinomial(q.float().cpu(), n, replacement=True, generator=generator)
 
 
-def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[ScoreGrid] = None,
+def sample_completions(first: torch.Tensor, second: Any, n: Any, grid: Optional[ScoreGrid] = None,
                        levels: Optional[LevelTokens] = None, temperature: float = 1.0, top_p: float = 1.0,
                        generator: Any = None) -> list[list[int]]:
     """``n`` answers per prompt (row b's are rows b·n .. b·n + n − 1 of the result), each a token list.
@@ -192,41 +248,49 @@ def sample_completions(first: torch.Tensor, second: Any, n: int, grid: Optional[
     is followed by the rest of its word (its tokens teacher-forced), another ends the answer. ``second``: the
     logits after each first digit (B, 5, V), or a function of (rows, digits) giving them for the pairs the
     drawn answers take (:func:`answer_logits` with ``lazy``). ``generator``: one for all, or a list of one per
-    prompt row (each prompt's answers then do not depend on the other prompts of the batch).
+    prompt row (each prompt's answers then do not depend on the other prompts of the batch). ``n``: the answers
+    of every row, or a list of each row's.
     """
     q = token_distribution(first, temperature, top_p)
+    counts = [n] * q.shape[0] if isinstance(n, int) else list(n)
     if isinstance(generator, (list, tuple)):  # one generator per prompt: its answers whatever the batch
-        tokens = torch.cat([_draw(q[b:b + 1], n, generator[b]) for b in range(q.shape[0])])
+        drawn = [_draw(q[b:b + 1], counts[b], generator[b])[0].tolist() for b in range(q.shape[0])]
+    elif isinstance(n, int):
+        drawn = _draw(q, n, generator).tolist()  # (B, n)
     else:
-        tokens = _draw(q, n, generator)  # (B, n)
+        drawn = [_draw(q[b:b + 1], counts[b], generator)[0].tolist() for b in range(q.shape[0])]
     out: list[list[int]] = []
     if levels is not None:
         shared, ids = list(levels.shared_prefix), levels.ids.tolist()
-        for token in tokens.flatten().tolist():
+        for token in (t for ts in drawn for t in ts):
             out.append(list(levels.paths[ids.index(token)]) if token in ids else shared + [token])
         return out
     if grid is None:
         raise ValueError("sample_completions needs the score grid or the level tokens")
     first_ids = grid.first_ids.tolist()
-    drawn = tokens.tolist()
-    if callable(second):  # step only the (prompt, first digit) pairs drawn
-        pairs = sorted({(row, first_ids.index(t)) for row, ts in enumerate(drawn) for t in ts if t in first_ids})
-        # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
-        asked = pairs or [(0, 0)]
-        logits = second(torch.tensor([r for r, _ in asked]), torch.tensor([d for _, d in asked]))
-        after = {pair: logits[m] for m, pair in enumerate(pairs)}
-    else:
-        after = None
+    takers: dict[tuple[int, int], list[int]] = {}  # (prompt row, first digit) -> the answers that drew it
     for row, answers in enumerate(drawn):
         for token in answers:
-            if grid.steps == 1 or token not in first_ids:
-                out.append([token])
-                continue
-            digit = first_ids.index(token)
-            logits = after[(row, digit)] if after is not None else second[row, digit]
-            q = token_distribution(logits.unsqueeze(0), temperature, top_p)
-            rng = generator[row] if isinstance(generator, (list, tuple)) else generator
-            out.append([token, int(_draw(q, 1, rng)[0, 0])])
+            if grid.steps == 2 and token in first_ids:
+                takers.setdefault((row, first_ids.index(token)), []).append(len(out))
+            out.append([token])
+    if grid.steps == 1:
+        return out
+    pairs = sorted(takers)
+    if callable(second):  # step only the (prompt, first digit) pairs drawn
+        # stepped even when no digit was drawn (one row, unused): under ZeRO-3 every process runs the same forwards
+        asked = pairs or [(0, 0)]
+        logits = second(torch.tensor([r for r, _ in asked]), torch.tensor([d for _, d in asked]))[:len(pairs)]
+    elif pairs:
+        logits = second[[r for r, _ in pairs], [d for _, d in pairs]]
+    if not pairs:
+        return out
+    # one distribution per pair, all its answers' second tokens drawn from it at once
+    q = token_distribution(logits, temperature, top_p)
+    for m, pair in enumerate(pairs):
+        rng = generator[pair[0]] if isinstance(generator, (list, tuple)) else generator
+        for k, token in zip(takers[pair], _draw(q[m:m + 1], len(takers[pair]), rng)[0].tolist()):
+            out[k].append(token)
     return out
 
 
@@ -241,10 +305,12 @@ class Completions:
 
 
 def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: Sequence[Sequence[int]],
-                     pad_id: int) -> Completions:
+                     pad_id: int, drawn: Optional[Sequence[Sequence[int]]] = None) -> Completions:
     """Row i = its prompt (tokens before ``starts[i]``), then ``completions[i]``, right-padded.
 
     Positions continue the prompt's: every completion token is a text token, one further on each rope axis.
+    ``drawn``: per completion token 1 when the policy drew it, 0 when it was written for the model (a joint
+    answer's wording): the mask; default all drawn.
     """
     size = batch["input_ids"].shape[0]
     ends = [int(starts[i]) + len(completions[i]) for i in range(size)]
@@ -269,7 +335,7 @@ def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: S
         attention[i, s:s + n] = 1
         if n:
             targets[i, s - 1:s - 1 + n] = completion  # position t predicts token t + 1
-            mask[i, :n] = 1
+            mask[i, :n] = 1 if drawn is None else torch.tensor(list(drawn[i]), dtype=torch.long, device=device)
             tokens[i, :n] = completion
         if positions is not None:
             prefix = position_ids[..., i, :s]
@@ -283,8 +349,8 @@ def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: S
 
 
 def completion_logps(model: Any, completions: Completions) -> torch.Tensor:
-    """(B, T) log π(o_t | prompt, o_<t) of each completion token (0 where the mask is 0), with gradient when
-    the caller has it on; the output layer runs at the completions' positions only."""
+    """(B, T) log π(o_t | prompt, o_<t) of each drawn completion token (0 where the mask is 0), with gradient
+    when the caller has it on; the output layer runs at the completions' positions only."""
     targets = completions.targets
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
     outputs = forward_at(model, completions.inputs, positions)
@@ -297,4 +363,34 @@ def completion_logps(model: Any, completions: Completions) -> torch.Tensor:
     out = logps.new_zeros(completions.mask.shape)
     rows, cols = labelled.nonzero(as_tuple=True)
     out[rows, slot[rows, cols]] = logps[rows, cols]
+    return out * completions.mask.to(out.device, out.dtype)  # a token written for the model is no action
+
+
+def joint_wording(input_ids: torch.Tensor, labels: torch.Tensor, scores: int, steps: int) -> list[list[list[int]]]:
+    """Each row's tokens between its joint answer's scores (``", temporal "``: ``scores`` − 1 lists a row), read
+    from the row itself: its labelled runs are the scores (``steps`` tokens each, the digit mask keeps those
+    only), the tokens between two runs the wording as the SFT answer was tokenized."""
+    out = []
+    for row in range(labels.shape[0]):
+        positions = (labels[row] != IGNORE_INDEX).nonzero().flatten().tolist()
+        runs = [[p] for p in positions[:1]]
+        for p in positions[1:]:
+            if p == runs[-1][-1] + 1:
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        if len(runs) != scores or any(len(run) != steps for run in runs):
+            raise ValueError(f"batch row {row}: a joint answer holds {scores} scores of {steps} token(s) each; its "
+                             f"labels hold runs of {[len(run) for run in runs]}")
+        out.append([input_ids[row, a[-1] + 1:b[0]].tolist() for a, b in zip(runs, runs[1:])])
     return out
+
+
+def joint_drawn(wording: Sequence[Sequence[int]], steps: int, length: int) -> list[int]:
+    """The ``drawn`` flags (see :func:`completion_batch`) of a joint completion of ``length`` tokens: each
+    score's ``steps`` tokens drawn, the ``wording`` between them written (an answer that left the grid ends
+    within a score)."""
+    flags = [1] * steps
+    for between in wording:
+        flags += [0] * len(between) + [1] * steps
+    return flags[:length]

@@ -41,7 +41,8 @@ class GRPOArguments:
     grpo_mode: Literal["answer_only", "thinking"] = field(
         default="answer_only",
         metadata={
-            "help": "`answer_only`: the answers are the SFT answers (an integer 10..50, a level word), sampled "
+            "help": "`answer_only`: the answers are the SFT answers (an integer 10..50, a level word, a joint line "
+            "of dimension scores drawn score by score), sampled "
             "from the policy's exact next-token distributions at the answer's positions (no generation; a token "
             "off the set ends an unreadable answer). `thinking`: the model writes "
             "`<think>...</think><answer>...</answer>` (model.generate; the prompt must ask for that form)."
@@ -54,7 +55,8 @@ class GRPOArguments:
             "{weight: w, <argument>: value} (e.g. {score_gaussian: {weight: 1, sigma: 0.3}}). Names: the registry "
             "(format, score_relative, score_threshold, score_gaussian, score_tiered, fidelity_rank, dimensions, "
             "choice, temporal, length) or a user reward `module:function`. Default: {score_relative: 1} "
-            "(answer_only), {format: 1, score_relative: 1} (thinking)."
+            "(answer_only), {format: 1, score_relative: 1} (thinking); joint dimension answers: dimensions in "
+            "place of score_relative."
         },
     )
     grpo_num_generations: int = field(
@@ -122,9 +124,6 @@ class GRPOArguments:
                 "iovqa_rl: grpo needs iovqa_label_format integer or level with iovqa_label_mask: digits (the "
                 "label carries the MOS and marks where the answer starts), no iovqa_head and no iovqa_rank_loss"
             )
-        if self.joint:
-            raise PluginConfigError("iovqa_rl: grpo reads one score per answer; iovqa_dimension_layout: joint is not "
-                                    "supported yet (per_sample dimensions are)")
         if self.grpo_num_generations < 2:
             raise PluginConfigError(f"iovqa_grpo_num_generations must be >= 2 (a group), got "
                                     f"{self.grpo_num_generations}")
@@ -148,7 +147,10 @@ class GRPOArguments:
         from ..config import PluginConfigError
         from .rewards import REWARDS, reward_function
 
-        given = self.grpo_rewards if self.grpo_rewards is not None else DEFAULT_REWARDS[self.grpo_mode]
+        defaults = DEFAULT_REWARDS[self.grpo_mode]
+        if self.joint:  # a joint answer holds every dimension's score: the multi-dimension reward reads them
+            defaults = {("dimensions" if name == "score_relative" else name): w for name, w in defaults.items()}
+        given = self.grpo_rewards if self.grpo_rewards is not None else defaults
         if not isinstance(given, dict) or not given:
             raise PluginConfigError(f"iovqa_grpo_rewards must map reward names to weights, got {given!r}")
         checked = {}
@@ -176,11 +178,38 @@ class GRPOArguments:
             if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
                 raise PluginConfigError(f"iovqa_grpo_rewards[{name}]: unknown argument(s) {unknown} (it takes "
                                         f"{sorted(accepted) or 'none'})")
+            self._check_dimension_reward(name, arguments)
             if name == "temporal" and self.num_frames < 4:
                 raise PluginConfigError(f"iovqa_grpo_rewards: temporal shuffles the frames, which needs "
                                         f"iovqa_num_frames >= 4, got {self.num_frames}")
             checked[name] = {"weight": float(weight), **arguments}
         return checked
+
+    def _check_dimension_reward(self, name: str, arguments: dict) -> None:
+        """A joint recipe's answers hold several scores, read by the rewards that read dimensions; the
+        ``dimensions`` reward needs them (and weights of the recipe's dimensions)."""
+        from ..config import PluginConfigError
+        from .rewards import REWARDS
+
+        reads = REWARDS[name].reads if name in REWARDS else None
+        if name == "dimensions":
+            if not self.joint:
+                raise PluginConfigError(
+                    "iovqa_grpo_rewards: 'dimensions' rewards each score of a joint answer; this recipe's answers "
+                    "hold one score (set iovqa_dimensions with iovqa_dimension_layout: joint, or use score_relative)")
+            weights = arguments.get("weights") or {}
+            unknown = sorted(set(weights) - set(self.dimension_names)) if isinstance(weights, dict) else weights
+            if unknown:
+                raise PluginConfigError(f"iovqa_grpo_rewards[dimensions]: weights must map this recipe's dimensions "
+                                        f"{list(self.dimension_names)} to numbers, got {weights!r}")
+            bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not 0 <= v < math.inf}
+            if bad:
+                raise PluginConfigError(f"iovqa_grpo_rewards[dimensions]: weights must be numbers >= 0, got {bad}")
+        elif self.joint and (name == "temporal" or reads is not None and "dimensions" not in reads):
+            raise PluginConfigError(
+                f"iovqa_grpo_rewards: {name!r} reads one score (or choice) per answer; a joint answer holds one per "
+                "dimension: use dimensions (a score reward per dimension, weighted) or score_tiered")
 
     @property
     def rl_on(self) -> bool:
