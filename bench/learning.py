@@ -2,7 +2,7 @@
 
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
         [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison
-                image_warmup grpo grpo_fidelity]
+                image_warmup grpo grpo_fidelity grpo_scratch]
         [--warmup-steps 50] [--rl-steps 60] [--rl-lr 1e-4]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
@@ -35,9 +35,10 @@ source's pristine video; the mean of the SRCC within each held-out source, and p
 sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per degradation
 <kind> ...`). The RL arms (grpo: score_relative; grpo_fidelity: fidelity_rank) continue the IOVQA arm's model
 of the same seed with answer-only GRPO (2 prompts x 4 answers per step, --rl-steps at --rl-lr, beta 0) and
-report the same metrics plus the mean reward over their first and last 5 steps (the line `learning: grpo
-after sft expected SRCC <mean> ± <sd> (<n> seeds)`). Each run's result is stored next to its recipe
-(work/bench_learning/runs/*.result.json).
+report the same metrics plus the mean reward, the group reward std and the share of parseable answers over their
+first and last 5 steps and the reward curve (the line `learning: grpo after sft expected SRCC <mean> ± <sd> (<n>
+seeds)`); the grpo_scratch arm runs the grpo arm's GRPO (same steps and learning rate) from the untrained model.
+Each run's result is stored next to its recipe (work/bench_learning/runs/*.result.json).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ ARMS = {
                       "per_device_train_batch_size": 8},
     "image_warmup": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
 }
+# the grpo arm's GRPO from the untrained model (no CONTINUES entry): what SFT first adds
+ARMS["grpo_scratch"] = ARMS["grpo"]
 # RL arms start from an SFT arm's trained model (of the same seed), with their own steps and learning rate
 CONTINUES = {"grpo": "iovqa", "grpo_fidelity": "iovqa"}
 # Two-stage arms: the dataset of their first stage (then the arm's own dataset, from the first stage's model).
@@ -107,12 +110,13 @@ ARM_TITLES = {
     "grpo": "answer-only GRPO after the IOVQA arm (score_relative)",
     "grpo_fidelity": "answer-only GRPO after the IOVQA arm (fidelity_rank)",
     "image_warmup": "IOVQA after an image warm-up on the training stills",
+    "grpo_scratch": "answer-only GRPO from the untrained model (score_relative)",
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
               "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
               "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both",
-              "image_warmup": "both"}
+              "image_warmup": "both", "grpo_scratch": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
@@ -175,7 +179,7 @@ def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, le
         max_steps=steps,
         learning_rate=learning_rate,
         save_strategy="no",
-        logging_steps=max(1, steps // 10),
+        logging_steps=1 if is_rl(arm) else max(1, steps // 10),  # RL: every step's rewards, for their curve
         seed=seed,
         output_dir=os.path.join(work, "runs", f"{arm}_seed{seed}{'_' + stage if stage else ''}"),
         **ARMS[arm],
@@ -341,18 +345,28 @@ def train_and_score(path: str, data: str, arm: str) -> dict:
     seconds += train(path)
     with open(path, encoding="utf-8") as handle:
         output_dir = yaml.safe_load(handle)["output_dir"]
-    extra = rl_rewards(output_dir) if arm in CONTINUES else {}
+    extra = rl_rewards(output_dir) if is_rl(arm) else {}
     return dict(score(path, None, data, SCORE_MODE[arm], arm), train_seconds=seconds, **training_loss(output_dir),
                 **extra)
 
 
+def is_rl(arm: str) -> bool:
+    """An RL arm: trained with --rl-steps at --rl-lr, its rewards reported."""
+    return "iovqa_rl" in ARMS.get(arm, {})
+
+
 def rl_rewards(output_dir: str) -> dict:
-    """An RL run's mean reward at its first and last rollouts (as logged)."""
+    """An RL run's logged curves (mean reward, group reward std, share of parseable answers, per logged step) and
+    their means over the first and last 5 logged steps (``<name>_start`` / ``<name>_end``)."""
     with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
-        rewards = [entry["reward"] for entry in json.load(handle)["log_history"] if "reward" in entry]
-    return {"reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
-            "reward_start": sum(rewards[:5]) / len(rewards[:5]) if rewards else None,
-            "reward_end": sum(rewards[-5:]) / len(rewards[-5:]) if rewards else None}
+        history = [entry for entry in json.load(handle)["log_history"] if "reward" in entry]
+    out = {"reward_steps": [entry["step"] for entry in history]}
+    for name in ("reward", "reward_std", "parseable"):
+        curve = [entry[name] for entry in history if name in entry]
+        out[f"{name}_curve"] = curve
+        out[f"{name}_start"] = sum(curve[:5]) / len(curve[:5]) if curve else None
+        out[f"{name}_end"] = sum(curve[-5:]) / len(curve[-5:]) if curve else None
+    return out
 
 
 def finished(recipe_path: str, arm: str, run) -> dict:
@@ -410,7 +424,9 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
     lines = [
         f"Test split: {sizes['test']} videos of {scenes} unseen scenes ({len(SPLITS['test'])} sources x 25 videos); "
         f"train {sizes['train']} videos; "
-        f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}.",
+        f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}"
+        + (f"; RL arms {args.rl_steps} steps x 2 prompts x 4 answers, lr {args.rl_lr}." if any(map(is_rl, results))
+           else "."),
         "",
         "| arm | greedy SRCC | greedy PLCC | greedy final | greedy answers with a score | expected SRCC | expected PLCC "
         "| expected final | expected pairwise diff | expected pairwise tau | held-out pairs diff | held-out pairs tau "
@@ -481,12 +497,13 @@ def summary_lines(results: dict) -> list[str]:
     for name in DIMENSION_COLUMNS if multidim else ():
         values = [d[name]["srcc"] for d in multidim]
         lines.append(f"learning: multidim expected SRCC {name} {np.nanmean(values):.3f} ({len(values)} seeds)")
-    for arm in ("iovqa", "control", "fidelity", "image_warmup", "grpo", "grpo_fidelity"):
+    for arm in ("iovqa", "control", "fidelity", "image_warmup", "grpo", "grpo_fidelity", "grpo_scratch"):
         values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
         plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]
         if values:
             sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
-            name = {"grpo": "grpo after sft", "grpo_fidelity": "grpo fidelity after sft"}.get(arm, arm)
+            name = {"grpo": "grpo after sft", "grpo_fidelity": "grpo fidelity after sft",
+                    "grpo_scratch": "grpo from untrained"}.get(arm, arm)
             lines.append(f"learning: {name} expected SRCC {np.mean(values):.3f} ± {sd:.3f} ({len(values)} seeds)")
             lines.append(f"learning: {arm} expected PLCC {np.mean(plcc):.3f} ({len(plcc)} seeds)")
     for arm, runs in results.items():  # every arm on the same held-out pairs ("diff": no human ties there)
@@ -498,13 +515,31 @@ def summary_lines(results: dict) -> list[str]:
         if masses:
             lines.append(f"learning: {arm} choice mass {mean_sd(masses, '.3g')} (the probability on the choice "
                          f"tokens at the answer, {len(masses)} runs)")
-        start = [r["reward_start"] for r in runs if r.get("reward_start") is not None]
-        if start:
-            end = [r["reward_end"] for r in runs if r.get("reward_end") is not None]
-            lines.append(f"learning: {arm} mean reward, first 5 steps {np.mean(start):.3f}, last 5 steps "
-                         f"{np.mean(end):.3f} ({len(start)} seeds)")
+        lines += reward_lines(arm, runs)
     for arm in ("iovqa", "control"):
         lines += degradation_lines(arm, results.get(arm, []))
+    return lines
+
+
+def reward_lines(arm: str, runs: list[dict]) -> list[str]:
+    """An RL arm's mean reward, group reward std and share of parseable answers over its first and last 5 steps
+    (mean over seeds), and its reward curve in tenths of the run (mean over seeds)."""
+    import numpy as np
+
+    runs = [r for r in runs if r.get("reward_start") is not None]
+    if not runs:
+        return []
+    names = (("reward", "mean reward"), ("reward_std", "group reward std"), ("parseable", "parseable answers"))
+    parts = [f"{label} {np.mean([r[name + '_start'] for r in runs]):.3f} -> "
+             f"{np.mean([r[name + '_end'] for r in runs]):.3f}"
+             for name, label in names if all(r.get(name + "_start") is not None for r in runs)]
+    lines = [f"learning: {arm} first 5 steps -> last 5 steps: {', '.join(parts)} ({len(runs)} seeds)"]
+    curves = [r["reward_curve"] for r in runs if r.get("reward_curve")]
+    if curves:
+        length = min(len(c) for c in curves)
+        tenths = np.array_split(np.mean([c[:length] for c in curves], axis=0), min(10, length))
+        lines.append(f"learning: {arm} mean reward by tenth of the run " + " ".join(f"{t.mean():.3f}" for t in tenths)
+                     + f" ({len(curves)} seeds)")
     return lines
 
 
@@ -522,7 +557,7 @@ def confidence_line(arm: str, runs: list[dict]) -> list[str]:
     if not any("integer_mass" in r for r in runs):
         return []
     line = f"learning: {arm} integer mass {mean_sd([r.get('integer_mass') for r in runs], '.3g')}"
-    if any("train_loss" in r for r in runs):
+    if any("train_loss" in r for r in runs) and not is_rl(arm):  # an RL arm's loss is GRPO's, not per label token
         line += (f", training loss per label token {mean_sd([r.get('train_loss') for r in runs])} (mean over the "
                  f"run), {mean_sd([r.get('last_loss') for r in runs])} (last logged)")
     return [line + f" ({len(runs)} runs)"]
@@ -554,7 +589,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--warmup-steps", type=int, default=50, help="the image_warmup arm's steps on the stills")
     parser.add_argument("--work", default=os.path.join(REPO, "work", "bench_learning"))
-    parser.add_argument("--rl-steps", type=int, default=60, help="steps of the RL arms (after their SFT arm)")
+    parser.add_argument("--rl-steps", type=int, default=60,
+                        help="steps of the RL arms (after their SFT arm, or from the untrained model)")
     parser.add_argument("--rl-lr", type=float, default=1e-4, help="learning rate of the RL arms")
     args = parser.parse_args()
 
@@ -574,6 +610,8 @@ def main() -> None:
                 with open(sft, encoding="utf-8") as handle:
                     trained = yaml.safe_load(handle)["output_dir"]
                 path = recipe(args.work, trained, data, arm, seed, args.rl_steps, args.rl_lr)
+            elif is_rl(arm):
+                path = recipe(args.work, model, data, arm, seed, args.rl_steps, args.rl_lr)
             else:
                 path = recipe(args.work, model, data, arm, seed, args.steps, args.lr)
                 if arm in WARMUP_DATASETS:  # the first stage trains the model the arm's recipe continues from
