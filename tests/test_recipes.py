@@ -149,6 +149,8 @@ def test_recipe_parses_with_llamafactory(path, request, tmp_path, clean_plugin_s
         assert "Where it differs from the paper's 7B recipes, and why" in text
         assert training_args.learning_rate == 1e-3 and finetuning_args.finetuning_type == "freeze"
         assert not finetuning_args.freeze_vision_tower and finetuning_args.freeze_trainable_modules == ["all"]
+        if name == "iovqa_demo_cpu.yaml":  # the untied output layer and the input embedding (see ATTENTION_GAIN)
+            assert finetuning_args.freeze_extra_modules == ["lm_head", "embed_tokens"]
     else:
         assert training_args.learning_rate == 3e-4
     assert training_args.weight_decay == 1e-4

@@ -57,6 +57,33 @@ def test_the_default_model_has_an_untied_output_layer_behind_a_wide_final_norm(t
     assert ensure_tiny_model(older) == older and rebuilt == [older]
 
 
+def test_the_default_language_layers_have_a_wide_attention_input(tiny_model, monkeypatch, tmp_path):
+    """Language layers at 1/sqrt(64), q/k/v drawn ATTENTION_GAIN times smaller behind an attention input norm of
+    that gain; an older untied build with unit gains is rebuilt, not reused."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from iovqa_plugin.demo import tiny_model as tiny
+    from iovqa_plugin.demo.tiny_model import ATTENTION_GAIN, attention_input_gain, ensure_tiny_model
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model)
+    assert attention_input_gain(tiny_model) == ATTENTION_GAIN
+    for layer in model.model.language_model.layers:
+        assert torch.all(layer.input_layernorm.weight == ATTENTION_GAIN)
+        assert layer.mlp.up_proj.weight.std().item() == pytest.approx(64 ** -0.5, rel=0.1)
+        assert layer.self_attn.q_proj.weight.std().item() == pytest.approx(64 ** -0.5 / ATTENTION_GAIN, rel=0.1)
+    assert torch.all(model.model.language_model.norm.weight == tiny.OUTPUT_GAIN)  # the output side as it was
+
+    rebuilt = []
+    monkeypatch.setattr(tiny, "build_tiny_model", lambda path: rebuilt.append(path) or path)
+    (tmp_path / "config.json").write_text(json.dumps({"tie_word_embeddings": False}))
+    save_file({"model.layers.0.input_layernorm.weight": torch.ones(64)}, str(tmp_path / "model.safetensors"))
+    assert ensure_tiny_model(str(tmp_path)) == str(tmp_path) and rebuilt == [str(tmp_path)]
+
+
 def pooled_visual_features(vision: str, image):
     """Mean over visual tokens of the tiny vision tower's output for one image (what attention pooling sees)."""
     import torch
