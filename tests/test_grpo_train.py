@@ -175,7 +175,7 @@ def test_two_process_zero3_grpo_equals_one_process(tiny_model, demo_dir, tmp_pat
     single, zero3 = str(tmp_path / "single"), str(tmp_path / "zero3")
     # plain SGD: the weights move by the gradients themselves (Adam's first steps move every weight by about
     # the learning rate, whatever the gradient's size: float noise on a near-zero gradient flips its sign)
-    common = dict(optim="sgd", learning_rate=0.5, max_grad_norm=0.0)
+    common = dict(optim="sgd", learning_rate=0.05, max_grad_norm=0.0)
     train_in_process(varied_recipe(tiny_model, demo_dir, single, per_device_train_batch_size=4, **common))
     recipe = varied_recipe(tiny_model, demo_dir, zero3, per_device_train_batch_size=2, deepspeed=Z3_CONFIG,
                            use_cpu=False, **common)  # use_cpu off for DeepSpeed to start (tests/test_deepspeed.py)
@@ -187,18 +187,21 @@ def test_two_process_zero3_grpo_equals_one_process(tiny_model, demo_dir, tmp_pat
     assert "Detected DeepSpeed ZeRO-3" in log
     one, two = logged(single), logged(zero3)
     assert [e["step"] for e in one] == [e["step"] for e in two] == [1, 2]
-    # float32 sums in another order (ZeRO-3's partitions, gloo's all-reduce) move step 2's figures by about 1e-4
-    # of their size after step 1's large SGD step; another answer or prompt would change the rewards, and these
-    # by far more
-    for a, b in zip(one, two):  # the logged loss is the mean over the processes
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-6)
+    # float32 sums in another order (ZeRO-3's partitions, gloo's all-reduce) leave step 1 equal to float noise
+    # (5e-6 of the gradient norm measured) and, after step 1's SGD step, step 2 within about 5e-5; another
+    # answer or prompt would change the rewards, and these by far more
+    for a, b, rel in zip(one, two, (1e-4, 1e-3)):  # the logged loss is the mean over the processes
+        assert b["loss"] == pytest.approx(a["loss"], rel=rel, abs=1e-6)
         assert a["reward_std"] > 0 and a["grad_norm"] > 0  # the steps did move the adapter
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=rel)
     expected, final = adapter_weights(single), adapter_weights(zero3)
     assert set(final) == set(expected)
     moved = max(float(expected[k].abs().max()) for k in expected if "lora_B" in k)  # lora_B starts at 0
     worst = max((float((final[k] - expected[k]).abs().max()), k) for k in expected)
-    assert moved > 1e-4 and worst[0] < 1e-4 * moved, (worst, moved)
+    # float noise: 0.7e-4-1.3e-4 of the movement measured in repeated runs (the gradients' norm is ~47, so a
+    # relative difference of 5e-5 in step 2's gradient moves a weight by that much); one other answer would move
+    # the weights by a share of a whole step
+    assert moved > 1e-4 and worst[0] < 1e-3 * moved, (worst, moved)
 
 
 @pytest.mark.slow
