@@ -128,7 +128,7 @@ OUTPUT_STD = 0.02  # the untied output layer's init, the embedding's own scale
 # answer position does not learn to find one word among the ~230 tokens of a video prompt within the bench's 150
 # steps: told the quality level in its prompt (the bench's control arm), the model ranks at 0.48 (3 seeds) and
 # learns it only after ~500 steps; with the gain, 0.79, and with the gain and the input embedding trained (the CPU
-# recipe), 0.88 (seed 0; seed 1: 0.93; the goal of 0.95 not met). The demo's expected SRCC on its 10 test videos
+# recipe), 0.88 (seed 0; 0.86 ± 0.06 over 3 seeds; the goal of 0.95 not met). The demo's expected SRCC on its 10 test videos
 # goes from 0.973 to 0.912 with the gain, with or without the embedding trained, which takes its training loop
 # from 120 s to 151 s (side by side, 2 shared cores).
 ATTENTION_GAIN = 10.0
