@@ -43,14 +43,15 @@ class ScoreGrid:
 
     def value(self, tokens: list[int]) -> int | None:
         """The integer 10..50 a token path writes, None when it is off the grid (a token that is no digit, 51..59)."""
-        if len(tokens) != self.steps or tokens[0] not in self.first_ids.tolist():
+        first_ids, second_ids = self.first_ids.tolist(), self.second_ids.tolist()
+        if len(tokens) != self.steps or tokens[0] not in first_ids:
             return None
-        first = self.first_ids.tolist().index(tokens[0])
+        first = first_ids.index(tokens[0])
         if self.steps == 1:
             return INTEGER_LABELS[first]
-        if tokens[1] not in self.second_ids.tolist():
+        if tokens[1] not in second_ids:
             return None
-        value = (first + 1) * 10 + self.second_ids.tolist().index(tokens[1])
+        value = (first + 1) * 10 + second_ids.index(tokens[1])
         return value if value in INTEGER_LABELS else None
 
     def probabilities(self, first_logits: torch.Tensor, second_logits: torch.Tensor | None = None) -> torch.Tensor:

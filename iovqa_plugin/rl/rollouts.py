@@ -188,6 +188,8 @@ class AnswersSoFar:
         self.mask, self.positions = prompts["attention_mask"], prompts["position_ids"]
 
     def extend(self, parents: Sequence[int], tokens: Sequence[Sequence[int]]) -> None:
+        from ..score.decoding import one_token_step
+
         lengths = {len(t) for t in tokens}
         if len(lengths) != 1:
             raise ValueError(f"answers so far continued by different numbers of tokens {sorted(lengths)}: the joint "
@@ -200,12 +202,9 @@ class AnswersSoFar:
         steps = torch.tensor([list(t) for t in tokens], dtype=torch.long, device=device)
         with torch.no_grad():
             for t in range(steps.shape[1]):
-                self.mask = torch.cat([self.mask, torch.ones_like(steps[:, :1], dtype=self.mask.dtype)], dim=1)
-                step_positions = self.positions[..., -1:] + 1
+                self.logits, self.mask, step_positions, self.cache = one_token_step(
+                    self.model, steps[:, t:t + 1], self.mask, self.positions, self.cache)
                 self.positions = torch.cat([self.positions, step_positions], dim=-1)
-                out = self.model(input_ids=steps[:, t:t + 1], attention_mask=self.mask, position_ids=step_positions,
-                                 past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-                self.logits, self.cache = out.logits[:, -1], out.past_key_values
 
     def second(self, picked: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
         """(M, V) the logits after entry ``picked[m]`` and first digit ``digits[m]`` (its index 0..4)."""

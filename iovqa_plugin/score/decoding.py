@@ -150,19 +150,22 @@ def continuation_logits(model: Any, batch: dict[str, Any], cache: Any, rows: tor
     # reorder_cache (not batch_repeat_interleave) covers every layer kind, the linear-attention states of
     # hybrid models such as Qwen3.5 included
     cache.reorder_cache(rows)
-    step_ids = token_ids.unsqueeze(1)  # (M, 1)
-    mask = torch.cat([batch["attention_mask"][rows], torch.ones_like(step_ids)], dim=1)
+    logits, _, _, _ = one_token_step(model, token_ids.unsqueeze(1), batch["attention_mask"][rows],
+                                     batch["position_ids"][..., -1:].index_select(-2, rows), cache)
+    return logits
+
+
+def one_token_step(model: Any, step_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                   cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """One token (``step_ids``: (M, 1)) after each row of ``cache``, whose attention mask is ``mask`` and whose
+    last position ids are ``positions[..., -1:]``: (next-token logits (M, V), the mask and the position ids of
+    that token, the cache)."""
+    mask = torch.cat([mask, torch.ones_like(step_ids, dtype=mask.dtype)], dim=1)
     # the next text position after each row's last token, on all three mrope axes
-    position_ids = batch["position_ids"][..., -1:].index_select(-2, rows) + 1
-    step = model(
-        input_ids=step_ids,
-        attention_mask=mask,
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return step.logits[:, -1]
+    step_positions = positions[..., -1:] + 1
+    step = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, past_key_values=cache,
+                 use_cache=True, logits_to_keep=1)
+    return step.logits[:, -1], mask, step_positions, step.past_key_values
 
 
 def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[torch.Tensor, torch.Tensor]:
