@@ -17,6 +17,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
 
+from .data.frames import PAIRED_STRATEGIES, STRATEGIES
 from .data.label_formats import LABEL_FORMATS, get_label_format, label_format_help
 from .rl.settings import GRPO_CHOICES, GRPOArguments
 
@@ -61,12 +62,15 @@ class IOVQAArguments(GRPOArguments):
         default=2,
         metadata={"help": "Frames sampled per video (the paper uses 1-2; 2 frames are one Qwen2.5-VL temporal patch)."},
     )
-    frame_strategy: Literal["segment", "linspace"] = field(
+    frame_strategy: str = field(
         default="segment",
         metadata={
             "help": "`segment`: the middle frame of each of num_frames equal segments (1 frame = the middle frame, "
             "2 frames = at 1/4 and 3/4 of the clip). `linspace`: evenly spaced from the first to the last frame "
-            "(LLaMA-Factory's own rule; 1 frame = the first frame)."
+            "(LLaMA-Factory's own rule; 1 frame = the first frame). `pairs`: the middle frame of each of "
+            "num_frames / 2 segments and the frame right after it (an even num_frames): each temporal patch holds "
+            "two adjacent frames, so repeated frames and stutter are visible (2 frames = the middle pair).",
+            "choices": lambda: tuple(STRATEGIES),
         },
     )
     frame_format: Literal["png", "jpg"] = field(
@@ -366,6 +370,9 @@ class IOVQAArguments(GRPOArguments):
             raise PluginConfigError(f"iovqa_head_inner_size must be >= 0, got {self.head_inner_size}")
         if not 1 <= self.num_frames <= 64:
             raise PluginConfigError(f"iovqa_num_frames must be between 1 and 64, got {self.num_frames}")
+        if self.frame_strategy in PAIRED_STRATEGIES and self.num_frames % 2:
+            raise PluginConfigError(f"iovqa_frame_strategy: {self.frame_strategy} samples adjacent frames in pairs: "
+                                    f"iovqa_num_frames must be even, got {self.num_frames}")
         if self.frame_workers < 1:
             raise PluginConfigError(f"iovqa_frame_workers must be >= 1, got {self.frame_workers}")
         if self.max_prompt_chars < 1:

@@ -46,6 +46,7 @@ def test_unknown_key_is_an_error_with_a_suggestion():
         ({"iovqa_num_frames": "two"}, "must be an integer"),
         ({"iovqa_num_frames": True}, "must be an integer"),
         ({"iovqa_frame_strategy": "random"}, "iovqa_frame_strategy must be one of"),
+        ({"iovqa_frame_strategy": "pairs", "iovqa_num_frames": 3}, "iovqa_num_frames must be even"),
         ({"iovqa_frame_format": "gif"}, "iovqa_frame_format must be one of"),
         ({"iovqa_on_bad_row": "ignore"}, "iovqa_on_bad_row must be one of"),
         ({"iovqa_frame_workers": 0}, "iovqa_frame_workers"),

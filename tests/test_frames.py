@@ -23,6 +23,29 @@ def test_frame_indices():
         frame_indices(10, 1, "random")
 
 
+def test_pairs_are_adjacent_frames_around_each_segment_middle():
+    assert frame_indices(16, 2, "pairs") == [8, 9]  # one temporal patch of two adjacent frames
+    assert frame_indices(16, 4, "pairs") == [4, 5, 12, 13]
+    assert frame_indices(10, 2, "pairs") == [5, 6]
+    assert frame_indices(2, 2, "pairs") == [0, 1]  # the middle is the last frame: the pair ends there
+    assert frame_indices(1, 2, "pairs") == [0, 0]  # a one-frame clip repeats it
+    with pytest.raises(ValueError, match="num_frames must be even"):
+        FrameSpec(3, "pairs")
+
+
+def test_a_repeated_frame_is_visible_in_a_pair_and_not_in_segment_frames(tmp_path):
+    """Frames held twice (every other frame dropped): the adjacent pair shows one frame twice, while the two
+    segment frames are as far apart as in the source."""
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((64, 64, 3), 10 * (i - i % 2), dtype=np.uint8)) for i in range(16)]
+    path = str(tmp_path / "held.mp4")
+    write_video(frames, path, fps=8)
+    pair = [_index_of(f) for f in extract_frames(path, FrameSpec(2, "pairs"))]
+    apart = [_index_of(f) for f in extract_frames(path, FrameSpec(2, "segment"))]
+    assert pair == [8, 8] and apart == [4, 12]
+
+
 @pytest.fixture(scope="module")
 def numbered_clip(tmp_path_factory):
     """A clip whose frame i has brightness 10 * i: the sampled index can be read back from the pixels."""

@@ -18,7 +18,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-STRATEGIES = ("segment", "linspace")
 FORMATS = ("png", "jpg")
 
 
@@ -41,29 +40,50 @@ class FrameSpec:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"frame strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise ValueError(f"frame strategy must be one of {tuple(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy in PAIRED_STRATEGIES and self.num_frames % 2:
+            raise ValueError(f"frame strategy {self.strategy!r} samples frames in pairs: num_frames must be even, "
+                             f"got {self.num_frames}")
         if self.fmt not in FORMATS:
             raise ValueError(f"frame format must be one of {FORMATS}, got {self.fmt!r}")
 
 
-def frame_indices(total: int, num_frames: int, strategy: str = "segment") -> list[int]:
-    """Indices of the frames to keep from a clip of ``total`` frames.
+def _segment(total: int, num_frames: int) -> list[int]:
+    """The middle frame of each of ``num_frames`` equal segments (1 -> the middle frame; 2 -> 1/4 and 3/4)."""
+    return [min(total - 1, int((2 * i + 1) * total // (2 * num_frames))) for i in range(num_frames)]
 
-    ``segment``: the middle frame of each of ``num_frames`` equal segments
-    (1 -> the middle frame; 2 -> frames at 1/4 and 3/4 of the clip).
-    ``linspace``: evenly spaced from first to last frame, as LLaMA-Factory
-    samples (1 -> the first frame). Short clips repeat frames rather than
-    return fewer than asked.
-    """
+
+def _linspace(total: int, num_frames: int) -> list[int]:
+    """Evenly spaced from the first to the last frame, as LLaMA-Factory samples (1 -> the first frame)."""
+    if num_frames == 1:
+        return [0]
+    return [round(i * (total - 1) / (num_frames - 1)) for i in range(num_frames)]
+
+
+def _pairs(total: int, num_frames: int) -> list[int]:
+    """The middle frame of each of ``num_frames / 2`` equal segments and the frame right after it: each pair is
+    one Qwen2-VL / Qwen2.5-VL temporal patch of adjacent frames, so the patch sees frame-to-frame change
+    (a repeated frame, a stutter) that frames far apart hide."""
+    indices = []
+    for middle in _segment(total, num_frames // 2):
+        first = max(0, min(middle, total - 2))
+        indices += [first, min(total - 1, first + 1)]
+    return indices
+
+
+# Frame sampling rules by name (the recipe's `iovqa_frame_strategy`): (total frames, frames wanted) -> indices.
+STRATEGIES = {"segment": _segment, "linspace": _linspace, "pairs": _pairs}
+PAIRED_STRATEGIES = ("pairs",)  # these need an even num_frames
+
+
+def frame_indices(total: int, num_frames: int, strategy: str = "segment") -> list[int]:
+    """Indices of the frames to keep from a clip of ``total`` frames, by the rule ``strategy`` (:data:`STRATEGIES`).
+    Short clips repeat frames rather than return fewer than asked."""
     if total < 1:
         raise ValueError("a video needs at least one frame")
-    if strategy == "segment":
-        return [min(total - 1, int((2 * i + 1) * total // (2 * num_frames))) for i in range(num_frames)]
-    if strategy == "linspace":
-        if num_frames == 1:
-            return [0]
-        return [round(i * (total - 1) / (num_frames - 1)) for i in range(num_frames)]
-    raise ValueError(f"frame strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"frame strategy must be one of {tuple(STRATEGIES)}, got {strategy!r}")
+    return STRATEGIES[strategy](total, num_frames)
 
 
 def _check_file(path: str) -> None:
