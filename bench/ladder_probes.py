@@ -8,7 +8,12 @@
 * a ridge probe on the untrained vision tower's output for those 2 frames (mean and sd over its tokens), fitted
   on the train split (ridge strength chosen on val), read on the held-out split: SRCC overall, and per kind on
   the videos degraded by that kind alone plus the pristine ones (within source / pooled), the ceiling of a
-  linear readout of what the first stage carries.
+  linear readout of what the first stage carries;
+* the ceiling a model blind to dropped frames has: the held-out SRCC of each video's true level (a perfect
+  reader of every other kind) when the dropped-frames videos are read as pristine, or as dropped at no
+  particular level;
+* with the frames sampled as one adjacent pair (`iovqa_frame_strategy: pairs`), how much the pair's two frames
+  differ, per dropped-frames level and on the pristine videos.
 """
 
 from __future__ import annotations
@@ -48,6 +53,41 @@ def dropped_frames(root: str, table, spec) -> None:
     result = pd.DataFrame(rows, columns=["kind", "level", "mean abs difference to the pristine video's frames",
                                          "frame-difference energy / pristine's"])
     print(result.groupby(["kind", "level"]).mean().round(3).to_string())
+
+
+def blind_ceilings(table) -> None:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from iovqa_plugin.demo.ladder import video_degradation
+
+    kinds, levels = zip(*map(video_degradation, table["video_name"]))
+    levels, dropped = np.asarray(levels, dtype=float), (np.asarray(kinds) == "drop")
+    mos = table["Overall_MOS"]
+    readings = {
+        "every level known": levels,
+        "dropped frames read as pristine": np.where(dropped, 0.0, levels),
+        "dropped frames seen, their level not (read as level 2.5)": np.where(dropped, 2.5, levels),
+    }
+    print("held-out SRCC of the true level: " + "; ".join(
+        f"{name} {spearmanr(-reading, mos).statistic:.3f}" for name, reading in readings.items()))
+
+
+def pair_differences(root: str, table) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from iovqa_plugin.data.frames import FrameSpec
+    from iovqa_plugin.demo.ladder import video_degradation
+
+    spec, rows = FrameSpec(num_frames=2, strategy="pairs"), []
+    for name in table["video_name"]:
+        kind, level = video_degradation(name)
+        if kind == "drop" or level == 0:
+            first, second = sampled(root, name, spec)
+            rows.append((kind or "pristine", level, np.abs(first - second).mean()))
+    result = pd.DataFrame(rows, columns=["kind", "level", "mean abs difference between the pair's frames"])
+    print(result.groupby(["kind", "level"]).agg(["mean", "min", "max"]).round(3).to_string())
 
 
 def ridge_probe(root: str, model_dir: str, spec) -> None:
@@ -107,7 +147,10 @@ def main() -> None:
 
     root, model_dir = ladder(args.work), bench_model(args.work)
     spec = FrameSpec(num_frames=2, strategy="segment")  # the benchmark recipes' frames
-    dropped_frames(root, pd.read_csv(os.path.join(root, "test.csv")), spec)
+    test = pd.read_csv(os.path.join(root, "test.csv"))
+    dropped_frames(root, test, spec)
+    blind_ceilings(test)
+    pair_differences(root, test)
     ridge_probe(root, model_dir, spec)
 
 
