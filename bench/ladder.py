@@ -88,13 +88,15 @@ def pair_entries(paths: dict[str, str]) -> dict[str, dict]:
                                       "columns": columns} for split in ("train", "test")}
 
 
-def build(out_dir: str, seed: int = 0) -> dict[str, str]:
+def build(out_dir: str, seed: int = 0, pristine_views: int = 0) -> dict[str, str]:
     """The ladder and a dataset_info.json naming its splits ``ladder_train``, ``ladder_val``, ``ladder_test``, the
     control arm's ``ladder_train_control``, ``ladder_test_control`` (the level in the prompt), the comparison arm's
     pairs drawn from the train and test splits (``ladder_train_pairs``, ``ladder_test_pairs``), and the image
-    warm-up arm's ``ladder_stills_train`` (each training video's middle frame as a PNG)."""
+    warm-up arm's ``ladder_stills_train`` (each training video's middle frame as a PNG). ``pristine_views``: random
+    pristine views of each training source (``make_ladder``; 5 make the pristine level as common as each other)."""
     # with the per-dimension sub-MOS (the multi-dimension arm); the videos and Overall_MOS are as without them
-    paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed, sub_mos_columns=True)
+    paths = make_ladder(out_dir, TRAIN_SCENES + VAL_SCENES + TEST_SCENES, SPLITS, seed=seed, sub_mos_columns=True,
+                        pristine_views=pristine_views)
     paths.update({f"{split}_control": with_level_in_prompt(paths[split]) for split in ("train", "test")})
     paths["stills_train"] = make_stills(out_dir, out_dir, ("train",))["train"]  # the image warm-up arm's images
     columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}

@@ -33,7 +33,10 @@ arm's mean probability on valid scores (integer mass) and training loss per labe
 control arms, the expected SRCC per degradation kind on the videos degraded by that kind alone (with each
 source's pristine video; the mean of the SRCC within each held-out source, and pooled) and the share of held-out
 sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per degradation
-<kind> ...`). The RL arms (grpo: score_relative; grpo_fidelity: fidelity_rank) continue the IOVQA arm's model
+<kind> ...`), and the expected SRCC of every test video but the dropped-frames ones (which 2 frames far apart
+cannot show: bench/ladder_probes.py). The iovqa_pairs arm is the IOVQA arm with its 2 frames sampled as one
+adjacent pair (`iovqa_frame_strategy: pairs`: the middle frame and the next, one temporal patch), which shows a
+repeated frame. The RL arms (grpo: score_relative; grpo_fidelity: fidelity_rank) continue the IOVQA arm's model
 of the same seed with answer-only GRPO (2 prompts x 4 answers per step, --rl-steps at --rl-lr, beta 0) and
 report the same metrics plus the mean reward, the group reward std and the share of parseable answers over their
 first and last 5 steps and the reward curve (the line `learning: grpo after sft expected SRCC <mean> ± <sd> (<n>
@@ -47,6 +50,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,6 +68,8 @@ ARMS = {
     "decimal": {"iovqa_label_format": "decimal", "iovqa_label_mask": "none"},
     "integer_nomask": {"iovqa_label_format": "integer", "iovqa_label_mask": "none"},
     "iovqa": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
+    # the IOVQA arm with its 2 frames sampled as one adjacent pair (the middle frame and the next), not 1/4 and 3/4
+    "iovqa_pairs": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_frame_strategy": "pairs"},
     "head": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_head": "softmax_regression"},
     "levels": {"iovqa_label_format": "level", "iovqa_label_mask": "digits"},
     "levels_soft": {"iovqa_label_format": "level", "iovqa_label_mask": "digits", "iovqa_level_targets": "soft"},
@@ -100,6 +106,7 @@ ARM_TITLES = {
     "decimal": "decimal labels (x.x), full-answer loss",
     "integer_nomask": "integer labels, full-answer loss",
     "iovqa": "integer labels, digit-only loss (IOVQA)",
+    "iovqa_pairs": "IOVQA, its 2 frames an adjacent pair",
     "head": "softmax-regression head",
     "levels": "level words (Q-Align), hard targets",
     "levels_soft": "level words, soft targets (DeQA-Score, sigma 0.5)",
@@ -114,7 +121,7 @@ ARM_TITLES = {
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
-              "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
+              "iovqa_pairs": "both", "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
               "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both",
               "image_warmup": "both", "grpo_scratch": "both"}
 # The scorer's prediction columns each mode fills, by the decoding they report.
@@ -133,16 +140,20 @@ def bench_model(work: str) -> str:
     return ensure_tiny_model(os.path.join(work, "tiny-qwen2.5-vl"))
 
 
-def ladder(work: str) -> str:
+def ladder(work: str, pristine_views: int = 0) -> str:
     from ladder import build
 
     path = os.path.join(work, "ladder")
-    test = os.path.join(path, "test_control.csv")
-    with open(test if os.path.isfile(test) else os.devnull, encoding="utf-8") as handle:
-        text = handle.read()
+    text = ""
+    for name in ("test_control.csv", "train.csv"):
+        with open(os.path.join(path, name) if os.path.isfile(os.path.join(path, name)) else os.devnull,
+                  encoding="utf-8") as handle:
+            text += handle.read()
     stills = os.path.isfile(os.path.join(path, "stills_train.csv"))
-    if "Temporal_MOS" not in text or "_L1_blur.mp4" not in text or not stills:  # none yet, or an older ladder (no
-        build(path)  # sub-MOS columns, the degradations rising together only, or no stills)
+    built_views = len(set(re.findall(r"_pristine(\d+)_L0\.mp4", text)))
+    if ("Temporal_MOS" not in text or "_L1_blur.mp4" not in text or not stills  # none yet, or an older ladder (no
+            or built_views != pristine_views):  # sub-MOS columns, kinds alone, stills; other pristine views)
+        build(path, pristine_views=pristine_views)
     add_pair_entries(path)
     return path
 
@@ -182,8 +193,8 @@ def recipe(work: str, model: str, data: str, arm: str, seed: int, steps: int, le
         logging_steps=1 if is_rl(arm) else max(1, steps // 10),  # RL: every step's rewards, for their curve
         seed=seed,
         output_dir=os.path.join(work, "runs", f"{arm}_seed{seed}{'_' + stage if stage else ''}"),
-        **ARMS[arm],
     )
+    base.update(ARMS[arm])  # an arm's own frame strategy replaces the default in place
     path = os.path.join(work, "runs", f"{arm}_seed{seed}{'_' + stage if stage else ''}.yaml")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
@@ -310,6 +321,9 @@ def per_degradation(table, predicted: dict) -> dict:
             "pooled": float(spearmanr(alone["pred"], alone["mos"]).statistic),
             "level0_above_level1": float((pristine.reindex(level1.index) > level1).mean()),
         }
+    # every other video (what a model blind to one kind could still rank: see bench/ladder_probes.py)
+    out["without"] = {kind: float(spearmanr(videos[videos["kind"] != kind]["pred"],
+                                            videos[videos["kind"] != kind]["mos"]).statistic) for kind in KINDS}
     level1 = videos[videos["level"] == 1].groupby("source")["pred"].mean()
     out["level0_above_level1"] = float((pristine.reindex(level1.index) > level1).mean())
     return out
@@ -497,7 +511,7 @@ def summary_lines(results: dict) -> list[str]:
     for name in DIMENSION_COLUMNS if multidim else ():
         values = [d[name]["srcc"] for d in multidim]
         lines.append(f"learning: multidim expected SRCC {name} {np.nanmean(values):.3f} ({len(values)} seeds)")
-    for arm in ("iovqa", "control", "fidelity", "image_warmup", "grpo", "grpo_fidelity", "grpo_scratch"):
+    for arm in ("iovqa", "iovqa_pairs", "control", "fidelity", "image_warmup", "grpo", "grpo_fidelity", "grpo_scratch"):
         values = [r["expected"]["srcc"] for r in results.get(arm, []) if "srcc" in r.get("expected", {})]
         plcc = [r["expected"]["plcc"] for r in results.get(arm, []) if "plcc" in r.get("expected", {})]
         if values:
@@ -516,7 +530,7 @@ def summary_lines(results: dict) -> list[str]:
             lines.append(f"learning: {arm} choice mass {mean_sd(masses, '.3g')} (the probability on the choice "
                          f"tokens at the answer, {len(masses)} runs)")
         lines += reward_lines(arm, runs)
-    for arm in ("iovqa", "control"):
+    for arm in ("iovqa", "iovqa_pairs", "control"):
         lines += degradation_lines(arm, results.get(arm, []))
     return lines
 
@@ -578,6 +592,10 @@ def degradation_lines(arm: str, runs: list[dict]) -> list[str]:
                      f"{mean_sd([c['level0_above_level1'] for c in cells])} of held-out sources ({len(runs)} seeds)")
     lines.append(f"learning: {arm} level 0 above level 1 (mean of the level-1 videos) in "
                  f"{mean_sd([r['level0_above_level1'] for r in runs])} of held-out sources ({len(runs)} seeds)")
+    without = [r["without"]["drop"] for r in runs if "without" in r]
+    if without:
+        lines.append(f"learning: {arm} expected SRCC without the dropped-frames videos {mean_sd(without)} "
+                     f"({len(without)} seeds)")
     return lines
 
 
@@ -589,12 +607,15 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--warmup-steps", type=int, default=50, help="the image_warmup arm's steps on the stills")
     parser.add_argument("--work", default=os.path.join(REPO, "work", "bench_learning"))
+    parser.add_argument("--pristine-views", type=int, default=0,
+                        help="random pristine views of each training source in the ladder (5: the pristine level as "
+                        "common as each other); a work folder holds one ladder")
     parser.add_argument("--rl-steps", type=int, default=60,
                         help="steps of the RL arms (after their SFT arm, or from the untrained model)")
     parser.add_argument("--rl-lr", type=float, default=1e-4, help="learning rate of the RL arms")
     args = parser.parse_args()
 
-    model, data = bench_model(args.work), ladder(args.work)
+    model, data = bench_model(args.work), ladder(args.work, args.pristine_views)
     base_recipe = recipe(args.work, model, data, "iovqa", args.seeds[0], args.steps, args.lr)
     results = {
         "baseline": [finished(base_recipe, "baseline",

@@ -65,3 +65,22 @@ def test_unknown_kinds_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="unknown degradation kinds \\['ringing'\\]"):
         make_ladder(str(tmp_path / "ladder"), [], {"train": ()}, kinds=("blur", "ringing"))
     assert not (tmp_path / "ladder").exists()
+
+
+def test_pristine_views_add_pristine_training_videos_and_leave_the_rest_as_it_was(tmp_path):
+    import pandas as pd
+
+    from iovqa_plugin.demo.ladder import Still
+
+    pan = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0))
+    sources = [Still("cam", "camera.png", "a photographer", *pan), Still("coins", "coins.png", "coins", *pan)]
+    splits = {"train": ("cam",), "test": ("coins",)}
+    options = dict(frames=4, size=56, kinds=("blur",))
+    plain = make_ladder(str(tmp_path / "plain"), sources, splits, **options)
+    more = make_ladder(str(tmp_path / "more"), sources, splits, pristine_views=2, **options)
+    before, after = pd.read_csv(plain["train"]), pd.read_csv(more["train"])
+    assert after.iloc[:len(before)].equals(before)  # same videos, same MOS draws
+    added = after.iloc[len(before):]
+    assert len(added) == 2 and all(video_degradation(name) == (None, 0) for name in added["video_name"])
+    assert added["video_name"].is_unique and not set(added["video_name"]) & set(before["video_name"])
+    assert pd.read_csv(more["test"]).equals(pd.read_csv(plain["test"]))  # no view reaches another split

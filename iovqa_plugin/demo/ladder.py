@@ -37,6 +37,7 @@ videos differently and a multi-dimension model has something to learn.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from dataclasses import dataclass
@@ -276,13 +277,17 @@ def random_view(source, rng: np.random.Generator, index: int):
 def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = None, seed: int = 0,
                 frames: int = 16, size: int = 224, fps: int = 8, levels: int = 5, train_views: int = 0,
                 progress: bool = False, sub_mos_columns: bool = False, kinds: tuple[str, ...] = KINDS,
-                view_variants: int | None = None) -> dict[str, str]:
+                view_variants: int | None = None, pristine_views: int = 0) -> dict[str, str]:
     """Write ``videos/`` and one ``<split>.csv`` per split under ``out_dir``: every source pristine and at every
     level of every degradation in ``kinds``.
 
     ``train_views`` adds that many random views (:func:`random_view`) of each source of the ``train`` split,
     at every level (or at ``view_variants`` of the (kind, level) variants drawn at random, to keep the
     ladder small), to the train split only: no scene reaches another split.
+    ``pristine_views`` adds that many more random views of each training source, pristine only: a source is
+    written pristine once and at each level once per kind, so without them pristine videos are 1 in
+    ``1 + 4 * len(kinds)`` of the training videos and the top of the scale is barely trained; with
+    ``len(kinds) - 1`` of them each level is as common as the pristine videos.
     ``video_name`` cells are relative to ``media_root`` (default: ``out_dir``),
     the folder LLaMA-Factory joins them with (its ``media_dir``).
     ``sub_mos_columns`` adds the per-dimension MOS columns (see the module docstring).
@@ -312,6 +317,12 @@ def make_ladder(out_dir: str, sources, splits: dict, media_root: str | None = No
         if view_variants is not None and view_variants < len(variants):
             picked = [variants[i] for i in sorted(view_rng.choice(len(variants), view_variants, replace=False))]
         jobs.append((view, mirror, "train", view_rng, picked))
+    pristine_rng = np.random.default_rng(seed + 3)  # its own stream: the ladder without them stays the same
+    for source in (s for s in sources if split_of[s.name] == "train"):
+        for i in range(pristine_views):
+            view, mirror = random_view(source, pristine_rng, i)
+            view = dataclasses.replace(view, name=f"{source.name}_pristine{i}")
+            jobs.append((view, mirror, "train", pristine_rng, [(MIXED, 0)]))
     rows = {split: [] for split in splits}
     sub_rng = np.random.default_rng(seed + 2)  # its own stream: the videos and Overall_MOS stay as without it
     for source, mirror, split, source_rng, source_variants in tqdm(jobs, desc="demo data", unit="source",
