@@ -3,7 +3,7 @@
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
         [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison
                 image_warmup grpo grpo_fidelity grpo_scratch]
-        [--warmup-steps 50] [--rl-steps 60] [--rl-lr 1e-4]
+        [--warmup-steps 50] [--rl-steps 150] [--rl-lr 1e-4]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
 tower with the analytic first stage of `iovqa_plugin/demo/vision_init.py`) with the stock
@@ -37,10 +37,11 @@ sources whose pristine video scores above their level-1 videos (the lines `learn
 cannot show: bench/ladder_probes.py). The iovqa_pairs arm is the IOVQA arm with its 2 frames sampled as one
 adjacent pair (`iovqa_frame_strategy: pairs`: the middle frame and the next, one temporal patch), which shows a
 repeated frame. The RL arms (grpo: score_relative; grpo_fidelity: fidelity_rank) continue the IOVQA arm's model
-of the same seed with answer-only GRPO (2 prompts x 4 answers per step, --rl-steps at --rl-lr, beta 0) and
-report the same metrics plus the mean reward, the group reward std and the share of parseable answers over their
-first and last 5 steps and the reward curve (the line `learning: grpo after sft expected SRCC <mean> ± <sd> (<n>
-seeds)`); the grpo_scratch arm runs the grpo arm's GRPO (same steps and learning rate) from the untrained model.
+of the same seed with answer-only GRPO (4 prompts x 4 answers per step, --rl-steps at --rl-lr, beta 0: the
+default 150 steps see the 600 training videos once, as the SFT arm's 150 steps x 4 do) and report the same
+metrics plus the mean reward, the group reward std and the share of parseable answers over their first and last
+5 steps and the reward curve (the line `learning: grpo after sft expected SRCC <mean> ± <sd> (<n> seeds)`); the
+grpo_scratch arm runs the grpo arm's GRPO (same steps and learning rate) from the untrained model.
 Each run's result is stored next to its recipe (work/bench_learning/runs/*.result.json).
 """
 
@@ -81,13 +82,14 @@ ARMS = {
                  "iovqa_rank_weight": 1.0},
     # trained on pairs drawn from the train split (within each source, at most 4 per video), answered "A" / "B"
     "comparison": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
-    # answer-only GRPO continuing the IOVQA arm's model of the same seed: 2 prompts x 4 answers per step
+    # answer-only GRPO continuing the IOVQA arm's model of the same seed: 4 prompts x 4 answers per step (2 prompts
+    # per step over 60 steps lost to the SFT start: too few videos, the reward rose by sharpening the answers only)
     "grpo": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rl": "grpo",
              "iovqa_grpo_rewards": {"score_relative": 1.0}, "iovqa_grpo_num_generations": 4,
-             "per_device_train_batch_size": 8},
+             "per_device_train_batch_size": 16},
     "grpo_fidelity": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits", "iovqa_rl": "grpo",
                       "iovqa_grpo_rewards": {"fidelity_rank": 1.0}, "iovqa_grpo_num_generations": 4,
-                      "per_device_train_batch_size": 8},
+                      "per_device_train_batch_size": 16},
     "image_warmup": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
 }
 # the grpo arm's GRPO from the untrained model (no CONTINUES entry): what SFT first adds
@@ -369,6 +371,12 @@ def is_rl(arm: str) -> bool:
     return "iovqa_rl" in ARMS.get(arm, {})
 
 
+def rl_group_text() -> str:
+    """The RL arms' step, "<prompts> prompts x <answers> answers" (the grpo arm's; the others share it)."""
+    answers, group = ARMS["grpo"]["per_device_train_batch_size"], ARMS["grpo"]["iovqa_grpo_num_generations"]
+    return f"{answers // group} prompts x {group} answers"
+
+
 def rl_rewards(output_dir: str) -> dict:
     """An RL run's logged curves (mean reward, group reward std, share of parseable answers, per logged step) and
     their means over the first and last 5 logged steps (``<name>_start`` / ``<name>_end``)."""
@@ -439,7 +447,7 @@ def report(results: dict, args, sizes: dict[str, int]) -> str:
         f"Test split: {sizes['test']} videos of {scenes} unseen scenes ({len(SPLITS['test'])} sources x 25 videos); "
         f"train {sizes['train']} videos; "
         f"{args.steps} steps x batch 4, lr {args.lr}, seeds {' '.join(map(str, args.seeds))}"
-        + (f"; RL arms {args.rl_steps} steps x 2 prompts x 4 answers, lr {args.rl_lr}." if any(map(is_rl, results))
+        + (f"; RL arms {args.rl_steps} steps x {rl_group_text()}, lr {args.rl_lr}." if any(map(is_rl, results))
            else "."),
         "",
         "| arm | greedy SRCC | greedy PLCC | greedy final | greedy answers with a score | expected SRCC | expected PLCC "
@@ -610,9 +618,11 @@ def main() -> None:
     parser.add_argument("--pristine-views", type=int, default=0,
                         help="random pristine views of each training source in the ladder (5: the pristine level as "
                         "common as each other); a work folder holds one ladder")
-    parser.add_argument("--rl-steps", type=int, default=60,
-                        help="steps of the RL arms (after their SFT arm, or from the untrained model)")
-    parser.add_argument("--rl-lr", type=float, default=1e-4, help="learning rate of the RL arms")
+    parser.add_argument("--rl-steps", type=int, default=150,
+                        help="steps of the RL arms (after their SFT arm, or from the untrained model), each of "
+                        f"{rl_group_text()}: 150 see the 600 training videos once")
+    parser.add_argument("--rl-lr", type=float, default=1e-4,
+                        help="learning rate of the RL arms (3e-4 collapses the answers faster and ranks worse)")
     args = parser.parse_args()
 
     model, data = bench_model(args.work), ladder(args.work, args.pristine_views)

@@ -120,8 +120,8 @@ class GRPOSteps:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         rollouts = self._rollouts_for(model, inputs)
-        logps = completion_logps(model, rollouts.completions)
         iovqa_args = self._iovqa_args
+        logps = completion_logps(model, rollouts.completions, iovqa_args.grpo_temperature)
         loss, stats = grpo_loss(
             logps, rollouts.advantages.to(logps.device), rollouts.completions.mask.to(logps.device),
             old_logps=rollouts.old_logps, ref_logps=rollouts.ref_logps, beta=iovqa_args.grpo_beta,
@@ -188,10 +188,10 @@ class GRPOSteps:
         old = ref = None
         with torch.no_grad():
             if iovqa_args.grpo_num_iterations > 1:
-                old = completion_logps(model, completions)
+                old = completion_logps(model, completions, iovqa_args.grpo_temperature)
             if iovqa_args.grpo_beta:
                 with _adapter_disabled(model):
-                    ref = completion_logps(model, completions)
+                    ref = completion_logps(model, completions, iovqa_args.grpo_temperature)
         return Rollouts(completions, advantages, old, ref)
 
     def _label_rows(self, inputs, tokenizer) -> tuple[list[dict], list[Optional[tuple]]]:

@@ -79,6 +79,24 @@ def test_rollout_logits_and_log_probs_are_the_scorers_and_teacher_forcing(scorer
         assert completions.tokens[i, : len(tokens)].tolist() == tokens
 
 
+
+def test_log_probs_are_the_sampling_distributions_at_the_rollout_temperature(scorer, features):
+    """The loss's log-probs are those of the policy the answers were drawn from: logits / temperature (TRL's
+    GRPOTrainer divides them too), so the ratio and the KL compare the sampling policy at any temperature."""
+    model, tokenizer = scorer.loaded.model, scorer.loaded.tokenizer
+    grid = ScoreGrid.from_tokenizer(tokenizer)
+    batch = sft_batch(scorer, features, ["37", "12", "50"])
+    starts = answer_starts(batch["labels"])
+    first, _ = answer_logits(model, prompt_batch(batch, starts, tokenizer.pad_token_id), grid)
+    drawn = [tokenizer.encode(answer, add_special_tokens=False) for answer in ("37", "12", "50")]
+    completions = completion_batch(batch, starts, drawn, tokenizer.pad_token_id)
+    for temperature in (0.5, 2.0):
+        with torch.no_grad():
+            logps = completion_logps(model, completions, temperature)
+        sampled = token_distribution(first, temperature)  # what sample_completions draws the first digit from
+        for i, tokens in enumerate(drawn):
+            assert float(logps[i, 0]) == pytest.approx(float(sampled[i, tokens[0]].log()), abs=1e-4)
+
 def chi_square_p(counts, q, total):
     q = np.asarray(q, dtype=np.float64)
     expected = q / q.sum() * total  # a float32 distribution sums to 1 within 1e-7, chisquare wants 1e-8

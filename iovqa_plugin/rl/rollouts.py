@@ -347,15 +347,17 @@ def completion_batch(batch: dict[str, Any], starts: torch.Tensor, completions: S
     return Completions(inputs=inputs, targets=targets, mask=mask, tokens=tokens)
 
 
-def completion_logps(model: Any, completions: Completions) -> torch.Tensor:
+def completion_logps(model: Any, completions: Completions, temperature: float = 1.0) -> torch.Tensor:
     """(B, T) log π(o_t | prompt, o_<t) of each drawn completion token (0 where the mask is 0), with gradient
-    when the caller has it on; the output layer runs at the completions' positions only."""
+    when the caller has it on; the output layer runs at the completions' positions only. π is the policy the
+    answers were sampled from: the logits divided by the rollouts' ``temperature``, as TRL's GRPOTrainer does."""
     targets = completions.targets
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
     outputs = forward_at(model, completions.inputs, positions)
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
     kept = targets[:, positions]  # (B, K)
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, kept.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    logps = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logps = logps.gather(-1, kept.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     labelled = kept != IGNORE_INDEX
     # the k-th labelled position of a row holds its k-th completion token
     slot = labelled.long().cumsum(dim=1) - 1
