@@ -9,9 +9,11 @@
   on the train split (ridge strength chosen on val), read on the held-out split: SRCC overall, and per kind on
   the videos degraded by that kind alone plus the pristine ones (within source / pooled), the ceiling of a
   linear readout of what the first stage carries;
+* the same readout, and a small MLP (3 seeds), on hand-made block-DCT statistics of the same frames' pixels:
+  what a reader of the frames, free of the tiny model, carries over to unseen scenes;
 * the ceiling a model blind to dropped frames has: the held-out SRCC of each video's true level (a perfect
   reader of every other kind) when the dropped-frames videos are read as pristine, or as dropped at no
-  particular level;
+  particular level; and that of a reader told each level that orders a level's videos at random (no ties);
 * with the frames sampled as one adjacent pair (`iovqa_frame_strategy: pairs`), how much the pair's two frames
   differ, per dropped-frames level and on the pristine videos.
 """
@@ -71,6 +73,12 @@ def blind_ceilings(table) -> None:
     }
     print("held-out SRCC of the true level: " + "; ".join(
         f"{name} {spearmanr(-reading, mos).statistic:.3f}" for name, reading in readings.items()))
+    # a reader that knows each level but gives every video its own score (no ties) orders a level's videos at
+    # random against their raters' means: the ceiling of a model told the level (the learning bench's control arm)
+    rng = np.random.default_rng(0)
+    draws = [spearmanr(-levels + rng.uniform(-0.1, 0.1, len(levels)), mos).statistic for _ in range(200)]
+    print(f"held-out SRCC of the true level, each level's videos in random order (200 draws): "
+          f"{np.mean(draws):.3f} ± {np.std(draws):.3f}")
 
 
 def pair_differences(root: str, table) -> None:
@@ -90,14 +98,11 @@ def pair_differences(root: str, table) -> None:
     print(result.groupby(["kind", "level"]).agg(["mean", "min", "max"]).round(3).to_string())
 
 
-def ridge_probe(root: str, model_dir: str, spec) -> None:
+def tower_features(root: str, model_dir: str, spec):
+    """name -> the untrained vision tower's output for the sampled frames (mean and sd over its tokens)."""
     import numpy as np
-    import pandas as pd
     import torch
-    from scipy.stats import spearmanr
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-    from iovqa_plugin.demo.ladder import KINDS, video_degradation
 
     processor = AutoProcessor.from_pretrained(model_dir)
     visual = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).eval().model.visual
@@ -110,29 +115,114 @@ def ridge_probe(root: str, model_dir: str, spec) -> None:
         out = out if torch.is_tensor(out) else out.pooler_output
         return torch.cat([out.mean(0), out.std(0)]).numpy()
 
-    splits = {}
-    for split in ("train", "val", "test"):
-        table = pd.read_csv(os.path.join(root, f"{split}.csv"))
-        splits[split] = (table, np.stack([features(name) for name in table["video_name"]]))
-    (train, x_train), (val, x_val), (test, x_test) = splits["train"], splits["val"], splits["test"]
+    return features
+
+
+def pixel_statistics(root: str, spec, bands: int = 13):
+    """name -> hand-made quality statistics of the sampled frames' luma: for each radial band of a 14x14 block
+    DCT, the log of its mean energy over the frame and the 10th / 50th / 90th percentiles over blocks of the log
+    block energy (noise lifts the quietest blocks' high bands; blur and down-scaling take them from the busiest)."""
+    import numpy as np
+
+    from iovqa_plugin.demo.vision_init import PATCH, dct_basis
+
+    basis = dct_basis().numpy().reshape(PATCH * PATCH, PATCH * PATCH)
+    u, v = np.meshgrid(np.arange(PATCH), np.arange(PATCH), indexing="ij")
+    band = np.minimum((np.hypot(u, v) / 1.5).astype(int), bands - 1).reshape(-1)
+
+    def features(name: str):
+        luma = np.mean([frame @ np.array([0.299, 0.587, 0.114]) for frame in sampled(root, name, spec)], axis=0)
+        height, width = (side - side % PATCH for side in luma.shape)
+        blocks = luma[:height, :width].reshape(height // PATCH, PATCH, width // PATCH, PATCH).swapaxes(1, 2)
+        energy = (blocks.reshape(-1, PATCH * PATCH) @ basis.T) ** 2
+        per_band = np.stack([energy[:, band == b].mean(1) for b in range(bands)], 1)  # (blocks, bands)
+        logs = np.log(per_band + 1e-3)
+        return np.concatenate([np.log(per_band.mean(0) + 1e-3), *np.percentile(logs, (10, 50, 90), axis=0)])
+
+    return features
+
+
+def ridge_readout(x_train, y_train, x_val, y_val, x_test):
+    """Held-out predictions of a ridge regression on standardised features, its strength chosen on val."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
     mean, scale = x_train.mean(0), x_train.std(0) + 1e-8
     z = (x_train - mean) / scale
-    y = train["Overall_MOS"].to_numpy()
     best = None
     for alpha in np.logspace(-3, 4, 15):
-        weights = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y.mean()))
-        fit = spearmanr(((x_val - mean) / scale) @ weights, val["Overall_MOS"]).statistic
+        weights = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y_train - y_train.mean()))
+        fit = spearmanr(((x_val - mean) / scale) @ weights, y_val).statistic
         best = max(best or (fit, weights), (fit, weights), key=lambda pair: pair[0])
-    videos = test.assign(pred=((x_test - mean) / scale) @ best[1])
+    return ((x_test - mean) / scale) @ best[1]
+
+
+def mlp_readout(x_train, y_train, x_val, y_val, x_test, seed: int = 0, epochs: int = 400):
+    """Held-out predictions of a 2-hidden-layer MLP (64 wide) fitted by full-batch AdamW, the epoch chosen on val."""
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    torch.manual_seed(seed)
+    mean, scale = x_train.mean(0), x_train.std(0) + 1e-8
+    tensor = lambda x: torch.tensor((x - mean) / scale, dtype=torch.float32)  # noqa: E731
+    net = torch.nn.Sequential(torch.nn.Linear(x_train.shape[1], 64), torch.nn.GELU(), torch.nn.Linear(64, 64),
+                              torch.nn.GELU(), torch.nn.Linear(64, 1))
+    optimizer = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    inputs, targets = tensor(x_train), torch.tensor(y_train, dtype=torch.float32)
+    best = (-np.inf, None)
+    for epoch in range(epochs):
+        optimizer.zero_grad()
+        ((net(inputs)[:, 0] - targets) ** 2).mean().backward()
+        optimizer.step()
+        if epoch % 20 == 19:
+            with torch.no_grad():
+                fit = spearmanr(net(tensor(x_val))[:, 0].numpy(), y_val).statistic
+                if fit > best[0]:
+                    best = (fit, net(tensor(x_test))[:, 0].numpy())
+    return best[1]
+
+
+def held_out_cells(test, predicted) -> dict[str, float]:
+    """Held-out SRCC overall, and per kind (its videos and the pristine ones) within source and pooled."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from iovqa_plugin.demo.ladder import KINDS, video_degradation
+
+    videos = test.assign(pred=predicted)
     videos["kind"], videos["level"] = zip(*map(video_degradation, videos["video_name"]))
     videos["source"] = [name.rsplit("_L", 1)[0] for name in videos["video_name"]]
-    cells = [f"all {spearmanr(videos['pred'], videos['Overall_MOS']).statistic:.3f}"]
+    cells = {"all": spearmanr(videos["pred"], videos["Overall_MOS"]).statistic}
     for kind in KINDS:
         alone = pd.concat([videos[videos["level"] == 0], videos[videos["kind"] == kind]])
-        within = np.nanmean([spearmanr(g["pred"], g["Overall_MOS"]).statistic for _, g in alone.groupby("source")])
-        cells.append(f"{kind} {within:.2f} / {spearmanr(alone['pred'], alone['Overall_MOS']).statistic:.2f}")
-    print("ridge probe on the untrained vision tower, held-out SRCC (per kind: within source / pooled): "
-          + "; ".join(cells))
+        cells[f"{kind} within"] = np.nanmean([spearmanr(g["pred"], g["Overall_MOS"]).statistic
+                                             for _, g in alone.groupby("source")])
+        cells[f"{kind} pooled"] = spearmanr(alone["pred"], alone["Overall_MOS"]).statistic
+    return cells
+
+
+def probe(root: str, title: str, features, readouts: dict) -> None:
+    """Fit each readout on the train split's features (val to choose), print its held-out SRCC (mean over its
+    seeds)."""
+    import numpy as np
+    import pandas as pd
+
+    from iovqa_plugin.demo.ladder import KINDS
+
+    tables = {split: pd.read_csv(os.path.join(root, f"{split}.csv")) for split in ("train", "val", "test")}
+    x = {split: np.stack([features(name) for name in table["video_name"]]) for split, table in tables.items()}
+    y = {split: table["Overall_MOS"].to_numpy() for split, table in tables.items()}
+    for name, (readout, seeds) in readouts.items():
+        runs = [held_out_cells(tables["test"], readout(x["train"], y["train"], x["val"], y["val"], x["test"],
+                                                       **({"seed": seed} if seed is not None else {})))
+                for seed in seeds]
+        cell = {key: np.mean([run[key] for run in runs]) for key in runs[0]}
+        parts = [f"all {cell['all']:.3f}"] + [f"{kind} {cell[kind + ' within']:.2f} / {cell[kind + ' pooled']:.2f}"
+                                               for kind in KINDS]
+        print(f"{name} on {title}, held-out SRCC (per kind: within source / pooled; {len(seeds)} fit(s)): "
+              + "; ".join(parts))
 
 
 def main() -> None:
@@ -151,7 +241,10 @@ def main() -> None:
     dropped_frames(root, test, spec)
     blind_ceilings(test)
     pair_differences(root, test)
-    ridge_probe(root, model_dir, spec)
+    probe(root, "the untrained vision tower", tower_features(root, model_dir, spec),
+          {"ridge probe": (ridge_readout, [None])})
+    probe(root, "pixel statistics", pixel_statistics(root, spec),
+          {"ridge probe": (ridge_readout, [None]), "MLP probe": (mlp_readout, [0, 1, 2])})
 
 
 if __name__ == "__main__":
