@@ -138,3 +138,34 @@ def test_iovqa_score_on_the_trained_adapter(trained, demo_dir, capsys):
         assert table["head_mos"].between(1, 5).all()
     else:
         assert table["expected_mos"].between(1, 5).all() and "greedy_text" in table
+
+
+@pytest.mark.slow  # loads the tiny Qwen3.5
+def test_level_answers_after_a_shared_prefix_of_several_tokens_on_a_hybrid_model(tiny_qwen3_5):
+    """Level answers that all start with the same few tokens are scored one step per token: Qwen3.5's
+    linear-attention layers keep their state only through one-token steps (a longer step runs as a fresh
+    prefill), so the level logits still equal a full forward's, from left-padded prompts."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from iovqa_plugin.data.levels import LevelTokens
+    from iovqa_plugin.score.decoding import level_answer_logits
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_qwen3_5, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3_5)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    shared = encode("The quality is")
+    assert len(shared) >= 3
+    words = [encode(" " + word)[0] for word in ("bad", "poor", "fair", "good", "excellent")]
+    levels = LevelTokens(tuple(tuple(shared) + (w,) for w in words), len(shared), ())
+    prompts = [encode("Rate the quality of this video"), encode("Rate it")]
+    width = max(map(len, prompts))
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    batch = {"input_ids": torch.tensor([[0] * (width - len(p)) + p for p in prompts]), "attention_mask": mask,
+             "position_ids": (mask.cumsum(1) - 1).clamp(min=0).unsqueeze(0).repeat(3, 1, 1)}
+    with torch.no_grad():
+        stepped = level_answer_logits(model, batch, levels)
+        for m, prompt in enumerate(prompts):
+            ids = torch.tensor([prompt + shared])
+            full = model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1,
+                         position_ids=torch.arange(ids.shape[1]).view(1, 1, -1).repeat(3, 1, 1)).logits[0, -1]
+            assert torch.allclose(stepped[m], full, atol=1e-5), (m, (stepped[m] - full).abs().max())

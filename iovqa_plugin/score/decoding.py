@@ -176,21 +176,17 @@ def distribution(model: Any, batch: dict[str, Any], grid: ScoreGrid) -> tuple[to
 
 
 def level_answer_logits(model: Any, batch: dict[str, Any], levels: LevelTokens) -> torch.Tensor:
-    """(B, V) next-token logits at the level answers' distinguishing position: one prefill, plus one step over
-    the tokens every level answer starts with when there are any (no gradient context of its own)."""
+    """(B, V) next-token logits at the level answers' distinguishing position: one prefill, plus a one-token step
+    for each token every level answer starts with, when there are any (no gradient context of its own)."""
     shared = levels.shared_prefix
     out = model(**batch, use_cache=bool(shared), logits_to_keep=1)
     logits = out.logits[:, -1]
-    if shared:
-        size = logits.shape[0]
-        step_ids = torch.tensor(shared, device=logits.device).repeat(size, 1)  # (B, P)
-        mask = torch.cat([batch["attention_mask"], torch.ones_like(step_ids)], dim=1)
-        # the next text positions after each row's last token, on all three mrope axes
-        offsets = torch.arange(1, len(shared) + 1, device=logits.device)
-        position_ids = batch["position_ids"][..., -1:] + offsets
-        step = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
-                     past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-        logits = step.logits[:, -1]
+    mask, positions, cache = batch["attention_mask"], batch["position_ids"], out.past_key_values
+    # one token a step: a hybrid model's linear-attention layers (Qwen3.5) carry their state only through one-token
+    # steps (transformers runs a longer step as a fresh prefill)
+    for token in shared:
+        step_ids = torch.full((logits.shape[0], 1), token, dtype=torch.long, device=logits.device)
+        logits, mask, positions, cache = one_token_step(model, step_ids, mask, positions, cache)
     return logits
 
 
