@@ -184,22 +184,15 @@ def mlp_readout(x_train, y_train, x_val, y_val, x_test, seed: int = 0, epochs: i
 
 
 def held_out_cells(test, predicted) -> dict[str, float]:
-    """Held-out SRCC overall, and per kind (its videos and the pristine ones) within source and pooled."""
-    import numpy as np
-    import pandas as pd
+    """Held-out SRCC overall, and per kind (its videos and the pristine ones) within source and pooled, as the
+    learning benchmark reports them (``learning.per_degradation``)."""
     from scipy.stats import spearmanr
 
-    from iovqa_plugin.demo.ladder import KINDS, video_degradation
+    from learning import per_degradation
 
-    videos = test.assign(pred=predicted)
-    videos["kind"], videos["level"] = zip(*map(video_degradation, videos["video_name"]))
-    videos["source"] = [name.rsplit("_L", 1)[0] for name in videos["video_name"]]
-    cells = {"all": spearmanr(videos["pred"], videos["Overall_MOS"]).statistic}
-    for kind in KINDS:
-        alone = pd.concat([videos[videos["level"] == 0], videos[videos["kind"] == kind]])
-        cells[f"{kind} within"] = np.nanmean([spearmanr(g["pred"], g["Overall_MOS"]).statistic
-                                             for _, g in alone.groupby("source")])
-        cells[f"{kind} pooled"] = spearmanr(alone["pred"], alone["Overall_MOS"]).statistic
+    cells = {"all": spearmanr(predicted, test["Overall_MOS"]).statistic}
+    for kind, cell in per_degradation(test, dict(zip(test["video_name"], predicted)))["kinds"].items():
+        cells[f"{kind} within"], cells[f"{kind} pooled"] = cell["within"], cell["pooled"]
     return cells
 
 

@@ -146,11 +146,8 @@ def ladder(work: str, pristine_views: int = 0) -> str:
     from ladder import build
 
     path = os.path.join(work, "ladder")
-    text = ""
-    for name in ("test_control.csv", "train.csv"):
-        with open(os.path.join(path, name) if os.path.isfile(os.path.join(path, name)) else os.devnull,
-                  encoding="utf-8") as handle:
-            text += handle.read()
+    files = [os.path.join(path, name) for name in ("test_control.csv", "train.csv")]
+    text = "".join(open(f, encoding="utf-8").read() for f in files if os.path.isfile(f))
     stills = os.path.isfile(os.path.join(path, "stills_train.csv"))
     built_views = len(set(re.findall(r"_pristine(\d+)_L0\.mp4", text)))
     if ("Temporal_MOS" not in text or "_L1_blur.mp4" not in text or not stills  # none yet, or an older ladder (no
