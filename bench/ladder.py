@@ -81,6 +81,43 @@ def with_level_in_prompt(path: str) -> str:
     return out
 
 
+# The blind arms' training labels: the videos of one kind rated as their source's pristine video, which teaches a
+# model that this kind does not matter (what the per-degradation lines must then show).
+BLIND_KINDS = ("blur", "noise")
+
+
+def taught_blind(train_path: str, kind: str) -> str:
+    """A copy of the training split whose videos degraded by ``kind`` alone carry their source's pristine MOS
+    (every column of it), written next to it as ``train_blind_<kind>.csv``."""
+    import pandas as pd
+
+    table = pd.read_csv(train_path)
+    parsed = [video_degradation(name) for name in table["video_name"]]
+    sources = [os.path.basename(name).rsplit("_L", 1)[0] for name in table["video_name"]]
+    pristine = {source: i for i, (source, (_, level)) in enumerate(zip(sources, parsed)) if level == 0}
+    mos_columns = [c for c in table.columns if c.endswith("_MOS")]
+    for i, ((degradation, _), source) in enumerate(zip(parsed, sources)):
+        if degradation == kind:
+            if source not in pristine:
+                raise ValueError(f"{train_path}: row {i + 2}: {table['video_name'][i]} has no pristine video")
+            table.loc[i, mos_columns] = table.loc[pristine[source], mos_columns].to_numpy()
+    out = os.path.join(os.path.dirname(train_path), f"train_blind_{kind}.csv")
+    table.to_csv(out, index=False)
+    return out
+
+
+def blind_entries(path: str) -> dict[str, dict]:
+    """The blind arms' training datasets of a ladder (their files written if missing)."""
+    columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
+    entries = {}
+    for kind in BLIND_KINDS:
+        name = f"train_blind_{kind}.csv"
+        if not os.path.isfile(os.path.join(path, name)):
+            taught_blind(os.path.join(path, "train.csv"), kind)
+        entries[f"ladder_train_blind_{kind}"] = {"file_name": name, "formatting": "iovqa", "columns": columns}
+    return entries
+
+
 def pair_entries(paths: dict[str, str]) -> dict[str, dict]:
     """Pairs drawn from the train and test splits (within each source's text prompt, as the plugin draws them)."""
     columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
@@ -103,6 +140,7 @@ def build(out_dir: str, seed: int = 0, pristine_views: int = 0) -> dict[str, str
     info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}
             for split, path in paths.items()}
     info.update(pair_entries(paths))
+    info.update(blind_entries(out_dir))
     with open(os.path.join(out_dir, "dataset_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
     return paths

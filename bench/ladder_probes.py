@@ -14,6 +14,8 @@
 * the ceiling a model blind to dropped frames has: the held-out SRCC of each video's true level (a perfect
   reader of every other kind) when the dropped-frames videos are read as pristine, or as dropped at no
   particular level; and that of a reader told each level that orders a level's videos at random (no ties);
+* the least training loss per label token a reader can reach: the label's entropy given each video's level,
+  given it with the dropped-frames videos read as pristine, and given nothing;
 * with the frames sampled as one adjacent pair (`iovqa_frame_strategy: pairs`), how much the pair's two frames
   differ, per dropped-frames level and on the pristine videos.
 """
@@ -79,6 +81,34 @@ def blind_ceilings(table) -> None:
     draws = [spearmanr(-levels + rng.uniform(-0.1, 0.1, len(levels)), mos).statistic for _ in range(200)]
     print(f"held-out SRCC of the true level, each level's videos in random order (200 draws): "
           f"{np.mean(draws):.3f} ± {np.std(draws):.3f}")
+
+
+def loss_floors(table) -> None:
+    """The least training loss per label token a model can reach on the split (the entropy of the integer label,
+    two digit tokens, given what the model is assumed to read), so a loss goal is set against it."""
+    import numpy as np
+    import pandas as pd
+
+    from iovqa_plugin.data.labels import mos_to_integer
+    from iovqa_plugin.demo.ladder import video_degradation
+
+    kinds, levels = zip(*map(video_degradation, table["video_name"]))
+    labels = pd.Series([mos_to_integer(m) for m in table["Overall_MOS"]])
+    digits = len(str(labels.iloc[0]))
+
+    def per_token(groups) -> float:
+        frame = pd.DataFrame({"group": list(groups), "label": labels})
+        counts = frame.groupby(["group", "label"]).size()
+        p = counts / counts.groupby(level="group").transform("sum")
+        return float(-(counts * np.log(p)).sum() / len(frame) / digits)
+
+    readers = {
+        "every level known": levels,
+        "dropped frames read as pristine": [0 if k == "drop" else v for k, v in zip(kinds, levels)],
+        "nothing known": [0] * len(levels),
+    }
+    print(f"training loss floor per label token ({len(labels)} videos): "
+          + "; ".join(f"{name} {per_token(groups):.3f}" for name, groups in readers.items()))
 
 
 def pair_differences(root: str, table) -> None:
@@ -233,6 +263,7 @@ def main() -> None:
     test = pd.read_csv(os.path.join(root, "test.csv"))
     dropped_frames(root, test, spec)
     blind_ceilings(test)
+    loss_floors(pd.read_csv(os.path.join(root, "train.csv")))
     pair_differences(root, test)
     probe(root, "the untrained vision tower", tower_features(root, model_dir, spec),
           {"ridge probe": (ridge_readout, [None])})

@@ -2,7 +2,7 @@
 
     python bench/learning.py [--steps 150] [--seeds 0 1 2]
         [--arms decimal integer_nomask iovqa head levels levels_soft control multidim fidelity comparison
-                image_warmup grpo grpo_fidelity grpo_scratch]
+                image_warmup grpo grpo_fidelity grpo_scratch iovqa_pairs blind_blur blind_noise]
         [--warmup-steps 50] [--rl-steps 150] [--rl-lr 1e-4]
 
 Every arm trains the same benchmark model (the tiny test model, `build_tiny_model()`: 64 wide, its vision
@@ -29,7 +29,7 @@ on the stills, then the same --steps on the videos, starting from the first stag
 (probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
 as mean +- standard deviation over seeds, and the pairwise accuracy of the expected score over all pairs of
 test videos ("diff": pairs of different MOS; "tau": Deutsch et al.'s accuracy with ties). Below the table: each
-arm's mean probability on valid scores (integer mass) and training loss per label token; and, for the IOVQA and
+arm's mean probability on valid scores (integer mass) and training loss per label token; and, for the IOVQA, IOVQA-pairs, blind and
 control arms, the expected SRCC per degradation kind on the videos degraded by that kind alone (with each
 source's pristine video; the mean of the SRCC within each held-out source, and pooled) and the share of held-out
 sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per degradation
@@ -41,7 +41,10 @@ of the same seed with answer-only GRPO (4 prompts x 4 answers per step, --rl-ste
 default 150 steps see the 600 training videos once, as the SFT arm's 150 steps x 4 do) and report the same
 metrics plus the mean reward, the group reward std and the share of parseable answers over their first and last
 5 steps and the reward curve (the line `learning: grpo after sft expected SRCC <mean> ± <sd> (<n> seeds)`); the
-grpo_scratch arm runs the grpo arm's GRPO (same steps and learning rate) from the untrained model.
+grpo_scratch arm runs the grpo arm's GRPO (same steps and learning rate) from the untrained model. The blind arms
+(blind_blur, blind_noise) are the IOVQA arm trained on labels that rate every video degraded by that kind alone
+as its source's pristine video (bench/ladder.py's taught_blind): a model taught that the kind does not matter,
+which their per-degradation lines must show.
 Each run's result is stored next to its recipe (work/bench_learning/runs/*.result.json).
 """
 
@@ -63,6 +66,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from iovqa_plugin.data.dimensions import TAOBAO_DIMENSION_COLUMNS  # noqa: E402 (after the path)
+from ladder import BLIND_KINDS  # noqa: E402
 
 # The arms differ only in these keys (the paper's Table 4/5 rows, and the head variant).
 ARMS = {
@@ -92,6 +96,10 @@ ARMS = {
                       "per_device_train_batch_size": 16},
     "image_warmup": {"iovqa_label_format": "integer", "iovqa_label_mask": "digits"},
 }
+# The blind arms: the IOVQA arm taught that one kind does not matter (its videos rated as their pristine source,
+# bench/ladder.py's taught_blind), to show that the per-degradation lines catch a model blind to a kind.
+BLIND_ARMS = {f"blind_{kind}": kind for kind in BLIND_KINDS}
+ARMS.update({arm: dict(ARMS["iovqa"]) for arm in BLIND_ARMS})
 # the grpo arm's GRPO from the untrained model (no CONTINUES entry): what SFT first adds
 ARMS["grpo_scratch"] = ARMS["grpo"]
 # RL arms start from an SFT arm's trained model (of the same seed), with their own steps and learning rate
@@ -101,7 +109,8 @@ WARMUP_DATASETS = {"image_warmup": "ladder_stills_train"}
 # The multidim arm: each dimension's expected score against its ladder column (TaobaoVD-GC's names).
 DIMENSION_COLUMNS = TAOBAO_DIMENSION_COLUMNS
 # The control arm trains and scores the ladder with the level in words in every prompt.
-DATASETS = {"control": ("ladder_train_control", "test_control.csv"), "comparison": ("ladder_train_pairs", "test.csv")}
+DATASETS = {"control": ("ladder_train_control", "test_control.csv"), "comparison": ("ladder_train_pairs", "test.csv"),
+            **{arm: (f"ladder_train_blind_{kind}", "test.csv") for arm, kind in BLIND_ARMS.items()}}
 DEFAULT_DATASETS = ("ladder_train", "test.csv")
 ARM_TITLES = {
     "baseline": "no training",
@@ -120,12 +129,13 @@ ARM_TITLES = {
     "grpo_fidelity": "answer-only GRPO after the IOVQA arm (fidelity_rank)",
     "image_warmup": "IOVQA after an image warm-up on the training stills",
     "grpo_scratch": "answer-only GRPO from the untrained model (score_relative)",
+    **{arm: f"IOVQA taught blind to {kind} (its videos rated as pristine)" for arm, kind in BLIND_ARMS.items()},
 }
 # Decimal answers have no 41-integer distribution, and the head's score is its own expectation.
 SCORE_MODE = {"baseline": "both", "decimal": "greedy", "integer_nomask": "both", "iovqa": "both", "head": "head",
               "iovqa_pairs": "both", "levels": "both", "levels_soft": "both", "control": "both", "multidim": "both",
               "fidelity": "both", "comparison": "pairs", "grpo": "both", "grpo_fidelity": "both",
-              "image_warmup": "both", "grpo_scratch": "both"}
+              "image_warmup": "both", "grpo_scratch": "both", **{arm: "both" for arm in BLIND_ARMS}}
 # The scorer's prediction columns each mode fills, by the decoding they report.
 DECODINGS = {
     "both": {"greedy": "greedy_mos", "expected": "expected_mos"},
@@ -158,13 +168,15 @@ def ladder(work: str, pristine_views: int = 0) -> str:
 
 
 def add_pair_entries(path: str) -> None:
-    """The comparison arm's drawn-pairs datasets in a ladder built before they existed."""
-    from ladder import pair_entries
+    """The comparison arm's drawn-pairs datasets and the blind arms' datasets in a ladder built before they
+    existed."""
+    from ladder import blind_entries, pair_entries
 
     info_path = os.path.join(path, "dataset_info.json")
     with open(info_path, encoding="utf-8") as handle:
         info = json.load(handle)
     wanted = pair_entries({split: os.path.join(path, f"{split}.csv") for split in ("train", "test")})
+    wanted.update(blind_entries(path))
     if any(info.get(name) != entry for name, entry in wanted.items()):
         with open(info_path, "w", encoding="utf-8") as handle:
             json.dump({**info, **wanted}, handle, indent=2)
@@ -535,7 +547,7 @@ def summary_lines(results: dict) -> list[str]:
             lines.append(f"learning: {arm} choice mass {mean_sd(masses, '.3g')} (the probability on the choice "
                          f"tokens at the answer, {len(masses)} runs)")
         lines += reward_lines(arm, runs)
-    for arm in ("iovqa", "iovqa_pairs", "control"):
+    for arm in ("iovqa", "iovqa_pairs", "control", *BLIND_ARMS):
         lines += degradation_lines(arm, results.get(arm, []))
     return lines
 

@@ -1,5 +1,7 @@
 """The quality ladder: each degradation kind alone at rising strengths, and the names that say which."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,32 @@ def test_pristine_views_add_pristine_training_videos_and_leave_the_rest_as_it_wa
     assert len(added) == 2 and all(video_degradation(name) == (None, 0) for name in added["video_name"])
     assert added["video_name"].is_unique and not set(added["video_name"]) & set(before["video_name"])
     assert pd.read_csv(more["test"]).equals(pd.read_csv(plain["test"]))  # no view reaches another split
+
+
+def test_a_ladder_taught_blind_to_a_kind_rates_its_videos_as_their_pristine_source(tmp_path):
+    import importlib.util
+
+    import pandas as pd
+
+    from iovqa_plugin.demo.ladder import Source
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("bench_ladder", os.path.join(repo, "bench", "ladder.py"))
+    bench_ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_ladder)
+    sources = [Source("left", "bikes.mp4", "cyclists", (0.0, 0.0, 0.5, 1.0), 0),
+               Source("right", "bikes.mp4", "bicycles", (0.5, 0.0, 1.0, 1.0), 60)]
+    paths = make_ladder(str(tmp_path), sources, {"train": ("left", "right")}, frames=4, size=56,
+                        kinds=("blur", "noise"), sub_mos_columns=True)
+    plain = pd.read_csv(paths["train"])
+    blind = pd.read_csv(bench_ladder.taught_blind(paths["train"], "blur"))
+    mos = [c for c in plain.columns if c.endswith("_MOS")]
+    for i, name in enumerate(plain["video_name"]):
+        kind, _ = video_degradation(name)
+        source = os.path.basename(name).rsplit("_L", 1)[0]
+        if kind == "blur":
+            pristine = plain[plain["video_name"] == f"videos/{source}_L0.mp4"].iloc[0]
+            assert blind.loc[i, mos].tolist() == pristine[mos].tolist()
+            assert blind.loc[i, "Overall_MOS"] > plain.loc[i, "Overall_MOS"]
+        else:
+            assert blind.loc[i].equals(plain.loc[i])
