@@ -116,7 +116,7 @@ MAX_PIXELS = 224 * 224
 # sqrt(64) = 8 and, against 0.02-scale output rows, logits within about +-1, so no answer can hold more than a
 # few 1e-5 of the probability over a 151,936-token vocabulary (ln V = 11.9), whatever fine-tuning does. Pretrained
 # LMs end with gains of several units; at 8, an output layer trained at the labelled positions (untied, so the
-# input embedding stays as it is) puts > 0.9 of the mass on the label digits within the demo's 100 steps (a
+# input embedding stays as it is) puts > 0.9 of the mass on the label digits within 100 demo steps (a
 # simulation of the answer positions: 0.97 at gain 8, 0.98 at 16, 0.01 at gain 1; a frozen random head cannot
 # spread its mass over several digits at any scale: 0.03 over five digits at std 0.5).
 OUTPUT_GAIN = 8.0
