@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from iovqa_plugin.demo.ladder import Source, Still, make_ladder, video_degradation  # noqa: E402
+from iovqa_plugin.demo.ladder import Source, Still, make_ladder, video_degradation, video_source  # noqa: E402
 from iovqa_plugin.demo.stills import make_stills  # noqa: E402
 
 PAN_A = ((0.0, 0.0, 0.6, 0.6), (0.4, 0.4, 1.0, 1.0))  # top-left to bottom-right
@@ -81,6 +81,9 @@ def with_level_in_prompt(path: str) -> str:
     return out
 
 
+# The ladder's CSV columns, as every dataset_info.json entry of it maps them.
+COLUMNS = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
+
 # The blind arms' training labels: the videos of one kind rated as their source's pristine video, which teaches a
 # model that this kind does not matter (what the per-degradation lines must then show).
 BLIND_KINDS = ("blur", "noise")
@@ -93,7 +96,7 @@ def taught_blind(train_path: str, kind: str) -> str:
 
     table = pd.read_csv(train_path)
     parsed = [video_degradation(name) for name in table["video_name"]]
-    sources = [os.path.basename(name).rsplit("_L", 1)[0] for name in table["video_name"]]
+    sources = [video_source(name) for name in table["video_name"]]
     pristine = {source: i for i, (source, (_, level)) in enumerate(zip(sources, parsed)) if level == 0}
     mos_columns = [c for c in table.columns if c.endswith("_MOS")]
     for i, ((degradation, _), source) in enumerate(zip(parsed, sources)):
@@ -107,22 +110,22 @@ def taught_blind(train_path: str, kind: str) -> str:
 
 
 def blind_entries(path: str) -> dict[str, dict]:
-    """The blind arms' training datasets of a ladder (their files written if missing)."""
-    columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
-    entries = {}
+    """The blind arms' training datasets of a ladder, their files written again when missing or older than the
+    training split (a ladder rebuilt in place, e.g. with other pristine views)."""
+    train, entries = os.path.join(path, "train.csv"), {}
     for kind in BLIND_KINDS:
         name = f"train_blind_{kind}.csv"
-        if not os.path.isfile(os.path.join(path, name)):
-            taught_blind(os.path.join(path, "train.csv"), kind)
-        entries[f"ladder_train_blind_{kind}"] = {"file_name": name, "formatting": "iovqa", "columns": columns}
+        blind = os.path.join(path, name)
+        if not os.path.isfile(blind) or os.path.getmtime(blind) < os.path.getmtime(train):
+            taught_blind(train, kind)
+        entries[f"ladder_train_blind_{kind}"] = {"file_name": name, "formatting": "iovqa", "columns": COLUMNS}
     return entries
 
 
 def pair_entries(paths: dict[str, str]) -> dict[str, dict]:
     """Pairs drawn from the train and test splits (within each source's text prompt, as the plugin draws them)."""
-    columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
     return {f"ladder_{split}_pairs": {"file_name": os.path.basename(paths[split]), "formatting": "iovqa_drawn_pairs",
-                                      "columns": columns} for split in ("train", "test")}
+                                      "columns": COLUMNS} for split in ("train", "test")}
 
 
 def build(out_dir: str, seed: int = 0, pristine_views: int = 0) -> dict[str, str]:
@@ -136,8 +139,7 @@ def build(out_dir: str, seed: int = 0, pristine_views: int = 0) -> dict[str, str
                         pristine_views=pristine_views)
     paths.update({f"{split}_control": with_level_in_prompt(paths[split]) for split in ("train", "test")})
     paths["stills_train"] = make_stills(out_dir, out_dir, ("train",))["train"]  # the image warm-up arm's images
-    columns = {"videos": "video_name", "prompt": "Prompt", "response": "Overall_MOS"}
-    info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": columns}
+    info = {f"ladder_{split}": {"file_name": os.path.basename(path), "formatting": "iovqa", "columns": COLUMNS}
             for split, path in paths.items()}
     info.update(pair_entries(paths))
     info.update(blind_entries(out_dir))

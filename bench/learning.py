@@ -163,11 +163,11 @@ def ladder(work: str, pristine_views: int = 0) -> str:
     if ("Temporal_MOS" not in text or "_L1_blur.mp4" not in text or not stills  # none yet, or an older ladder (no
             or built_views != pristine_views):  # sub-MOS columns, kinds alone, stills; other pristine views)
         build(path, pristine_views=pristine_views)
-    add_pair_entries(path)
+    add_derived_entries(path)
     return path
 
 
-def add_pair_entries(path: str) -> None:
+def add_derived_entries(path: str) -> None:
     """The comparison arm's drawn-pairs datasets and the blind arms' datasets in a ladder built before they
     existed."""
     from ladder import blind_entries, pair_entries
@@ -314,12 +314,12 @@ def per_degradation(table, predicted: dict) -> dict:
     import pandas as pd
     from scipy.stats import spearmanr
 
-    from iovqa_plugin.demo.ladder import KINDS, video_degradation
+    from iovqa_plugin.demo.ladder import KINDS, video_degradation, video_source
 
     rows = []
     for name, mos in zip(table["video_name"], table["Overall_MOS"]):
         kind, level = video_degradation(name)
-        rows.append((os.path.basename(name).rsplit("_L", 1)[0], kind, level, mos, predicted[name]))
+        rows.append((video_source(name), kind, level, mos, predicted[name]))
     videos = pd.DataFrame(rows, columns=["source", "kind", "level", "mos", "pred"]).dropna(subset=["pred"])
     pristine = videos[videos["level"] == 0].set_index("source")["pred"]
     out = {"kinds": {}}

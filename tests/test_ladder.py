@@ -1,11 +1,13 @@
 """The quality ladder: each degradation kind alone at rising strengths, and the names that say which."""
 
 import os
+import time
 
 import numpy as np
 import pytest
 
-from iovqa_plugin.demo.ladder import DEGRADATIONS, KINDS, MIXED, degrade, make_ladder, video_degradation, video_name
+from iovqa_plugin.demo.ladder import (DEGRADATIONS, KINDS, MIXED, degrade, make_ladder, video_degradation, video_name,
+                                      video_source)
 
 
 def moving_frames(count: int = 16, size: int = 56) -> list:
@@ -59,6 +61,7 @@ def test_video_names_say_kind_and_level():
         for level in range(5):
             expected = (None, 0) if level == 0 else (kind, level)
             assert video_degradation("videos/bikes_mid_" + video_name("x", kind, level)[2:]) == expected
+            assert video_source("videos/" + video_name("bikes_mid", kind, level)) == "bikes_mid"
     with pytest.raises(ValueError, match="not a ladder video name"):
         video_degradation("videos/clip.mp4")
 
@@ -109,10 +112,18 @@ def test_a_ladder_taught_blind_to_a_kind_rates_its_videos_as_their_pristine_sour
     mos = [c for c in plain.columns if c.endswith("_MOS")]
     for i, name in enumerate(plain["video_name"]):
         kind, _ = video_degradation(name)
-        source = os.path.basename(name).rsplit("_L", 1)[0]
+        source = video_source(name)
         if kind == "blur":
             pristine = plain[plain["video_name"] == f"videos/{source}_L0.mp4"].iloc[0]
             assert blind.loc[i, mos].tolist() == pristine[mos].tolist()
             assert blind.loc[i, "Overall_MOS"] > plain.loc[i, "Overall_MOS"]
         else:
             assert blind.loc[i].equals(plain.loc[i])
+    # a training split written again (a ladder rebuilt in place) is taught blind again, not left stale
+    entries = bench_ladder.blind_entries(str(tmp_path))
+    assert entries["ladder_train_blind_noise"]["file_name"] == "train_blind_noise.csv"
+    rebuilt = plain.assign(Prompt="another prompt")
+    rebuilt.to_csv(paths["train"], index=False)
+    os.utime(paths["train"], (time.time() + 10, time.time() + 10))
+    bench_ladder.blind_entries(str(tmp_path))
+    assert (pd.read_csv(tmp_path / "train_blind_blur.csv")["Prompt"] == "another prompt").all()

@@ -178,6 +178,11 @@ def video_name(source: str, kind: str, level: int) -> str:
     return f"{source}_L0.mp4" if level == 0 else f"{source}_L{level}_{kind}.mp4"
 
 
+def video_source(name: str) -> str:
+    """The source a ladder video was filmed from (its file name up to ``_L<level>``)."""
+    return os.path.basename(name).rsplit("_L", 1)[0]
+
+
 def video_degradation(name: str) -> tuple[str | None, int]:
     """(kind, level) of a ladder video from its name (kind ``None`` at level 0, the pristine video)."""
     import re
