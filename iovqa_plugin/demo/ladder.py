@@ -200,7 +200,11 @@ def write_video(frames: list, path: str, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames[0].size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "10", "preset": "veryfast"}
+        # lossless: x264's lossy output changes with its threads, the machine's load and even the environment
+        # (crf 10 decoded up to 11 grey levels apart between two writes of the same frames), and with it the
+        # ladder's pixels, the demo's results and every test trained on it; lossless, the frames read back are
+        # the degraded frames through the yuv420p conversion alone, the same on every write (3x the bytes)
+        stream.options = {"qp": "0", "preset": "veryfast"}
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_image(image)):
                 container.mux(packet)
