@@ -36,7 +36,7 @@ test-fast: install
 	$(RUN) $(BIN)/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks print their numbers (they are not tests) and write them, with the commands and machine facts,
-# to bench/RESULTS.md (`make bench`, about an hour on 2 cores) or bench/RESULTS_quick.md (`make bench-quick`,
+# to bench/RESULTS.md (`make bench`, over an hour on 2 cores) or bench/RESULTS_quick.md (`make bench-quick`,
 # reduced versions of each, under 10 minutes). The speed benchmarks use the demo's adapter (`make demo`).
 BENCH_STAMP := $(VENV)/.iovqa-bench-installed
 

@@ -8,7 +8,7 @@
 * a ridge probe on the untrained vision tower's output for those 2 frames (mean and sd over its tokens), fitted
   on the train split (ridge strength chosen on val), read on the held-out split: SRCC overall, and per kind on
   the videos degraded by that kind alone plus the pristine ones (within source / pooled), the ceiling of a
-  linear readout of what the first stage carries;
+  linear readout of what the first stage carries; and the same for 2 adjacent frames;
 * the same readout, and a small MLP (3 seeds), on hand-made block-DCT statistics of the same frames' pixels:
   what a reader of the frames, free of the tiny model, carries over to unseen scenes;
 * the ceiling a model blind to dropped frames has: the held-out SRCC of each video's true level (a perfect
@@ -16,6 +16,9 @@
   particular level; and that of a reader told each level that orders a level's videos at random (no ties);
 * the least training loss per label token a reader can reach: the label's entropy given each video's level,
   given it with the dropped-frames videos read as pristine, and given nothing;
+* the training labels of what looks pristine in 2 segment frames (the pristine and the dropped-frames videos)
+  against the level-1 videos': why such a reader puts level 1 above level 0; and the most a reader that sees
+  dropped frames but not their level (an adjacent pair) reads of them within a source;
 * with the frames sampled as one adjacent pair (`iovqa_frame_strategy: pairs`), how much the pair's two frames
   differ, per dropped-frames level and on the pristine videos.
 """
@@ -81,6 +84,27 @@ def blind_ceilings(table) -> None:
     draws = [spearmanr(-levels + rng.uniform(-0.1, 0.1, len(levels)), mos).statistic for _ in range(200)]
     print(f"held-out SRCC of the true level, each level's videos in random order (200 draws): "
           f"{np.mean(draws):.3f} ± {np.std(draws):.3f}")
+    # an adjacent pair shows that frames were dropped, not how many (bench/learning.py's iovqa_pairs arm): the most
+    # its per-degradation line for them can read within a source
+    seen = held_out_cells(table, -readings["dropped frames seen, their level not (read as level 2.5)"])
+    print(f"dropped frames seen, their level not: {seen['drop within']:.3f} within source, {seen['drop pooled']:.3f} "
+          "pooled (the ceiling of their per-degradation line)")
+
+
+def pristine_looking(table) -> None:
+    """The training labels of the videos that look pristine in 2 frames far apart: the pristine videos and the
+    dropped-frames ones (their frames are the pristine video's), against the level-1 videos'."""
+    from iovqa_plugin.demo.ladder import video_degradation
+
+    kinds, levels = zip(*map(video_degradation, table["video_name"]))
+    looks = [kind == "drop" or level == 0 for kind, level in zip(kinds, levels)]
+    pristine = [level == 0 for level in levels]
+    level1 = [level == 1 and kind != "drop" for kind, level in zip(kinds, levels)]
+    mos = table["Overall_MOS"]
+    print(f"training labels of the videos that look pristine in 2 segment frames ({sum(looks)}: pristine and dropped "
+          f"frames) mean MOS {mos[looks].mean():.2f}, of the pristine ones alone {mos[pristine].mean():.2f}, of the "
+          f"other level-1 videos ({sum(level1)}) {mos[level1].mean():.2f}: a reader of segment frames that fits the "
+          "labels scores a source's pristine video below its level-1 videos")
 
 
 def loss_floors(table) -> None:
@@ -263,9 +287,14 @@ def main() -> None:
     test = pd.read_csv(os.path.join(root, "test.csv"))
     dropped_frames(root, test, spec)
     blind_ceilings(test)
-    loss_floors(pd.read_csv(os.path.join(root, "train.csv")))
+    train = pd.read_csv(os.path.join(root, "train.csv"))
+    loss_floors(train)
+    pristine_looking(train)
     pair_differences(root, test)
     probe(root, "the untrained vision tower", tower_features(root, model_dir, spec),
+          {"ridge probe": (ridge_readout, [None])})
+    probe(root, "the untrained vision tower, its 2 frames an adjacent pair",
+          tower_features(root, model_dir, FrameSpec(num_frames=2, strategy="pairs")),
           {"ridge probe": (ridge_readout, [None])})
     probe(root, "pixel statistics", pixel_statistics(root, spec),
           {"ridge probe": (ridge_readout, [None]), "MLP probe": (mlp_readout, [0, 1, 2])})

@@ -1,6 +1,6 @@
 """Run the benchmarks and write their numbers, commands and machine facts to a results file.
 
-    python bench/run_all.py            # make bench:       bench/RESULTS.md (about an hour on 2 cores)
+    python bench/run_all.py            # make bench:       bench/RESULTS.md (over an hour on 2 cores)
     python bench/run_all.py --quick    # make bench-quick: bench/RESULTS_quick.md (reduced versions, minutes)
     python bench/run_all.py learning   # re-run some sections; the file's other sections are kept
 
@@ -25,6 +25,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = {
     "learning": ("Learning: the label ablation on the held-out ladder", ["bench/learning.py"],
                  ["bench/learning.py", "--steps", "6", "--seeds", "0", "--work", "work/bench_learning_quick"]),
+    "learning_kinds": ("Learning: what the IOVQA arm sees of each degradation kind, 3 passes (450 steps), with its 2 "
+                       "frames far apart and as one adjacent pair", ["bench/learning.py", "--arms", "iovqa",
+                                                                     "iovqa_pairs", "--steps", "450", "--work",
+                                                                     "work/bench_kinds"],
+                       ["bench/learning.py", "--steps", "6", "--seeds", "0", "--arms", "iovqa", "iovqa_pairs",
+                        "--work", "work/bench_learning_quick"]),
+    "ladder_probes": ("Probe: what the tiny model can see of each degradation kind before training, and the "
+                      "ceilings and loss floors that follow", ["bench/ladder_probes.py", "--work", "work/bench_kinds"],
+                      ["bench/ladder_probes.py", "--work", "work/bench_learning_quick"]),
     "learning_pairs": ("Learning: comparison-only training and the fidelity loss next to the IOVQA arm, with "
                        "pairwise accuracy on held-out pairs", ["bench/learning.py", "--arms", "iovqa", "fidelity",
                                                               "comparison"],
