@@ -15,7 +15,7 @@
   reader of every other kind) when the dropped-frames videos are read as pristine, or as dropped at no
   particular level; and that of a reader told each level that orders a level's videos at random (no ties);
 * the least training loss per label token a reader can reach: the label's entropy given each video's level,
-  given it with the dropped-frames videos read as pristine, and given nothing;
+  given it with the dropped-frames videos read as pristine or seen at no particular level, and given nothing;
 * the training labels of what looks pristine in 2 segment frames (the pristine and the dropped-frames videos)
   against the level-1 videos': why such a reader puts level 1 above level 0; and the most a reader that sees
   dropped frames but not their level (an adjacent pair) reads of them within a source;
@@ -129,6 +129,7 @@ def loss_floors(table) -> None:
     readers = {
         "every level known": levels,
         "dropped frames read as pristine": [0 if k == "drop" else v for k, v in zip(kinds, levels)],
+        "dropped frames seen, their level not": ["drop" if k == "drop" else v for k, v in zip(kinds, levels)],
         "nothing known": [0] * len(levels),
     }
     print(f"training loss floor per label token ({len(labels)} videos): "
