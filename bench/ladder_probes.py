@@ -46,14 +46,15 @@ def dropped_frames(root: str, table, spec) -> None:
     import numpy as np
     import pandas as pd
 
-    from iovqa_plugin.demo.ladder import video_degradation
+    from iovqa_plugin.demo.ladder import MIXED, video_degradation, video_name, video_source
 
     rows = []
     for name in table["video_name"]:
         kind, level = video_degradation(name)
         if kind in ("drop", "blur") and (kind == "drop" or level == 1):
             frames = sampled(root, name, spec)
-            pristine = sampled(root, name.rsplit("_L", 1)[0] + "_L0.mp4", spec)
+            pristine_name = os.path.join(os.path.dirname(name), video_name(video_source(name), MIXED, 0))
+            pristine = sampled(root, pristine_name, spec)
             difference = max(np.abs(a - b).mean() for a, b in zip(frames, pristine))
             motion = np.abs(frames[0] - frames[-1]).mean() / max(np.abs(pristine[0] - pristine[-1]).mean(), 1e-9)
             rows.append((kind, level, difference, motion))

@@ -29,11 +29,11 @@ on the stills, then the same --steps on the videos, starting from the first stag
 (probability-weighted mean of 10..50, or of the levels 1..5 for the level-word arms; not for decimal labels),
 as mean +- standard deviation over seeds, and the pairwise accuracy of the expected score over all pairs of
 test videos ("diff": pairs of different MOS; "tau": Deutsch et al.'s accuracy with ties). Below the table: each
-arm's mean probability on valid scores (integer mass) and training loss per label token; and, for the IOVQA, IOVQA-pairs, blind and
-control arms, the expected SRCC per degradation kind on the videos degraded by that kind alone (with each
-source's pristine video; the mean of the SRCC within each held-out source, and pooled) and the share of held-out
-sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per degradation
-<kind> ...`), and the expected SRCC of every test video but the dropped-frames ones (which 2 frames far apart
+arm's mean probability on valid scores (integer mass) and training loss per label token; and, for the IOVQA,
+IOVQA-pairs, blind and control arms, the expected SRCC per degradation kind on the videos degraded by that kind
+alone (with each source's pristine video; the mean of the SRCC within each held-out source, and pooled) and the
+share of held-out sources whose pristine video scores above their level-1 videos (the lines `learning: iovqa per
+degradation <kind> ...`), and the expected SRCC of every test video but the dropped-frames ones (which 2 frames far apart
 cannot show: bench/ladder_probes.py). The iovqa_pairs arm is the IOVQA arm with its 2 frames sampled as one
 adjacent pair (`iovqa_frame_strategy: pairs`: the middle frame and the next, one temporal patch), which shows a
 repeated frame. The RL arms (grpo: score_relative; grpo_fidelity: fidelity_rank) continue the IOVQA arm's model
@@ -54,6 +54,7 @@ import argparse
 import json
 import math
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def ladder(work: str, pristine_views: int = 0) -> str:
 
     path = os.path.join(work, "ladder")
     files = [os.path.join(path, name) for name in ("test_control.csv", "train.csv")]
-    text = "".join(open(f, encoding="utf-8").read() for f in files if os.path.isfile(f))
+    text = "".join(pathlib.Path(f).read_text(encoding="utf-8") for f in files if os.path.isfile(f))
     stills = os.path.isfile(os.path.join(path, "stills_train.csv"))
     built_views = len(set(re.findall(r"_pristine(\d+)_L0\.mp4", text)))
     if ("Temporal_MOS" not in text or "_L1_blur.mp4" not in text or not stills  # none yet, or an older ladder (no
